@@ -1,0 +1,145 @@
+# qagw: the gateway (qagw), the agent (qaagent, libqaagent) and their tests.
+# `make run` and `make test` are the two commands README.md shows.
+
+CC      ?= cc
+CLANG   ?= clang
+PYTHON  ?= /usr/bin/python3
+BUILD   ?= build
+
+# Debian packages behind each pkg-config name (scripts/install-deps.sh installs them):
+#   libevent libevent_pthreads libevent_openssl -> libevent-dev
+#   openssl -> libssl-dev   hiredis -> libhiredis-dev   libpq -> libpq-dev
+#   sqlite3 -> libsqlite3-dev   jansson -> libjansson-dev   inih -> libinih-dev
+#   uuid -> uuid-dev   cmocka -> libcmocka-dev
+PKGS_GW    = libevent libevent_pthreads libevent_openssl openssl hiredis libpq jansson inih
+PKGS_AGENT = sqlite3 uuid jansson
+PKGS_TEST  = cmocka
+
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS_GW) $(PKGS_AGENT) 2>/dev/null)
+LIBS_GW    := $(shell pkg-config --libs $(PKGS_GW) 2>/dev/null) -lpthread
+LIBS_AGENT := $(shell pkg-config --libs $(PKGS_AGENT) 2>/dev/null)
+LIBS_TEST  := $(shell pkg-config --libs $(PKGS_TEST) 2>/dev/null)
+
+WARN    = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
+CFLAGS ?= -O2 -g
+ALL_CFLAGS = -std=c17 -D_GNU_SOURCE $(WARN) $(CFLAGS) -I. $(PKG_CFLAGS) -MMD -MP
+LDFLAGS ?=
+
+PROTO_SRC = $(wildcard proto/*.c)
+STORE_SRC = $(wildcard store/*.c)
+ADMIN_SRC = $(wildcard admin/*.c)
+GW_SRC    = $(filter-out gateway/main.c,$(wildcard gateway/*.c))
+AGENT_SRC = $(filter-out agent/qaagent.c,$(wildcard agent/*.c))
+UNIT_SRC  = $(wildcard tests/unit/test_*.c)
+
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+
+LIBPROTO  = $(BUILD)/libqsproto.a
+LIBGW     = $(BUILD)/libqagw.a
+LIBAGENT  = $(BUILD)/libqaagent.a
+QAGW      = $(BUILD)/qagw
+QAAGENT   = $(BUILD)/qaagent
+UNIT_BINS = $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
+
+FUZZ_SRC  = $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BINS = $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
+FUZZ_SECONDS ?= 60
+
+.PHONY: all deps run services stop-services test test-unit test-fuzz test-e2e fuzz clean format format-check
+
+all: $(QAGW) $(QAAGENT) $(UNIT_BINS)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(LIBPROTO): $(call obj,$(PROTO_SRC))
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(LIBGW): $(call obj,$(GW_SRC) $(STORE_SRC) $(ADMIN_SRC))
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(LIBAGENT): $(call obj,$(AGENT_SRC))
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
+$(QAGW): $(call obj,gateway/main.c) $(LIBGW) $(LIBPROTO)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_GW)
+
+$(QAAGENT): $(call obj,agent/qaagent.c) $(LIBAGENT) $(LIBPROTO)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_AGENT)
+
+# Unit tests link only the module they test: test_proto_* the codec,
+# test_agent_* libqaagent, test_gw_* the gateway library (gateway, store, admin).
+$(BUILD)/tests/test_proto_%: $(call obj,tests/unit/test_proto_%.c) $(LIBPROTO)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_TEST)
+
+$(BUILD)/tests/test_agent_%: $(call obj,tests/unit/test_agent_%.c) $(LIBAGENT) $(LIBPROTO)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_AGENT) $(LIBS_TEST)
+
+$(BUILD)/tests/test_gw_%: $(call obj,tests/unit/test_gw_%.c) $(LIBGW) $(LIBPROTO)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_GW) $(LIBS_TEST)
+
+# libFuzzer targets, built with clang; each links the sources it exercises.
+# fuzz_frame: the codec; fuzz_stream: the agent's -x parser; fuzz_config: qagw's config.
+FUZZ_CFLAGS = -std=c17 -D_GNU_SOURCE -g -O1 -I. $(PKG_CFLAGS) -fsanitize=fuzzer,address,undefined
+$(BUILD)/fuzz/fuzz_frame: tests/fuzz/fuzz_frame.c $(PROTO_SRC)
+	@mkdir -p $(dir $@)
+	$(CLANG) $(FUZZ_CFLAGS) -o $@ $^
+$(BUILD)/fuzz/fuzz_stream: tests/fuzz/fuzz_stream.c $(PROTO_SRC) $(AGENT_SRC)
+	@mkdir -p $(dir $@)
+	$(CLANG) $(FUZZ_CFLAGS) -o $@ $^ $(LIBS_AGENT)
+$(BUILD)/fuzz/fuzz_config: tests/fuzz/fuzz_config.c $(PROTO_SRC) $(GW_SRC) $(STORE_SRC) $(ADMIN_SRC)
+	@mkdir -p $(dir $@)
+	$(CLANG) $(FUZZ_CFLAGS) -o $@ $^ $(LIBS_GW)
+
+deps:
+	@bash scripts/install-deps.sh
+
+# The main job: packages, build, PostgreSQL + Redis under run/, a 3-worker gateway.
+run: deps
+	$(MAKE) all
+	bash scripts/services.sh start run
+	$(QAGW) -c conf/qagw.conf
+
+stop-services:
+	bash scripts/services.sh stop run
+
+test: deps
+	$(MAKE) all $(FUZZ_BINS)
+	$(MAKE) test-unit test-fuzz test-e2e
+
+test-unit: $(UNIT_BINS)
+	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
+
+# Every fuzz target replays its checked-in corpus once (no new inputs).
+test-fuzz: $(FUZZ_BINS)
+	@set -e; for f in $(FUZZ_BINS); do n=$$(basename $$f); n=$${n#fuzz_}; \
+	  echo "== $$f corpus tests/fuzz/corpus/$$n"; \
+	  $$f -runs=0 tests/fuzz/corpus/$$n >/dev/null 2>$(BUILD)/fuzz/$$n.log || { tail -30 $(BUILD)/fuzz/$$n.log; exit 1; }; \
+	  tail -1 $(BUILD)/fuzz/$$n.log; done
+
+test-e2e: $(QAGW) $(QAAGENT)
+	$(PYTHON) -m pytest -q tests/e2e
+
+# Bounded fuzzing of every target (FUZZ_SECONDS each); new finds go to build/fuzz/new-*.
+fuzz: $(FUZZ_BINS)
+	@set -e; for f in $(FUZZ_BINS); do n=$$(basename $$f); n=$${n#fuzz_}; \
+	  mkdir -p $(BUILD)/fuzz/new-$$n; echo "== fuzzing $$n for $(FUZZ_SECONDS)s"; \
+	  $$f -max_total_time=$(FUZZ_SECONDS) -max_len=65536 $(BUILD)/fuzz/new-$$n tests/fuzz/corpus/$$n; done
+
+format:
+	clang-format -i $(shell git ls-files '*.c' '*.h')
+
+format-check:
+	clang-format --dry-run --Werror $(shell git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
