@@ -1,0 +1,126 @@
+"""Fixtures of the black-box tests: a private PostgreSQL for the run, a fresh database
+per test, qagw processes built from a generated config, and qaagent runs.
+
+PostgreSQL: its own temp dir and free port, owned by the unprivileged `postgres` user
+when we run as root (the server refuses root), initialised with `initdb -A trust`. Trust
+authentication is acceptable here only because the server listens on 127.0.0.1 and a
+private socket directory, for the length of the test run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import uuid
+from pathlib import Path
+
+import pytest
+
+import harness
+from harness import Agent, Gateway, PgServer
+
+_db_counter = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def run_dir():
+    d = harness.make_tempdir("qagw-e2e-")
+    os.chmod(d, 0o755)  # the postgres user must traverse it to reach its cluster
+    yield d
+    if not os.environ.get("QAGW_E2E_KEEP"):
+        harness.rmtree(d)
+
+
+def _start_pg(base: Path) -> PgServer:
+    pg = PgServer(base)
+    pg.init()
+    pg.start()
+    return pg
+
+
+@pytest.fixture(scope="session")
+def pg_server(run_dir):
+    """The run's shared PostgreSQL; tests get their own database in it (`store`)."""
+    pg = _start_pg(run_dir / "pg")
+    yield pg
+    pg.shutdown()
+
+
+@pytest.fixture
+def store(pg_server):
+    """A fresh database `qagw_tN` owned by role qagw, for one test."""
+    return pg_server.create_database(f"qagw_t{next(_db_counter)}")
+
+
+@pytest.fixture
+def private_pg(run_dir):
+    """A PostgreSQL of this test alone (for tests that stop and start the server)."""
+    pg = _start_pg(run_dir / f"pg-private-{uuid.uuid4().hex[:8]}")
+    yield pg
+    pg.shutdown()
+
+
+@pytest.fixture
+def qagw(tmp_path, store, request):
+    """Factory: qagw(workers=("ml1",), node="n1", limits={...}, store=..., start=True).
+
+    Writes an INI config (auth=off, loopback listeners on free ports, the test's
+    database) and starts `build/qagw -c FILE`, stderr into a log file, returning once
+    every worker accepts TCP connections (15 s, else failure with the log's tail).
+    Every gateway started is stopped in teardown: SIGTERM, then SIGKILL.
+    """
+    started = []
+    names = itertools.count(1)
+
+    def make(workers=("ml1",), node=None, limits=None, store_=None, start=True,
+             sections=None) -> Gateway:
+        node = node or f"n{next(names)}"
+        secs = dict(sections or {})
+        gw = Gateway(tmp_path / f"gw-{node}", node, workers, store_ or store,
+                     limits=limits, sections=secs)
+        started.append(gw)
+        if start:
+            gw.start()
+        return gw
+
+    yield make
+
+    problems = []
+    for gw in started:
+        if gw.proc is None:
+            continue
+        rc = gw.proc.poll()
+        if rc is not None and rc < 0 and -rc not in (signal.SIGKILL, signal.SIGTERM):
+            problems.append(f"qagw {gw.node} died from signal {-rc}:\n{harness.tail(gw.log)}")
+        gw.stop(grace=8)
+    failed = getattr(request.node, "rep_call", None)
+    if failed is not None and failed.failed:
+        for gw in started:
+            print(f"\n---- qagw {gw.node} log ({gw.log}) ----\n{harness.tail(gw.log, 60)}")
+    if problems:
+        pytest.fail("\n".join(problems))
+
+
+@pytest.fixture
+def agent(tmp_path):
+    """Factory: agent(id, *streams) -> Agent with its client store in the test's tmp dir."""
+
+    def make(agent_id: str, *streams: str, extra=()) -> Agent:
+        return Agent(agent_id, tmp_path / f"agent-{agent_id}.db", streams, extra=extra)
+
+    return make
+
+
+@pytest.fixture
+def uid():
+    """A short suffix that keeps agent ids of different tests apart."""
+    return uuid.uuid4().hex[:8]
+
+
+@pytest.hookimpl(tryfirst=True, hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    # lets fixtures see whether the test body failed (to print the gateway logs)
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)

@@ -1,0 +1,417 @@
+"""Processes the black-box tests start and talk to: a private PostgreSQL, qagw gateways,
+qaagent runs, and queries of the store. conftest.py turns these into fixtures.
+
+Everything listens on 127.0.0.1 on ports picked free at run time, lives in a per-run
+temporary directory, and is killed by pid in teardown, also when a test fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD = Path(os.environ.get("BUILD", REPO / "build"))
+if not BUILD.is_absolute():
+    BUILD = REPO / BUILD
+QAGW = BUILD / "qagw"
+QAAGENT = BUILD / "qaagent"
+PGBIN = Path(os.environ.get("PGBIN", "/usr/lib/postgresql/15/bin"))
+
+try:
+    import psycopg2  # python3-psycopg2, installed by scripts/install-deps.sh
+except ImportError:  # fall back to psql through a subprocess
+    psycopg2 = None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nothing listens on right now (the kernel's choice for an ephemeral bind)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.2) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def tail(path: Path, n: int = 40) -> str:
+    try:
+        lines = Path(path).read_text(errors="replace").splitlines()
+    except OSError as e:
+        return f"(no log: {e})"
+    return "\n".join(lines[-n:])
+
+
+def require_binary(path: Path) -> None:
+    # A missing binary is a failure, not a skip: these tests exist to show the feature.
+    assert path.is_file() and os.access(path, os.X_OK), \
+        f"{path} is not built (run `make {path.relative_to(REPO)}`)"
+
+
+def wait_until(pred, timeout: float, interval: float = 0.1, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+# ------------------------------------------------------------------ PostgreSQL
+
+
+class PgServer:
+    """A private PostgreSQL 15 cluster for one test run.
+
+    The server refuses to run as root, so when we are root the cluster belongs to the
+    unprivileged `postgres` user (created by the Debian package) and every server command
+    runs through `runuser -u postgres`. initdb uses `-A trust`: acceptable only because
+    the server listens on 127.0.0.1 and a private socket directory, for tests.
+    """
+
+    def __init__(self, base: Path, port: Optional[int] = None) -> None:
+        self.base = Path(base)
+        self.port = port or free_port()
+        self.data = self.base / "data"
+        self.sock = self.base / "sock"
+        self.log = self.base / "postgresql.log"
+        self.os_user = "postgres" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+        self.databases: List[str] = []
+
+    def _as_pg(self, argv: Sequence[str], check: bool = True, timeout: float = 120):
+        if os.geteuid() == 0:
+            argv = ["runuser", "-u", "postgres", "--"] + list(argv)
+        p = subprocess.run(argv, cwd="/", stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           text=True, timeout=timeout)
+        if check and p.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)} failed ({p.returncode}):\n{p.stdout}\n{tail(self.log)}")
+        return p
+
+    def init(self) -> "PgServer":
+        self.base.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            pw = pwd.getpwnam("postgres")
+            os.chown(self.base, pw.pw_uid, pw.pw_gid)
+        os.chmod(self.base, 0o700)
+        self._as_pg([str(PGBIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "postgres",
+                     "-E", "UTF8", "--locale=C.UTF-8", "--no-sync"])
+        self._as_pg(["mkdir", "-p", str(self.sock)])
+        # Tests need no durability across a machine crash; fsync off keeps them fast.
+        with open(self.data / "postgresql.conf", "a") as f:
+            f.write("\nfsync = off\nsynchronous_commit = off\nfull_page_writes = off\n"
+                    "max_connections = 200\n")
+        return self
+
+    def start(self) -> None:
+        self._as_pg([str(PGBIN / "pg_ctl"), "-D", str(self.data), "-l", str(self.log), "-w",
+                     "-t", "60", "-o",
+                     f"-p {self.port} -k {self.sock} -c listen_addresses=127.0.0.1", "start"])
+
+    def stop(self, mode: str = "fast") -> None:
+        self._as_pg([str(PGBIN / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "-t", "60",
+                     "stop"])
+
+    def running(self) -> bool:
+        p = self._as_pg([str(PGBIN / "pg_ctl"), "-D", str(self.data), "status"], check=False)
+        return p.returncode == 0
+
+    def shutdown(self) -> None:
+        """Teardown: stop if running; never raises."""
+        try:
+            if (self.data / "postmaster.pid").exists():
+                self.stop("immediate")
+        except Exception:
+            pid_file = self.data / "postmaster.pid"
+            try:
+                pid = int(pid_file.read_text().split()[0])
+                os.kill(pid, signal.SIGKILL)
+            except Exception:
+                pass
+
+    def admin_sql(self, sql: str) -> str:
+        p = self._as_pg([str(PGBIN / "psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h",
+                         str(self.sock), "-p", str(self.port), "-U", "postgres", "-d", "postgres",
+                         "-tA", "-c", sql])
+        return p.stdout.strip()
+
+    def create_database(self, name: str) -> "Store":
+        """A fresh database owned by role qagw (created on first use)."""
+        if self.admin_sql("select count(*) from pg_roles where rolname='qagw'") != "1":
+            self.admin_sql("create role qagw login")
+        self.admin_sql(f'create database "{name}" owner qagw')
+        self.databases.append(name)
+        return Store(self, name)
+
+
+class Store:
+    """One database of a PgServer, as the gateway sees it (user qagw over TCP)."""
+
+    def __init__(self, server: PgServer, dbname: str) -> None:
+        self.server = server
+        self.dbname = dbname
+
+    @property
+    def conninfo(self) -> str:
+        return f"host=127.0.0.1 port={self.server.port} dbname={self.dbname} user=qagw"
+
+    def query(self, sql: str, params: Sequence = ()) -> List[tuple]:
+        """Rows of a query as tuples (values as Python objects with psycopg2, text with psql)."""
+        if psycopg2 is not None:
+            conn = psycopg2.connect(host="127.0.0.1", port=self.server.port, dbname=self.dbname,
+                                    user="qagw", connect_timeout=5)
+            try:
+                conn.autocommit = True
+                with conn.cursor() as cur:
+                    cur.execute(sql, tuple(params))
+                    return [tuple(r) for r in cur.fetchall()] if cur.description else []
+            finally:
+                conn.close()
+        # psql fallback: parameters are inlined as quoted literals
+        def lit(v) -> str:
+            if v is None:
+                return "NULL"
+            if isinstance(v, (list, tuple)):
+                return "ARRAY[" + ",".join(lit(x) for x in v) + "]"
+            return "'" + str(v).replace("'", "''") + "'"
+        text = sql % tuple(lit(v) for v in params) if params else sql
+        p = subprocess.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p",
+                            str(self.server.port), "-U", "qagw", "-d", self.dbname, "-tA",
+                            "-F", "\x1f", "-c", text], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, timeout=30)
+        if p.returncode != 0:
+            raise RuntimeError(f"psql: {p.stderr}")
+        return [tuple(line.split("\x1f")) for line in p.stdout.splitlines() if line != ""]
+
+    def scalar(self, sql: str, params: Sequence = ()):
+        rows = self.query(sql, params)
+        assert len(rows) == 1, f"{sql!r} returned {len(rows)} rows"
+        return rows[0][0]
+
+    def tables(self) -> List[str]:
+        return [r[0] for r in self.query(
+            "select table_name from information_schema.tables "
+            "where table_schema not in ('pg_catalog','information_schema') order by 1")]
+
+    def messages_table(self) -> str:
+        """The gateway's messages table: qa_messages by agreement with the store's author;
+        otherwise the one table with a uuid column `id`, so a rename fails with a clear message."""
+        tables = self.tables()
+        if "qa_messages" in tables:
+            return "qa_messages"
+        cands = [r[0] for r in self.query(
+            "select table_name from information_schema.columns where column_name='id' "
+            "and data_type='uuid' and table_schema not in ('pg_catalog','information_schema')")]
+        assert len(cands) == 1, f"cannot tell the messages table; tables: {tables}, uuid id columns in {cands}"
+        return cands[0]
+
+    def rows_per_id(self, ids: Sequence) -> Dict[str, int]:
+        """How many rows of the messages table carry each of ids (as canonical UUID text)."""
+        t = self.messages_table()
+        want = [str(i) for i in ids]
+        rows = self.query(f"select id::text, count(*) from {t} where id::text = any(%s) group by id",
+                          (want,))
+        got = {r[0]: int(r[1]) for r in rows}
+        return {i: got.get(i, 0) for i in want}
+
+
+# ------------------------------------------------------------------ qagw
+
+
+class Gateway:
+    """One qagw process (a node) with its config file and captured stderr."""
+
+    def __init__(self, workdir: Path, node: str, workers: Sequence[str], store: Store,
+                 limits: Optional[Dict[str, object]] = None,
+                 sections: Optional[Dict[str, Dict[str, object]]] = None) -> None:
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.node = node
+        self.store = store
+        self.ports = {w: free_port() for w in workers}
+        self.admin_port = free_port()
+        self.limits = dict(limits or {})
+        self.sections = dict(sections or {})
+        self.conf = self.dir / f"{node}.conf"
+        self.log = self.dir / f"{node}.log"
+        self.proc: Optional[subprocess.Popen] = None
+        self.starts = 0
+        self.write_config()
+
+    def write_config(self) -> None:
+        # drain_timeout short: teardown's SIGTERM should not wait the default 10 s
+        lines = ["[node]", f"name = {self.node}", "auth = off", "drain_timeout = 2", ""]
+        for w, p in self.ports.items():
+            lines += [f"[worker {w}]", f"listen = 127.0.0.1:{p}", f"advertise = 127.0.0.1:{p}", ""]
+        lines += ["[store]", f"conninfo = {self.store.conninfo}", ""]
+        lines += ["[admin]", f"listen = 127.0.0.1:{self.admin_port}", ""]
+        if self.limits:
+            lines += ["[limits]"] + [f"{k} = {v}" for k, v in self.limits.items()] + [""]
+        for sec, kv in self.sections.items():
+            lines += [f"[{sec}]"] + [f"{k} = {v}" for k, v in kv.items()] + [""]
+        self.conf.write_text("\n".join(lines))
+
+    def port(self, worker: str) -> int:
+        return self.ports[worker]
+
+    def stream(self, worker: str) -> str:
+        return f"tcpip(host=127.0.0.1;port={self.ports[worker]})"
+
+    def start(self, timeout: float = 15.0) -> "Gateway":
+        require_binary(QAGW)
+        assert self.proc is None or self.proc.poll() is not None, "already running"
+        self.starts += 1
+        logf = open(self.log, "ab")
+        logf.write(f"\n==== harness: start #{self.starts} of {self.node} ====\n".encode())
+        logf.flush()
+        self.proc = subprocess.Popen([str(QAGW), "-c", str(self.conf)], cwd=REPO,
+                                     stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
+                                     start_new_session=True)
+        logf.close()
+        deadline = time.monotonic() + timeout
+        pending = set(self.ports)
+        while pending:
+            rc = self.proc.poll()
+            if rc is not None:
+                raise AssertionError(f"qagw {self.node} exited with {rc} during start-up; log:\n{tail(self.log)}")
+            for w in sorted(pending):
+                if port_open(self.ports[w]):
+                    pending.discard(w)
+            if not pending:
+                break
+            if time.monotonic() > deadline:
+                self.kill()
+                raise AssertionError(f"qagw {self.node}: workers {sorted(pending)} not listening after "
+                                     f"{timeout}s; log:\n{tail(self.log)}")
+            time.sleep(0.05)
+        return self
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        if self.alive():
+            self.proc.send_signal(sig)
+            if sig == signal.SIGKILL:
+                self.proc.wait(10)
+
+    def stop(self, grace: float = 12.0) -> Optional[int]:
+        """SIGTERM, then SIGKILL after grace seconds. Returns the exit status."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        return self.proc.returncode
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+# ------------------------------------------------------------------ qaagent
+
+
+class AgentResult:
+    def __init__(self, argv: List[str], rc: int, stdout: str, stderr: str) -> None:
+        self.argv, self.rc, self.stdout, self.stderr = argv, rc, stdout, stderr
+
+    def __repr__(self) -> str:
+        return (f"qaagent rc={self.rc}\n argv: {' '.join(self.argv)}\n stdout: {self.stdout[-2000:]}"
+                f"\n stderr: {self.stderr[-3000:]}")
+
+    def json_lines(self) -> List[dict]:
+        return [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
+
+    def json(self) -> dict:
+        lines = self.json_lines()
+        assert len(lines) == 1, f"expected one JSON line:\n{self!r}"
+        return lines[0]
+
+
+class Agent:
+    """`build/qaagent` for one agent id and one client store file."""
+
+    def __init__(self, agent_id: str, db: Path, streams: Sequence[str],
+                 extra: Sequence[str] = ()) -> None:
+        self.id = agent_id
+        self.db = Path(db)
+        self.streams = list(streams)
+        self.extra = list(extra)
+
+    def run(self, *args: str, timeout: float = 60.0, policy: Optional[str] = "ondemand",
+            verbose: bool = False) -> AgentResult:
+        require_binary(QAAGENT)
+        argv = [str(QAAGENT), "-id", self.id, "-db", str(self.db)]
+        for s in self.streams:
+            argv += ["-x", s]
+        if policy:
+            argv += ["-policy", policy]
+        if verbose:
+            argv.append("-v")
+        argv += self.extra + list(args)
+        try:
+            p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, timeout=timeout, cwd=self.db.parent)
+        except subprocess.TimeoutExpired as e:
+            raise AssertionError(f"qaagent {' '.join(args)} did not finish in {timeout}s:\n"
+                                 f"stdout: {e.stdout}\nstderr: {e.stderr}") from None
+        return AgentResult(argv, p.returncode, p.stdout, p.stderr)
+
+    def send(self, address: str, body: str, priority: Optional[int] = None,
+             expires_in: Optional[int] = None, props: Sequence[str] = ()) -> str:
+        args = ["send", address, body]
+        if priority is not None:
+            args += ["--priority", str(priority)]
+        if expires_in is not None:
+            args += ["--expires-in", str(expires_in)]
+        for kv in props:
+            args += ["--prop", kv]
+        r = self.run(*args)
+        assert r.rc == 0, repr(r)
+        out = r.stdout.strip()
+        return str(uuid.UUID(out.split()[-1]))  # the message id, canonical
+
+    def sync(self, expect_rc: Optional[int] = 0, timeout: float = 60.0) -> AgentResult:
+        r = self.run("sync", timeout=timeout)
+        if expect_rc is not None:
+            assert r.rc == expect_rc, repr(r)
+        return r
+
+    def recv(self, queue: Optional[str] = None, wait: Optional[float] = None) -> List[dict]:
+        args = ["recv"] + ([queue] if queue else []) + (["--wait", str(wait)] if wait is not None else [])
+        r = self.run(*args)
+        assert r.rc == 0, repr(r)
+        return r.json_lines()
+
+    def status(self) -> dict:
+        r = self.run("status")
+        assert r.rc == 0, repr(r)
+        return r.json()
+
+
+def make_tempdir(prefix: str) -> Path:
+    return Path(tempfile.mkdtemp(prefix=prefix))
+
+
+def rmtree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
