@@ -415,3 +415,20 @@ def make_tempdir(prefix: str) -> Path:
 
 def rmtree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
+
+
+# ------------------------------------------------------------------ messages
+
+
+def msg(to: str, body: Optional[bytes] = None, priority: int = 4, expires_ms: int = 0,
+        props: Sequence = ()):
+    """A MSG_OUT with a fresh id (imported lazily so harness stays protocol-agnostic)."""
+    import qasync
+    mid = uuid.uuid4()
+    return qasync.MsgOut(id=mid, to=to, body=body if body is not None else f"body {mid}".encode(),
+                         priority=priority, expires_ms=expires_ms, props=list(props))
+
+
+def priority_order_key(m) -> tuple:
+    """DELIVER order of protocol.md: most urgent first, then oldest (store position) first."""
+    return (-m.priority, m.seq)

@@ -1,0 +1,80 @@
+"""gateway.md "Configuration": `qagw -c FILE --check` validates and exits; an unknown
+section or key, or a bad value, is an error naming file, line and key."""
+
+import re
+import subprocess
+
+import pytest
+
+from harness import QAGW, free_port, require_binary
+
+
+def check(conf):
+    require_binary(QAGW)
+    p = subprocess.run([str(QAGW), "-c", str(conf), "--check"], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30)
+    return p.returncode, p.stdout + p.stderr
+
+
+def good_lines(store):
+    return [
+        "; written by tests/e2e/test_config.py",
+        "[node]",
+        "name = n1",
+        "auth = off",
+        "[worker ml1]",
+        f"listen = 127.0.0.1:{free_port()}",
+        "[worker ml2]",
+        f"listen = 127.0.0.1:{free_port()}",
+        f"advertise = 127.0.0.1:{free_port()}",
+        "[store]",
+        f"conninfo = {store.conninfo}",
+        "[limits]",
+        "max_batch = 64",
+        "hello_timeout = 5",
+    ]
+
+
+def write(tmp_path, lines):
+    conf = tmp_path / "qagw.conf"
+    conf.write_text("\n".join(lines) + "\n")
+    return conf
+
+
+def names_file_line_key(out, conf, line, key):
+    return (str(conf) in out or conf.name in out) and key in out and \
+        re.search(rf"(:{line}\b|line {line}\b)", out) is not None
+
+
+def test_check_accepts_good_file(tmp_path, store):
+    conf = write(tmp_path, good_lines(store))
+    rc, out = check(conf)
+    assert rc == 0, out
+
+
+@pytest.mark.parametrize("what,after,line_text,key", [
+    ("unknown key", "name = n1", "colour = blue", "colour"),
+    ("unknown section", "hello_timeout = 5", "[frobnicator]", "frobnicator"),
+    ("bad value", "max_batch = 64", "max_frame = lots", "max_frame"),
+    ("bad number in worker", "[worker ml1]", "capacity = -x", "capacity"),
+])
+def test_check_names_file_line_and_key(tmp_path, store, what, after, line_text, key):
+    lines = good_lines(store)
+    lines.insert(lines.index(after) + 1, line_text)
+    if line_text.startswith("[frob"):
+        lines.insert(lines.index(line_text) + 1, "x = 1")
+    lineno = lines.index(line_text) + 1
+    conf = write(tmp_path, lines)
+    rc, out = check(conf)
+    assert rc != 0, f"{what} accepted:\n{out}"
+    assert names_file_line_key(out, conf, lineno, key), \
+        f"{what}: the error should name {conf}, line {lineno} and '{key}':\n{out}"
+
+
+def test_check_refuses_auth_off_on_non_loopback(tmp_path, store):
+    lines = good_lines(store)
+    i = next(k for k, v in enumerate(lines) if v.startswith("listen = 127.0.0.1") )
+    lines[i] = f"listen = 0.0.0.0:{free_port()}"
+    rc, out = check(write(tmp_path, lines))
+    assert rc != 0, f"auth = off with a non-loopback listener accepted:\n{out}"
+    assert "auth" in out.lower(), out
