@@ -1,0 +1,392 @@
+/* The configuration table and its INI loader (inih); see config.h. */
+#include "gateway/config.h"
+
+#include "proto/qs_codec.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <ini.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+enum key_type {
+	K_STR,    /* copied into a char array of .size bytes */
+	K_INT,    /* int within [min, max] */
+	K_U32,    /* uint32_t within [min, max] */
+	K_DOUBLE, /* double within [min, max] (as given) */
+	K_CHOICE, /* int: index of the value in .choices ("a|b") */
+};
+
+/* One configuration key. Worker keys (section "worker") land in
+ * struct gw_worker_conf, every other key in struct gw_config. */
+struct key_def {
+	const char *section;
+	const char *key;
+	enum key_type type;
+	size_t off;
+	size_t size;
+	const char *def;
+	int reloadable; /* applied by SIGHUP without a restart */
+	double min, max;
+	const char *choices;
+};
+
+#define C(f) offsetof(struct gw_config, f), sizeof(((struct gw_config *)0)->f)
+#define W(f) offsetof(struct gw_worker_conf, f), sizeof(((struct gw_worker_conf *)0)->f)
+
+static const struct key_def keys[] = {
+	{"node", "name", K_STR, C(node_name), "n1", 0, 0, 0, NULL},
+	{"node", "auth", K_CHOICE, C(auth_off), "token", 0, 0, 0, "token|off"},
+	{"node", "drain_timeout", K_INT, C(drain_timeout), "10", 0, 0, 3600, NULL},
+	{"node", "log_level", K_CHOICE, C(log_level), "info", 1, 0, 0, NULL},
+	{"worker", "listen", K_STR, W(listen), "", 0, 0, 0, NULL},
+	{"worker", "advertise", K_STR, W(advertise), "", 0, 0, 0, NULL},
+	{"worker", "tls", K_CHOICE, W(tls), "off", 0, 0, 0, "off|on"},
+	{"worker", "capacity", K_INT, W(capacity), "1", 0, 1, 1000000, NULL},
+	{"store", "conninfo", K_STR, C(conninfo), "host=127.0.0.1 port=5432 dbname=qagw user=qagw", 0, 0, 0, NULL},
+	{"store", "max_pending", K_INT, C(max_pending), "100000", 0, 1, 2000000000, NULL},
+	{"store", "keep_days", K_INT, C(keep_days), "7", 0, 0, 36500, NULL},
+	{"redis", "host", K_STR, C(redis_host), "127.0.0.1", 0, 0, 0, NULL},
+	{"redis", "port", K_INT, C(redis_port), "6379", 0, 1, 65535, NULL},
+	{"redis", "prefix", K_STR, C(redis_prefix), "qagw:", 0, 0, 0, NULL},
+	{"redis", "password", K_STR, C(redis_password), "", 0, 0, 0, NULL},
+	{"admin", "listen", K_STR, C(admin_listen), "127.0.0.1:8439", 0, 0, 0, NULL},
+	{"admin", "token", K_STR, C(admin_token), "", 0, 0, 0, NULL},
+	{"router", "epsilon", K_DOUBLE, C(epsilon), "0.25", 0, 0.01, 10, NULL},
+	{"router", "reassign_after", K_INT, C(reassign_after), "30", 0, 1, 86400, NULL},
+	{"push", "policy", K_CHOICE, C(push_any), "primary", 0, 0, 0, "primary|any"},
+	{"tls", "cert", K_STR, C(tls_cert), "conf/dev/server.crt", 0, 0, 0, NULL},
+	{"tls", "key", K_STR, C(tls_key), "conf/dev/server.key", 0, 0, 0, NULL},
+	{"limits", "max_frame", K_U32, C(max_frame), "1048576", 0, 4096, 256.0 * 1024 * 1024, NULL},
+	{"limits", "max_batch", K_INT, C(max_batch), "256", 0, 1, 65535, NULL},
+	{"limits", "hello_timeout", K_INT, C(hello_timeout), "10", 0, 1, 3600, NULL},
+	{"limits", "heartbeat", K_INT, C(heartbeat), "30", 0, 1, 3600, NULL},
+	{"limits", "max_sessions", K_INT, C(max_sessions), "100000", 0, 1, 10000000, NULL},
+	{"limits", "max_pending_hello", K_INT, C(max_pending_hello), "1000", 0, 1, 10000000, NULL},
+	{"limits", "max_pending_hello_per_ip", K_INT, C(max_pending_hello_per_ip), "64", 0, 1, 10000000, NULL},
+	{"limits", "tls_handshake_timeout", K_INT, C(tls_handshake_timeout), "10", 0, 1, 3600, NULL},
+	{"limits", "max_output", K_INT, C(max_output), "4194304", 0, 65536, 1024.0 * 1024 * 1024, NULL},
+};
+
+#define N_KEYS (sizeof(keys) / sizeof(keys[0]))
+
+static const char *const known_sections[] = {"node",   "store", "redis",  "admin",
+					     "router", "push",  "tls",    "limits"};
+
+struct load_state {
+	struct gw_config *c;
+	const char *path;
+	FILE *f;
+	int line;
+	int section_line; /* line of the current section header */
+	char *err;
+	size_t errlen;
+	int failed;
+	struct gw_worker_conf *worker; /* current [worker NAME] section, or NULL */
+};
+
+static int fail(struct load_state *st, const char *fmt, const char *a, const char *b)
+{
+	if (!st->failed) {
+		char what[512];
+		snprintf(what, sizeof(what), fmt, a, b);
+		snprintf(st->err, st->errlen, "%s:%d: %s", st->path, st->line, what);
+		st->failed = 1;
+	}
+	return 0;
+}
+
+/* Sets one key from its text; returns NULL or a reason. */
+static const char *set_value(const struct key_def *k, void *base, const char *value)
+{
+	char *dst = (char *)base + k->off;
+	char *end;
+	switch (k->type) {
+	case K_STR:
+		if (strlen(value) >= k->size)
+			return "value too long";
+		strcpy(dst, value);
+		return NULL;
+	case K_INT:
+	case K_U32: {
+		errno = 0;
+		long long v = strtoll(value, &end, 10);
+		if (errno || end == value || *end || v < k->min || v > k->max)
+			return "not an integer in range";
+		if (k->type == K_INT)
+			*(int *)dst = (int)v;
+		else
+			*(uint32_t *)dst = (uint32_t)v;
+		return NULL;
+	}
+	case K_DOUBLE: {
+		errno = 0;
+		double v = strtod(value, &end);
+		if (errno || end == value || *end || v < k->min || v > k->max)
+			return "not a number in range";
+		*(double *)dst = v;
+		return NULL;
+	}
+	case K_CHOICE:
+		if (!k->choices) { /* log level: kept as text, checked here */
+			static const char *const levels[] = {"error", "warn", "info", "debug"};
+			for (int i = 0; i < 4; i++)
+				if (strcasecmp(value, levels[i]) == 0) {
+					snprintf(dst, k->size, "%s", levels[i]);
+					return NULL;
+				}
+			return "must be one of error|warn|info|debug";
+		}
+		int idx = 0;
+		for (const char *p = k->choices; *p; idx++) {
+			const char *bar = strchr(p, '|');
+			size_t n = bar ? (size_t)(bar - p) : strlen(p);
+			if (strlen(value) == n && strncasecmp(value, p, n) == 0) {
+				*(int *)dst = idx;
+				return NULL;
+			}
+			p += n + (bar ? 1 : 0);
+		}
+		return "not one of the allowed values";
+	}
+	return "bad type";
+}
+
+static void apply_defaults(const char *section, void *base)
+{
+	for (size_t i = 0; i < N_KEYS; i++)
+		if (strcmp(keys[i].section, section) == 0) {
+			const char *why = set_value(&keys[i], base, keys[i].def);
+			(void)why; /* defaults are valid by construction (unit-tested) */
+		}
+}
+
+static int on_entry(void *user, const char *section, const char *name, const char *value)
+{
+	struct load_state *st = user;
+	struct gw_config *c = st->c;
+	char sect[128];
+	snprintf(sect, sizeof(sect), "%s", section);
+
+	if (strncmp(sect, "worker ", 7) == 0 || strcmp(sect, "worker") == 0) {
+		const char *wname = sect[6] ? sect + 7 : "";
+		while (*wname == ' ')
+			wname++;
+		if (!st->worker || strcmp(st->worker->name, wname) != 0) {
+			if (!qs_valid_worker_name(wname, strlen(wname)))
+				return st->line = st->section_line,
+				       fail(st, "[worker %s]: bad worker name (1..64 of [a-z0-9._-])", wname, "");
+			for (int i = 0; i < c->n_workers; i++)
+				if (strcmp(c->workers[i].name, wname) == 0)
+					return fail(st, "[worker %s]: worker defined twice", wname, "");
+			if (c->n_workers == GW_MAX_WORKERS)
+				return fail(st, "[worker %s]: too many workers in one node", wname, "");
+			st->worker = &c->workers[c->n_workers++];
+			memset(st->worker, 0, sizeof(*st->worker));
+			apply_defaults("worker", st->worker);
+			snprintf(st->worker->name, sizeof(st->worker->name), "%s", wname);
+			st->worker->line = st->section_line;
+		}
+		if (!name) /* section header only (inih INI_CALL_HANDLER_ON_NEW_SECTION) */
+			return 1;
+		for (size_t i = 0; i < N_KEYS; i++)
+			if (strcmp(keys[i].section, "worker") == 0 && strcasecmp(keys[i].key, name) == 0) {
+				const char *why = set_value(&keys[i], st->worker, value);
+				return why ? fail(st, "key \"%s\": %s", name, why) : 1;
+			}
+		return fail(st, "unknown key \"%s\" in [%s]", name, sect);
+	}
+
+	int known = 0;
+	for (size_t i = 0; i < sizeof(known_sections) / sizeof(known_sections[0]); i++)
+		known |= strcmp(sect, known_sections[i]) == 0;
+	if (!known) {
+		st->line = st->section_line;
+		return fail(st, "unknown section [%s]%s", sect, "");
+	}
+	st->worker = NULL;
+	if (!name)
+		return 1;
+	for (size_t i = 0; i < N_KEYS; i++)
+		if (strcmp(keys[i].section, sect) == 0 && strcasecmp(keys[i].key, name) == 0) {
+			const char *why = set_value(&keys[i], c, value);
+			return why ? fail(st, "key \"%s\": %s", name, why) : 1;
+		}
+	return fail(st, "unknown key \"%s\" in [%s]", name, sect);
+}
+
+/* inih's reader: one line per call, so st->line is the line being parsed. */
+static char *read_line(char *str, int num, void *stream)
+{
+	struct load_state *st = stream;
+	char *r = fgets(str, num, st->f);
+	if (r) {
+		st->line++;
+		const char *p = r + strspn(r, " \t");
+		if (*p == '[')
+			st->section_line = st->line;
+	}
+	return r;
+}
+
+int gw_addr_parse(const char *s, struct gw_addr *a)
+{
+	const char *colon;
+	size_t hlen;
+	const char *host = s;
+	while (*host == ' ')
+		host++;
+	if (*host == '[') {
+		const char *close = strchr(host, ']');
+		if (!close || close[1] != ':')
+			return -1;
+		hlen = (size_t)(close - host - 1);
+		host++;
+		colon = close + 1;
+	} else {
+		colon = strrchr(host, ':');
+		if (!colon)
+			return -1;
+		hlen = (size_t)(colon - host);
+		if (memchr(host, ':', hlen)) /* bare IPv6 needs brackets */
+			return -1;
+	}
+	if (hlen == 0 || hlen >= sizeof(a->host))
+		return -1;
+	char *end;
+	errno = 0;
+	long port = strtol(colon + 1, &end, 10);
+	while (*end == ' ')
+		end++;
+	if (errno || end == colon + 1 || *end || port < 1 || port > 65535)
+		return -1;
+	memcpy(a->host, host, hlen);
+	a->host[hlen] = 0;
+	a->port = (uint16_t)port;
+	return 0;
+}
+
+static int resolve(const struct gw_addr *a, struct sockaddr_storage *sa, socklen_t *len)
+{
+	struct addrinfo hints = {0}, *res = NULL;
+	char port[8];
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_flags = AI_PASSIVE;
+	snprintf(port, sizeof(port), "%u", a->port);
+	if (getaddrinfo(a->host, port, &hints, &res) != 0 || !res)
+		return -1;
+	memcpy(sa, res->ai_addr, res->ai_addrlen);
+	*len = res->ai_addrlen;
+	freeaddrinfo(res);
+	return 0;
+}
+
+int gw_sockaddr_is_loopback(const struct sockaddr *sa)
+{
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+		return (ntohl(in->sin_addr.s_addr) >> 24) == 127;
+	}
+	if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+		return IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr);
+	}
+	return 0;
+}
+
+static int check_worker(struct load_state *st, struct gw_worker_conf *w)
+{
+	char *err = st->err;
+	size_t n = st->errlen;
+	if (!w->listen[0]) {
+		snprintf(err, n, "%s:%d: [worker %s]: key \"listen\" is required", st->path, w->line, w->name);
+		return -1;
+	}
+	if (gw_addr_parse(w->listen, &w->listen_addr) != 0 ||
+	    resolve(&w->listen_addr, &w->sa, &w->sa_len) != 0) {
+		snprintf(err, n, "%s:%d: [worker %s]: key \"listen\": bad address \"%s\" (HOST:PORT)",
+			 st->path, w->line, w->name, w->listen);
+		return -1;
+	}
+	if (!w->advertise[0])
+		snprintf(w->advertise, sizeof(w->advertise), "%s", w->listen);
+	char copy[sizeof(w->advertise)];
+	snprintf(copy, sizeof(copy), "%s", w->advertise);
+	w->n_adv = 0;
+	for (char *save = NULL, *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+		if (w->n_adv == GW_MAX_ADVERTISE || gw_addr_parse(tok, &w->adv[w->n_adv]) != 0) {
+			snprintf(err, n, "%s:%d: [worker %s]: key \"advertise\": bad address \"%s\"",
+				 st->path, w->line, w->name, tok);
+			return -1;
+		}
+		w->n_adv++;
+	}
+	if (w->n_adv == 0) {
+		snprintf(err, n, "%s:%d: [worker %s]: key \"advertise\": no address", st->path, w->line, w->name);
+		return -1;
+	}
+	return 0;
+}
+
+int gw_config_load(const char *path, struct gw_config *c, char *err, size_t errlen)
+{
+	memset(c, 0, sizeof(*c));
+	snprintf(c->path, sizeof(c->path), "%s", path);
+	for (size_t i = 0; i < sizeof(known_sections) / sizeof(known_sections[0]); i++)
+		apply_defaults(known_sections[i], c);
+
+	struct load_state st = {.c = c, .path = path, .err = err, .errlen = errlen};
+	st.f = fopen(path, "r");
+	if (!st.f) {
+		snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+		return -1;
+	}
+	int rc = ini_parse_stream(read_line, &st, on_entry, &st);
+	fclose(st.f);
+	if (st.failed)
+		return -1;
+	if (rc != 0) {
+		snprintf(err, errlen, "%s:%d: syntax error", path, rc);
+		return -1;
+	}
+	if (!qs_valid_worker_name(c->node_name, strlen(c->node_name))) {
+		snprintf(err, errlen, "%s: [node] key \"name\": bad node name \"%s\"", path, c->node_name);
+		return -1;
+	}
+	if (c->n_workers == 0) {
+		snprintf(err, errlen, "%s: no [worker NAME] section: a node needs at least one worker", path);
+		return -1;
+	}
+	for (int i = 0; i < c->n_workers; i++)
+		if (check_worker(&st, &c->workers[i]) != 0)
+			return -1;
+	struct gw_addr admin;
+	if (gw_addr_parse(c->admin_listen, &admin) != 0 || resolve(&admin, &c->admin_sa, &c->admin_sa_len) != 0) {
+		snprintf(err, errlen, "%s: [admin] key \"listen\": bad address \"%s\"", path, c->admin_listen);
+		return -1;
+	}
+	/* Agent authentication is not built yet: whatever [node] auth says, the
+	 * gateway runs as auth = off, which is only allowed on loopback. */
+	for (int i = 0; i < c->n_workers; i++)
+		if (!gw_sockaddr_is_loopback((struct sockaddr *)&c->workers[i].sa)) {
+			snprintf(err, errlen,
+				 "%s:%d: [worker %s]: key \"listen\": %s is not loopback; agent authentication "
+				 "is not built yet, so qagw runs as auth = off, which is allowed on loopback only",
+				 path, c->workers[i].line, c->workers[i].name, c->workers[i].listen);
+			return -1;
+		}
+	if (!c->admin_token[0] && !gw_sockaddr_is_loopback((struct sockaddr *)&c->admin_sa)) {
+		snprintf(err, errlen, "%s: [admin] key \"listen\": %s is not loopback and [admin] token is empty",
+			 path, c->admin_listen);
+		return -1;
+	}
+	if ((int)(c->max_frame / 2) < 1024 + 64) {
+		snprintf(err, errlen, "%s: [limits] key \"max_frame\": too small", path);
+		return -1;
+	}
+	return 0;
+}

@@ -1,0 +1,90 @@
+/* qagw's configuration: the INI file of gateway.md "Configuration", parsed
+ * through one declarative table (section, key, type, default, reloadable).
+ * Loaded once at start by the main thread; a SIGHUP reload parses into a fresh
+ * copy and applies only the reloadable keys. Workers read it, never write it. */
+#ifndef GW_CONFIG_H
+#define GW_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define GW_MAX_WORKERS 64
+#define GW_MAX_ADVERTISE 8
+
+struct gw_addr {
+	char host[256]; /* as written, without IPv6 brackets */
+	uint16_t port;
+};
+
+struct gw_worker_conf {
+	char name[65];
+	char listen[300];
+	struct gw_addr listen_addr;
+	struct sockaddr_storage sa; /* listen address, resolved at load */
+	socklen_t sa_len;
+	char advertise[1024]; /* as written; defaults to listen */
+	struct gw_addr adv[GW_MAX_ADVERTISE];
+	int n_adv;
+	int tls;
+	int capacity;
+	int line; /* where the section starts, for messages */
+};
+
+struct gw_config {
+	char path[1024];
+	/* [node] */
+	char node_name[65];
+	int auth_off; /* auth = off */
+	int drain_timeout;
+	char log_level[16];
+	/* [worker NAME] */
+	struct gw_worker_conf workers[GW_MAX_WORKERS];
+	int n_workers;
+	/* [store] */
+	char conninfo[2048];
+	int max_pending;
+	int keep_days;
+	/* [redis] */
+	char redis_host[256];
+	int redis_port;
+	char redis_prefix[64];
+	char redis_password[256];
+	/* [admin] */
+	char admin_listen[300];
+	struct sockaddr_storage admin_sa;
+	socklen_t admin_sa_len;
+	char admin_token[256];
+	/* [router] */
+	double epsilon;
+	int reassign_after;
+	/* [push] */
+	int push_any; /* policy = any */
+	/* [tls] */
+	char tls_cert[1024];
+	char tls_key[1024];
+	/* [limits] */
+	uint32_t max_frame;
+	int max_batch;
+	int hello_timeout;
+	int heartbeat;
+	int max_sessions;
+	int max_pending_hello;
+	int max_pending_hello_per_ip;
+	int tls_handshake_timeout;
+	int max_output;
+};
+
+/* Parses path into c (defaults first). Returns 0, or -1 with a message naming
+ * the file, line and key in err. Resolves listen addresses (numeric or by
+ * getaddrinfo: call it only where blocking is allowed, i.e. not on a worker). */
+int gw_config_load(const char *path, struct gw_config *c, char *err, size_t errlen)
+	__attribute__((warn_unused_result));
+
+/* Parses "host:port" or "[v6]:port". Returns 0 or -1. */
+int gw_addr_parse(const char *s, struct gw_addr *a);
+
+/* 1 when the address is loopback (127.0.0.0/8 or ::1). */
+int gw_sockaddr_is_loopback(const struct sockaddr *sa);
+
+#endif

@@ -1,0 +1,468 @@
+/* What each agent request does: HELLO, UPLOAD, FETCH, DELIVER_ACK and
+ * STATUS, each one statement of the store's SQL API (store/schema.c). A
+ * handler validates, submits, and answers from the completion callback; a
+ * store failure answers ERROR store_unavailable and acknowledges nothing. */
+#include "gateway/log.h"
+#include "gateway/primary.h"
+#include "gateway/session.h"
+#include "gateway/worker.h"
+#include "store/store.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct upload_req {
+	uint32_t batch;
+	uint16_t count;
+	uint8_t (*ids)[16];
+	uint8_t *results;
+	uint16_t *sent; /* sent[k] = index in the batch of the store's row k+1 */
+	int n_sent;
+};
+
+static void free_upload(struct upload_req *u)
+{
+	if (!u)
+		return;
+	free(u->ids);
+	free(u->results);
+	free(u->sent);
+	free(u);
+}
+
+void gw_req_abandon(struct gw_session *s)
+{
+	free_upload(s->req);
+	s->req = NULL;
+}
+
+/* The store could not run the request: nothing is acknowledged. */
+static void store_failed(struct gw_session *s, const char *why)
+{
+	s->op = NULL;
+	gw_req_abandon(s);
+	gw_count(s->w, store_failures, 1);
+	gw_slog(GW_LOG_WARN, s, "store: %s", why ? why : "unavailable");
+	gw_session_error(s, QS_E_STORE_UNAVAILABLE, "the message store cannot commit right now");
+}
+
+static int submit(struct gw_session *s, const char *sql, struct st_params *p, st_done_fn done)
+{
+	struct st_op *op = st_submit(s->w->store, sql, p, done, s);
+	st_params_clear(p);
+	if (!op) {
+		store_failed(s, "store connection is down");
+		return -1;
+	}
+	gw_session_wait(s, op);
+	return 0;
+}
+
+static void copy_str(char *dst, size_t cap, struct qs_str v)
+{
+	size_t n = v.len < cap - 1 ? v.len : cap - 1;
+	memcpy(dst, v.ptr, n);
+	dst[n] = 0;
+}
+
+/* ---- HELLO ---- */
+
+static void on_hello(void *arg, const PGresult *res, const char *err)
+{
+	struct gw_session *s = arg;
+	struct gw_worker *w = s->w;
+	if (!res) {
+		store_failed(s, err);
+		return;
+	}
+	int n = PQntuples(res);
+	struct gw_known_worker *ws = calloc((size_t)n + 1, sizeof(*ws));
+	struct qs_server *servers = calloc((size_t)n + 1, sizeof(*servers));
+	char(*streams)[320] = calloc((size_t)n + 1, sizeof(*streams));
+	if (!ws || !servers || !streams) {
+		free(ws), free(servers), free(streams);
+		s->op = NULL;
+		gw_session_error(s, QS_E_INTERNAL, "out of memory");
+		return;
+	}
+	int self = -1;
+	for (int i = 0; i < n; i++) {
+		snprintf(ws[i].name, sizeof(ws[i].name), "%.*s", PQgetlength(res, i, 0), PQgetvalue(res, i, 0));
+		snprintf(ws[i].advertise, sizeof(ws[i].advertise), "%.*s", PQgetlength(res, i, 1),
+			 PQgetvalue(res, i, 1));
+		ws[i].tls = *PQgetvalue(res, i, 2) != 0;
+		if (strcmp(ws[i].name, w->wc->name) == 0)
+			self = i;
+	}
+	if (self < 0) { /* not registered yet (cannot happen after start): list ourselves */
+		self = n++;
+		snprintf(ws[self].name, sizeof(ws[self].name), "%s", w->wc->name);
+		snprintf(ws[self].advertise, sizeof(ws[self].advertise), "%s", w->wc->advertise);
+		ws[self].tls = w->wc->tls;
+	}
+	int prim = gw_resolve_primary(s->primary_sent, strlen(s->primary_sent), ws, n);
+	snprintf(s->primary, sizeof(s->primary), "%s", prim >= 0 ? ws[prim].name : "");
+	s->on_primary = prim == self;
+
+	/* Server list: the primary (or, unresolved, this worker) first, then
+	 * every other known worker by name (the router orders it later). */
+	int first = prim >= 0 ? prim : self, k = 0;
+	for (int pass = 0; pass < 2; pass++)
+		for (int i = 0; i < n; i++) {
+			if ((pass == 0) != (i == first))
+				continue;
+			if (gw_worker_stream(&ws[i], streams[k], sizeof(streams[k])) != 0)
+				continue;
+			servers[k].name = qs_str_c(ws[i].name);
+			servers[k].stream = qs_str_c(streams[k]);
+			k++;
+		}
+	struct qs_frame f = {.type = QS_WELCOME};
+	struct qs_welcome *wl = &f.u.welcome;
+	wl->version = QS_VERSION;
+	wl->server = qs_str_c(w->wc->name);
+	wl->primary = qs_str_c(s->primary);
+	wl->on_primary = (uint8_t)s->on_primary;
+	wl->n_servers = (uint16_t)k;
+	wl->servers = servers;
+	wl->max_frame = w->conf->max_frame;
+	wl->max_batch = (uint16_t)w->conf->max_batch;
+	wl->heartbeat_s = (uint32_t)w->conf->heartbeat;
+	int rc = gw_session_send(s, &f);
+	free(ws), free(servers), free(streams);
+	if (rc != 0) {
+		s->op = NULL;
+		gw_session_error(s, QS_E_INTERNAL, "cannot encode WELCOME");
+		return;
+	}
+	gw_session_welcomed(s);
+	gw_slog(GW_LOG_INFO, s, "HELLO: primary \"%s\" -> %s, on_primary %d, persist %d", s->primary_sent,
+		s->primary[0] ? s->primary : "(unresolved)", s->on_primary, s->persist);
+	gw_session_request_done(s);
+}
+
+void gw_req_hello(struct gw_session *s, const struct qs_hello *h)
+{
+	struct gw_worker *w = s->w;
+	copy_str(s->agent, sizeof(s->agent), h->agent_id);
+	if (h->version != QS_VERSION) {
+		gw_session_error(s, QS_E_VERSION, "version %u is not supported; supported versions: 1",
+				 h->version);
+		return;
+	}
+	if (w->stopping) {
+		gw_session_error(s, QS_E_DRAINING, "worker %s is draining", w->wc->name);
+		return;
+	}
+	if (w->n_sessions >= w->conf->max_sessions) {
+		gw_session_error(s, QS_E_OVERLOADED, "worker %s is at max_sessions (%d)", w->wc->name,
+				 w->conf->max_sessions);
+		return;
+	}
+	copy_str(s->primary_sent, sizeof(s->primary_sent), h->primary);
+	s->persist = (h->flags & QS_FLAG_PERSIST) != 0;
+	int64_t now = gw_now_ms();
+	s->clock_shift_ms = now - (int64_t)h->now_ms;
+
+	struct st_params p = {0};
+	st_params_text(&p, s->agent, strlen(s->agent));
+	st_params_text(&p, s->primary_sent, strlen(s->primary_sent));
+	st_params_text(&p, w->wc->name, strlen(w->wc->name));
+	st_params_int8(&p, now);
+	submit(s, "SELECT name, advertise, tls FROM qa_hello($1, $2, $3, $4)", &p, on_hello);
+}
+
+/* ---- UPLOAD ---- */
+
+static void send_upload_ack(struct gw_session *s, struct upload_req *u)
+{
+	struct qs_ack_entry *e = calloc(u->count, sizeof(*e));
+	if (!e) {
+		gw_session_error(s, QS_E_INTERNAL, "out of memory");
+		return;
+	}
+	for (int i = 0; i < u->count; i++) {
+		memcpy(e[i].id, u->ids[i], 16);
+		e[i].result = u->results[i];
+		if (e[i].result == QS_R_STORED)
+			gw_count(s->w, messages_stored, 1);
+		else if (e[i].result == QS_R_DUPLICATE)
+			gw_count(s->w, messages_duplicate, 1);
+		else
+			gw_count(s->w, messages_refused, 1);
+	}
+	struct qs_frame f = {.type = QS_UPLOAD_ACK};
+	f.u.upload_ack.batch = u->batch;
+	f.u.upload_ack.count = u->count;
+	f.u.upload_ack.entries = e;
+	int rc = gw_session_send(s, &f);
+	free(e);
+	if (rc != 0)
+		gw_session_error(s, QS_E_INTERNAL, "cannot encode UPLOAD_ACK");
+}
+
+static void on_upload(void *arg, const PGresult *res, const char *err)
+{
+	struct gw_session *s = arg;
+	struct upload_req *u = s->req;
+	if (!res) {
+		store_failed(s, err);
+		return;
+	}
+	int n = PQntuples(res);
+	if (n != u->n_sent || PQnfields(res) != 2) {
+		store_failed(s, "unexpected result from qa_upload");
+		return;
+	}
+	for (int i = 0; i < n; i++) {
+		int ord = st_get_int4(res, i, 0);
+		int result = st_get_int2(res, i, 1);
+		if (ord >= 1 && ord <= u->n_sent)
+			u->results[u->sent[ord - 1]] = (uint8_t)result;
+	}
+	s->op = NULL;
+	send_upload_ack(s, u);
+	gw_req_abandon(s);
+	gw_session_request_done(s);
+}
+
+void gw_req_upload(struct gw_session *s, const struct qs_upload *up)
+{
+	struct gw_worker *w = s->w;
+	struct upload_req *u = calloc(1, sizeof(*u));
+	if (u) {
+		u->ids = calloc(up->count, 16);
+		u->results = calloc(up->count, 1);
+		u->sent = calloc(up->count, sizeof(*u->sent));
+	}
+	if (!u || !u->ids || !u->results || !u->sent) {
+		free_upload(u);
+		gw_session_error(s, QS_E_INTERNAL, "out of memory");
+		return;
+	}
+	u->batch = up->batch;
+	u->count = up->count;
+	int64_t now = gw_now_ms();
+	uint32_t too_large = w->conf->max_frame - QS_DELIVER_OVERHEAD;
+	struct st_array ids, rcpt, queue, prio, expires, flag, props, body;
+	st_array_begin(&ids, ST_OID_UUID);
+	st_array_begin(&rcpt, ST_OID_TEXT);
+	st_array_begin(&queue, ST_OID_TEXT);
+	st_array_begin(&prio, ST_OID_INT2);
+	st_array_begin(&expires, ST_OID_INT8);
+	st_array_begin(&flag, ST_OID_INT2);
+	st_array_begin(&props, ST_OID_BYTEA);
+	st_array_begin(&body, ST_OID_BYTEA);
+	for (int i = 0; i < up->count; i++) {
+		const struct qs_msg_out *m = &up->msgs[i];
+		struct qs_str agent, q;
+		memcpy(u->ids[i], m->id, 16);
+		if (qs_msg_out_check(m) != QS_R_STORED || qs_split_address(m->to, &agent, &q) != 0) {
+			u->results[i] = QS_R_INVALID;
+			continue;
+		}
+		/* Expiry follows the agent's intent: its clock is shifted to ours. */
+		int64_t exp = 0;
+		if (m->expires_ms != 0) {
+			exp = m->expires_ms > (uint64_t)INT64_MAX / 2 ? INT64_MAX / 2
+								: (int64_t)m->expires_ms + s->clock_shift_ms;
+			if (exp < 1)
+				exp = 1;
+		}
+		int16_t fl = exp != 0 && exp <= now ? QS_R_EXPIRED : m->wire_len > too_large ? QS_R_TOO_LARGE : 0;
+		u->sent[u->n_sent++] = (uint16_t)i;
+		st_array_add(&ids, m->id, 16);
+		st_array_add(&rcpt, agent.ptr, agent.len);
+		st_array_add(&queue, q.ptr, q.len);
+		st_array_add_int2(&prio, m->priority);
+		st_array_add_int8(&expires, exp);
+		st_array_add_int2(&flag, fl);
+		st_array_add(&props, m->props_raw.ptr, m->props_raw.len);
+		st_array_add(&body, m->body.ptr, m->body.len);
+	}
+	struct st_params p = {0};
+	st_params_text(&p, s->agent, strlen(s->agent));
+	st_params_int8(&p, now);
+	st_params_int4(&p, w->conf->max_pending);
+	st_params_array(&p, &ids, ST_OID_UUID_ARRAY);
+	st_params_array(&p, &rcpt, ST_OID_TEXT_ARRAY);
+	st_params_array(&p, &queue, ST_OID_TEXT_ARRAY);
+	st_params_array(&p, &prio, ST_OID_INT2_ARRAY);
+	st_params_array(&p, &expires, ST_OID_INT8_ARRAY);
+	st_params_array(&p, &flag, ST_OID_INT2_ARRAY);
+	st_params_array(&p, &props, ST_OID_BYTEA_ARRAY);
+	st_params_array(&p, &body, ST_OID_BYTEA_ARRAY);
+	if (u->n_sent == 0) { /* all invalid: nothing to commit */
+		st_params_clear(&p);
+		send_upload_ack(s, u);
+		free_upload(u);
+		gw_session_request_done(s);
+		return;
+	}
+	s->req = u;
+	submit(s,
+	       "SELECT ord, result FROM qa_upload($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+	       &p, on_upload);
+}
+
+/* ---- FETCH ---- */
+
+static void on_fetch(void *arg, const PGresult *res, const char *err)
+{
+	struct gw_session *s = arg;
+	if (!res) {
+		store_failed(s, err);
+		return;
+	}
+	int n = PQntuples(res);
+	struct qs_msg_in *msgs = calloc((size_t)n + 1, sizeof(*msgs));
+	struct qs_prop **pv = calloc((size_t)n + 1, sizeof(*pv));
+	char(*counts)[12] = calloc((size_t)n + 1, sizeof(*counts));
+	int ok = msgs && pv && counts;
+	for (int i = 0; ok && i < n; i++) {
+		struct qs_msg_in *m = &msgs[i];
+		m->seq = (uint64_t)st_get_int8(res, i, 0);
+		memcpy(m->id, PQgetvalue(res, i, 1), 16);
+		m->from.ptr = PQgetvalue(res, i, 2);
+		m->from.len = (uint16_t)PQgetlength(res, i, 2);
+		m->queue.ptr = PQgetvalue(res, i, 3);
+		m->queue.len = (uint16_t)PQgetlength(res, i, 3);
+		m->priority = (uint8_t)st_get_int2(res, i, 4);
+		m->created_ms = (uint64_t)st_get_int8(res, i, 5);
+		m->expires_ms = (uint64_t)st_get_int8(res, i, 6);
+		m->body.ptr = (const uint8_t *)PQgetvalue(res, i, 8);
+		m->body.len = (uint32_t)PQgetlength(res, i, 8);
+		struct qs_props stored = {0};
+		if (qs_decode_props((const uint8_t *)PQgetvalue(res, i, 7), (size_t)PQgetlength(res, i, 7),
+				    &stored) != QS_OK) {
+			gw_slog(GW_LOG_ERROR, s, "message seq %llu has corrupt properties in the store",
+				(unsigned long long)m->seq);
+			stored.n = 0;
+			stored.v = NULL;
+		}
+		/* Server-set properties: ias_Originator and ias_DeliveryCount. */
+		pv[i] = calloc((size_t)stored.n + 2, sizeof(struct qs_prop));
+		if (!pv[i]) {
+			free(stored.v);
+			ok = 0;
+			break;
+		}
+		if (stored.n)
+			memcpy(pv[i], stored.v, stored.n * sizeof(struct qs_prop));
+		free(stored.v);
+		snprintf(counts[i], sizeof(counts[i]), "%d", st_get_int4(res, i, 9));
+		pv[i][stored.n].key = qs_str_c("ias_Originator");
+		pv[i][stored.n].value = m->from;
+		pv[i][stored.n + 1].key = qs_str_c("ias_DeliveryCount");
+		pv[i][stored.n + 1].value = qs_str_c(counts[i]);
+		m->props.n = (uint16_t)(stored.n + 2);
+		m->props.v = pv[i];
+	}
+	int rc = -1;
+	if (ok) {
+		struct qs_frame f = {.type = QS_DELIVER};
+		f.u.deliver.count = (uint16_t)n;
+		f.u.deliver.msgs = msgs;
+		f.u.deliver.more = n > 0 && *PQgetvalue(res, 0, 10) != 0;
+		rc = gw_session_send(s, &f);
+	}
+	for (int i = 0; pv && i < n; i++)
+		free(pv[i]);
+	free(pv), free(msgs), free(counts);
+	s->op = NULL;
+	if (rc != 0) {
+		gw_session_error(s, QS_E_INTERNAL, "cannot encode DELIVER");
+		return;
+	}
+	gw_count(s->w, messages_delivered, n);
+	gw_session_request_done(s);
+}
+
+void gw_req_fetch(struct gw_session *s, const struct qs_fetch *f)
+{
+	const struct gw_config *conf = s->w->conf;
+	int max_count = f->max_count < 1 ? 1 : f->max_count > conf->max_batch ? conf->max_batch : f->max_count;
+	/* The whole DELIVER must fit max_frame: type, count and more take 4. */
+	int64_t max_bytes = f->max_bytes < conf->max_frame - 4 ? f->max_bytes : conf->max_frame - 4;
+	struct st_params p = {0};
+	st_params_text(&p, s->agent, strlen(s->agent));
+	st_params_int8(&p, (int64_t)s->id);
+	st_params_int4(&p, max_count);
+	st_params_int8(&p, max_bytes);
+	st_params_int8(&p, gw_now_ms());
+	submit(s,
+	       "SELECT seq, id, sender, queue, priority, created_ms, expires_ms, props, body,"
+	       " delivery_count, more FROM qa_fetch($1, $2, $3, $4, $5)",
+	       &p, on_fetch);
+}
+
+/* ---- DELIVER_ACK and STATUS ---- */
+
+static void on_deliver_ack(void *arg, const PGresult *res, const char *err)
+{
+	struct gw_session *s = arg;
+	if (!res) {
+		store_failed(s, err);
+		return;
+	}
+	int applied = PQntuples(res) == 1 ? st_get_int4(res, 0, 0) : 0;
+	gw_count(s->w, messages_acked, applied);
+	gw_count(s->w, ignored_deliver_ack, s->req_count - applied);
+	s->op = NULL;
+	gw_session_request_done(s);
+}
+
+void gw_req_deliver_ack(struct gw_session *s, const struct qs_deliver_ack *a)
+{
+	if (a->count == 0) {
+		gw_session_request_done(s);
+		return;
+	}
+	struct st_array seqs;
+	st_array_begin(&seqs, ST_OID_INT8);
+	for (int i = 0; i < a->count; i++)
+		st_array_add_int8(&seqs, (int64_t)a->seqs[i]);
+	struct st_params p = {0};
+	st_params_text(&p, s->agent, strlen(s->agent));
+	st_params_array(&p, &seqs, ST_OID_INT8_ARRAY);
+	st_params_int8(&p, gw_now_ms());
+	s->req_count = a->count;
+	submit(s, "SELECT qa_ack($1, $2, $3)", &p, on_deliver_ack);
+}
+
+static void on_status(void *arg, const PGresult *res, const char *err)
+{
+	struct gw_session *s = arg;
+	if (!res) {
+		store_failed(s, err);
+		return;
+	}
+	int applied = PQntuples(res) == 1 ? st_get_int4(res, 0, 0) : 0;
+	gw_count(s->w, statuses_applied, applied);
+	gw_count(s->w, ignored_status, s->req_count - applied);
+	s->op = NULL;
+	gw_session_request_done(s);
+}
+
+void gw_req_status(struct gw_session *s, const struct qs_status *st)
+{
+	if (st->count == 0) {
+		gw_session_request_done(s);
+		return;
+	}
+	struct st_array ids, codes;
+	st_array_begin(&ids, ST_OID_UUID);
+	st_array_begin(&codes, ST_OID_INT2);
+	for (int i = 0; i < st->count; i++) {
+		st_array_add(&ids, st->entries[i].id, 16);
+		st_array_add_int2(&codes, st->entries[i].status);
+	}
+	struct st_params p = {0};
+	st_params_text(&p, s->agent, strlen(s->agent));
+	st_params_array(&p, &ids, ST_OID_UUID_ARRAY);
+	st_params_array(&p, &codes, ST_OID_INT2_ARRAY);
+	st_params_int8(&p, gw_now_ms());
+	s->req_count = st->count;
+	submit(s, "SELECT qa_status($1, $2, $3, $4)", &p, on_status);
+}

@@ -1,0 +1,336 @@
+/* The session state machine: framing, ordering, timeouts and close rules;
+ * see session.h. What each request does is in requests.c. */
+#include "gateway/session.h"
+
+#include "gateway/log.h"
+#include "gateway/worker.h"
+#include "store/store.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+
+#define CLOSE_GRACE_S 5 /* most time given to flush an ERROR to a peer */
+
+static void pump(struct gw_session *s);
+
+static void on_timer(evutil_socket_t fd, short what, void *arg);
+
+static void set_state(struct gw_session *s, enum gw_session_state next)
+{
+	struct gw_worker *w = s->w;
+	if (s->state == GW_S_AWAIT_HELLO && next != GW_S_AWAIT_HELLO)
+		w->n_pending_hello--;
+	if (next == GW_S_READY && s->state == GW_S_WELCOMING)
+		w->n_sessions++;
+	if (next == GW_S_CLOSING && (s->state == GW_S_READY || s->state == GW_S_BUSY))
+		w->n_sessions--;
+	s->state = next;
+}
+
+void gw_session_free(struct gw_session *s)
+{
+	struct gw_worker *w = s->w;
+	if (s->op)
+		st_op_cancel(s->op);
+	s->op = NULL;
+	gw_req_abandon(s);
+	if (s->state != GW_S_CLOSING)
+		set_state(s, GW_S_CLOSING);
+	TAILQ_REMOVE(&w->sessions, s, link);
+	event_free(s->timer);
+	bufferevent_free(s->bev);
+	free(s);
+	gw_worker_session_gone(w);
+}
+
+/* Frees on the next loop turn, never inside a caller that may still use s. */
+static void reap(struct gw_session *s)
+{
+	struct timeval now = {0, 0};
+	evtimer_add(s->timer, &now);
+}
+
+static void enter_closing(struct gw_session *s)
+{
+	set_state(s, GW_S_CLOSING);
+	bufferevent_disable(s->bev, EV_READ);
+	if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) {
+		reap(s);
+		return;
+	}
+	/* The write callback frees once the output is flushed; the timer
+	 * bounds how long a peer that does not read can keep us. */
+	bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
+	struct timeval tv = {CLOSE_GRACE_S, 0};
+	evtimer_add(s->timer, &tv);
+}
+
+int gw_session_send(struct gw_session *s, const struct qs_frame *f)
+{
+	struct qs_buf *b = &s->w->scratch;
+	b->len = 0;
+	if (qs_encode(f, b) != 0)
+		return -1;
+	return bufferevent_write(s->bev, b->data, b->len);
+}
+
+void gw_session_error(struct gw_session *s, int code, const char *fmt, ...)
+{
+	char text[160];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(text, sizeof(text), fmt, ap);
+	va_end(ap);
+	if (s->state == GW_S_CLOSING)
+		return;
+	if (s->op) { /* owed: the in-flight request's response goes first */
+		if (!s->pending_error) {
+			s->pending_error = code;
+			snprintf(s->pending_text, sizeof(s->pending_text), "%s", text);
+		}
+		return;
+	}
+	gw_slog(code == QS_E_DRAINING || code == QS_E_TIMEOUT ? GW_LOG_INFO : GW_LOG_WARN, s,
+		"ERROR %s: %s", qs_err_name(code), text);
+	if (code >= 1 && code <= 11)
+		atomic_fetch_add_explicit(&s->w->counters.errors[code], 1, memory_order_relaxed);
+	struct qs_frame f = {.type = QS_ERROR};
+	f.u.error.code = (uint16_t)code;
+	f.u.error.retryable = (uint8_t)qs_err_retryable(code);
+	f.u.error.text = qs_str_c(text);
+	if (gw_session_send(s, &f) != 0)
+		gw_slog(GW_LOG_ERROR, s, "cannot encode ERROR");
+	enter_closing(s);
+}
+
+void gw_session_request_done(struct gw_session *s)
+{
+	if (s->state == GW_S_CLOSING)
+		return;
+	/* A request answered at once leaves the session READY, and the pump
+	 * that dispatched it goes on; one answered from a store callback
+	 * resumes reading here. */
+	int was_waiting = s->state == GW_S_BUSY || s->state == GW_S_WELCOMING;
+	s->op = NULL;
+	if (!was_waiting)
+		return;
+	set_state(s, GW_S_READY);
+	if (s->pending_error) {
+		int code = s->pending_error;
+		s->pending_error = 0;
+		gw_session_error(s, code, "%s", s->pending_text);
+		return;
+	}
+	pump(s);
+}
+
+static void dispatch(struct gw_session *s, const struct qs_frame *f)
+{
+	if (s->state == GW_S_AWAIT_HELLO) {
+		if (f->type != QS_HELLO) {
+			gw_session_error(s, QS_E_SEQUENCE, "%s before HELLO", qs_type_name(f->type));
+			return;
+		}
+		gw_req_hello(s, &f->u.hello);
+		return;
+	}
+	switch (f->type) {
+	case QS_UPLOAD:
+		gw_req_upload(s, &f->u.upload);
+		return;
+	case QS_FETCH:
+		gw_req_fetch(s, &f->u.fetch);
+		return;
+	case QS_DELIVER_ACK:
+		gw_req_deliver_ack(s, &f->u.deliver_ack);
+		return;
+	case QS_STATUS:
+		gw_req_status(s, &f->u.status);
+		return;
+	case QS_PING: {
+		struct qs_frame pong = {.type = QS_PONG};
+		pong.u.nonce = f->u.nonce;
+		if (gw_session_send(s, &pong) != 0)
+			gw_session_error(s, QS_E_INTERNAL, "cannot encode PONG");
+		return;
+	}
+	case QS_PONG:
+	case QS_PUSH_ACK: /* nothing is pushed before push routing exists */
+		return;
+	case QS_BYE:
+		gw_slog(GW_LOG_DEBUG, s, "BYE");
+		enter_closing(s);
+		return;
+	default: /* a second HELLO, or a server-to-agent frame */
+		gw_session_error(s, QS_E_SEQUENCE, "%s not allowed from an agent now",
+				 qs_type_name(f->type));
+		return;
+	}
+}
+
+/* Reads and handles requests while the session may take one. */
+static void pump(struct gw_session *s)
+{
+	struct evbuffer *in = bufferevent_get_input(s->bev);
+	struct evbuffer *out = bufferevent_get_output(s->bev);
+	const struct gw_config *conf = s->w->conf;
+	while (s->state == GW_S_AWAIT_HELLO || s->state == GW_S_READY) {
+		if (evbuffer_get_length(out) >= (size_t)conf->max_output) {
+			/* Backpressure: the write callback resumes once the agent
+			 * has read half of it; the write timeout ends a peer
+			 * that reads nothing. */
+			bufferevent_setwatermark(s->bev, EV_WRITE, (size_t)conf->max_output / 2, 0);
+			return;
+		}
+		size_t avail = evbuffer_get_length(in);
+		uint8_t hdr[QS_HEADER_LEN];
+		uint32_t len = 0;
+		if (avail >= QS_HEADER_LEN) {
+			evbuffer_copyout(in, hdr, QS_HEADER_LEN);
+			int e = qs_check_header(hdr, conf->max_frame, &len);
+			if (e != QS_OK) {
+				if (e == QS_E_TOO_LARGE)
+					gw_session_error(s, e, "frame length %u over max_frame %u",
+							 (unsigned)((hdr[0] << 24) | (hdr[1] << 16) | (hdr[2] << 8) | hdr[3]),
+							 conf->max_frame);
+				else
+					gw_session_error(s, e, "frame length 0");
+				return;
+			}
+		}
+		if (avail < QS_HEADER_LEN || avail < QS_HEADER_LEN + (size_t)len) {
+			if (s->peer_eof) {
+				if (avail)
+					gw_session_error(s, QS_E_BAD_FRAME, "truncated frame (%zu bytes, then end of stream)", avail);
+				else
+					enter_closing(s);
+			}
+			return;
+		}
+		const uint8_t *p = evbuffer_pullup(in, QS_HEADER_LEN + (ssize_t)len);
+		struct qs_frame f;
+		const char *why = NULL;
+		int e = qs_decode(p + QS_HEADER_LEN, len, &s->w->limits, &f, &why);
+		if (e != QS_OK) {
+			evbuffer_drain(in, QS_HEADER_LEN + (size_t)len);
+			gw_session_error(s, e, "%s", why ? why : "malformed frame");
+			return;
+		}
+		if (gw_log_enabled(GW_LOG_DEBUG))
+			gw_slog(GW_LOG_DEBUG, s, "<- %s (%u bytes)", qs_type_name(f.type), len);
+		dispatch(s, &f);
+		qs_frame_release(&f);
+		evbuffer_drain(in, QS_HEADER_LEN + (size_t)len);
+	}
+}
+
+static void on_read(struct bufferevent *bev, void *arg)
+{
+	pump(arg);
+}
+
+static void on_write(struct bufferevent *bev, void *arg)
+{
+	struct gw_session *s = arg;
+	if (s->state == GW_S_CLOSING) {
+		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+			reap(s);
+		return;
+	}
+	bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+	pump(s);
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct gw_session *s = arg;
+	if (what & BEV_EVENT_EOF && !(what & BEV_EVENT_ERROR) && s->state != GW_S_CLOSING) {
+		/* Half-close: requests already read are still answered. */
+		s->peer_eof = 1;
+		pump(s);
+		return;
+	}
+	if (what & BEV_EVENT_TIMEOUT && what & BEV_EVENT_READING && s->state != GW_S_CLOSING) {
+		gw_session_error(s, QS_E_TIMEOUT, "silent for %d s (3 x heartbeat)", 3 * s->w->conf->heartbeat);
+		return;
+	}
+	if (what & BEV_EVENT_TIMEOUT && what & BEV_EVENT_WRITING)
+		gw_slog(GW_LOG_WARN, s, "closing a peer that does not read (output %zu bytes)",
+			evbuffer_get_length(bufferevent_get_output(bev)));
+	else if (s->state != GW_S_CLOSING)
+		gw_slog(GW_LOG_DEBUG, s, "connection closed by peer");
+	gw_session_free(s);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct gw_session *s = arg;
+	if (s->state == GW_S_AWAIT_HELLO) {
+		gw_session_error(s, QS_E_TIMEOUT, "no HELLO within %d s", s->w->conf->hello_timeout);
+		return;
+	}
+	if (s->state == GW_S_CLOSING)
+		gw_session_free(s);
+	/* WELCOMING past the deadline: the store answers (or fails) soon. */
+}
+
+void gw_session_accept(struct gw_worker *w, int fd, const char *peer)
+{
+	struct gw_session *s = calloc(1, sizeof(*s));
+	struct bufferevent *bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (!s || !bev) {
+		free(s);
+		if (bev)
+			bufferevent_free(bev);
+		else
+			evutil_closesocket(fd);
+		return;
+	}
+	s->w = w;
+	s->bev = bev;
+	s->state = GW_S_AWAIT_HELLO;
+	s->since_ms = gw_now_ms();
+	snprintf(s->peer, sizeof(s->peer), "%s", peer);
+	if (getrandom(&s->id, sizeof(s->id), 0) != sizeof(s->id))
+		s->id = (uint64_t)s->since_ms ^ (uint64_t)(uintptr_t)s;
+	s->id &= 0x7fffffffffffffffULL; /* a positive bigint */
+	s->timer = evtimer_new(w->base, on_timer, s);
+	w->n_pending_hello++;
+	TAILQ_INSERT_TAIL(&w->sessions, s, link);
+	gw_count(w, sessions_accepted, 1);
+
+	const struct gw_config *conf = w->conf;
+	bufferevent_setcb(bev, on_read, on_write, on_event, s);
+	/* A whole frame must fit below the high watermark. */
+	bufferevent_setwatermark(bev, EV_READ, 0, (size_t)conf->max_frame + QS_HEADER_LEN + 65536);
+	struct timeval idle = {3 * conf->heartbeat, 0};
+	bufferevent_set_timeouts(bev, &idle, &idle);
+	bufferevent_enable(bev, EV_READ | EV_WRITE);
+	if (w->stopping) {
+		gw_session_error(s, QS_E_DRAINING, "worker %s is draining", w->wc->name);
+		return;
+	}
+	if (w->n_pending_hello > conf->max_pending_hello) {
+		gw_session_error(s, QS_E_OVERLOADED, "too many connections awaiting HELLO");
+		return;
+	}
+	struct timeval hello = {conf->hello_timeout, 0};
+	evtimer_add(s->timer, &hello);
+}
+
+void gw_session_wait(struct gw_session *s, struct st_op *op)
+{
+	s->op = op;
+	set_state(s, s->state == GW_S_AWAIT_HELLO ? GW_S_WELCOMING : GW_S_BUSY);
+}
+
+void gw_session_welcomed(struct gw_session *s)
+{
+	evtimer_del(s->timer);
+}

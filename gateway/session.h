@@ -1,0 +1,89 @@
+/* One agent connection: the QASync v1 session state machine (protocol.md).
+ * A session lives on its worker's thread. Requests are taken from the input
+ * buffer one at a time: while a request's store statement is in flight the
+ * next one waits, so responses go out in request order and a request's effect
+ * is committed before any later response is written. */
+#ifndef GW_SESSION_H
+#define GW_SESSION_H
+
+#include "proto/qs_codec.h"
+
+#include <stdint.h>
+#include <sys/queue.h>
+
+struct gw_worker;
+struct bufferevent;
+struct event;
+struct st_op;
+
+enum gw_session_state {
+	GW_S_AWAIT_HELLO, /* accepted; no HELLO yet; the hello deadline is armed */
+	GW_S_WELCOMING,   /* HELLO read; the store is registering the agent */
+	GW_S_READY,       /* WELCOME sent; the next request may be read */
+	GW_S_BUSY,        /* a request's store statement is in flight; later requests wait */
+	GW_S_CLOSING,     /* ERROR (or BYE) handled: flushing output, then freed; reads nothing */
+};
+
+struct gw_session {
+	TAILQ_ENTRY(gw_session) link;
+	struct gw_worker *w;
+	struct bufferevent *bev;
+	enum gw_session_state state;
+	struct event *timer; /* hello deadline, then close deadline / deferred free */
+	char peer[64];
+	char agent[121];        /* set at HELLO */
+	char primary_sent[256]; /* the HELLO primary as sent */
+	char primary[65];       /* resolved worker name, "" if unresolved */
+	int on_primary;
+	int persist;
+	int peer_eof;          /* the agent half-closed: finish what was read, then close */
+	int64_t clock_shift_ms; /* server clock at HELLO - agent's now_ms */
+	uint64_t id;            /* holds delivered messages in the store (held_by) */
+	int64_t since_ms;
+	struct st_op *op;       /* the in-flight store statement, if any */
+	void *req;              /* what the in-flight UPLOAD needs at completion */
+	int req_count;          /* entries of the in-flight DELIVER_ACK or STATUS */
+	int pending_error;      /* ERROR to send once the in-flight request is answered */
+	char pending_text[160];
+};
+
+/* Takes ownership of fd (an accepted connection). */
+void gw_session_accept(struct gw_worker *w, int fd, const char *peer);
+
+/* Ends the session with ERROR code (sent after the responses it owes). */
+void gw_session_error(struct gw_session *s, int code, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+/* Frees the session at once (drain deadline, shutdown). */
+void gw_session_free(struct gw_session *s);
+
+/* Writes one encoded frame to the agent; returns 0 or -1 (encoding failed). */
+int gw_session_send(struct gw_session *s, const struct qs_frame *f) __attribute__((warn_unused_result));
+
+/* Called by request handlers when a request is fully answered: the session
+ * goes back to READY, sends a pending ERROR, or reads the next request. */
+void gw_session_request_done(struct gw_session *s);
+
+/* A request handler submitted op: the session waits for it (WELCOMING
+ * after HELLO, BUSY otherwise) and reads no further request. */
+void gw_session_wait(struct gw_session *s, struct st_op *op);
+
+/* HELLO answered with WELCOME: the hello deadline is off. */
+void gw_session_welcomed(struct gw_session *s);
+
+/* Request handlers (requests.c). Each either answers at once and calls
+ * gw_session_request_done, or submits a store statement and sets BUSY. */
+void gw_req_hello(struct gw_session *s, const struct qs_hello *h);
+void gw_req_upload(struct gw_session *s, const struct qs_upload *u);
+void gw_req_fetch(struct gw_session *s, const struct qs_fetch *f);
+void gw_req_deliver_ack(struct gw_session *s, const struct qs_deliver_ack *a);
+void gw_req_status(struct gw_session *s, const struct qs_status *st);
+/* Releases what an unfinished request holds (session closing). */
+void gw_req_abandon(struct gw_session *s);
+
+/* Per-session log line: "worker=ml1 peer=1.2.3.4:5 agent=A: ..." */
+#define gw_slog(level, s, fmt, ...)                                                                \
+	gw_log(level, "worker=%s peer=%s agent=%s: " fmt, (s)->w->wc->name, (s)->peer,              \
+	       (s)->agent[0] ? (s)->agent : "-", ##__VA_ARGS__)
+
+#endif

@@ -1,0 +1,202 @@
+/* Worker life cycle: listener, event loop thread, store connection, and the
+ * SIGTERM drain; see worker.h. */
+#include "gateway/worker.h"
+
+#include "gateway/log.h"
+#include "gateway/session.h"
+#include "store/store.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+int64_t gw_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void format_peer(const struct sockaddr *sa, char *out, size_t n)
+{
+	char host[INET6_ADDRSTRLEN] = "?";
+	unsigned port = 0;
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+		port = ntohs(in->sin_port);
+		snprintf(out, n, "%s:%u", host, port);
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+		port = ntohs(in6->sin6_port);
+		snprintf(out, n, "[%s]:%u", host, port);
+	} else {
+		snprintf(out, n, "?");
+	}
+}
+
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len, void *arg)
+{
+	struct gw_worker *w = arg;
+	char peer[64];
+	format_peer(sa, peer, sizeof(peer));
+	gw_session_accept(w, fd, peer);
+}
+
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+	struct gw_worker *w = arg;
+	/* EMFILE and friends: keep listening; the next accept may succeed. */
+	gw_log(GW_LOG_WARN, "worker %s: accept failed: %s", w->wc->name, strerror(errno));
+}
+
+static void finish_if_idle(struct gw_worker *w)
+{
+	if (w->stopping && TAILQ_EMPTY(&w->sessions))
+		event_base_loopexit(w->base, NULL);
+}
+
+void gw_worker_session_gone(struct gw_worker *w)
+{
+	finish_if_idle(w);
+}
+
+static void on_drain_deadline(evutil_socket_t fd, short what, void *arg)
+{
+	struct gw_worker *w = arg;
+	struct gw_session *s;
+	int n = 0;
+	while ((s = TAILQ_FIRST(&w->sessions))) {
+		gw_session_free(s);
+		n++;
+	}
+	if (n)
+		gw_log(GW_LOG_WARN, "worker %s: drain_timeout reached, %d sessions closed", w->wc->name, n);
+	finish_if_idle(w);
+}
+
+/* SIGTERM: stop listening, let every session finish the request it is in
+ * and send it ERROR draining, then leave the loop (drain_timeout at most). */
+static void begin_stop(struct gw_worker *w)
+{
+	if (w->stopping)
+		return;
+	w->stopping = 1;
+	if (w->listener) {
+		evconnlistener_free(w->listener);
+		w->listener = NULL;
+	}
+	gw_log(GW_LOG_INFO, "worker %s: draining %d sessions", w->wc->name, w->n_sessions + w->n_pending_hello);
+	for (struct gw_session *s = TAILQ_FIRST(&w->sessions), *next; s; s = next) {
+		next = TAILQ_NEXT(s, link);
+		gw_session_error(s, QS_E_DRAINING, "worker %s is shutting down", w->wc->name);
+	}
+	struct timeval tv = {w->conf->drain_timeout, 0};
+	evtimer_add(w->drain_timer, &tv);
+	finish_if_idle(w);
+}
+
+static void on_command(evutil_socket_t fd, short what, void *arg)
+{
+	struct gw_worker *w = arg;
+	int cmds = atomic_exchange(&w->commands, 0);
+	if (cmds & GW_CMD_STOP)
+		begin_stop(w);
+}
+
+static void on_store_state(void *arg, int up)
+{
+	struct gw_worker *w = arg;
+	gw_log(up ? GW_LOG_INFO : GW_LOG_WARN, "worker %s: store %s", w->wc->name, up ? "up" : "down");
+	/* The listener is bound at start but accepts only once the store has
+	 * been reached: a worker that never had a store serves nobody. Later
+	 * outages are answered per request (store_unavailable). */
+	if (up && !w->accepting && w->listener && !w->stopping) {
+		w->accepting = 1;
+		evconnlistener_enable(w->listener);
+		gw_log(GW_LOG_INFO, "worker %s: accepting on %s", w->wc->name, w->wc->listen);
+	}
+}
+
+struct gw_worker *gw_worker_new(const struct gw_config *conf, int index, char *err, size_t errlen)
+{
+	struct gw_worker *w = calloc(1, sizeof(*w));
+	if (!w) {
+		snprintf(err, errlen, "out of memory");
+		return NULL;
+	}
+	w->conf = conf;
+	w->wc = &conf->workers[index];
+	w->index = index;
+	w->limits.max_frame = conf->max_frame;
+	w->limits.max_batch = (uint16_t)conf->max_batch;
+	TAILQ_INIT(&w->sessions);
+	w->base = event_base_new();
+	if (!w->base) {
+		snprintf(err, errlen, "worker %s: cannot create an event loop", w->wc->name);
+		free(w);
+		return NULL;
+	}
+	w->listener = evconnlistener_new_bind(w->base, on_accept, w,
+					      LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+					      1024, (const struct sockaddr *)&w->wc->sa, (int)w->wc->sa_len);
+	if (!w->listener) {
+		snprintf(err, errlen, "worker %s: cannot listen on %s: %s", w->wc->name, w->wc->listen,
+			 strerror(errno));
+		event_base_free(w->base);
+		free(w);
+		return NULL;
+	}
+	evconnlistener_set_error_cb(w->listener, on_accept_error);
+	evconnlistener_disable(w->listener); /* until the store is first reached */
+	w->command_ev = event_new(w->base, -1, 0, on_command, w);
+	w->drain_timer = evtimer_new(w->base, on_drain_deadline, w);
+	w->store = st_conn_new(w->base, conf->conninfo, w->wc->name, on_store_state, w);
+	if (!w->store) {
+		snprintf(err, errlen, "worker %s: out of memory", w->wc->name);
+		return NULL;
+	}
+	return w;
+}
+
+static void *worker_main(void *arg)
+{
+	struct gw_worker *w = arg;
+	gw_log(GW_LOG_INFO, "worker %s: listening on %s", w->wc->name, w->wc->listen);
+	event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
+	gw_log(GW_LOG_INFO, "worker %s: stopped", w->wc->name);
+	return NULL;
+}
+
+int gw_worker_start(struct gw_worker *w)
+{
+	return pthread_create(&w->thread, NULL, worker_main, w) == 0 ? 0 : -1;
+}
+
+void gw_worker_post(struct gw_worker *w, enum gw_command cmd)
+{
+	atomic_fetch_or(&w->commands, (int)cmd);
+	event_active(w->command_ev, EV_TIMEOUT, 0);
+}
+
+void gw_worker_join_and_free(struct gw_worker *w)
+{
+	pthread_join(w->thread, NULL);
+	struct gw_session *s;
+	while ((s = TAILQ_FIRST(&w->sessions)))
+		gw_session_free(s);
+	st_conn_free(w->store);
+	if (w->listener)
+		evconnlistener_free(w->listener);
+	event_free(w->command_ev);
+	event_free(w->drain_timer);
+	event_base_free(w->base);
+	qs_buf_free(&w->scratch);
+	free(w);
+}

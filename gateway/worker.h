@@ -1,0 +1,60 @@
+/* A worker: one named server of the pool with its own listener, event loop
+ * thread and store connection (gateway.md "Workers and nodes"). Everything in
+ * struct gw_worker belongs to the worker's thread, except the counters (read
+ * by others) and `commands` (set by the main thread, then event_active). */
+#ifndef GW_WORKER_H
+#define GW_WORKER_H
+
+#include "gateway/config.h"
+#include "gateway/counters.h"
+#include "proto/qs_codec.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <sys/queue.h>
+
+struct event_base;
+struct event;
+struct evconnlistener;
+struct st_conn;
+struct gw_session;
+
+/* Commands the main thread posts to a worker. */
+enum gw_command {
+	GW_CMD_STOP = 1, /* drain (SIGTERM), then leave the loop */
+};
+
+struct gw_worker {
+	const struct gw_config *conf; /* the node's configuration (read-only) */
+	const struct gw_worker_conf *wc;
+	int index;
+	pthread_t thread;
+	struct event_base *base;
+	struct evconnlistener *listener; /* NULL once draining */
+	struct st_conn *store;
+	struct event *command_ev;
+	_Atomic int commands;
+	struct event *drain_timer;
+	TAILQ_HEAD(, gw_session) sessions;
+	int n_sessions;      /* sessions past HELLO (max_sessions applies) */
+	int n_pending_hello; /* connections still waiting for their HELLO */
+	int accepting;       /* the listener was enabled (after the store was first reached) */
+	int stopping;        /* SIGTERM drain under way: the loop exits when no session is left */
+	struct qs_limits limits;
+	struct qs_buf scratch; /* encoding buffer, reused by every session of this worker */
+	struct gw_counters counters;
+};
+
+/* Creates the worker and binds its listener (called by the main thread at
+ * start, so a bad address stops the start). Returns NULL with err. */
+struct gw_worker *gw_worker_new(const struct gw_config *conf, int index, char *err, size_t errlen);
+int gw_worker_start(struct gw_worker *w) __attribute__((warn_unused_result));
+/* From the main thread: post a command; the worker acts on its own thread. */
+void gw_worker_post(struct gw_worker *w, enum gw_command cmd);
+void gw_worker_join_and_free(struct gw_worker *w);
+
+/* Worker-thread internals used by sessions. */
+void gw_worker_session_gone(struct gw_worker *w);
+int64_t gw_now_ms(void);
+
+#endif
