@@ -176,7 +176,7 @@ static int on_entry(void *user, const char *section, const char *name, const cha
 		const char *wname = sect[6] ? sect + 7 : "";
 		while (*wname == ' ')
 			wname++;
-		if (!st->worker || strcmp(st->worker->name, wname) != 0) {
+		if (!st->worker || st->worker->line != st->section_line) { /* a new section */
 			if (!qs_valid_worker_name(wname, strlen(wname)))
 				return st->line = st->section_line,
 				       fail(st, "[worker %s]: bad worker name (1..64 of [a-z0-9._-])", wname, "");
@@ -275,9 +275,12 @@ static int resolve(const struct gw_addr *a, struct sockaddr_storage *sa, socklen
 	struct addrinfo hints = {0}, *res = NULL;
 	char port[8];
 	hints.ai_socktype = SOCK_STREAM;
-	hints.ai_flags = AI_PASSIVE;
+	/* Listen addresses are numeric (never a DNS query at start); "localhost"
+	 * is taken as 127.0.0.1. */
+	hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV;
 	snprintf(port, sizeof(port), "%u", a->port);
-	if (getaddrinfo(a->host, port, &hints, &res) != 0 || !res)
+	const char *host = strcasecmp(a->host, "localhost") == 0 ? "127.0.0.1" : a->host;
+	if (getaddrinfo(host, port, &hints, &res) != 0 || !res)
 		return -1;
 	memcpy(sa, res->ai_addr, res->ai_addrlen);
 	*len = res->ai_addrlen;
@@ -308,7 +311,7 @@ static int check_worker(struct load_state *st, struct gw_worker_conf *w)
 	}
 	if (gw_addr_parse(w->listen, &w->listen_addr) != 0 ||
 	    resolve(&w->listen_addr, &w->sa, &w->sa_len) != 0) {
-		snprintf(err, n, "%s:%d: [worker %s]: key \"listen\": bad address \"%s\" (HOST:PORT)",
+		snprintf(err, n, "%s:%d: [worker %s]: key \"listen\": bad address \"%s\" (IP:PORT or [IPv6]:PORT)",
 			 st->path, w->line, w->name, w->listen);
 		return -1;
 	}

@@ -76,8 +76,8 @@ struct gw_config {
 };
 
 /* Parses path into c (defaults first). Returns 0, or -1 with a message naming
- * the file, line and key in err. Resolves listen addresses (numeric or by
- * getaddrinfo: call it only where blocking is allowed, i.e. not on a worker). */
+ * the file, line and key in err. Listen addresses must be numeric IPs (or
+ * "localhost"), so loading never makes a DNS query. */
 int gw_config_load(const char *path, struct gw_config *c, char *err, size_t errlen)
 	__attribute__((warn_unused_result));
 

@@ -1,0 +1,107 @@
+/* Unit tests: the configuration table and loader (gateway/config.c). */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "gateway/config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static char path[64];
+static struct gw_config conf;
+static char err[1024];
+
+static int load(const char *text)
+{
+	snprintf(path, sizeof(path), "/tmp/qagw-test-config-XXXXXX");
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, text, strlen(text)), (ssize_t)strlen(text));
+	close(fd);
+	err[0] = 0;
+	int rc = gw_config_load(path, &conf, err, sizeof(err));
+	unlink(path);
+	return rc;
+}
+
+static void test_defaults(void **state)
+{
+	assert_int_equal(load("[worker ml1]\nlisten = 127.0.0.1:2439\n"), 0);
+	assert_string_equal(conf.node_name, "n1");
+	assert_int_equal(conf.auth_off, 0);
+	assert_int_equal(conf.drain_timeout, 10);
+	assert_int_equal(conf.max_frame, 1048576);
+	assert_int_equal(conf.max_batch, 256);
+	assert_int_equal(conf.hello_timeout, 10);
+	assert_int_equal(conf.heartbeat, 30);
+	assert_int_equal(conf.max_sessions, 100000);
+	assert_int_equal(conf.max_pending, 100000);
+	assert_int_equal(conf.keep_days, 7);
+	assert_int_equal(conf.redis_port, 6379);
+	assert_string_equal(conf.redis_prefix, "qagw:");
+	assert_string_equal(conf.admin_listen, "127.0.0.1:8439");
+	assert_true(conf.epsilon > 0.249 && conf.epsilon < 0.251);
+	assert_int_equal(conf.push_any, 0);
+	assert_int_equal(conf.n_workers, 1);
+	assert_string_equal(conf.workers[0].name, "ml1");
+	assert_int_equal(conf.workers[0].capacity, 1);
+	/* advertise defaults to listen */
+	assert_int_equal(conf.workers[0].n_adv, 1);
+	assert_int_equal(conf.workers[0].adv[0].port, 2439);
+}
+
+static void test_full(void **state)
+{
+	assert_int_equal(load("[node]\nname = n2\nauth = off ; inline\n"
+			      "[worker ml1]\nlisten = 127.0.0.1:2439\nadvertise = a.example:1, [::1]:2\n"
+			      "capacity = 3\n[worker ml2]\nlisten = [::1]:2440\n"
+			      "[push]\npolicy = any\n[limits]\nmax_batch = 16\n"),
+			 0);
+	assert_string_equal(conf.node_name, "n2");
+	assert_int_equal(conf.auth_off, 1);
+	assert_int_equal(conf.n_workers, 2);
+	assert_int_equal(conf.workers[0].capacity, 3);
+	assert_int_equal(conf.workers[0].n_adv, 2);
+	assert_string_equal(conf.workers[0].adv[1].host, "::1");
+	assert_int_equal(conf.push_any, 1);
+	assert_int_equal(conf.max_batch, 16);
+}
+
+static void expect_error(const char *text, const char *line, const char *what)
+{
+	assert_int_not_equal(load(text), 0);
+	assert_non_null(strstr(err, path));
+	assert_non_null(strstr(err, line));
+	assert_non_null(strstr(err, what));
+}
+
+static void test_errors(void **state)
+{
+	expect_error("[worker ml1]\nlisten = 127.0.0.1:1\n[node]\nfrob = 1\n", ":4:", "frob");
+	expect_error("[worker ml1]\nlisten = 127.0.0.1:1\n\n[nosuch]\nx = 1\n", ":4:", "nosuch");
+	expect_error("[worker ml1]\nlisten = 127.0.0.1:1\n[limits]\nmax_batch = 0\n", ":4:", "max_batch");
+	expect_error("[worker ml1]\nlisten = 127.0.0.1:1\n[limits]\nheartbeat = x\n", ":4:", "heartbeat");
+	expect_error("[worker ml1]\nlisten = 127.0.0.1:1\n[push]\npolicy = some\n", ":4:", "policy");
+	expect_error("[worker ML1]\nlisten = 127.0.0.1:1\n", ":1:", "ML1");
+	expect_error("[worker ml1]\nlisten = nohost\n", ":1:", "listen");
+	expect_error("[worker ml1]\nlisten = 127.0.0.1:1\n[worker ml1]\nlisten = 127.0.0.1:2\n", ":", "twice");
+	expect_error("[node]\nname = n1\n", "", "no [worker NAME]");
+	/* auth is not built: a listener off loopback is refused */
+	expect_error("[worker ml1]\nlisten = 0.0.0.0:2439\n", ":1:", "not loopback");
+	expect_error("[worker ml1]\nlisten = 127.0.0.1:1\n[admin]\nlisten = 0.0.0.0:8439\n", "", "token is empty");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_full),
+		cmocka_unit_test(test_errors),
+	};
+	return cmocka_run_group_tests_name("gateway configuration", tests, NULL, NULL);
+}
