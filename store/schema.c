@@ -165,6 +165,18 @@ static const char *const migrations[] = {
 	"    FROM upd u ORDER BY u.priority DESC, u.seq;\n"
 	"END $$;\n"
 
+	/* Retention: final messages older than keep_days go, in small batches
+	 * so that a purge never holds locks for long. */
+	"CREATE FUNCTION qa_purge(p_before bigint, p_limit integer) RETURNS integer\n"
+	"LANGUAGE sql AS $$\n"
+	"  WITH d AS (\n"
+	"    DELETE FROM qa_messages WHERE seq IN (\n"
+	"      SELECT m.seq FROM qa_messages m WHERE m.status <> 1 AND m.status_ms < p_before\n"
+	"       LIMIT p_limit FOR UPDATE SKIP LOCKED)\n"
+	"    RETURNING 1)\n"
+	"  SELECT count(*)::integer FROM d;\n"
+	"$$;\n"
+
 	/* DELIVER_ACK: only this agent's delivered, still pending messages. */
 	"CREATE FUNCTION qa_ack(p_agent text, p_seqs bigint[], p_now bigint) RETURNS integer\n"
 	"LANGUAGE sql AS $$\n"
