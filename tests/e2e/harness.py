@@ -34,6 +34,16 @@ except ImportError:  # fall back to psql through a subprocess
     psycopg2 = None
 
 
+def _die_with_parent() -> None:
+    """preexec_fn: the child gets SIGKILL if the test runner dies (PR_SET_PDEATHSIG), so a
+    killed pytest leaves no gateway behind holding ports."""
+    try:
+        import ctypes
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL, 0, 0, 0)
+    except Exception:
+        pass
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nothing listens on right now (the kernel's choice for an ephemeral bind)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -282,7 +292,7 @@ class Gateway:
         logf.flush()
         self.proc = subprocess.Popen([str(QAGW), "-c", str(self.conf)], cwd=REPO,
                                      stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                                     start_new_session=True)
+                                     start_new_session=True, preexec_fn=_die_with_parent)
         logf.close()
         deadline = time.monotonic() + timeout
         pending = set(self.ports)
