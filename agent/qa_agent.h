@@ -1,0 +1,71 @@
+/* libqaagent's entry points for an application or the qaagent program: queue
+ * a message, run one sync (server choice + sync transaction), take received
+ * messages, read the store's counts. Each call is self-contained; an agent
+ * handle holds the configuration, the open client store and the log. */
+#ifndef QA_AGENT_H
+#define QA_AGENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "agent/qa_config.h"
+#include "agent/qa_error.h"
+#include "agent/qa_log.h"
+#include "agent/qa_store.h"
+#include "agent/qa_sync.h"
+#include "proto/qs_codec.h"
+
+struct qa_agent {
+	const struct qa_config *cfg; /* borrowed; outlives the agent */
+	struct qa_store *store;
+	struct qa_log log;
+};
+
+/* A message to queue. */
+struct qa_send_params {
+	const char *address; /* AGENT\QUEUE */
+	const uint8_t *body;
+	size_t body_len;
+	uint8_t priority;    /* 0..9 */
+	uint64_t expires_ms; /* 0 = never */
+	const struct qs_props *props;
+};
+
+/* Opens the client store of cfg; log lines go to log_out (NULL: stderr). */
+int qa_agent_open(struct qa_agent *a, const struct qa_config *cfg, FILE *log_out,
+                  struct qa_error *e) __attribute__((warn_unused_result));
+void qa_agent_close(struct qa_agent *a);
+
+/* Validates a message to send: QA_FAIL_USAGE naming the bad part (address,
+ * priority, property) when the server would refuse it as invalid. */
+int qa_agent_check(const struct qa_send_params *p, struct qa_error *e)
+    __attribute__((warn_unused_result));
+
+/* Validates the message (qa_agent_check), gives it a new id (libuuid) and
+ * queues it in the outbox. */
+int qa_agent_queue(struct qa_agent *a, const struct qa_send_params *p, uint8_t id[16],
+                   struct qa_error *e) __attribute__((warn_unused_result));
+
+/* One transmission: picks a server (qa_cycle over the -x list), runs the sync
+ * transaction, records the server reached and the time, says BYE. */
+int qa_agent_sync(struct qa_agent *a, struct qa_sync_result *r, struct qa_error *e)
+    __attribute__((warn_unused_result));
+
+/* The received messages not yet taken (of queue, or all when NULL). When
+ * there are none and wait_ms > 0, syncs every 500 ms until some arrive or
+ * wait_ms passed; *synced says whether any of those syncs succeeded. A
+ * non-retryable ERROR ends the wait with that error. */
+int qa_agent_unread(struct qa_agent *a, const char *queue, uint64_t wait_ms,
+                    struct qa_in_list *list, int *synced, struct qa_error *e)
+    __attribute__((warn_unused_result));
+
+/* Marks messages taken by the application and queues their STATUS 60 reports. */
+int qa_agent_take(struct qa_agent *a, const struct qa_in_list *list, struct qa_error *e)
+    __attribute__((warn_unused_result));
+
+/* The store's counts, the last server reached (malloc'd, NULL if none) and the
+ * time of the last successful sync (0 if none). */
+int qa_agent_status(struct qa_agent *a, struct qa_store_counts *c, char **last_server,
+                    uint64_t *last_sync_ms, struct qa_error *e) __attribute__((warn_unused_result));
+
+#endif

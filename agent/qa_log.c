@@ -1,0 +1,46 @@
+/* The agent's log: see qa_log.h. */
+#include "agent/qa_log.h"
+
+#include <stdarg.h>
+#include <time.h>
+
+uint64_t qa_now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+uint64_t qa_mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+void qa_log_timestamp(uint64_t unix_ms, char *buf, size_t n)
+{
+	time_t secs = (time_t)(unix_ms / 1000u);
+	struct tm tm;
+	gmtime_r(&secs, &tm);
+	snprintf(buf, n, "%04d-%02d-%02dT%02d:%02d:%02d.%03uZ", tm.tm_year + 1900, tm.tm_mon + 1,
+	         tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (unsigned)(unix_ms % 1000u));
+}
+
+void qa_log_write(const struct qa_log *log, const char *fmt, ...)
+{
+	FILE *out = (log != NULL && log->out != NULL) ? log->out : stderr;
+	char ts[40];
+	qa_log_timestamp(qa_now_ms(), ts, sizeof ts);
+	/* One fprintf per line piece under the stream lock, so that lines from
+	 * threads (a later `run`) do not interleave. */
+	flockfile(out);
+	fprintf(out, "%s ", ts);
+	va_list ap;
+	va_start(ap, fmt);
+	vfprintf(out, fmt, ap);
+	va_end(ap);
+	fputc('\n', out);
+	fflush(out);
+	funlockfile(out);
+}

@@ -1,0 +1,33 @@
+/* The agent's log: timestamped lines (UTC, milliseconds) to stderr or to the
+ * -o LOGFILE. Debug lines (connection attempts, frames) appear only at -v; the
+ * level is checked before anything is formatted. */
+#ifndef QA_LOG_H
+#define QA_LOG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+struct qa_log {
+	FILE *out;   /* where lines go; NULL means stderr */
+	int verbose; /* 1 with -v: debug lines are written */
+};
+
+/* Writes one line: "2026-11-28T06:40:01.123Z " + the formatted text. */
+void qa_log_write(const struct qa_log *log, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+#define QA_DEBUG(log, ...)                                                                         \
+	do {                                                                                       \
+		if ((log) != NULL && (log)->verbose)                                               \
+			qa_log_write((log), __VA_ARGS__);                                          \
+	} while (0)
+
+/* Formats a unix time in ms as "YYYY-MM-DDTHH:MM:SS.mmmZ" into buf (>= 25 bytes). */
+void qa_log_timestamp(uint64_t unix_ms, char *buf, size_t n);
+
+/* The wall clock (unix epoch ms) and a monotonic clock (ms). */
+uint64_t qa_now_ms(void);
+uint64_t qa_mono_ms(void);
+
+#endif

@@ -1,0 +1,436 @@
+/* qaagent: the command-line program over libqaagent (docs/agent.md). Parses
+ * the command line, calls the library, prints results as JSON for scripts
+ * and maps failures to exit codes. No protocol or store logic lives here. */
+#include <inttypes.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uuid/uuid.h>
+
+#include "agent/qa_agent.h"
+#include "agent/qa_config.h"
+#include "proto/qs_codec.h"
+
+enum exit_code {
+	EXIT_OK = 0,
+	EXIT_UNREACHABLE = 1, /* no server could be reached, or the sync was cut short */
+	EXIT_USAGE = 2,       /* bad command line */
+	EXIT_REFUSED = 3,     /* a non-retryable ERROR from the server */
+	EXIT_LOCAL = 4,       /* the client store or the machine failed */
+};
+
+static const char usage_text[] =
+    "usage: qaagent -id ID -db FILE -x STREAM [-x STREAM ...] [-fr N] [-fd SECONDS]\n"
+    "               [-push connected|none] [-policy automatic|ondemand|scheduled[SECONDS]]\n"
+    "               [-token TOKEN | -token-file FILE] [-o LOGFILE] [-v] COMMAND [ARGS]\n"
+    "commands:\n"
+    "  send ADDRESS BODY [--priority P] [--expires-in S] [--prop K=V]...\n"
+    "  sync\n"
+    "  recv [QUEUE] [--wait S]\n"
+    "  status\n"
+    "  run\n"
+    "STREAM: tcpip(host=H;port=P) | tls(host=H;port=P;trusted_certificates=CA.pem)\n"
+    "        | auto(host=H;port=P[;tls=on;trusted_certificates=CA.pem])\n";
+
+/* What a command runs with. */
+struct cli {
+	struct qa_config cfg;
+	struct qa_agent agent;
+	FILE *log_file; /* -o, or NULL */
+};
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
+{
+	va_list ap;
+	fputs("qaagent: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputs("\n(qaagent without arguments prints the usage)\n", stderr);
+	return EXIT_USAGE;
+}
+
+static int exit_code_of(const struct qa_error *e)
+{
+	switch (e->kind) {
+	case QA_FAIL_USAGE:
+		return EXIT_USAGE;
+	case QA_FAIL_SERVER:
+		return e->retryable ? EXIT_UNREACHABLE : EXIT_REFUSED;
+	case QA_FAIL_STORE:
+	case QA_FAIL_SYSTEM:
+		return EXIT_LOCAL;
+	default:
+		return EXIT_UNREACHABLE;
+	}
+}
+
+/* Reports a library failure on stderr (and in the -o log) and returns the exit code. */
+static int fail(struct cli *c, const char *prefix, const struct qa_error *e)
+{
+	fprintf(stderr, "qaagent: %s%s\n", prefix, e->msg);
+	if (c->log_file != NULL)
+		qa_log_write(&c->agent.log, "%s%s", prefix, e->msg);
+	return exit_code_of(e);
+}
+
+static int need_streams(const struct cli *c, const char *why)
+{
+	if (c->cfg.n_streams == 0)
+		return usage_error("-x STREAM is required to %s", why);
+	return 0;
+}
+
+static int open_agent(struct cli *c)
+{
+	struct qa_error e;
+	if (qa_agent_open(&c->agent, &c->cfg, c->log_file, &e) != 0)
+		return fail(c, "", &e);
+	return 0;
+}
+
+/* ---- JSON helpers ---- */
+
+static json_t *jstr(const char *p, size_t n)
+{
+	json_t *s = json_stringn(p, n);
+	return s != NULL ? s : json_string("");
+}
+
+static char *base64(const uint8_t *p, size_t n)
+{
+	static const char tab[] =
+	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+	char *out = malloc((n + 2) / 3 * 4 + 1);
+	size_t o = 0;
+	if (out == NULL)
+		return NULL;
+	for (size_t i = 0; i < n; i += 3) {
+		uint32_t v = (uint32_t)p[i] << 16;
+		if (i + 1 < n)
+			v |= (uint32_t)p[i + 1] << 8;
+		if (i + 2 < n)
+			v |= p[i + 2];
+		out[o++] = tab[(v >> 18) & 63];
+		out[o++] = tab[(v >> 12) & 63];
+		out[o++] = i + 1 < n ? tab[(v >> 6) & 63] : '=';
+		out[o++] = i + 2 < n ? tab[v & 63] : '=';
+	}
+	out[o] = '\0';
+	return out;
+}
+
+/* Prints obj as one compact line, keys in insertion order; frees obj. */
+static int print_json(json_t *obj)
+{
+	char *text = obj != NULL ? json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+	json_decref(obj);
+	if (text == NULL)
+		return -1;
+	int rc = puts(text) < 0 ? -1 : 0;
+	free(text);
+	return rc;
+}
+
+static json_t *message_json(const struct qa_in_msg *m)
+{
+	char id[37];
+	uuid_unparse_lower(m->id, id);
+	json_t *o = json_object();
+	json_object_set_new(o, "id", json_string(id));
+	json_object_set_new(o, "seq", json_integer((json_int_t)m->seq));
+	json_object_set_new(o, "from", jstr(m->from, strlen(m->from)));
+	json_object_set_new(o, "queue", jstr(m->queue, strlen(m->queue)));
+	json_object_set_new(o, "priority", json_integer(m->priority));
+	json_object_set_new(o, "created_ms", json_integer((json_int_t)m->created_ms));
+	json_object_set_new(o, "expires_ms", json_integer((json_int_t)m->expires_ms));
+	json_t *props = json_object();
+	struct qs_props pr = {0};
+	if (qs_decode_props(m->props, m->props_len, &pr) == 0) {
+		for (uint16_t i = 0; i < pr.n; i++) {
+			char key[129];
+			size_t kn = pr.v[i].key.len < 128 ? pr.v[i].key.len : 128;
+			memcpy(key, pr.v[i].key.ptr, kn);
+			key[kn] = '\0';
+			json_object_set_new(props, key, jstr(pr.v[i].value.ptr, pr.v[i].value.len));
+		}
+		free(pr.v);
+	}
+	json_object_set_new(o, "props", props);
+	if (qs_valid_utf8((const char *)m->body, m->body_len)) {
+		json_object_set_new(o, "body", jstr((const char *)m->body, m->body_len));
+	} else {
+		char *b64 = base64(m->body, m->body_len);
+		json_object_set_new(o, "body_base64", json_string(b64 != NULL ? b64 : ""));
+		free(b64);
+	}
+	return o;
+}
+
+static json_t *results_json(const unsigned long *counts)
+{
+	json_t *o = json_object();
+	for (int r = 0; r < QA_RESULT_COUNT; r++)
+		json_object_set_new(o, qa_sync_result_name(r), json_integer((json_int_t)counts[r]));
+	return o;
+}
+
+/* ---- commands ---- */
+
+static int run_sync(struct cli *c, struct qa_sync_result *r, const char *prefix)
+{
+	struct qa_error e;
+	if (qa_agent_sync(&c->agent, r, &e) != 0)
+		return fail(c, prefix, &e);
+	return EXIT_OK;
+}
+
+static int cmd_sync(struct cli *c, int argc, char **argv)
+{
+	if (argc > 1)
+		return usage_error("sync takes no arguments (got \"%s\")", argv[1]);
+	int rc = need_streams(c, "sync");
+	if (rc == 0)
+		rc = open_agent(c);
+	if (rc != 0)
+		return rc;
+	struct qa_sync_result r;
+	if ((rc = run_sync(c, &r, "sync failed: ")) != EXIT_OK)
+		return rc;
+	json_t *o = json_object();
+	json_object_set_new(o, "server", json_string(r.server));
+	json_object_set_new(o, "on_primary", json_integer(r.on_primary));
+	json_object_set_new(o, "uploaded", results_json(r.uploaded));
+	json_object_set_new(o, "received", json_integer((json_int_t)r.received));
+	json_object_set_new(o, "statuses_sent", json_integer((json_int_t)r.statuses_sent));
+	return print_json(o) == 0 ? EXIT_OK : EXIT_LOCAL;
+}
+
+static int cmd_send(struct cli *c, int argc, char **argv)
+{
+	const char *pos[2];
+	int npos = 0, opts_done = 0;
+	long long priority = 4, expires_in = 0;
+	int has_expiry = 0;
+	struct qs_prop props[256];
+	struct qs_props plist = {0, props};
+
+	for (int i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (!opts_done && strcmp(a, "--") == 0) {
+			opts_done = 1;
+			continue;
+		}
+		if (!opts_done && strncmp(a, "--", 2) == 0) {
+			if (i + 1 >= argc)
+				return usage_error("send: %s needs a value", a);
+			const char *v = argv[++i];
+			if (strcmp(a, "--priority") == 0) {
+				if (qa_parse_int(v, 0, 9, &priority) != 0)
+					return usage_error("send: bad --priority \"%s\": 0..9", v);
+			} else if (strcmp(a, "--expires-in") == 0) {
+				if (qa_parse_int(v, -100000000000LL, 100000000000LL, &expires_in) !=
+				    0)
+					return usage_error(
+					    "send: bad --expires-in \"%s\": whole seconds", v);
+				has_expiry = 1;
+			} else if (strcmp(a, "--prop") == 0) {
+				const char *eq = strchr(v, '=');
+				if (eq == NULL || eq == v)
+					return usage_error("send: bad --prop \"%s\": K=V expected",
+					                   v);
+				if (plist.n == sizeof props / sizeof props[0])
+					return usage_error("send: too many --prop (at most 256)");
+				if (strlen(eq + 1) > 65535)
+					return usage_error("send: --prop value too long");
+				props[plist.n].key.ptr = v;
+				props[plist.n].key.len =
+				    (uint16_t)(eq - v > 65535 ? 65535 : eq - v);
+				props[plist.n].value = qs_str_c(eq + 1);
+				plist.n++;
+			} else {
+				return usage_error("send: unknown option \"%s\"", a);
+			}
+			continue;
+		}
+		if (npos == 2)
+			return usage_error("send: unexpected argument \"%s\"", a);
+		pos[npos++] = a;
+	}
+	if (npos < 2)
+		return usage_error("send needs ADDRESS and BODY");
+	if (c->cfg.policy == QA_POLICY_AUTOMATIC) {
+		int rc = need_streams(c, "send with -policy automatic");
+		if (rc != 0)
+			return rc;
+	}
+
+	struct qa_send_params p = {
+	    .address = pos[0],
+	    .body = (const uint8_t *)pos[1],
+	    .body_len = strlen(pos[1]),
+	    .priority = (uint8_t)priority,
+	    .props = &plist,
+	};
+	if (has_expiry) {
+		/* 0 means "never" on the wire: an expiry at or before the epoch
+		 * is written as 1 ms, long past all the same. */
+		long long at = (long long)qa_now_ms() + expires_in * 1000;
+		p.expires_ms = at > 0 ? (uint64_t)at : 1;
+	}
+	struct qa_error e;
+	uint8_t id[16];
+	if (qa_agent_check(&p, &e) != 0)
+		return usage_error("send: %s", e.msg); /* before the store opens */
+	int rc = open_agent(c);
+	if (rc != 0)
+		return rc;
+	if (qa_agent_queue(&c->agent, &p, id, &e) != 0)
+		return fail(c, "send: ", &e);
+	char text[37];
+	uuid_unparse_lower(id, text);
+	puts(text);
+	fflush(stdout);
+	if (c->cfg.policy != QA_POLICY_AUTOMATIC)
+		return EXIT_OK;
+	struct qa_sync_result r;
+	return run_sync(c, &r, "warning: message queued, not sent yet: ");
+}
+
+static int cmd_recv(struct cli *c, int argc, char **argv)
+{
+	const char *queue = NULL;
+	uint64_t wait_ms = 0;
+	for (int i = 1; i < argc; i++) {
+		if (strcmp(argv[i], "--wait") == 0) {
+			if (i + 1 >= argc || qa_parse_seconds(argv[i + 1], 86400, &wait_ms) != 0)
+				return usage_error("recv: bad --wait \"%s\": seconds, 0..86400",
+				                   i + 1 < argc ? argv[i + 1] : "");
+			i++;
+		} else if (queue == NULL && argv[i][0] != '-') {
+			queue = argv[i];
+			if (!qs_valid_queue(queue, strlen(queue)))
+				return usage_error("recv: bad queue \"%s\"", queue);
+		} else {
+			return usage_error("recv: unexpected argument \"%s\"", argv[i]);
+		}
+	}
+	int rc = wait_ms > 0 ? need_streams(c, "recv --wait") : 0;
+	if (rc == 0)
+		rc = open_agent(c);
+	if (rc != 0)
+		return rc;
+	struct qa_in_list list;
+	struct qa_error e;
+	int synced = 0;
+	if (qa_agent_unread(&c->agent, queue, wait_ms, &list, &synced, &e) != 0)
+		return fail(c, "recv: ", &e);
+	if (wait_ms > 0 && list.n == 0 && !synced)
+		fprintf(stderr,
+		        "qaagent: recv: warning: no server could be reached while waiting\n");
+	for (size_t i = 0; i < list.n && rc == 0; i++)
+		if (print_json(message_json(&list.v[i])) != 0)
+			rc = EXIT_LOCAL;
+	/* Printed first, marked taken after: a crash in between shows the
+	 * messages again (at least once), never loses them. */
+	if (rc == 0 && (fflush(stdout) != 0 || ferror(stdout)))
+		rc = EXIT_LOCAL;
+	if (rc == 0 && list.n > 0 && qa_agent_take(&c->agent, &list, &e) != 0)
+		rc = fail(c, "recv: ", &e);
+	qa_in_list_free(&list);
+	return rc;
+}
+
+static int cmd_status(struct cli *c, int argc, char **argv)
+{
+	if (argc > 1)
+		return usage_error("status takes no arguments (got \"%s\")", argv[1]);
+	int rc = open_agent(c);
+	if (rc != 0)
+		return rc;
+	struct qa_store_counts n;
+	char *last_server;
+	uint64_t last_sync_ms;
+	struct qa_error e;
+	if (qa_agent_status(&c->agent, &n, &last_server, &last_sync_ms, &e) != 0)
+		return fail(c, "status: ", &e);
+	json_t *o = json_object();
+	json_object_set_new(o, "agent", json_string(c->cfg.agent_id));
+	json_object_set_new(o, "outgoing", json_integer((json_int_t)n.outgoing));
+	json_object_set_new(o, "incoming_unread", json_integer((json_int_t)n.incoming_unread));
+	json_object_set_new(o, "incoming_total", json_integer((json_int_t)n.incoming_total));
+	json_object_set_new(o, "statuses_queued", json_integer((json_int_t)n.statuses_queued));
+	json_object_set_new(o, "last_server",
+	                    last_server ? jstr(last_server, strlen(last_server)) : json_null());
+	json_object_set_new(o, "last_sync_ms",
+	                    last_sync_ms ? json_integer((json_int_t)last_sync_ms) : json_null());
+	unsigned long sent[QA_RESULT_COUNT];
+	for (int r = 0; r < QA_RESULT_COUNT; r++)
+		sent[r] = (unsigned long)n.sent[r];
+	json_object_set_new(o, "sent", results_json(sent));
+	free(last_server);
+	return print_json(o) == 0 ? EXIT_OK : EXIT_LOCAL;
+}
+
+static int cmd_run(struct cli *c, int argc, char **argv)
+{
+	fputs("qaagent: run is not built yet (issue 4)\n", stderr);
+	return EXIT_USAGE;
+}
+
+static const struct command {
+	const char *name;
+	int (*run)(struct cli *c, int argc, char **argv);
+} commands[] = {
+    {"send", cmd_send},     {"sync", cmd_sync}, {"recv", cmd_recv},
+    {"status", cmd_status}, {"run", cmd_run},
+};
+
+int main(int argc, char **argv)
+{
+	struct cli c = {0};
+	char err[1024];
+	int cmd;
+
+	if (argc < 2) {
+		fputs(usage_text, stderr);
+		return EXIT_USAGE;
+	}
+	qa_config_init(&c.cfg);
+	if (qa_config_parse(&c.cfg, argc, argv, &cmd, err, sizeof err) != 0) {
+		qa_config_free(&c.cfg);
+		return usage_error("%s", err);
+	}
+	int rc = EXIT_USAGE;
+	const struct command *found = NULL;
+	for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
+		if (cmd < argc && strcmp(argv[cmd], commands[i].name) == 0)
+			found = &commands[i];
+	if (found == NULL) {
+		if (cmd < argc)
+			rc = usage_error("unknown command \"%s\"", argv[cmd]);
+		else
+			rc = usage_error("a COMMAND is required (send, sync, recv, status, run)");
+		goto out;
+	}
+	if (c.cfg.log_path != NULL) {
+		c.log_file = fopen(c.cfg.log_path, "a");
+		if (c.log_file == NULL) {
+			rc = usage_error("bad -o \"%s\": cannot open it for writing",
+			                 c.cfg.log_path);
+			goto out;
+		}
+	}
+	c.agent.log.out = c.log_file;
+	c.agent.log.verbose = c.cfg.verbose;
+	rc = found->run(&c, argc - cmd, argv + cmd);
+	qa_agent_close(&c.agent);
+	if (c.log_file != NULL)
+		fclose(c.log_file);
+out:
+	qa_config_free(&c.cfg);
+	return rc;
+}
