@@ -256,13 +256,19 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 		pump(s);
 		return;
 	}
+	size_t queued = evbuffer_get_length(bufferevent_get_output(bev));
+	if (what & BEV_EVENT_TIMEOUT && queued >= (size_t)s->w->conf->max_output / 2) {
+		/* Its requests wait behind output it does not read: not silence. */
+		gw_slog(GW_LOG_WARN, s, "closing a peer that does not read (%zu bytes queued)", queued);
+		gw_session_free(s);
+		return;
+	}
 	if (what & BEV_EVENT_TIMEOUT && what & BEV_EVENT_READING && s->state != GW_S_CLOSING) {
 		gw_session_error(s, QS_E_TIMEOUT, "silent for %d s (3 x heartbeat)", 3 * s->w->conf->heartbeat);
 		return;
 	}
 	if (what & BEV_EVENT_TIMEOUT && what & BEV_EVENT_WRITING)
-		gw_slog(GW_LOG_WARN, s, "closing a peer that does not read (output %zu bytes)",
-			evbuffer_get_length(bufferevent_get_output(bev)));
+		gw_slog(GW_LOG_WARN, s, "closing a peer that does not read (%zu bytes queued)", queued);
 	else if (s->state != GW_S_CLOSING)
 		gw_slog(GW_LOG_DEBUG, s, "connection closed by peer");
 	gw_session_free(s);
@@ -275,8 +281,12 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 		gw_session_error(s, QS_E_TIMEOUT, "no HELLO within %d s", s->w->conf->hello_timeout);
 		return;
 	}
-	if (s->state == GW_S_CLOSING)
+	if (s->state == GW_S_CLOSING) {
+		size_t queued = evbuffer_get_length(bufferevent_get_output(s->bev));
+		if (queued)
+			gw_slog(GW_LOG_WARN, s, "closing a peer that does not read (%zu bytes queued)", queued);
 		gw_session_free(s);
+	}
 	/* WELCOMING past the deadline: the store answers (or fails) soon. */
 }
 
