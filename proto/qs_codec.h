@@ -8,13 +8,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define QS_VERSION 1
-#define QS_DEFAULT_PORT 2439
+#define QS_VERSION           1
+#define QS_DEFAULT_PORT      2439
 #define QS_DEFAULT_MAX_FRAME (1024u * 1024u)
 #define QS_DEFAULT_MAX_BATCH 256
-#define QS_HEADER_LEN 4          /* u32 length prefix */
-#define QS_DELIVER_OVERHEAD 1024 /* room kept for what delivery adds (too_large rule) */
-#define QS_FLAG_PERSIST 0x01
+#define QS_HEADER_LEN        4    /* u32 length prefix */
+#define QS_DELIVER_OVERHEAD  1024 /* room kept for what delivery adds (too_large rule) */
+#define QS_FLAG_PERSIST      0x01
 
 enum qs_type {
 	QS_HELLO = 0x01,
@@ -247,9 +247,13 @@ int qs_check_header(const uint8_t hdr[QS_HEADER_LEN], uint32_t max_frame, uint32
  * points to a static description. Strings point into buf. On success the
  * caller must call qs_frame_release(). Identifier rules that make a frame
  * malformed (HELLO agent id, flag bits, STATUS codes, UTF-8, no NUL) are
- * checked here; per-message acceptability is qs_msg_out_check's. */
+ * checked here; per-message acceptability is qs_msg_out_check's.
+ * Also: QS_E_INTERNAL when memory runs out; on any error *f is zeroed and owns
+ * nothing. A HELLO whose version is not QS_VERSION decodes to its version
+ * alone (other fields zero, the rest of the payload unread), so the caller can
+ * answer ERROR version whatever layout follows: check hello.version first. */
 int qs_decode(const uint8_t *buf, size_t len, const struct qs_limits *lim, struct qs_frame *f,
-	      const char **why) __attribute__((warn_unused_result));
+              const char **why) __attribute__((warn_unused_result));
 void qs_frame_release(struct qs_frame *f);
 
 /* Appends the encoding of f (with its length prefix) to out. Returns 0, or -1
@@ -274,8 +278,14 @@ int qs_valid_utf8(const char *p, size_t n); /* also rejects NUL */
 /* A props block on its own (u16 n + pairs), as the store keeps it.
  * qs_decode_props validates like qs_decode (UTF-8, exact length) and
  * allocates p->v, which the caller frees with free(). */
-int qs_encode_props(const struct qs_props *p, struct qs_buf *out) __attribute__((warn_unused_result));
-int qs_decode_props(const uint8_t *buf, size_t len, struct qs_props *p) __attribute__((warn_unused_result));
+int qs_encode_props(const struct qs_props *p, struct qs_buf *out)
+    __attribute__((warn_unused_result));
+int qs_decode_props(const uint8_t *buf, size_t len, struct qs_props *p)
+    __attribute__((warn_unused_result));
+
+/* Encoded length of a MSG_OUT (what decode puts in wire_len); the agent uses
+ * it to fill UPLOAD frames, the too_large rule compares it with max_frame. */
+size_t qs_msg_out_size(const struct qs_msg_out *m);
 
 /* Size of a MSG_IN encoding with the given parts; used to honour max_bytes. */
 size_t qs_msg_in_size(size_t from_len, size_t queue_len, size_t props_len, size_t body_len);
