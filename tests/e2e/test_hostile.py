@@ -186,3 +186,23 @@ def test_hostile_streams_while_others_sync(qagw, store, agent, uid):
         c.ping()
         d = c.fetch()
         assert sorted(str(m.id) for m in d.msgs) == sorted(qa_ids) and d.more == 0
+
+
+def test_owed_responses_before_error_and_nothing_after(qagw, store, uid):
+    """protocol.md: before the ERROR the server writes the responses it owes for requests
+    already read; requests after the bad frame are not processed."""
+    g = qagw(workers=("ml1",), limits=LIMITS)
+    A, B = f"A-{uid}", f"B-{uid}"
+    before = msg(f"{B}\\q", body=b"before the bad frame")
+    after = msg(f"{B}\\q", body=b"after the bad frame")
+    with q.Client("127.0.0.1", g.port("ml1")) as c:
+        c.hello(A)
+        c.send_raw(q.encode(q.Ping(7)) + q.encode(q.Upload(1, [before])) + q.frame(0x7F, b"x")
+                   + q.encode(q.Upload(2, [after])) + q.encode(q.Ping(8)))
+        assert c.expect(q.Pong).nonce == 7
+        ack = c.expect(q.UploadAck)
+        assert (ack.batch, ack.results) == (1, [(before.id, q.R_STORED)])
+        err = c.expect_error_and_close()
+        assert err.code == q.E_BAD_FRAME, err
+    rows = store.rows_per_id([before.id, after.id])
+    assert rows == {str(before.id): 1, str(after.id): 0}, rows
