@@ -124,3 +124,13 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
     setattr(item, "rep_" + rep.when, rep)
+
+
+def _sigterm_as_interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config):
+    # A CI timeout or `kill` sends SIGTERM: turn it into an interrupt so that fixture
+    # teardown still stops the gateways and the PostgreSQL cluster this run started.
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
