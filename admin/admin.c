@@ -17,15 +17,17 @@ struct adm_server {
 static void on_request(struct evhttp_request *req, void *arg)
 {
 	struct evbuffer *body = evbuffer_new();
-	evbuffer_add_printf(body, "{\"error\":\"not_built\",\"message\":\"the admin API is not built yet "
-				  "(it comes with push routing); nothing here is real\"}\n");
-	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
+	evbuffer_add_printf(body,
+	                    "{\"error\":\"not_built\",\"message\":\"the admin API is not built yet "
+	                    "(it comes with push routing); nothing here is real\"}\n");
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+	                  "application/json");
 	evhttp_send_reply(req, 501, "Not Implemented", body);
 	evbuffer_free(body);
 }
 
 struct adm_server *adm_start(struct event_base *base, const struct sockaddr *sa, socklen_t len,
-			     char *err, size_t errlen)
+                             char *err, size_t errlen)
 {
 	struct adm_server *a = calloc(1, sizeof(*a));
 	struct evconnlistener *l = NULL;
@@ -33,8 +35,9 @@ struct adm_server *adm_start(struct event_base *base, const struct sockaddr *sa,
 		a->http = evhttp_new(base);
 	if (a && a->http)
 		l = evconnlistener_new_bind(base, NULL, NULL,
-					    LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
-					    128, sa, (int)len);
+		                            LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE |
+		                                LEV_OPT_CLOSE_ON_EXEC,
+		                            128, sa, (int)len);
 	if (!l || !evhttp_bind_listener(a->http, l)) {
 		snprintf(err, errlen, "admin: cannot listen: %s", strerror(errno));
 		if (l)

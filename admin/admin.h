@@ -11,7 +11,7 @@ struct adm_server;
 
 /* Binds the admin listener. Returns NULL with err on failure. */
 struct adm_server *adm_start(struct event_base *base, const struct sockaddr *sa, socklen_t len,
-			     char *err, size_t errlen);
+                             char *err, size_t errlen);
 void adm_stop(struct adm_server *a);
 
 #endif

@@ -39,43 +39,45 @@ struct key_def {
 #define W(f) offsetof(struct gw_worker_conf, f), sizeof(((struct gw_worker_conf *)0)->f)
 
 static const struct key_def keys[] = {
-	{"node", "name", K_STR, C(node_name), "n1", 0, 0, 0, NULL},
-	{"node", "auth", K_CHOICE, C(auth_off), "token", 0, 0, 0, "token|off"},
-	{"node", "drain_timeout", K_INT, C(drain_timeout), "10", 0, 0, 3600, NULL},
-	{"node", "log_level", K_CHOICE, C(log_level), "info", 1, 0, 0, NULL},
-	{"worker", "listen", K_STR, W(listen), "", 0, 0, 0, NULL},
-	{"worker", "advertise", K_STR, W(advertise), "", 0, 0, 0, NULL},
-	{"worker", "tls", K_CHOICE, W(tls), "off", 0, 0, 0, "off|on"},
-	{"worker", "capacity", K_INT, W(capacity), "1", 0, 1, 1000000, NULL},
-	{"store", "conninfo", K_STR, C(conninfo), "host=127.0.0.1 port=5432 dbname=qagw user=qagw", 0, 0, 0, NULL},
-	{"store", "max_pending", K_INT, C(max_pending), "100000", 0, 1, 2000000000, NULL},
-	{"store", "keep_days", K_INT, C(keep_days), "7", 0, 0, 36500, NULL},
-	{"redis", "host", K_STR, C(redis_host), "127.0.0.1", 0, 0, 0, NULL},
-	{"redis", "port", K_INT, C(redis_port), "6379", 0, 1, 65535, NULL},
-	{"redis", "prefix", K_STR, C(redis_prefix), "qagw:", 0, 0, 0, NULL},
-	{"redis", "password", K_STR, C(redis_password), "", 0, 0, 0, NULL},
-	{"admin", "listen", K_STR, C(admin_listen), "127.0.0.1:8439", 0, 0, 0, NULL},
-	{"admin", "token", K_STR, C(admin_token), "", 0, 0, 0, NULL},
-	{"router", "epsilon", K_DOUBLE, C(epsilon), "0.25", 0, 0.01, 10, NULL},
-	{"router", "reassign_after", K_INT, C(reassign_after), "30", 0, 1, 86400, NULL},
-	{"push", "policy", K_CHOICE, C(push_any), "primary", 0, 0, 0, "primary|any"},
-	{"tls", "cert", K_STR, C(tls_cert), "conf/dev/server.crt", 0, 0, 0, NULL},
-	{"tls", "key", K_STR, C(tls_key), "conf/dev/server.key", 0, 0, 0, NULL},
-	{"limits", "max_frame", K_U32, C(max_frame), "1048576", 0, 4096, 256.0 * 1024 * 1024, NULL},
-	{"limits", "max_batch", K_INT, C(max_batch), "256", 0, 1, 65535, NULL},
-	{"limits", "hello_timeout", K_INT, C(hello_timeout), "10", 0, 1, 3600, NULL},
-	{"limits", "heartbeat", K_INT, C(heartbeat), "30", 0, 1, 3600, NULL},
-	{"limits", "max_sessions", K_INT, C(max_sessions), "100000", 0, 1, 10000000, NULL},
-	{"limits", "max_pending_hello", K_INT, C(max_pending_hello), "1000", 0, 1, 10000000, NULL},
-	{"limits", "max_pending_hello_per_ip", K_INT, C(max_pending_hello_per_ip), "64", 0, 1, 10000000, NULL},
-	{"limits", "tls_handshake_timeout", K_INT, C(tls_handshake_timeout), "10", 0, 1, 3600, NULL},
-	{"limits", "max_output", K_INT, C(max_output), "4194304", 0, 65536, 1024.0 * 1024 * 1024, NULL},
+    {"node", "name", K_STR, C(node_name), "n1", 0, 0, 0, NULL},
+    {"node", "auth", K_CHOICE, C(auth_off), "token", 0, 0, 0, "token|off"},
+    {"node", "drain_timeout", K_INT, C(drain_timeout), "10", 0, 0, 3600, NULL},
+    {"node", "log_level", K_CHOICE, C(log_level), "info", 1, 0, 0, NULL},
+    {"worker", "listen", K_STR, W(listen), "", 0, 0, 0, NULL},
+    {"worker", "advertise", K_STR, W(advertise), "", 0, 0, 0, NULL},
+    {"worker", "tls", K_CHOICE, W(tls), "off", 0, 0, 0, "off|on"},
+    {"worker", "capacity", K_INT, W(capacity), "1", 0, 1, 1000000, NULL},
+    {"store", "conninfo", K_STR, C(conninfo), "host=127.0.0.1 port=5432 dbname=qagw user=qagw", 0,
+     0, 0, NULL},
+    {"store", "max_pending", K_INT, C(max_pending), "100000", 0, 1, 2000000000, NULL},
+    {"store", "keep_days", K_INT, C(keep_days), "7", 0, 0, 36500, NULL},
+    {"redis", "host", K_STR, C(redis_host), "127.0.0.1", 0, 0, 0, NULL},
+    {"redis", "port", K_INT, C(redis_port), "6379", 0, 1, 65535, NULL},
+    {"redis", "prefix", K_STR, C(redis_prefix), "qagw:", 0, 0, 0, NULL},
+    {"redis", "password", K_STR, C(redis_password), "", 0, 0, 0, NULL},
+    {"admin", "listen", K_STR, C(admin_listen), "127.0.0.1:8439", 0, 0, 0, NULL},
+    {"admin", "token", K_STR, C(admin_token), "", 0, 0, 0, NULL},
+    {"router", "epsilon", K_DOUBLE, C(epsilon), "0.25", 0, 0.01, 10, NULL},
+    {"router", "reassign_after", K_INT, C(reassign_after), "30", 0, 1, 86400, NULL},
+    {"push", "policy", K_CHOICE, C(push_any), "primary", 0, 0, 0, "primary|any"},
+    {"tls", "cert", K_STR, C(tls_cert), "conf/dev/server.crt", 0, 0, 0, NULL},
+    {"tls", "key", K_STR, C(tls_key), "conf/dev/server.key", 0, 0, 0, NULL},
+    {"limits", "max_frame", K_U32, C(max_frame), "1048576", 0, 4096, 256.0 * 1024 * 1024, NULL},
+    {"limits", "max_batch", K_INT, C(max_batch), "256", 0, 1, 65535, NULL},
+    {"limits", "hello_timeout", K_INT, C(hello_timeout), "10", 0, 1, 3600, NULL},
+    {"limits", "heartbeat", K_INT, C(heartbeat), "30", 0, 1, 3600, NULL},
+    {"limits", "max_sessions", K_INT, C(max_sessions), "100000", 0, 1, 10000000, NULL},
+    {"limits", "max_pending_hello", K_INT, C(max_pending_hello), "1000", 0, 1, 10000000, NULL},
+    {"limits", "max_pending_hello_per_ip", K_INT, C(max_pending_hello_per_ip), "64", 0, 1, 10000000,
+     NULL},
+    {"limits", "tls_handshake_timeout", K_INT, C(tls_handshake_timeout), "10", 0, 1, 3600, NULL},
+    {"limits", "max_output", K_INT, C(max_output), "4194304", 0, 65536, 1024.0 * 1024 * 1024, NULL},
 };
 
 #define N_KEYS (sizeof(keys) / sizeof(keys[0]))
 
-static const char *const known_sections[] = {"node",   "store", "redis",  "admin",
-					     "router", "push",  "tls",    "limits"};
+static const char *const known_sections[] = {"node",   "store", "redis", "admin",
+                                             "router", "push",  "tls",   "limits"};
 
 struct load_state {
 	struct gw_config *c;
@@ -179,12 +181,16 @@ static int on_entry(void *user, const char *section, const char *name, const cha
 		if (!st->worker || st->worker->line != st->section_line) { /* a new section */
 			if (!qs_valid_worker_name(wname, strlen(wname)))
 				return st->line = st->section_line,
-				       fail(st, "[worker %s]: bad worker name (1..64 of [a-z0-9._-])", wname, "");
+				       fail(st,
+				            "[worker %s]: bad worker name (1..64 of [a-z0-9._-])",
+				            wname, "");
 			for (int i = 0; i < c->n_workers; i++)
 				if (strcmp(c->workers[i].name, wname) == 0)
-					return fail(st, "[worker %s]: worker defined twice", wname, "");
+					return fail(st, "[worker %s]: worker defined twice", wname,
+					            "");
 			if (c->n_workers == GW_MAX_WORKERS)
-				return fail(st, "[worker %s]: too many workers in one node", wname, "");
+				return fail(st, "[worker %s]: too many workers in one node", wname,
+				            "");
 			st->worker = &c->workers[c->n_workers++];
 			memset(st->worker, 0, sizeof(*st->worker));
 			apply_defaults("worker", st->worker);
@@ -194,7 +200,8 @@ static int on_entry(void *user, const char *section, const char *name, const cha
 		if (!name) /* section header only (inih INI_CALL_HANDLER_ON_NEW_SECTION) */
 			return 1;
 		for (size_t i = 0; i < N_KEYS; i++)
-			if (strcmp(keys[i].section, "worker") == 0 && strcasecmp(keys[i].key, name) == 0) {
+			if (strcmp(keys[i].section, "worker") == 0 &&
+			    strcasecmp(keys[i].key, name) == 0) {
 				const char *why = set_value(&keys[i], st->worker, value);
 				return why ? fail(st, "key \"%s\": %s", name, why) : 1;
 			}
@@ -306,13 +313,16 @@ static int check_worker(struct load_state *st, struct gw_worker_conf *w)
 	char *err = st->err;
 	size_t n = st->errlen;
 	if (!w->listen[0]) {
-		snprintf(err, n, "%s:%d: [worker %s]: key \"listen\" is required", st->path, w->line, w->name);
+		snprintf(err, n, "%s:%d: [worker %s]: key \"listen\" is required", st->path,
+		         w->line, w->name);
 		return -1;
 	}
 	if (gw_addr_parse(w->listen, &w->listen_addr) != 0 ||
 	    resolve(&w->listen_addr, &w->sa, &w->sa_len) != 0) {
-		snprintf(err, n, "%s:%d: [worker %s]: key \"listen\": bad address \"%s\" (IP:PORT or [IPv6]:PORT)",
-			 st->path, w->line, w->name, w->listen);
+		snprintf(err, n,
+		         "%s:%d: [worker %s]: key \"listen\": bad address \"%s\" (IP:PORT or "
+		         "[IPv6]:PORT)",
+		         st->path, w->line, w->name, w->listen);
 		return -1;
 	}
 	if (!w->advertise[0])
@@ -320,16 +330,19 @@ static int check_worker(struct load_state *st, struct gw_worker_conf *w)
 	char copy[sizeof(w->advertise)];
 	snprintf(copy, sizeof(copy), "%s", w->advertise);
 	w->n_adv = 0;
-	for (char *save = NULL, *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+	for (char *save = NULL, *tok = strtok_r(copy, ",", &save); tok;
+	     tok = strtok_r(NULL, ",", &save)) {
 		if (w->n_adv == GW_MAX_ADVERTISE || gw_addr_parse(tok, &w->adv[w->n_adv]) != 0) {
-			snprintf(err, n, "%s:%d: [worker %s]: key \"advertise\": bad address \"%s\"",
-				 st->path, w->line, w->name, tok);
+			snprintf(err, n,
+			         "%s:%d: [worker %s]: key \"advertise\": bad address \"%s\"",
+			         st->path, w->line, w->name, tok);
 			return -1;
 		}
 		w->n_adv++;
 	}
 	if (w->n_adv == 0) {
-		snprintf(err, n, "%s:%d: [worker %s]: key \"advertise\": no address", st->path, w->line, w->name);
+		snprintf(err, n, "%s:%d: [worker %s]: key \"advertise\": no address", st->path,
+		         w->line, w->name);
 		return -1;
 	}
 	return 0;
@@ -357,19 +370,23 @@ int gw_config_load(const char *path, struct gw_config *c, char *err, size_t errl
 		return -1;
 	}
 	if (!qs_valid_worker_name(c->node_name, strlen(c->node_name))) {
-		snprintf(err, errlen, "%s: [node] key \"name\": bad node name \"%s\"", path, c->node_name);
+		snprintf(err, errlen, "%s: [node] key \"name\": bad node name \"%s\"", path,
+		         c->node_name);
 		return -1;
 	}
 	if (c->n_workers == 0) {
-		snprintf(err, errlen, "%s: no [worker NAME] section: a node needs at least one worker", path);
+		snprintf(err, errlen,
+		         "%s: no [worker NAME] section: a node needs at least one worker", path);
 		return -1;
 	}
 	for (int i = 0; i < c->n_workers; i++)
 		if (check_worker(&st, &c->workers[i]) != 0)
 			return -1;
 	struct gw_addr admin;
-	if (gw_addr_parse(c->admin_listen, &admin) != 0 || resolve(&admin, &c->admin_sa, &c->admin_sa_len) != 0) {
-		snprintf(err, errlen, "%s: [admin] key \"listen\": bad address \"%s\"", path, c->admin_listen);
+	if (gw_addr_parse(c->admin_listen, &admin) != 0 ||
+	    resolve(&admin, &c->admin_sa, &c->admin_sa_len) != 0) {
+		snprintf(err, errlen, "%s: [admin] key \"listen\": bad address \"%s\"", path,
+		         c->admin_listen);
 		return -1;
 	}
 	/* Agent authentication is not built yet: whatever [node] auth says, the
@@ -377,14 +394,19 @@ int gw_config_load(const char *path, struct gw_config *c, char *err, size_t errl
 	for (int i = 0; i < c->n_workers; i++)
 		if (!gw_sockaddr_is_loopback((struct sockaddr *)&c->workers[i].sa)) {
 			snprintf(err, errlen,
-				 "%s:%d: [worker %s]: key \"listen\": %s is not loopback; agent authentication "
-				 "is not built yet, so qagw runs as auth = off, which is allowed on loopback only",
-				 path, c->workers[i].line, c->workers[i].name, c->workers[i].listen);
+			         "%s:%d: [worker %s]: key \"listen\": %s is not loopback; agent "
+			         "authentication "
+			         "is not built yet, so qagw runs as auth = off, which is allowed "
+			         "on loopback only",
+			         path, c->workers[i].line, c->workers[i].name,
+			         c->workers[i].listen);
 			return -1;
 		}
 	if (!c->admin_token[0] && !gw_sockaddr_is_loopback((struct sockaddr *)&c->admin_sa)) {
-		snprintf(err, errlen, "%s: [admin] key \"listen\": %s is not loopback and [admin] token is empty",
-			 path, c->admin_listen);
+		snprintf(
+		    err, errlen,
+		    "%s: [admin] key \"listen\": %s is not loopback and [admin] token is empty",
+		    path, c->admin_listen);
 		return -1;
 	}
 	if ((int)(c->max_frame / 2) < 1024 + 64) {

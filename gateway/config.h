@@ -9,7 +9,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#define GW_MAX_WORKERS 64
+#define GW_MAX_WORKERS   64
 #define GW_MAX_ADVERTISE 8
 
 struct gw_addr {
@@ -79,7 +79,7 @@ struct gw_config {
  * the file, line and key in err. Listen addresses must be numeric IPs (or
  * "localhost"), so loading never makes a DNS query. */
 int gw_config_load(const char *path, struct gw_config *c, char *err, size_t errlen)
-	__attribute__((warn_unused_result));
+    __attribute__((warn_unused_result));
 
 /* Parses "host:port" or "[v6]:port". Returns 0 or -1. */
 int gw_addr_parse(const char *s, struct gw_addr *a);

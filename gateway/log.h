@@ -21,10 +21,11 @@ void gw_logf(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3
 
 #define gw_log(level, ...)                                                                         \
 	do {                                                                                       \
-		if ((level) <= atomic_load_explicit(&gw_log_threshold, memory_order_relaxed))     \
+		if ((level) <= atomic_load_explicit(&gw_log_threshold, memory_order_relaxed))      \
 			gw_logf((level), __VA_ARGS__);                                             \
 	} while (0)
 
-#define gw_log_enabled(level) ((level) <= atomic_load_explicit(&gw_log_threshold, memory_order_relaxed))
+#define gw_log_enabled(level)                                                                      \
+	((level) <= atomic_load_explicit(&gw_log_threshold, memory_order_relaxed))
 
 #endif

@@ -30,8 +30,8 @@ struct node {
 static void usage(void)
 {
 	fprintf(stderr, "usage: qagw -c FILE [--check]\n"
-			"  -c FILE    configuration file (see conf/qagw.conf)\n"
-			"  --check    validate the configuration and exit\n");
+	                "  -c FILE    configuration file (see conf/qagw.conf)\n"
+	                "  --check    validate the configuration and exit\n");
 	exit(2);
 }
 
@@ -57,7 +57,8 @@ static void on_term(evutil_socket_t sig, short what, void *arg)
 {
 	struct node *n = arg;
 	if (n->stopping) {
-		gw_log(GW_LOG_WARN, "second signal %d: exiting without waiting for the drain", (int)sig);
+		gw_log(GW_LOG_WARN, "second signal %d: exiting without waiting for the drain",
+		       (int)sig);
 		_exit(1);
 	}
 	n->stopping = 1;
@@ -76,12 +77,14 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
 	if (!fresh)
 		return;
 	if (gw_config_load(n->conf.path, fresh, err, sizeof(err)) != 0) {
-		gw_log(GW_LOG_ERROR, "SIGHUP: configuration not reloaded, keeping the old one: %s", err);
+		gw_log(GW_LOG_ERROR, "SIGHUP: configuration not reloaded, keeping the old one: %s",
+		       err);
 	} else {
 		/* Only reloadable keys take effect: the log level. */
 		atomic_store(&gw_log_threshold, gw_log_parse_level(fresh->log_level));
 		snprintf(n->conf.log_level, sizeof(n->conf.log_level), "%s", fresh->log_level);
-		gw_log(GW_LOG_INFO, "SIGHUP: configuration reloaded (log_level %s)", fresh->log_level);
+		gw_log(GW_LOG_INFO, "SIGHUP: configuration reloaded (log_level %s)",
+		       fresh->log_level);
 	}
 	free(fresh);
 }
@@ -117,7 +120,7 @@ int main(int argc, char **argv)
 		die("libevent has no pthreads support");
 	if (!n.conf.auth_off)
 		gw_log(GW_LOG_WARN, "[node] auth = token: agent authentication is not built yet; "
-				    "running as auth = off (loopback listeners only)");
+		                    "running as auth = off (loopback listeners only)");
 
 	struct st_worker_row rows[GW_MAX_WORKERS];
 	for (int i = 0; i < n.conf.n_workers; i++) {
@@ -127,7 +130,8 @@ int main(int argc, char **argv)
 		rows[i].tls = n.conf.workers[i].tls;
 		rows[i].capacity = n.conf.workers[i].capacity;
 	}
-	if (st_startup(n.conf.conninfo, STORE_START_WAIT_S, rows, n.conf.n_workers, err, sizeof(err)) != 0)
+	if (st_startup(n.conf.conninfo, STORE_START_WAIT_S, rows, n.conf.n_workers, err,
+	               sizeof(err)) != 0)
 		die(err);
 
 	n.base = event_base_new();
@@ -140,7 +144,7 @@ int main(int argc, char **argv)
 		n.n_workers++;
 	}
 	struct adm_server *admin = adm_start(n.base, (struct sockaddr *)&n.conf.admin_sa,
-					     n.conf.admin_sa_len, err, sizeof(err));
+	                                     n.conf.admin_sa_len, err, sizeof(err));
 	if (!admin)
 		die(err);
 	for (int i = 0; i < n.n_workers; i++)

@@ -21,7 +21,8 @@ static int addr_equal(const struct gw_addr *a, const char *list)
 {
 	char copy[1024];
 	snprintf(copy, sizeof(copy), "%s", list);
-	for (char *save = NULL, *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+	for (char *save = NULL, *tok = strtok_r(copy, ",", &save); tok;
+	     tok = strtok_r(NULL, ",", &save)) {
 		struct gw_addr b;
 		if (gw_addr_parse(tok, &b) != 0)
 			continue;
@@ -67,6 +68,7 @@ int gw_worker_stream(const struct gw_known_worker *w, char *out, size_t outlen)
 	struct gw_addr a;
 	if (gw_addr_parse(first, &a) != 0)
 		return -1;
-	int r = snprintf(out, outlen, "%s(host=%s;port=%u)", w->tls ? "tls" : "tcpip", a.host, a.port);
+	int r =
+	    snprintf(out, outlen, "%s(host=%s;port=%u)", w->tls ? "tls" : "tcpip", a.host, a.port);
 	return r < 0 || (size_t)r >= outlen ? -1 : 0;
 }

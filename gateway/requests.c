@@ -88,9 +88,10 @@ static void on_hello(void *arg, const PGresult *res, const char *err)
 	}
 	int self = -1;
 	for (int i = 0; i < n; i++) {
-		snprintf(ws[i].name, sizeof(ws[i].name), "%.*s", PQgetlength(res, i, 0), PQgetvalue(res, i, 0));
+		snprintf(ws[i].name, sizeof(ws[i].name), "%.*s", PQgetlength(res, i, 0),
+		         PQgetvalue(res, i, 0));
 		snprintf(ws[i].advertise, sizeof(ws[i].advertise), "%.*s", PQgetlength(res, i, 1),
-			 PQgetvalue(res, i, 1));
+		         PQgetvalue(res, i, 1));
 		ws[i].tls = *PQgetvalue(res, i, 2) != 0;
 		if (strcmp(ws[i].name, w->wc->name) == 0)
 			self = i;
@@ -137,8 +138,9 @@ static void on_hello(void *arg, const PGresult *res, const char *err)
 		return;
 	}
 	gw_session_welcomed(s);
-	gw_slog(GW_LOG_INFO, s, "HELLO: primary \"%s\" -> %s, on_primary %d, persist %d", s->primary_sent,
-		s->primary[0] ? s->primary : "(unresolved)", s->on_primary, s->persist);
+	gw_slog(GW_LOG_INFO, s, "HELLO: primary \"%s\" -> %s, on_primary %d, persist %d",
+	        s->primary_sent, s->primary[0] ? s->primary : "(unresolved)", s->on_primary,
+	        s->persist);
 	gw_session_request_done(s);
 }
 
@@ -147,8 +149,8 @@ void gw_req_hello(struct gw_session *s, const struct qs_hello *h)
 	struct gw_worker *w = s->w;
 	copy_str(s->agent, sizeof(s->agent), h->agent_id);
 	if (h->version != QS_VERSION) {
-		gw_session_error(s, QS_E_VERSION, "version %u is not supported; supported versions: 1",
-				 h->version);
+		gw_session_error(s, QS_E_VERSION,
+		                 "version %u is not supported; supported versions: 1", h->version);
 		return;
 	}
 	if (w->stopping) {
@@ -156,8 +158,8 @@ void gw_req_hello(struct gw_session *s, const struct qs_hello *h)
 		return;
 	}
 	if (w->n_sessions >= w->conf->max_sessions) {
-		gw_session_error(s, QS_E_OVERLOADED, "worker %s is at max_sessions (%d)", w->wc->name,
-				 w->conf->max_sessions);
+		gw_session_error(s, QS_E_OVERLOADED, "worker %s is at max_sessions (%d)",
+		                 w->wc->name, w->conf->max_sessions);
 		return;
 	}
 	copy_str(s->primary_sent, sizeof(s->primary_sent), h->primary);
@@ -258,19 +260,23 @@ void gw_req_upload(struct gw_session *s, const struct qs_upload *up)
 		const struct qs_msg_out *m = &up->msgs[i];
 		struct qs_str agent, q;
 		memcpy(u->ids[i], m->id, 16);
-		if (qs_msg_out_check(m) != QS_R_STORED || qs_split_address(m->to, &agent, &q) != 0) {
+		if (qs_msg_out_check(m) != QS_R_STORED ||
+		    qs_split_address(m->to, &agent, &q) != 0) {
 			u->results[i] = QS_R_INVALID;
 			continue;
 		}
 		/* Expiry follows the agent's intent: its clock is shifted to ours. */
 		int64_t exp = 0;
 		if (m->expires_ms != 0) {
-			exp = m->expires_ms > (uint64_t)INT64_MAX / 2 ? INT64_MAX / 2
-								: (int64_t)m->expires_ms + s->clock_shift_ms;
+			exp = m->expires_ms > (uint64_t)INT64_MAX / 2
+			          ? INT64_MAX / 2
+			          : (int64_t)m->expires_ms + s->clock_shift_ms;
 			if (exp < 1)
 				exp = 1;
 		}
-		int16_t fl = exp != 0 && exp <= now ? QS_R_EXPIRED : m->wire_len > too_large ? QS_R_TOO_LARGE : 0;
+		int16_t fl = exp != 0 && exp <= now    ? QS_R_EXPIRED
+		             : m->wire_len > too_large ? QS_R_TOO_LARGE
+		                                       : 0;
 		u->sent[u->n_sent++] = (uint16_t)i;
 		st_array_add(&ids, m->id, 16);
 		st_array_add(&rcpt, agent.ptr, agent.len);
@@ -301,8 +307,7 @@ void gw_req_upload(struct gw_session *s, const struct qs_upload *up)
 		return;
 	}
 	s->req = u;
-	submit(s,
-	       "SELECT ord, result FROM qa_upload($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+	submit(s, "SELECT ord, result FROM qa_upload($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
 	       &p, on_upload);
 }
 
@@ -334,10 +339,11 @@ static void on_fetch(void *arg, const PGresult *res, const char *err)
 		m->body.ptr = (const uint8_t *)PQgetvalue(res, i, 8);
 		m->body.len = (uint32_t)PQgetlength(res, i, 8);
 		struct qs_props stored = {0};
-		if (qs_decode_props((const uint8_t *)PQgetvalue(res, i, 7), (size_t)PQgetlength(res, i, 7),
-				    &stored) != QS_OK) {
-			gw_slog(GW_LOG_ERROR, s, "message seq %llu has corrupt properties in the store",
-				(unsigned long long)m->seq);
+		if (qs_decode_props((const uint8_t *)PQgetvalue(res, i, 7),
+		                    (size_t)PQgetlength(res, i, 7), &stored) != QS_OK) {
+			gw_slog(GW_LOG_ERROR, s,
+			        "message seq %llu has corrupt properties in the store",
+			        (unsigned long long)m->seq);
 			stored.n = 0;
 			stored.v = NULL;
 		}
@@ -382,7 +388,9 @@ static void on_fetch(void *arg, const PGresult *res, const char *err)
 void gw_req_fetch(struct gw_session *s, const struct qs_fetch *f)
 {
 	const struct gw_config *conf = s->w->conf;
-	int max_count = f->max_count < 1 ? 1 : f->max_count > conf->max_batch ? conf->max_batch : f->max_count;
+	int max_count = f->max_count < 1                 ? 1
+	                : f->max_count > conf->max_batch ? conf->max_batch
+	                                                 : f->max_count;
 	/* The whole DELIVER must fit max_frame: type, count and more take 4. */
 	int64_t max_bytes = f->max_bytes < conf->max_frame - 4 ? f->max_bytes : conf->max_frame - 4;
 	struct st_params p = {0};

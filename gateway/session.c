@@ -97,7 +97,7 @@ void gw_session_error(struct gw_session *s, int code, const char *fmt, ...)
 		return;
 	}
 	gw_slog(code == QS_E_DRAINING || code == QS_E_TIMEOUT ? GW_LOG_INFO : GW_LOG_WARN, s,
-		"ERROR %s: %s", qs_err_name(code), text);
+	        "ERROR %s: %s", qs_err_name(code), text);
 	if (code >= 1 && code <= 11)
 		atomic_fetch_add_explicit(&s->w->counters.errors[code], 1, memory_order_relaxed);
 	struct qs_frame f = {.type = QS_ERROR};
@@ -134,7 +134,8 @@ static void dispatch(struct gw_session *s, const struct qs_frame *f)
 {
 	if (s->state == GW_S_AWAIT_HELLO) {
 		if (f->type != QS_HELLO) {
-			gw_session_error(s, QS_E_SEQUENCE, "%s before HELLO", qs_type_name(f->type));
+			gw_session_error(s, QS_E_SEQUENCE, "%s before HELLO",
+			                 qs_type_name(f->type));
 			return;
 		}
 		gw_req_hello(s, &f->u.hello);
@@ -169,7 +170,7 @@ static void dispatch(struct gw_session *s, const struct qs_frame *f)
 		return;
 	default: /* a second HELLO, or a server-to-agent frame */
 		gw_session_error(s, QS_E_SEQUENCE, "%s not allowed from an agent now",
-				 qs_type_name(f->type));
+		                 qs_type_name(f->type));
 		return;
 	}
 }
@@ -197,8 +198,10 @@ static void pump(struct gw_session *s)
 			if (e != QS_OK) {
 				if (e == QS_E_TOO_LARGE)
 					gw_session_error(s, e, "frame length %u over max_frame %u",
-							 (unsigned)((hdr[0] << 24) | (hdr[1] << 16) | (hdr[2] << 8) | hdr[3]),
-							 conf->max_frame);
+					                 (unsigned)((hdr[0] << 24) |
+					                            (hdr[1] << 16) | (hdr[2] << 8) |
+					                            hdr[3]),
+					                 conf->max_frame);
 				else
 					gw_session_error(s, e, "frame length 0");
 				return;
@@ -207,7 +210,10 @@ static void pump(struct gw_session *s)
 		if (avail < QS_HEADER_LEN || avail < QS_HEADER_LEN + (size_t)len) {
 			if (s->peer_eof) {
 				if (avail)
-					gw_session_error(s, QS_E_BAD_FRAME, "truncated frame (%zu bytes, then end of stream)", avail);
+					gw_session_error(
+					    s, QS_E_BAD_FRAME,
+					    "truncated frame (%zu bytes, then end of stream)",
+					    avail);
 				else
 					enter_closing(s);
 			}
@@ -259,16 +265,19 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 	size_t queued = evbuffer_get_length(bufferevent_get_output(bev));
 	if (what & BEV_EVENT_TIMEOUT && queued >= (size_t)s->w->conf->max_output / 2) {
 		/* Its requests wait behind output it does not read: not silence. */
-		gw_slog(GW_LOG_WARN, s, "closing a peer that does not read (%zu bytes queued)", queued);
+		gw_slog(GW_LOG_WARN, s, "closing a peer that does not read (%zu bytes queued)",
+		        queued);
 		gw_session_free(s);
 		return;
 	}
 	if (what & BEV_EVENT_TIMEOUT && what & BEV_EVENT_READING && s->state != GW_S_CLOSING) {
-		gw_session_error(s, QS_E_TIMEOUT, "silent for %d s (3 x heartbeat)", 3 * s->w->conf->heartbeat);
+		gw_session_error(s, QS_E_TIMEOUT, "silent for %d s (3 x heartbeat)",
+		                 3 * s->w->conf->heartbeat);
 		return;
 	}
 	if (what & BEV_EVENT_TIMEOUT && what & BEV_EVENT_WRITING)
-		gw_slog(GW_LOG_WARN, s, "closing a peer that does not read (%zu bytes queued)", queued);
+		gw_slog(GW_LOG_WARN, s, "closing a peer that does not read (%zu bytes queued)",
+		        queued);
 	else if (s->state != GW_S_CLOSING)
 		gw_slog(GW_LOG_DEBUG, s, "connection closed by peer");
 	gw_session_free(s);
@@ -278,13 +287,15 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
 	struct gw_session *s = arg;
 	if (s->state == GW_S_AWAIT_HELLO) {
-		gw_session_error(s, QS_E_TIMEOUT, "no HELLO within %d s", s->w->conf->hello_timeout);
+		gw_session_error(s, QS_E_TIMEOUT, "no HELLO within %d s",
+		                 s->w->conf->hello_timeout);
 		return;
 	}
 	if (s->state == GW_S_CLOSING) {
 		size_t queued = evbuffer_get_length(bufferevent_get_output(s->bev));
 		if (queued)
-			gw_slog(GW_LOG_WARN, s, "closing a peer that does not read (%zu bytes queued)", queued);
+			gw_slog(GW_LOG_WARN, s,
+			        "closing a peer that does not read (%zu bytes queued)", queued);
 		gw_session_free(s);
 	}
 	/* WELCOMING past the deadline: the store answers (or fails) soon. */

@@ -36,14 +36,14 @@ struct gw_session {
 	char primary[65];       /* resolved worker name, "" if unresolved */
 	int on_primary;
 	int persist;
-	int peer_eof;          /* the agent half-closed: finish what was read, then close */
+	int peer_eof;           /* the agent half-closed: finish what was read, then close */
 	int64_t clock_shift_ms; /* server clock at HELLO - agent's now_ms */
 	uint64_t id;            /* holds delivered messages in the store (held_by) */
 	int64_t since_ms;
-	struct st_op *op;       /* the in-flight store statement, if any */
-	void *req;              /* what the in-flight UPLOAD needs at completion */
-	int req_count;          /* entries of the in-flight DELIVER_ACK or STATUS */
-	int pending_error;      /* ERROR to send once the in-flight request is answered */
+	struct st_op *op;  /* the in-flight store statement, if any */
+	void *req;         /* what the in-flight UPLOAD needs at completion */
+	int req_count;     /* entries of the in-flight DELIVER_ACK or STATUS */
+	int pending_error; /* ERROR to send once the in-flight request is answered */
 	char pending_text[160];
 };
 
@@ -52,13 +52,14 @@ void gw_session_accept(struct gw_worker *w, int fd, const char *peer);
 
 /* Ends the session with ERROR code (sent after the responses it owes). */
 void gw_session_error(struct gw_session *s, int code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 
 /* Frees the session at once (drain deadline, shutdown). */
 void gw_session_free(struct gw_session *s);
 
 /* Writes one encoded frame to the agent; returns 0 or -1 (encoding failed). */
-int gw_session_send(struct gw_session *s, const struct qs_frame *f) __attribute__((warn_unused_result));
+int gw_session_send(struct gw_session *s, const struct qs_frame *f)
+    __attribute__((warn_unused_result));
 
 /* Called by request handlers when a request is fully answered: the session
  * goes back to READY, sends a pending ERROR, or reads the next request. */
@@ -83,7 +84,7 @@ void gw_req_abandon(struct gw_session *s);
 
 /* Per-session log line: "worker=ml1 peer=1.2.3.4:5 agent=A: ..." */
 #define gw_slog(level, s, fmt, ...)                                                                \
-	gw_log(level, "worker=%s peer=%s agent=%s: " fmt, (s)->w->wc->name, (s)->peer,              \
+	gw_log(level, "worker=%s peer=%s agent=%s: " fmt, (s)->w->wc->name, (s)->peer,             \
 	       (s)->agent[0] ? (s)->agent : "-", ##__VA_ARGS__)
 
 #endif

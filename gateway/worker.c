@@ -41,7 +41,8 @@ static void format_peer(const struct sockaddr *sa, char *out, size_t n)
 	}
 }
 
-static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len, void *arg)
+static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int len,
+                      void *arg)
 {
 	struct gw_worker *w = arg;
 	char peer[64];
@@ -77,7 +78,8 @@ static void on_drain_deadline(evutil_socket_t fd, short what, void *arg)
 		n++;
 	}
 	if (n)
-		gw_log(GW_LOG_WARN, "worker %s: drain_timeout reached, %d sessions closed", w->wc->name, n);
+		gw_log(GW_LOG_WARN, "worker %s: drain_timeout reached, %d sessions closed",
+		       w->wc->name, n);
 	finish_if_idle(w);
 }
 
@@ -92,7 +94,8 @@ static void begin_stop(struct gw_worker *w)
 		evconnlistener_free(w->listener);
 		w->listener = NULL;
 	}
-	gw_log(GW_LOG_INFO, "worker %s: draining %d sessions", w->wc->name, w->n_sessions + w->n_pending_hello);
+	gw_log(GW_LOG_INFO, "worker %s: draining %d sessions", w->wc->name,
+	       w->n_sessions + w->n_pending_hello);
 	for (struct gw_session *s = TAILQ_FIRST(&w->sessions), *next; s; s = next) {
 		next = TAILQ_NEXT(s, link);
 		gw_session_error(s, QS_E_DRAINING, "worker %s is shutting down", w->wc->name);
@@ -111,7 +114,7 @@ static void on_command(evutil_socket_t fd, short what, void *arg)
 }
 
 #define PURGE_INTERVAL_S 60
-#define PURGE_BATCH 1000
+#define PURGE_BATCH      1000
 
 static void on_purged(void *arg, const PGresult *res, const char *err)
 {
@@ -123,8 +126,8 @@ static void on_purged(void *arg, const PGresult *res, const char *err)
 	}
 	int n = PQntuples(res) == 1 ? st_get_int4(res, 0, 0) : 0;
 	if (n > 0)
-		gw_log(GW_LOG_INFO, "worker %s: purged %d messages older than %d days", w->wc->name, n,
-		       w->conf->keep_days);
+		gw_log(GW_LOG_INFO, "worker %s: purged %d messages older than %d days", w->wc->name,
+		       n, w->conf->keep_days);
 	if (n == PURGE_BATCH) { /* more to go: the next batch soon, not at once */
 		struct timeval tv = {1, 0};
 		evtimer_add(w->purge_timer, &tv);
@@ -150,7 +153,8 @@ static void on_purge_timer(evutil_socket_t fd, short what, void *arg)
 static void on_store_state(void *arg, int up)
 {
 	struct gw_worker *w = arg;
-	gw_log(up ? GW_LOG_INFO : GW_LOG_WARN, "worker %s: store %s", w->wc->name, up ? "up" : "down");
+	gw_log(up ? GW_LOG_INFO : GW_LOG_WARN, "worker %s: store %s", w->wc->name,
+	       up ? "up" : "down");
 	/* The listener is bound at start but accepts only once the store has
 	 * been reached: a worker that never had a store serves nobody. Later
 	 * outages are answered per request (store_unavailable). */
@@ -180,12 +184,13 @@ struct gw_worker *gw_worker_new(const struct gw_config *conf, int index, char *e
 		free(w);
 		return NULL;
 	}
-	w->listener = evconnlistener_new_bind(w->base, on_accept, w,
-					      LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
-					      1024, (const struct sockaddr *)&w->wc->sa, (int)w->wc->sa_len);
+	w->listener = evconnlistener_new_bind(
+	    w->base, on_accept, w,
+	    LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 1024,
+	    (const struct sockaddr *)&w->wc->sa, (int)w->wc->sa_len);
 	if (!w->listener) {
-		snprintf(err, errlen, "worker %s: cannot listen on %s: %s", w->wc->name, w->wc->listen,
-			 strerror(errno));
+		snprintf(err, errlen, "worker %s: cannot listen on %s: %s", w->wc->name,
+		         w->wc->listen, strerror(errno));
 		event_base_free(w->base);
 		free(w);
 		return NULL;

@@ -17,7 +17,7 @@ struct st_worker_row {
 /* Connects (retrying until wait_s seconds have passed), applies pending
  * migrations, and records this node's workers. Returns 0, or -1 with err. */
 int st_startup(const char *conninfo, int wait_s, const struct st_worker_row *rows, int n, char *err,
-	       size_t errlen) __attribute__((warn_unused_result));
+               size_t errlen) __attribute__((warn_unused_result));
 
 /* The newest schema version this build knows. */
 int st_schema_version(void);

@@ -37,10 +37,10 @@ struct st_conn {
 	char name[80];
 	PGconn *pg;
 	enum st_state state;
-	struct event *io;      /* connect polling, then read readiness (persistent) */
-	struct event *wr;      /* write readiness while libpq has unsent data */
-	struct event *retry;   /* reconnect timer, and deferred failure handling */
-	int broken;            /* a send failed: fail everything on the next tick */
+	struct event *io;    /* connect polling, then read readiness (persistent) */
+	struct event *wr;    /* write readiness while libpq has unsent data */
+	struct event *retry; /* reconnect timer, and deferred failure handling */
+	int broken;          /* a send failed: fail everything on the next tick */
 	int backoff_ms;
 	TAILQ_HEAD(, st_op) inflight;
 	st_state_fn on_state;
@@ -99,7 +99,8 @@ static void complete(struct st_conn *c, struct st_op *op)
 	TAILQ_REMOVE(&c->inflight, op, link);
 	if (op->done) {
 		if (op->failed || !op->res)
-			op->done(op->arg, NULL, op->err[0] ? op->err : "statement returned no result");
+			op->done(op->arg, NULL,
+			         op->err[0] ? op->err : "statement returned no result");
 		else
 			op->done(op->arg, op->res, NULL);
 	}
@@ -260,7 +261,7 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
 }
 
 struct st_conn *st_conn_new(struct event_base *base, const char *conninfo, const char *name,
-			    st_state_fn on_state, void *state_arg)
+                            st_state_fn on_state, void *state_arg)
 {
 	struct st_conn *c = calloc(1, sizeof(*c));
 	if (!c)
@@ -307,15 +308,15 @@ int st_conn_is_up(const struct st_conn *c)
 }
 
 struct st_op *st_submit(struct st_conn *c, const char *sql, const struct st_params *p,
-			st_done_fn done, void *arg)
+                        st_done_fn done, void *arg)
 {
 	if (!st_conn_is_up(c) || p->failed)
 		return NULL;
 	struct st_op *op = calloc(1, sizeof(*op));
 	if (!op)
 		return NULL;
-	if (!PQsendQueryParams(c->pg, sql, p->n, p->types, (const char *const *)p->values, p->lengths,
-			       p->formats, 1) ||
+	if (!PQsendQueryParams(c->pg, sql, p->n, p->types, (const char *const *)p->values,
+	                       p->lengths, p->formats, 1) ||
 	    !PQpipelineSync(c->pg)) {
 		gw_log(GW_LOG_WARN, "store %s: send failed: %s", c->name, PQerrorMessage(c->pg));
 		free(op);
@@ -443,7 +444,8 @@ void st_params_array(struct st_params *p, struct st_array *a, Oid array_oid)
 		p->failed = 1;
 		return;
 	}
-	uint32_t hdr[5] = {htobe32(a->count ? 1 : 0), 0, htobe32(a->elem_oid), htobe32(a->count), htobe32(1)};
+	uint32_t hdr[5] = {htobe32(a->count ? 1 : 0), 0, htobe32(a->elem_oid), htobe32(a->count),
+	                   htobe32(1)};
 	size_t len = a->len;
 	memcpy(a->buf, hdr, a->count ? 20 : 12); /* an empty array has no dimension entry */
 	if (!a->count)

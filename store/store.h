@@ -22,7 +22,7 @@ typedef void (*st_done_fn)(void *arg, const PGresult *res, const char *err);
 typedef void (*st_state_fn)(void *arg, int up);
 
 struct st_conn *st_conn_new(struct event_base *base, const char *conninfo, const char *name,
-			    st_state_fn on_state, void *state_arg);
+                            st_state_fn on_state, void *state_arg);
 void st_conn_free(struct st_conn *c);
 int st_conn_is_up(const struct st_conn *c);
 
@@ -61,7 +61,7 @@ void st_params_clear(struct st_params *p);
 /* Sends one statement (binary results). Returns the operation, or NULL when
  * the store is down or the send failed: then done is never called. */
 struct st_op *st_submit(struct st_conn *c, const char *sql, const struct st_params *p,
-			st_done_fn done, void *arg) __attribute__((warn_unused_result));
+                        st_done_fn done, void *arg) __attribute__((warn_unused_result));
 
 /* The caller no longer wants the result (its session is gone): done will
  * not be called. The statement itself still runs to completion. */
@@ -73,17 +73,17 @@ int32_t st_get_int4(const PGresult *r, int row, int col);
 int16_t st_get_int2(const PGresult *r, int row, int col);
 
 /* Type oids used by the gateway. */
-#define ST_OID_BOOL 16
-#define ST_OID_BYTEA 17
-#define ST_OID_INT8 20
-#define ST_OID_INT2 21
-#define ST_OID_INT4 23
-#define ST_OID_TEXT 25
-#define ST_OID_UUID 2950
+#define ST_OID_BOOL        16
+#define ST_OID_BYTEA       17
+#define ST_OID_INT8        20
+#define ST_OID_INT2        21
+#define ST_OID_INT4        23
+#define ST_OID_TEXT        25
+#define ST_OID_UUID        2950
 #define ST_OID_BYTEA_ARRAY 1001
-#define ST_OID_INT2_ARRAY 1005
-#define ST_OID_TEXT_ARRAY 1009
-#define ST_OID_INT8_ARRAY 1016
-#define ST_OID_UUID_ARRAY 2951
+#define ST_OID_INT2_ARRAY  1005
+#define ST_OID_TEXT_ARRAY  1009
+#define ST_OID_INT8_ARRAY  1016
+#define ST_OID_UUID_ARRAY  2951
 
 #endif

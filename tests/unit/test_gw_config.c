@@ -57,11 +57,12 @@ static void test_defaults(void **state)
 
 static void test_full(void **state)
 {
-	assert_int_equal(load("[node]\nname = n2\nauth = off ; inline\n"
-			      "[worker ml1]\nlisten = 127.0.0.1:2439\nadvertise = a.example:1, [::1]:2\n"
-			      "capacity = 3\n[worker ml2]\nlisten = [::1]:2440\n"
-			      "[push]\npolicy = any\n[limits]\nmax_batch = 16\n"),
-			 0);
+	assert_int_equal(
+	    load("[node]\nname = n2\nauth = off ; inline\n"
+	         "[worker ml1]\nlisten = 127.0.0.1:2439\nadvertise = a.example:1, [::1]:2\n"
+	         "capacity = 3\n[worker ml2]\nlisten = [::1]:2440\n"
+	         "[push]\npolicy = any\n[limits]\nmax_batch = 16\n"),
+	    0);
 	assert_string_equal(conf.node_name, "n2");
 	assert_int_equal(conf.auth_off, 1);
 	assert_int_equal(conf.n_workers, 2);
@@ -84,24 +85,29 @@ static void test_errors(void **state)
 {
 	expect_error("[worker ml1]\nlisten = 127.0.0.1:1\n[node]\nfrob = 1\n", ":4:", "frob");
 	expect_error("[worker ml1]\nlisten = 127.0.0.1:1\n\n[nosuch]\nx = 1\n", ":4:", "nosuch");
-	expect_error("[worker ml1]\nlisten = 127.0.0.1:1\n[limits]\nmax_batch = 0\n", ":4:", "max_batch");
-	expect_error("[worker ml1]\nlisten = 127.0.0.1:1\n[limits]\nheartbeat = x\n", ":4:", "heartbeat");
-	expect_error("[worker ml1]\nlisten = 127.0.0.1:1\n[push]\npolicy = some\n", ":4:", "policy");
+	expect_error("[worker ml1]\nlisten = 127.0.0.1:1\n[limits]\nmax_batch = 0\n",
+	             ":4:", "max_batch");
+	expect_error("[worker ml1]\nlisten = 127.0.0.1:1\n[limits]\nheartbeat = x\n",
+	             ":4:", "heartbeat");
+	expect_error("[worker ml1]\nlisten = 127.0.0.1:1\n[push]\npolicy = some\n",
+	             ":4:", "policy");
 	expect_error("[worker ML1]\nlisten = 127.0.0.1:1\n", ":1:", "ML1");
 	expect_error("[worker ml1]\nlisten = nohost\n", ":1:", "listen");
-	expect_error("[worker ml1]\nlisten = 127.0.0.1:1\n[worker ml1]\nlisten = 127.0.0.1:2\n", ":", "twice");
+	expect_error("[worker ml1]\nlisten = 127.0.0.1:1\n[worker ml1]\nlisten = 127.0.0.1:2\n",
+	             ":", "twice");
 	expect_error("[node]\nname = n1\n", "", "no [worker NAME]");
 	/* auth is not built: a listener off loopback is refused */
 	expect_error("[worker ml1]\nlisten = 0.0.0.0:2439\n", ":1:", "not loopback");
-	expect_error("[worker ml1]\nlisten = 127.0.0.1:1\n[admin]\nlisten = 0.0.0.0:8439\n", "", "token is empty");
+	expect_error("[worker ml1]\nlisten = 127.0.0.1:1\n[admin]\nlisten = 0.0.0.0:8439\n", "",
+	             "token is empty");
 }
 
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_defaults),
-		cmocka_unit_test(test_full),
-		cmocka_unit_test(test_errors),
+	    cmocka_unit_test(test_defaults),
+	    cmocka_unit_test(test_full),
+	    cmocka_unit_test(test_errors),
 	};
 	return cmocka_run_group_tests_name("gateway configuration", tests, NULL, NULL);
 }

@@ -10,9 +10,9 @@
 #include <string.h>
 
 static const struct gw_known_worker pool[] = {
-	{"ml1", "ml1.example.com:2439, 10.0.0.5:2439", 0},
-	{"ml2", "127.0.0.1:2440,localhost:2440", 0},
-	{"ml3", "[::1]:2441", 1},
+    {"ml1", "ml1.example.com:2439, 10.0.0.5:2439", 0},
+    {"ml2", "127.0.0.1:2440,localhost:2440", 0},
+    {"ml3", "[::1]:2441", 1},
 };
 #define N 3
 
@@ -32,12 +32,12 @@ static void test_host_port(void **state)
 {
 	assert_int_equal(resolve("ml1.example.com:2439"), 0);
 	assert_int_equal(resolve("10.0.0.5:2439"), 0);
-	assert_int_equal(resolve("LOCALHOST:2440"), 1);      /* host case-insensitive */
+	assert_int_equal(resolve("LOCALHOST:2440"), 1);        /* host case-insensitive */
 	assert_int_equal(resolve("ml1.Example.COM.:2439"), 0); /* trailing dot ignored */
-	assert_int_equal(resolve("127.0.0.1:02440"), 1);      /* ports compared as numbers */
+	assert_int_equal(resolve("127.0.0.1:02440"), 1);       /* ports compared as numbers */
 	assert_int_equal(resolve("[::1]:2441"), 2);
-	assert_int_equal(resolve("127.0.0.1:2439"), -1);      /* right host, wrong port */
-	assert_int_equal(resolve("::1:2441"), -1);            /* IPv6 needs brackets */
+	assert_int_equal(resolve("127.0.0.1:2439"), -1); /* right host, wrong port */
+	assert_int_equal(resolve("::1:2441"), -1);       /* IPv6 needs brackets */
 	assert_int_equal(resolve("nowhere:2439"), -1);
 	assert_int_equal(resolve("ml1.example.com:"), -1);
 }
@@ -55,9 +55,9 @@ static void test_streams(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_worker_name),
-		cmocka_unit_test(test_host_port),
-		cmocka_unit_test(test_streams),
+	    cmocka_unit_test(test_worker_name),
+	    cmocka_unit_test(test_host_port),
+	    cmocka_unit_test(test_streams),
 	};
 	return cmocka_run_group_tests_name("gateway primary resolution", tests, NULL, NULL);
 }
