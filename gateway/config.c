@@ -194,7 +194,7 @@ static int on_entry(void *user, const char *section, const char *name, const cha
 			st->worker = &c->workers[c->n_workers++];
 			memset(st->worker, 0, sizeof(*st->worker));
 			apply_defaults("worker", st->worker);
-			snprintf(st->worker->name, sizeof(st->worker->name), "%s", wname);
+			memcpy(st->worker->name, wname, strlen(wname) + 1); /* valid: <= 64 bytes */
 			st->worker->line = st->section_line;
 		}
 		if (!name) /* section header only (inih INI_CALL_HANDLER_ON_NEW_SECTION) */
@@ -326,7 +326,7 @@ static int check_worker(struct load_state *st, struct gw_worker_conf *w)
 		return -1;
 	}
 	if (!w->advertise[0])
-		snprintf(w->advertise, sizeof(w->advertise), "%s", w->listen);
+		memcpy(w->advertise, w->listen, strlen(w->listen) + 1); /* 300 < 1024 */
 	char copy[sizeof(w->advertise)];
 	snprintf(copy, sizeof(copy), "%s", w->advertise);
 	w->n_adv = 0;
