@@ -1,5 +1,6 @@
-"""Fixtures of the black-box tests: a private PostgreSQL for the run, a fresh database
-per test, qagw processes built from a generated config, and qaagent runs.
+"""Fixtures of the black-box tests: a private PostgreSQL and a private Redis for the run,
+a fresh database and a fresh Redis key prefix per test, qagw processes built from a
+generated config, and qaagent runs.
 
 PostgreSQL: its own temp dir and free port, owned by the unprivileged `postgres` user
 when we run as root (the server refuses root), initialised with `initdb -A trust`. Trust
@@ -18,7 +19,7 @@ from pathlib import Path
 import pytest
 
 import harness
-from harness import Agent, Gateway, PgServer
+from harness import Agent, Gateway, PgServer, RedisServer
 
 _db_counter = itertools.count(1)
 
@@ -61,24 +62,55 @@ def private_pg(run_dir):
     pg.shutdown()
 
 
+@pytest.fixture(scope="session")
+def redis_server(run_dir):
+    """The run's shared Redis; every test keeps to its own key prefix (`redis_prefix`)."""
+    r = RedisServer(run_dir / "redis")
+    r.start()
+    yield r
+    r.shutdown()
+
+
 @pytest.fixture
-def qagw(tmp_path, store, request):
-    """Factory: qagw(workers=("ml1",), node="n1", limits={...}, store=..., start=True).
+def private_redis(run_dir):
+    """A Redis of this test alone, for tests that stop it and start it again (same port)."""
+    r = RedisServer(run_dir / f"redis-private-{uuid.uuid4().hex[:8]}")
+    r.start()
+    yield r
+    r.shutdown()
+
+
+@pytest.fixture
+def redis_prefix():
+    """This test's Redis key prefix: tests sharing the run's Redis never see each other."""
+    return f"t{uuid.uuid4().hex[:10]}:"
+
+
+@pytest.fixture
+def qagw(tmp_path, store, redis_server, redis_prefix, request):
+    """Factory: qagw(workers=("ml1",), node="n1", limits={...}, store_=..., start=True,
+    sections={...}, redis=..., redis_prefix=..., policy="primary"|"any", admin_token=...).
 
     Writes an INI config (auth=off, loopback listeners on free ports, the test's
-    database) and starts `build/qagw -c FILE`, stderr into a log file, returning once
-    every worker accepts TCP connections (15 s, else failure with the log's tail).
+    database, the run's Redis under this test's key prefix unless another Redis or
+    prefix is given) and starts `build/qagw -c FILE`, stderr into a log file, returning
+    once every worker accepts TCP connections (15 s, else failure with the log's tail).
+    Gateways of one test share database and prefix: they form one pool.
     Every gateway started is stopped in teardown: SIGTERM, then SIGKILL.
     """
     started = []
     names = itertools.count(1)
 
     def make(workers=("ml1",), node=None, limits=None, store_=None, start=True,
-             sections=None) -> Gateway:
+             sections=None, redis=None, redis_prefix_=None, policy=None,
+             admin_token=None) -> Gateway:
         node = node or f"n{next(names)}"
-        secs = dict(sections or {})
+        secs = {k: dict(v) for k, v in (sections or {}).items()}
+        if policy is not None:
+            secs.setdefault("push", {})["policy"] = policy
         gw = Gateway(tmp_path / f"gw-{node}", node, workers, store_ or store,
-                     limits=limits, sections=secs)
+                     limits=limits, sections=secs, redis=redis or redis_server,
+                     redis_prefix=redis_prefix_ or redis_prefix, admin_token=admin_token)
         started.append(gw)
         if start:
             gw.start()

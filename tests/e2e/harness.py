@@ -16,6 +16,8 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
+import urllib.request
 import uuid
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
@@ -27,6 +29,7 @@ if not BUILD.is_absolute():
 QAGW = BUILD / "qagw"
 QAAGENT = BUILD / "qaagent"
 PGBIN = Path(os.environ.get("PGBIN", "/usr/lib/postgresql/15/bin"))
+REDIS_SERVER = Path(os.environ.get("REDIS_SERVER", "/usr/bin/redis-server"))
 
 try:
     import psycopg2  # python3-psycopg2, installed by scripts/install-deps.sh
@@ -241,6 +244,242 @@ class Store:
         return {i: got.get(i, 0) for i in want}
 
 
+# ------------------------------------------------------------------ Redis
+
+
+def redis_command(port: int, *args, host: str = "127.0.0.1", timeout: float = 2.0):
+    """One command to a Redis server over RESP; the reply as Python values (bulk strings
+    as str, errors raised as RuntimeError)."""
+    enc = [a if isinstance(a, bytes) else str(a).encode() for a in args]
+    req = b"*%d\r\n" % len(enc) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in enc)
+    with socket.create_connection((host, port), timeout=timeout) as s:
+        s.sendall(req)
+        f = s.makefile("rb")
+        return _resp_read(f)
+
+
+def _resp_read(f):
+    line = f.readline()
+    if not line.endswith(b"\r\n"):
+        raise ConnectionError(f"short RESP reply {line!r}")
+    kind, rest = line[:1], line[1:-2]
+    if kind == b"+":
+        return rest.decode()
+    if kind == b"-":
+        raise RuntimeError(f"redis: {rest.decode()}")
+    if kind == b":":
+        return int(rest)
+    if kind == b"$":
+        n = int(rest)
+        if n < 0:
+            return None
+        data = f.read(n + 2)
+        return data[:-2].decode(errors="replace")
+    if kind == b"*":
+        n = int(rest)
+        return None if n < 0 else [_resp_read(f) for _ in range(n)]
+    raise ConnectionError(f"bad RESP reply {line!r}")
+
+
+class RedisServer:
+    """A private redis-server (Debian's /usr/bin/redis-server) on a free loopback port,
+    keeping nothing on disk (`--save "" --appendonly no`). stop() and start() again keep
+    the port, so a gateway configured with it sees the same Redis come back, empty."""
+
+    def __init__(self, base: Path, port: Optional[int] = None) -> None:
+        self.base = Path(base)
+        self.port = port or free_port()
+        self.log = self.base / "redis.log"
+        self.proc: Optional[subprocess.Popen] = None
+        self.starts = 0
+
+    def start(self, timeout: float = 10.0) -> "RedisServer":
+        require_binary(REDIS_SERVER)
+        assert not self.running(), "redis already running"
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.starts += 1
+        argv = [str(REDIS_SERVER), "--bind", "127.0.0.1", "--port", str(self.port),
+                "--protected-mode", "yes", "--save", "", "--appendonly", "no",
+                "--dir", str(self.base), "--logfile", str(self.log), "--daemonize", "no",
+                "--databases", "1"]
+        self.proc = subprocess.Popen(argv, cwd=self.base, stdin=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     start_new_session=True, preexec_fn=_die_with_parent)
+        deadline = time.monotonic() + timeout
+        while True:
+            rc = self.proc.poll()
+            if rc is not None:
+                raise AssertionError(f"redis-server exited with {rc} at start (port {self.port}):\n"
+                                     f"{tail(self.log)}")
+            try:
+                if self.command("PING") == "PONG":
+                    return self
+            except (OSError, ConnectionError, RuntimeError):
+                pass
+            if time.monotonic() > deadline:
+                self.kill()
+                raise AssertionError(f"redis-server not answering on {self.port} after {timeout}s:\n"
+                                     f"{tail(self.log)}")
+            time.sleep(0.05)
+
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def command(self, *args, timeout: float = 2.0):
+        return redis_command(self.port, *args, timeout=timeout)
+
+    def keys(self, pattern: str = "*") -> List[str]:
+        return sorted(self.command("KEYS", pattern))
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM (nothing to save), then SIGKILL; returns once the process is gone."""
+        if not self.running():
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def kill(self) -> None:
+        if self.running():
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def shutdown(self) -> None:
+        """Teardown: never raises."""
+        try:
+            self.kill()
+        except Exception:
+            pass
+
+
+# ------------------------------------------------------------------ admin port
+
+
+class AdminClient:
+    """The admin port of one node (admin.md): JSON over HTTP/1.1, optional bearer token."""
+
+    def __init__(self, port: int, token: Optional[str] = None, host: str = "127.0.0.1") -> None:
+        self.base = f"http://{host}:{port}"
+        self.token = token
+
+    def raw(self, method: str, path: str, body=None, token: Optional[str] = "default",
+            timeout: float = 5.0, headers: Optional[Dict[str, str]] = None):
+        """(status, headers, text). body: dict/list (sent as JSON), str/bytes (sent as is)."""
+        tok = self.token if token == "default" else token
+        hdrs = dict(headers or {})
+        data = None
+        if body is not None:
+            data = body if isinstance(body, bytes) else (
+                body.encode() if isinstance(body, str) else json.dumps(body).encode())
+            hdrs.setdefault("Content-Type", "application/json")
+        if tok:
+            hdrs["Authorization"] = f"Bearer {tok}"
+        req = urllib.request.Request(self.base + path, data=data, method=method, headers=hdrs)
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as r:
+                return r.status, dict(r.headers.items()), r.read().decode(errors="replace")
+        except urllib.error.HTTPError as e:
+            return e.code, dict(e.headers.items()), e.read().decode(errors="replace")
+
+    def request(self, method: str, path: str, body=None, token: Optional[str] = "default",
+                timeout: float = 5.0):
+        """(status, parsed JSON body, or the text when it is not JSON)."""
+        status, _, text = self.raw(method, path, body, token=token, timeout=timeout)
+        try:
+            return status, json.loads(text)
+        except ValueError:
+            return status, text
+
+    def get(self, path: str, **kw):
+        return self.request("GET", path, **kw)
+
+    def post(self, path: str, body=None, **kw):
+        return self.request("POST", path, body, **kw)
+
+    def put(self, path: str, body=None, **kw):
+        return self.request("PUT", path, body, **kw)
+
+    def delete(self, path: str, **kw):
+        return self.request("DELETE", path, **kw)
+
+    def get_ok(self, path: str):
+        status, body = self.get(path)
+        assert status == 200, f"GET {path}: {status} {body!r}"
+        return body
+
+    def metrics(self) -> "Metrics":
+        status, _, text = self.raw("GET", "/metrics")
+        assert status == 200, f"GET /metrics: {status} {text[:500]!r}"
+        return Metrics(text)
+
+    def workers(self) -> Dict[str, dict]:
+        """GET /api/workers as {name: entry}."""
+        body = self.get_ok("/api/workers")
+        assert isinstance(body, list), f"/api/workers is not a list: {body!r}"
+        return {w["name"]: w for w in body}
+
+
+class Metrics:
+    """Prometheus text exposition, parsed: samples (name, {labels}, value)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.samples: List[tuple] = []
+        for line in text.splitlines():
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            name, labels, rest = line, {}, ""
+            if "{" in line:
+                name, _, after = line.partition("{")
+                lab, _, rest = after.rpartition("}")
+                labels = _parse_labels(lab)
+            else:
+                name, _, rest = line.partition(" ")
+            value = rest.split()[0] if rest.split() else "nan"
+            self.samples.append((name.strip(), labels, float(value)))
+
+    def get(self, name: str, **labels) -> Optional[float]:
+        """The sum of every sample of name whose labels include labels; None if there is none."""
+        vals = [v for n, lab, v in self.samples
+                if n == name and all(lab.get(k) == str(x) for k, x in labels.items())]
+        return sum(vals) if vals else None
+
+    def value(self, name: str, **labels) -> float:
+        """Like get(), but 0 when no such sample (a counter never incremented may be absent)."""
+        v = self.get(name, **labels)
+        return 0.0 if v is None else v
+
+    def names(self) -> set:
+        return {n for n, _, _ in self.samples}
+
+
+def _parse_labels(s: str) -> Dict[str, str]:
+    out, i = {}, 0
+    while i < len(s):
+        while i < len(s) and s[i] in " ,":
+            i += 1
+        if i >= len(s):
+            break
+        eq = s.index("=", i)
+        key = s[i:eq].strip()
+        assert s[eq + 1] == '"', f"bad label set {s!r}"
+        j, val = eq + 2, []
+        while s[j] != '"':
+            if s[j] == "\\":
+                j += 1
+                val.append({"n": "\n"}.get(s[j], s[j]))
+            else:
+                val.append(s[j])
+            j += 1
+        out[key] = "".join(val)
+        i = j + 1
+    return out
+
+
 # ------------------------------------------------------------------ qagw
 
 
@@ -249,11 +488,16 @@ class Gateway:
 
     def __init__(self, workdir: Path, node: str, workers: Sequence[str], store: Store,
                  limits: Optional[Dict[str, object]] = None,
-                 sections: Optional[Dict[str, Dict[str, object]]] = None) -> None:
+                 sections: Optional[Dict[str, Dict[str, object]]] = None,
+                 redis: Optional["RedisServer"] = None, redis_prefix: str = "qagw:",
+                 admin_token: Optional[str] = None) -> None:
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.node = node
         self.store = store
+        self.redis = redis
+        self.redis_prefix = redis_prefix
+        self.admin_token = admin_token
         self.ports = {w: free_port() for w in workers}
         self.admin_port = free_port()
         self.limits = dict(limits or {})
@@ -270,10 +514,23 @@ class Gateway:
         for w, p in self.ports.items():
             lines += [f"[worker {w}]", f"listen = 127.0.0.1:{p}", f"advertise = 127.0.0.1:{p}", ""]
         lines += ["[store]", f"conninfo = {self.store.conninfo}", ""]
-        lines += ["[admin]", f"listen = 127.0.0.1:{self.admin_port}", ""]
+        # [redis] and [admin] are written once, with the caller's keys merged in; other
+        # sections given by the caller follow as their own blocks (as before)
+        extra = {k: dict(v) for k, v in self.sections.items()}
+        redis = {}
+        if self.redis is not None:
+            redis = {"host": "127.0.0.1", "port": self.redis.port, "prefix": self.redis_prefix}
+        redis.update(extra.pop("redis", {}))
+        if redis:
+            lines += ["[redis]"] + [f"{k} = {v}" for k, v in redis.items()] + [""]
+        admin = {"listen": f"127.0.0.1:{self.admin_port}"}
+        if self.admin_token is not None:
+            admin["token"] = self.admin_token
+        admin.update(extra.pop("admin", {}))
+        lines += ["[admin]"] + [f"{k} = {v}" for k, v in admin.items()] + [""]
         if self.limits:
             lines += ["[limits]"] + [f"{k} = {v}" for k, v in self.limits.items()] + [""]
-        for sec, kv in self.sections.items():
+        for sec, kv in extra.items():
             lines += [f"[{sec}]"] + [f"{k} = {v}" for k, v in kv.items()] + [""]
         self.conf.write_text("\n".join(lines))
 
@@ -282,6 +539,18 @@ class Gateway:
 
     def stream(self, worker: str) -> str:
         return f"tcpip(host=127.0.0.1;port={self.ports[worker]})"
+
+    def address(self, worker: str) -> str:
+        """HOST:PORT of a worker as an agent with an -x list sends it as HELLO's primary."""
+        return f"127.0.0.1:{self.ports[worker]}"
+
+    @property
+    def admin(self) -> "AdminClient":
+        return AdminClient(self.admin_port, token=self.admin_token or None)
+
+    @property
+    def pid(self) -> Optional[int]:
+        return self.proc.pid if self.proc is not None else None
 
     def start(self, timeout: float = 15.0) -> "Gateway":
         require_binary(QAGW)
@@ -386,6 +655,27 @@ class Agent:
             raise AssertionError(f"qaagent {' '.join(args)} did not finish in {timeout}s:\n"
                                  f"stdout: {e.stdout}\nstderr: {e.stderr}") from None
         return AgentResult(argv, p.returncode, p.stdout, p.stderr)
+
+    def popen(self, *args: str, policy: Optional[str] = None, verbose: bool = False,
+              stderr_path: Optional[Path] = None) -> subprocess.Popen:
+        """Starts qaagent with args (e.g. "run", "--count", "1") without waiting: stdout is a
+        pipe of text lines, stderr goes to stderr_path (or next to the client store)."""
+        require_binary(QAAGENT)
+        argv = [str(QAAGENT), "-id", self.id, "-db", str(self.db)]
+        for s in self.streams:
+            argv += ["-x", s]
+        if policy:
+            argv += ["-policy", policy]
+        if verbose:
+            argv.append("-v")
+        argv += self.extra + list(args)
+        errf = open(stderr_path or self.db.with_suffix(".stderr"), "ab")
+        try:
+            return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=errf, text=True, cwd=self.db.parent, bufsize=1,
+                                    start_new_session=True, preexec_fn=_die_with_parent)
+        finally:
+            errf.close()
 
     def send(self, address: str, body: str, priority: Optional[int] = None,
              expires_in: Optional[int] = None, props: Sequence[str] = ()) -> str:
