@@ -29,6 +29,7 @@ PROTO_SRC = $(wildcard proto/*.c)
 STORE_SRC = $(wildcard store/*.c)
 ADMIN_SRC = $(wildcard admin/*.c)
 GW_SRC    = $(filter-out gateway/main.c,$(wildcard gateway/*.c))
+ROUTER_SRC = $(wildcard router/*.c)
 AGENT_SRC = $(filter-out agent/qaagent.c,$(wildcard agent/*.c))
 UNIT_SRC  = $(wildcard tests/unit/test_*.c)
 
@@ -57,7 +58,7 @@ $(LIBPROTO): $(call obj,$(PROTO_SRC))
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(LIBGW): $(call obj,$(GW_SRC) $(STORE_SRC) $(ADMIN_SRC))
+$(LIBGW): $(call obj,$(GW_SRC) $(ROUTER_SRC) $(STORE_SRC) $(ADMIN_SRC))
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
@@ -94,7 +95,7 @@ $(BUILD)/fuzz/fuzz_frame: tests/fuzz/fuzz_frame.c $(PROTO_SRC)
 $(BUILD)/fuzz/fuzz_stream: tests/fuzz/fuzz_stream.c $(PROTO_SRC) $(AGENT_SRC)
 	@mkdir -p $(dir $@)
 	$(CLANG) $(FUZZ_CFLAGS) -o $@ $^ $(LIBS_AGENT)
-$(BUILD)/fuzz/fuzz_config: tests/fuzz/fuzz_config.c $(PROTO_SRC) $(GW_SRC) $(STORE_SRC) $(ADMIN_SRC)
+$(BUILD)/fuzz/fuzz_config: tests/fuzz/fuzz_config.c $(PROTO_SRC) $(GW_SRC) $(ROUTER_SRC) $(STORE_SRC) $(ADMIN_SRC)
 	@mkdir -p $(dir $@)
 	$(CLANG) $(FUZZ_CFLAGS) -o $@ $^ $(LIBS_GW)
 

@@ -6,8 +6,10 @@
 #include "gateway/primary.h"
 #include "gateway/session.h"
 #include "gateway/worker.h"
+#include "router/rt_pool.h"
 #include "store/store.h"
 
+#include <event2/bufferevent.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,8 +19,10 @@ struct upload_req {
 	uint16_t count;
 	uint8_t (*ids)[16];
 	uint8_t *results;
-	uint16_t *sent; /* sent[k] = index in the batch of the store's row k+1 */
+	uint16_t *sent;     /* sent[k] = index in the batch of the store's row k+1 */
+	char (*rcpt)[121];  /* rcpt[k]: recipient of the store's row k+1 (for pushes) */
 	int n_sent;
+	int64_t started_ms; /* submit time, for qagw_store_commit_seconds */
 };
 
 static void free_upload(struct upload_req *u)
@@ -28,6 +32,7 @@ static void free_upload(struct upload_req *u)
 	free(u->ids);
 	free(u->results);
 	free(u->sent);
+	free(u->rcpt);
 	free(u);
 }
 
@@ -67,6 +72,66 @@ static void copy_str(char *dst, size_t cap, struct qs_str v)
 }
 
 /* ---- HELLO ---- */
+
+/* WELCOME goes out once the session and the agent's primary are registered
+ * for the whole pool (protocol.md HELLO), or at once while Redis is down. */
+static void finish_welcome(struct gw_session *s)
+{
+	if (s->state != GW_S_WELCOMING)
+		return;
+	int rc = bufferevent_write(s->bev, s->welcome.data, s->welcome.len);
+	qs_buf_free(&s->welcome);
+	if (rc != 0) {
+		gw_session_error(s, QS_E_INTERNAL, "cannot write WELCOME");
+		return;
+	}
+	gw_session_welcomed(s);
+	gw_slog(GW_LOG_INFO, s, "HELLO: primary \"%s\" -> %s, on_primary %d, persist %d, epoch %llu",
+		s->primary_sent, s->primary[0] ? s->primary : "(unresolved)", s->on_primary, s->persist,
+		(unsigned long long)s->epoch);
+	gw_push_after_welcome(s);
+	gw_session_request_done(s);
+}
+
+static void on_claimed(void *arg, uint64_t epoch)
+{
+	struct gw_ticket *t = arg;
+	struct gw_session *s = t->s;
+	free(t);
+	if (!s) /* the session ended first; its entry is cleared by the next HELLO */
+		return;
+	s->ticket = NULL;
+	s->epoch = epoch;
+	if (!epoch)
+		gw_slog(GW_LOG_WARN, s, "redis: session not registered for the pool");
+	finish_welcome(s);
+}
+
+static void claim_session(struct gw_session *s)
+{
+	struct gw_worker *w = s->w;
+	if (w->pool && rt_pool_is_up(w->pool)) {
+		struct gw_ticket *t = malloc(sizeof(*t));
+		struct rt_claim c = {
+			.agent = s->agent,
+			.primary = s->primary,
+			.pinned = s->primary_sent[0] != 0,
+			.primary_as_sent = s->primary_sent,
+			.on_primary = s->on_primary,
+			.persist = s->persist,
+			.since_ms = s->since_ms,
+		};
+		if (t) {
+			t->s = s;
+			s->ticket = t;
+			if (rt_pool_claim(w->pool, &c, 0, on_claimed, t) == 0)
+				return;
+			s->ticket = NULL;
+			free(t);
+		}
+	}
+	finish_welcome(s);
+}
 
 static void on_hello(void *arg, const PGresult *res, const char *err)
 {
@@ -130,18 +195,16 @@ static void on_hello(void *arg, const PGresult *res, const char *err)
 	wl->max_frame = w->conf->max_frame;
 	wl->max_batch = (uint16_t)w->conf->max_batch;
 	wl->heartbeat_s = (uint32_t)w->conf->heartbeat;
-	int rc = gw_session_send(s, &f);
+	s->pending_at_hello = PQntuples(res) > 0 ? st_get_int8(res, 0, 3) : 0;
+	s->welcome.len = 0;
+	int rc = qs_encode(&f, &s->welcome);
 	free(ws), free(servers), free(streams);
+	s->op = NULL;
 	if (rc != 0) {
-		s->op = NULL;
 		gw_session_error(s, QS_E_INTERNAL, "cannot encode WELCOME");
 		return;
 	}
-	gw_session_welcomed(s);
-	gw_slog(GW_LOG_INFO, s, "HELLO: primary \"%s\" -> %s, on_primary %d, persist %d",
-	        s->primary_sent, s->primary[0] ? s->primary : "(unresolved)", s->on_primary,
-	        s->persist);
-	gw_session_request_done(s);
+	claim_session(s);
 }
 
 void gw_req_hello(struct gw_session *s, const struct qs_hello *h)
@@ -153,7 +216,7 @@ void gw_req_hello(struct gw_session *s, const struct qs_hello *h)
 		                 "version %u is not supported; supported versions: 1", h->version);
 		return;
 	}
-	if (w->stopping) {
+	if (w->stopping || w->drained) {
 		gw_session_error(s, QS_E_DRAINING, "worker %s is draining", w->wc->name);
 		return;
 	}
@@ -164,6 +227,7 @@ void gw_req_hello(struct gw_session *s, const struct qs_hello *h)
 	}
 	copy_str(s->primary_sent, sizeof(s->primary_sent), h->primary);
 	s->persist = (h->flags & QS_FLAG_PERSIST) != 0;
+	gw_session_register(s); /* pushes arriving from now on follow WELCOME */
 	int64_t now = gw_now_ms();
 	s->clock_shift_ms = now - (int64_t)h->now_ms;
 
@@ -172,7 +236,7 @@ void gw_req_hello(struct gw_session *s, const struct qs_hello *h)
 	st_params_text(&p, s->primary_sent, strlen(s->primary_sent));
 	st_params_text(&p, w->wc->name, strlen(w->wc->name));
 	st_params_int8(&p, now);
-	submit(s, "SELECT name, advertise, tls FROM qa_hello($1, $2, $3, $4)", &p, on_hello);
+	submit(s, "SELECT name, advertise, tls, pending FROM qa_hello($1, $2, $3, $4)", &p, on_hello);
 }
 
 /* ---- UPLOAD ---- */
@@ -204,6 +268,27 @@ static void send_upload_ack(struct gw_session *s, struct upload_req *u)
 		gw_session_error(s, QS_E_INTERNAL, "cannot encode UPLOAD_ACK");
 }
 
+/* One push per recipient that got at least one message in this commit. */
+static void route_pushes(struct gw_worker *w, const struct upload_req *u, int64_t commit_ms)
+{
+	for (int k = 0; k < u->n_sent; k++) {
+		if (u->results[u->sent[k]] != QS_R_STORED)
+			continue;
+		int first = 1, n = 0;
+		for (int j = 0; j < u->n_sent; j++) {
+			if (u->results[u->sent[j]] != QS_R_STORED || strcmp(u->rcpt[j], u->rcpt[k]) != 0)
+				continue;
+			if (j < k) {
+				first = 0;
+				break;
+			}
+			n++;
+		}
+		if (first)
+			gw_push_route(w, u->rcpt[k], commit_ms, n);
+	}
+}
+
 static void on_upload(void *arg, const PGresult *res, const char *err)
 {
 	struct gw_session *s = arg;
@@ -224,7 +309,10 @@ static void on_upload(void *arg, const PGresult *res, const char *err)
 			u->results[u->sent[ord - 1]] = (uint8_t)result;
 	}
 	s->op = NULL;
+	int64_t now = gw_now_ms();
+	gw_histogram_observe(&s->w->counters.store_commit, (double)(now - u->started_ms) / 1000.0);
 	send_upload_ack(s, u);
+	route_pushes(s->w, u, now);
 	gw_req_abandon(s);
 	gw_session_request_done(s);
 }
@@ -237,8 +325,9 @@ void gw_req_upload(struct gw_session *s, const struct qs_upload *up)
 		u->ids = calloc(up->count, 16);
 		u->results = calloc(up->count, 1);
 		u->sent = calloc(up->count, sizeof(*u->sent));
+		u->rcpt = calloc(up->count, sizeof(*u->rcpt));
 	}
-	if (!u || !u->ids || !u->results || !u->sent) {
+	if (!u || !u->ids || !u->results || !u->sent || !u->rcpt) {
 		free_upload(u);
 		gw_session_error(s, QS_E_INTERNAL, "out of memory");
 		return;
@@ -277,6 +366,7 @@ void gw_req_upload(struct gw_session *s, const struct qs_upload *up)
 		int16_t fl = exp != 0 && exp <= now    ? QS_R_EXPIRED
 		             : m->wire_len > too_large ? QS_R_TOO_LARGE
 		                                       : 0;
+		memcpy(u->rcpt[u->n_sent], agent.ptr, agent.len); /* valid agent id: <= 120 */
 		u->sent[u->n_sent++] = (uint16_t)i;
 		st_array_add(&ids, m->id, 16);
 		st_array_add(&rcpt, agent.ptr, agent.len);
@@ -307,6 +397,7 @@ void gw_req_upload(struct gw_session *s, const struct qs_upload *up)
 		return;
 	}
 	s->req = u;
+	u->started_ms = gw_now_ms();
 	submit(s, "SELECT ord, result FROM qa_upload($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
 	       &p, on_upload);
 }

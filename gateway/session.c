@@ -4,6 +4,7 @@
 
 #include "gateway/log.h"
 #include "gateway/worker.h"
+#include "router/rt_pool.h"
 #include "store/store.h"
 
 #include <event2/buffer.h>
@@ -42,6 +43,13 @@ void gw_session_free(struct gw_session *s)
 	gw_req_abandon(s);
 	if (s->state != GW_S_CLOSING)
 		set_state(s, GW_S_CLOSING);
+	if (s->ticket)
+		s->ticket->s = NULL;
+	if (s->in_agent_map)
+		HASH_DEL(w->by_agent, s);
+	if (s->epoch && w->pool)
+		rt_pool_release(w->pool, s->agent, s->epoch);
+	qs_buf_free(&s->welcome);
 	TAILQ_REMOVE(&w->sessions, s, link);
 	event_free(s->timer);
 	bufferevent_free(s->bev);
@@ -146,6 +154,7 @@ static void dispatch(struct gw_session *s, const struct qs_frame *f)
 		gw_req_upload(s, &f->u.upload);
 		return;
 	case QS_FETCH:
+		gw_push_fetched(s);
 		gw_req_fetch(s, &f->u.fetch);
 		return;
 	case QS_DELIVER_ACK:
@@ -161,8 +170,10 @@ static void dispatch(struct gw_session *s, const struct qs_frame *f)
 			gw_session_error(s, QS_E_INTERNAL, "cannot encode PONG");
 		return;
 	}
+	case QS_PUSH_ACK:
+		gw_push_ack(s, f->u.push_id);
+		return;
 	case QS_PONG:
-	case QS_PUSH_ACK: /* nothing is pushed before push routing exists */
 		return;
 	case QS_BYE:
 		gw_slog(GW_LOG_DEBUG, s, "BYE");
@@ -354,4 +365,25 @@ void gw_session_wait(struct gw_session *s, struct st_op *op)
 void gw_session_welcomed(struct gw_session *s)
 {
 	evtimer_del(s->timer);
+}
+
+struct gw_session *gw_session_find(struct gw_worker *w, const char *agent)
+{
+	struct gw_session *s = NULL;
+	HASH_FIND_STR(w->by_agent, agent, s);
+	return s;
+}
+
+void gw_session_register(struct gw_session *s)
+{
+	struct gw_worker *w = s->w;
+	struct gw_session *old = gw_session_find(w, s->agent);
+	if (old) {
+		HASH_DEL(w->by_agent, old);
+		old->in_agent_map = 0;
+		gw_session_error(old, QS_E_SUPERSEDED, "a newer session of agent %s took over on worker %s",
+				 s->agent, w->wc->name);
+	}
+	HASH_ADD_STR(w->by_agent, agent, s);
+	s->in_agent_map = 1;
 }

@@ -10,6 +10,7 @@
 
 #include <stdint.h>
 #include <sys/queue.h>
+#include <uthash.h>
 
 struct gw_worker;
 struct bufferevent;
@@ -45,7 +46,44 @@ struct gw_session {
 	int req_count;     /* entries of the in-flight DELIVER_ACK or STATUS */
 	int pending_error; /* ERROR to send once the in-flight request is answered */
 	char pending_text[160];
+
+	/* Pool registration (docs/design.md "Redis"). */
+	UT_hash_handle hh;        /* in w->by_agent from HELLO on: one session per agent here */
+	int in_agent_map;
+	uint64_t epoch;           /* this live session's epoch in Redis; 0 if not registered */
+	struct gw_ticket *ticket; /* Redis claim in flight (its s is cleared if we go first) */
+	struct qs_buf welcome;    /* encoded WELCOME, written once the claim is done */
+	int64_t pending_at_hello; /* pending messages when the store answered HELLO */
+
+	/* Push (protocol.md PUSH/PUSH_ACK). */
+	uint64_t push_seq;         /* last push_id used on this session */
+	uint64_t push_out_id;      /* PUSH awaiting its PUSH_ACK (0: none) */
+	int64_t push_commit_ms;    /* commit time of the message that raised it */
+	int64_t coalesce_until_ms; /* further pushes coalesce until then (0: not coalescing) */
+	int deferred_n;            /* pushes that arrived before WELCOME was written */
+	int64_t deferred_commit_ms;
 };
+
+/* A reply from Redis may outlive the session that asked: the ticket is
+ * what the callback gets, and s is NULL once the session is gone. */
+struct gw_ticket {
+	struct gw_session *s;
+};
+
+/* The worker's session of this agent (past HELLO), or NULL. */
+struct gw_session *gw_session_find(struct gw_worker *w, const char *agent);
+/* Enters s in the worker's agent map; an older session of the same agent on
+ * this worker gets ERROR superseded. */
+void gw_session_register(struct gw_session *s);
+
+/* Push (push.c). */
+void gw_push_route(struct gw_worker *w, const char *agent, int64_t commit_ms, int n);
+void gw_push_deliver(struct gw_worker *w, const char *agent, int64_t commit_ms, int n,
+		     const char *session_worker);
+void gw_push_after_welcome(struct gw_session *s);
+void gw_push_ack(struct gw_session *s, uint64_t push_id);
+void gw_push_fetched(struct gw_session *s);
+void gw_push_supersede(struct gw_worker *w, const char *agent, uint64_t epoch);
 
 /* Takes ownership of fd (an accepted connection). */
 void gw_session_accept(struct gw_worker *w, int fd, const char *peer);

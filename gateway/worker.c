@@ -4,6 +4,7 @@
 
 #include "gateway/log.h"
 #include "gateway/session.h"
+#include "router/rt_pool.h"
 #include "store/store.h"
 
 #include <arpa/inet.h>
@@ -90,6 +91,7 @@ static void begin_stop(struct gw_worker *w)
 	if (w->stopping)
 		return;
 	w->stopping = 1;
+	atomic_store(&w->gauges.draining, 1);
 	if (w->listener) {
 		evconnlistener_free(w->listener);
 		w->listener = NULL;
@@ -105,13 +107,146 @@ static void begin_stop(struct gw_worker *w)
 	finish_if_idle(w);
 }
 
+/* Admin drain: stop listening (new connects are refused), end every session
+ * with ERROR draining once it has its owed responses. REASSIGN for
+ * router-assigned agents comes with the router. */
+static void drain(struct gw_worker *w)
+{
+	if (w->drained || w->stopping)
+		return;
+	w->drained = 1;
+	atomic_store(&w->gauges.draining, 1);
+	if (w->listener) {
+		evconnlistener_free(w->listener);
+		w->listener = NULL;
+	}
+	gw_log(GW_LOG_INFO, "worker %s: drained by the admin (%d sessions told)", w->wc->name,
+	       w->n_sessions + w->n_pending_hello);
+	for (struct gw_session *s = TAILQ_FIRST(&w->sessions), *next; s; s = next) {
+		next = TAILQ_NEXT(s, link);
+		gw_session_error(s, QS_E_DRAINING, "worker %s is draining", w->wc->name);
+	}
+}
+
+static int bind_listener(struct gw_worker *w, char *err, size_t errlen);
+
+static void resume(struct gw_worker *w)
+{
+	if (!w->drained || w->stopping)
+		return;
+	char err[256];
+	if (bind_listener(w, err, sizeof(err)) != 0) {
+		gw_log(GW_LOG_ERROR, "%s (still drained)", err);
+		return;
+	}
+	w->drained = 0;
+	atomic_store(&w->gauges.draining, 0);
+	gw_log(GW_LOG_INFO, "worker %s: resumed, accepting on %s", w->wc->name, w->wc->listen);
+}
+
 static void on_command(evutil_socket_t fd, short what, void *arg)
 {
 	struct gw_worker *w = arg;
 	int cmds = atomic_exchange(&w->commands, 0);
 	if (cmds & GW_CMD_STOP)
 		begin_stop(w);
+	if (cmds & GW_CMD_DRAIN)
+		drain(w);
+	if (cmds & GW_CMD_RESUME)
+		resume(w);
 }
+
+/* ---- the pool's view of this worker (Redis) ---- */
+
+static void heartbeat(struct gw_worker *w)
+{
+	int sessions = 0, on_primary = 0;
+	for (struct gw_session *s = w->by_agent; s; s = s->hh.next) {
+		sessions++;
+		on_primary += s->on_primary;
+	}
+	atomic_store(&w->gauges.sessions, sessions);
+	atomic_store(&w->gauges.on_primary, on_primary);
+	if (!w->pool)
+		return;
+	char address[300];
+	snprintf(address, sizeof(address), strchr(w->wc->adv[0].host, ':') ? "[%s]:%u" : "%s:%u",
+		 w->wc->adv[0].host, w->wc->adv[0].port);
+	uint64_t push[GW_PUSH_N];
+	for (int i = 0; i < GW_PUSH_N; i++)
+		push[i] = atomic_load_explicit(&w->counters.push[i], memory_order_relaxed);
+	struct rt_worker_info info = {
+		.address = address,
+		.listen = w->wc->listen,
+		.state = w->drained || w->stopping ? "draining" : "serving",
+		.sessions = sessions,
+		.on_primary = on_primary,
+		.push = push,
+		.push_names = gw_push_result_names,
+		.n_push = GW_PUSH_N,
+	};
+	rt_pool_heartbeat(w->pool, &info);
+}
+
+static void on_heartbeat(evutil_socket_t fd, short what, void *arg)
+{
+	heartbeat(arg);
+}
+
+static void on_announced(void *arg, uint64_t epoch)
+{
+	struct gw_ticket *t = arg;
+	if (t->s) {
+		t->s->ticket = NULL;
+		if (epoch)
+			t->s->epoch = epoch;
+	}
+	free(t);
+}
+
+/* Redis is back (or up for the first time): register at once, and tell the
+ * pool about every live session here, superseding nobody. */
+static void on_pool_state(void *arg, int up)
+{
+	struct gw_worker *w = arg;
+	atomic_store(&w->gauges.redis_up, up);
+	gw_log(up ? GW_LOG_INFO : GW_LOG_WARN, "worker %s: redis %s", w->wc->name,
+	       up ? "up" : "down: pushes fail, syncs go on");
+	if (!up)
+		return;
+	heartbeat(w);
+	int n = 0;
+	for (struct gw_session *s = w->by_agent; s; s = s->hh.next) {
+		if (s->state == GW_S_CLOSING || s->state == GW_S_WELCOMING || s->ticket)
+			continue;
+		struct gw_ticket *t = malloc(sizeof(*t));
+		if (!t)
+			break;
+		t->s = s;
+		s->ticket = t;
+		struct rt_claim c = {s->agent,     s->primary, s->primary_sent[0] != 0, s->primary_sent,
+				     s->on_primary, s->persist, s->since_ms};
+		if (rt_pool_claim(w->pool, &c, 1, on_announced, t) != 0) {
+			s->ticket = NULL;
+			free(t);
+			break;
+		}
+		n++;
+	}
+	if (n)
+		gw_log(GW_LOG_INFO, "worker %s: re-announced %d sessions", w->wc->name, n);
+}
+
+static void on_pool_push(void *arg, const char *agent, int64_t commit_ms, int n, const char *sw)
+{
+	gw_push_deliver(arg, agent, commit_ms, n, sw);
+}
+
+static void on_pool_supersede(void *arg, const char *agent, uint64_t epoch)
+{
+	gw_push_supersede(arg, agent, epoch);
+}
+
 
 #define PURGE_INTERVAL_S 60
 #define PURGE_BATCH      1000
@@ -153,16 +288,31 @@ static void on_purge_timer(evutil_socket_t fd, short what, void *arg)
 static void on_store_state(void *arg, int up)
 {
 	struct gw_worker *w = arg;
+	atomic_store(&w->gauges.store_up, up);
 	gw_log(up ? GW_LOG_INFO : GW_LOG_WARN, "worker %s: store %s", w->wc->name,
 	       up ? "up" : "down");
 	/* The listener is bound at start but accepts only once the store has
 	 * been reached: a worker that never had a store serves nobody. Later
 	 * outages are answered per request (store_unavailable). */
-	if (up && !w->accepting && w->listener && !w->stopping) {
+	if (up && !w->accepting && w->listener && !w->stopping && !w->drained) {
 		w->accepting = 1;
 		evconnlistener_enable(w->listener);
 		gw_log(GW_LOG_INFO, "worker %s: accepting on %s", w->wc->name, w->wc->listen);
 	}
+}
+
+static int bind_listener(struct gw_worker *w, char *err, size_t errlen)
+{
+	w->listener = evconnlistener_new_bind(w->base, on_accept, w,
+					      LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+					      1024, (const struct sockaddr *)&w->wc->sa, (int)w->wc->sa_len);
+	if (!w->listener) {
+		snprintf(err, errlen, "worker %s: cannot listen on %s: %s", w->wc->name, w->wc->listen,
+			 strerror(errno));
+		return -1;
+	}
+	evconnlistener_set_error_cb(w->listener, on_accept_error);
+	return 0;
 }
 
 struct gw_worker *gw_worker_new(const struct gw_config *conf, int index, char *err, size_t errlen)
@@ -184,18 +334,11 @@ struct gw_worker *gw_worker_new(const struct gw_config *conf, int index, char *e
 		free(w);
 		return NULL;
 	}
-	w->listener = evconnlistener_new_bind(
-	    w->base, on_accept, w,
-	    LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 1024,
-	    (const struct sockaddr *)&w->wc->sa, (int)w->wc->sa_len);
-	if (!w->listener) {
-		snprintf(err, errlen, "worker %s: cannot listen on %s: %s", w->wc->name,
-		         w->wc->listen, strerror(errno));
+	if (bind_listener(w, err, errlen) != 0) {
 		event_base_free(w->base);
 		free(w);
 		return NULL;
 	}
-	evconnlistener_set_error_cb(w->listener, on_accept_error);
 	evconnlistener_disable(w->listener); /* until the store is first reached */
 	w->command_ev = event_new(w->base, -1, 0, on_command, w);
 	w->drain_timer = evtimer_new(w->base, on_drain_deadline, w);
@@ -205,6 +348,13 @@ struct gw_worker *gw_worker_new(const struct gw_config *conf, int index, char *e
 		evtimer_add(w->purge_timer, &tv);
 	}
 	w->store = st_conn_new(w->base, conf->conninfo, w->wc->name, on_store_state, w);
+	struct rt_pool_conf pc = {conf->redis_host, conf->redis_port, conf->redis_password,
+				  conf->redis_prefix, w->wc->name, conf->node_name};
+	struct rt_pool_hooks hooks = {on_pool_push, on_pool_supersede, on_pool_state};
+	w->pool = rt_pool_new(w->base, &pc, &hooks, w);
+	w->heartbeat_timer = event_new(w->base, -1, EV_PERSIST, on_heartbeat, w);
+	struct timeval second = {1, 0};
+	event_add(w->heartbeat_timer, &second);
 	if (!w->store) {
 		snprintf(err, errlen, "worker %s: out of memory", w->wc->name);
 		return NULL;
@@ -238,7 +388,9 @@ void gw_worker_join_and_free(struct gw_worker *w)
 	struct gw_session *s;
 	while ((s = TAILQ_FIRST(&w->sessions)))
 		gw_session_free(s);
+	rt_pool_free(w->pool);
 	st_conn_free(w->store);
+	event_free(w->heartbeat_timer);
 	if (w->listener)
 		evconnlistener_free(w->listener);
 	event_free(w->command_ev);

@@ -17,11 +17,14 @@ struct event_base;
 struct event;
 struct evconnlistener;
 struct st_conn;
+struct rt_pool;
 struct gw_session;
 
 /* Commands the main thread posts to a worker. */
 enum gw_command {
-	GW_CMD_STOP = 1, /* drain (SIGTERM), then leave the loop */
+	GW_CMD_STOP = 1,   /* drain (SIGTERM), then leave the loop */
+	GW_CMD_DRAIN = 2,  /* admin drain: stop listening, ERROR draining to sessions */
+	GW_CMD_RESUME = 4, /* admin resume: listen again */
 };
 
 struct gw_worker {
@@ -32,6 +35,10 @@ struct gw_worker {
 	struct event_base *base;
 	struct evconnlistener *listener; /* NULL once draining */
 	struct st_conn *store;
+	struct rt_pool *pool;          /* Redis routing state (docs/design.md) */
+	struct gw_session *by_agent;   /* uthash: sessions past HELLO, by agent id */
+	struct event *heartbeat_timer; /* registry heartbeat and push figures, every 1 s */
+	int drained;                   /* admin drain: not listening until resumed */
 	struct event *command_ev;
 	_Atomic int commands;
 	struct event *drain_timer;
@@ -45,6 +52,7 @@ struct gw_worker {
 	struct qs_limits limits;
 	struct qs_buf scratch; /* encoding buffer, reused by every session of this worker */
 	struct gw_counters counters;
+	struct gw_gauges gauges;
 };
 
 /* Creates the worker and binds its listener (called by the main thread at

@@ -45,6 +45,8 @@ struct st_conn {
 	TAILQ_HEAD(, st_op) inflight;
 	st_state_fn on_state;
 	void *state_arg;
+	st_notify_fn on_notify;
+	void *notify_arg;
 };
 
 #define BACKOFF_MIN_MS 250
@@ -165,6 +167,12 @@ static void on_readable(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	take_results(c);
+	PGnotify *n;
+	while (c->state == ST_UP && (n = PQnotifies(c->pg))) {
+		if (c->on_notify)
+			c->on_notify(c->notify_arg, n->relname, n->extra);
+		PQfreemem(n);
+	}
 	if (c->state == ST_UP && PQstatus(c->pg) == CONNECTION_BAD)
 		conn_lost(c, "connection closed");
 }
@@ -300,6 +308,12 @@ void st_conn_free(struct st_conn *c)
 		PQfinish(c->pg);
 	free(c->conninfo);
 	free(c);
+}
+
+void st_conn_on_notify(struct st_conn *c, st_notify_fn fn, void *arg)
+{
+	c->on_notify = fn;
+	c->notify_arg = arg;
 }
 
 int st_conn_is_up(const struct st_conn *c)

@@ -26,6 +26,12 @@ struct st_conn *st_conn_new(struct event_base *base, const char *conninfo, const
 void st_conn_free(struct st_conn *c);
 int st_conn_is_up(const struct st_conn *c);
 
+/* LISTEN support: fn gets every notification (channel, payload) that
+ * arrives on this connection. The LISTEN itself is an ordinary statement,
+ * to be re-sent each time the connection comes up. */
+typedef void (*st_notify_fn)(void *arg, const char *channel, const char *payload);
+void st_conn_on_notify(struct st_conn *c, st_notify_fn fn, void *arg);
+
 /* Parameters of one statement, built with st_params_*; all are sent in
  * binary format. Owns its buffers; reset with st_params_clear. */
 #define ST_MAX_PARAMS 16

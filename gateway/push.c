@@ -1,0 +1,158 @@
+/* Push (gateway.md "Push", protocol.md PUSH/PUSH_ACK): routing a push
+ * when a message commits, delivering it on the agent's primary worker,
+ * coalescing, and the accounting of docs/design.md "Push accounting".
+ * Runs on the worker's thread; Redis calls go through router/rt_pool. */
+#include "gateway/log.h"
+#include "gateway/session.h"
+#include "gateway/worker.h"
+#include "router/rt_pool.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void account(struct gw_worker *w, const char *agent, enum gw_push_result r, int64_t latency_ms)
+{
+	gw_count_push(w, r);
+	if (w->pool)
+		rt_pool_account(w->pool, agent, gw_push_result_names[r], latency_ms);
+}
+
+struct route_arg {
+	struct gw_worker *w; /* workers outlive their Redis connections */
+	char agent[121];
+};
+
+static void on_routed(void *arg, int failed, int delivered, const char *target,
+		      const char *session_worker)
+{
+	struct route_arg *ra = arg;
+	struct gw_worker *w = ra->w;
+	if (failed)
+		account(w, ra->agent, GW_PUSH_FAILED, -1);
+	else if (!target[0])
+		account(w, ra->agent, GW_PUSH_NO_SESSION, -1); /* no primary, no session */
+	else if (delivered == 0) /* the target worker is down: nobody decided */
+		account(w, ra->agent,
+			session_worker[0] ? GW_PUSH_SUPPRESSED_OFF_PRIMARY : GW_PUSH_NO_SESSION, -1);
+	/* else the target worker counts what became of it */
+	free(ra);
+}
+
+void gw_push_route(struct gw_worker *w, const char *agent, int64_t commit_ms, int n)
+{
+	gw_count_push(w, GW_PUSH_ROUTED);
+	struct route_arg *ra = malloc(sizeof(*ra));
+	if (ra) {
+		ra->w = w;
+		snprintf(ra->agent, sizeof(ra->agent), "%s", agent);
+	}
+	if (!ra || !w->pool ||
+	    rt_pool_route(w->pool, agent, commit_ms, n, w->conf->push_any, on_routed, ra) != 0) {
+		free(ra);
+		gw_count_push(w, GW_PUSH_FAILED); /* Redis is down: the agent learns at its next sync */
+	}
+}
+
+static void send_push(struct gw_session *s, int pending, int64_t commit_ms)
+{
+	struct qs_frame f = {.type = QS_PUSH};
+	f.u.push.push_id = ++s->push_seq;
+	f.u.push.pending = pending > 0 ? (uint32_t)pending : 1;
+	if (gw_session_send(s, &f) != 0)
+		return;
+	s->push_out_id = f.u.push.push_id;
+	s->push_commit_ms = commit_ms;
+	s->coalesce_until_ms = gw_now_ms() + 2000LL * s->w->conf->heartbeat;
+	account(s->w, s->agent, GW_PUSH_SENT, -1);
+	gw_slog(GW_LOG_DEBUG, s, "PUSH %llu (pending %d)", (unsigned long long)f.u.push.push_id, pending);
+}
+
+/* Whether a PUSH may go on this session at all (policy and session kind). */
+static enum gw_push_result push_refusal(const struct gw_session *s)
+{
+	if (!s->persist)
+		return GW_PUSH_NO_SESSION;
+	if (!s->on_primary && !s->w->conf->push_any)
+		return GW_PUSH_SUPPRESSED_OFF_PRIMARY;
+	return GW_PUSH_SENT;
+}
+
+void gw_push_deliver(struct gw_worker *w, const char *agent, int64_t commit_ms, int n,
+		     const char *session_worker)
+{
+	struct gw_session *s = gw_session_find(w, agent);
+	if (!s || s->state == GW_S_CLOSING) {
+		int elsewhere = session_worker[0] && strcmp(session_worker, w->wc->name) != 0;
+		account(w, agent, elsewhere ? GW_PUSH_SUPPRESSED_OFF_PRIMARY : GW_PUSH_NO_SESSION, -1);
+		return;
+	}
+	if (s->state == GW_S_AWAIT_HELLO || s->state == GW_S_WELCOMING) {
+		/* WELCOME is not written yet: the PUSH follows it. */
+		if (!s->deferred_n || commit_ms < s->deferred_commit_ms)
+			s->deferred_commit_ms = commit_ms;
+		s->deferred_n += n > 0 ? n : 1;
+		return;
+	}
+	enum gw_push_result r = push_refusal(s);
+	if (r != GW_PUSH_SENT) {
+		account(w, agent, r, -1);
+		return;
+	}
+	if (s->coalesce_until_ms > gw_now_ms()) {
+		account(w, agent, GW_PUSH_COALESCED, -1);
+		return;
+	}
+	send_push(s, n, commit_ms);
+}
+
+void gw_push_after_welcome(struct gw_session *s)
+{
+	int deferred = s->deferred_n;
+	s->deferred_n = 0;
+	if (!deferred && s->pending_at_hello <= 0)
+		return;
+	enum gw_push_result r = push_refusal(s);
+	if (!deferred) { /* only what was pending at HELLO: a push of its own */
+		if (r != GW_PUSH_SENT)
+			return; /* nothing was routed: nothing to count */
+		gw_count_push(s->w, GW_PUSH_ROUTED);
+		send_push(s, (int)s->pending_at_hello, gw_now_ms());
+		return;
+	}
+	if (r != GW_PUSH_SENT) { /* routed pushes that found no place to go */
+		account(s->w, s->agent, r, -1);
+		return;
+	}
+	int pending = (int)s->pending_at_hello > deferred ? (int)s->pending_at_hello : deferred;
+	send_push(s, pending, s->deferred_commit_ms);
+}
+
+void gw_push_ack(struct gw_session *s, uint64_t push_id)
+{
+	if (!push_id || push_id != s->push_out_id)
+		return; /* stale or unknown: nothing to account */
+	int64_t latency = gw_now_ms() - s->push_commit_ms;
+	if (latency < 0)
+		latency = 0;
+	s->push_out_id = 0;
+	s->coalesce_until_ms = 0;
+	gw_histogram_observe(&s->w->counters.push_latency, (double)latency / 1000.0);
+	account(s->w, s->agent, GW_PUSH_ACKED, latency);
+}
+
+void gw_push_fetched(struct gw_session *s)
+{
+	s->coalesce_until_ms = 0; /* the agent is fetching: the next commit pushes again */
+}
+
+void gw_push_supersede(struct gw_worker *w, const char *agent, uint64_t epoch)
+{
+	struct gw_session *s = gw_session_find(w, agent);
+	if (!s || s->epoch != epoch)
+		return; /* already gone, or a newer session of ours */
+	HASH_DEL(w->by_agent, s);
+	s->in_agent_map = 0;
+	s->epoch = 0; /* the newer session owns the Redis entry now */
+	gw_session_error(s, QS_E_SUPERSEDED, "a newer session of agent %s took over elsewhere", agent);
+}

@@ -1,0 +1,258 @@
+/* hiredis async connection with reconnect; see rt_redis.h.
+ *
+ * hiredis frees its context after the disconnect callback and after a failed
+ * connect; we only drop our pointer then and arm the reconnect timer. While
+ * the connection is down, commands are refused at once (-1) rather than
+ * queued: callers count a failure and go on from the store. */
+#include "router/rt_redis.h"
+
+#include "gateway/log.h"
+
+#include <event2/event.h>
+#include <hiredis/adapters/libevent.h>
+#include <hiredis/async.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BACKOFF_MIN_MS 250
+#define BACKOFF_MAX_MS 2000
+
+struct rt_redis {
+	struct event_base *base;
+	char host[256];
+	int port;
+	char password[256];
+	char name[80];
+	redisAsyncContext *ac; /* NULL while down */
+	int up;                /* connected (and authenticated, if a password is set) */
+	int backoff_ms;
+	struct event *retry;
+	rt_state_fn on_state;
+	void *arg;
+	int was_up; /* logged "lost" only for a connection that had come up */
+	rt_message_fn sub_fn; /* subscriber connections: where messages go */
+	void *sub_arg;
+};
+
+static void connect_now(struct rt_redis *r);
+
+static void arm_retry(struct rt_redis *r)
+{
+	struct timeval tv = {r->backoff_ms / 1000, (r->backoff_ms % 1000) * 1000};
+	evtimer_add(r->retry, &tv);
+	r->backoff_ms = r->backoff_ms * 2 > BACKOFF_MAX_MS ? BACKOFF_MAX_MS : r->backoff_ms * 2;
+}
+
+static void set_up(struct rt_redis *r, int up)
+{
+	if (r->up == up)
+		return;
+	r->up = up;
+	if (up) {
+		r->was_up = 1;
+		r->backoff_ms = BACKOFF_MIN_MS;
+		gw_log(GW_LOG_INFO, "redis %s: connected to %s:%d", r->name, r->host, r->port);
+	}
+	if (r->on_state)
+		r->on_state(r->arg, up);
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+	struct rt_redis *r = ac->data;
+	if (status != REDIS_OK) {
+		gw_log(GW_LOG_DEBUG, "redis %s: connect to %s:%d failed: %s", r->name, r->host, r->port,
+		       ac->errstr);
+		r->ac = NULL; /* hiredis frees it */
+		arm_retry(r);
+		return;
+	}
+	if (!r->password[0])
+		set_up(r, 1);
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+	struct rt_redis *r = ac->data;
+	r->ac = NULL; /* hiredis frees it */
+	if (r->up || r->was_up)
+		gw_log(GW_LOG_WARN, "redis %s: connection lost: %s", r->name,
+		       status == REDIS_OK ? "closed" : ac->errstr);
+	r->was_up = 0;
+	set_up(r, 0);
+	if (r->retry)
+		arm_retry(r);
+}
+
+static void on_auth(redisAsyncContext *ac, void *reply, void *privdata)
+{
+	struct rt_redis *r = privdata;
+	redisReply *rep = reply;
+	if (!rep || rep->type == REDIS_REPLY_ERROR) {
+		gw_log(GW_LOG_ERROR, "redis %s: AUTH refused%s%s", r->name, rep ? ": " : "",
+		       rep ? rep->str : "");
+		redisAsyncDisconnect(ac);
+		return;
+	}
+	set_up(r, 1);
+}
+
+static void connect_now(struct rt_redis *r)
+{
+	redisAsyncContext *ac = redisAsyncConnect(r->host, r->port);
+	if (!ac || ac->err) {
+		gw_log(GW_LOG_DEBUG, "redis %s: cannot connect: %s", r->name, ac ? ac->errstr : "out of memory");
+		if (ac)
+			redisAsyncFree(ac);
+		arm_retry(r);
+		return;
+	}
+	ac->data = r;
+	r->ac = ac;
+	redisLibeventAttach(ac, r->base);
+	redisAsyncSetConnectCallback(ac, on_connect);
+	redisAsyncSetDisconnectCallback(ac, on_disconnect);
+	if (r->password[0])
+		redisAsyncCommand(ac, on_auth, r, "AUTH %s", r->password);
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+	struct rt_redis *r = arg;
+	if (!r->ac)
+		connect_now(r);
+}
+
+struct rt_redis *rt_redis_new(struct event_base *base, const char *host, int port,
+			      const char *password, const char *name, rt_state_fn on_state, void *arg)
+{
+	struct rt_redis *r = calloc(1, sizeof(*r));
+	if (!r)
+		return NULL;
+	r->base = base;
+	snprintf(r->host, sizeof(r->host), "%s", host);
+	r->port = port;
+	snprintf(r->password, sizeof(r->password), "%s", password ? password : "");
+	snprintf(r->name, sizeof(r->name), "%s", name);
+	r->on_state = on_state;
+	r->arg = arg;
+	r->backoff_ms = BACKOFF_MIN_MS;
+	r->retry = evtimer_new(base, on_retry, r);
+	connect_now(r);
+	return r;
+}
+
+void rt_redis_free(struct rt_redis *r)
+{
+	if (!r)
+		return;
+	r->on_state = NULL;
+	event_free(r->retry);
+	r->retry = NULL;
+	if (r->ac) {
+		redisAsyncContext *ac = r->ac;
+		r->ac = NULL;
+		ac->data = r;
+		/* Pending callbacks run with NULL replies now, then the disconnect
+		 * callback; neither may use r afterwards. */
+		redisAsyncSetDisconnectCallback(ac, NULL);
+		redisAsyncFree(ac);
+	}
+	free(r);
+}
+
+int rt_redis_is_up(const struct rt_redis *r)
+{
+	return r && r->up && r->ac;
+}
+
+/* Replies go to the caller's function; the trampoline carries it. */
+struct pending {
+	rt_reply_fn fn;
+	void *arg;
+};
+
+static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+	struct pending *p = privdata;
+	if (p->fn)
+		p->fn(p->arg, reply);
+	free(p);
+}
+
+static struct pending *pending_new(rt_reply_fn fn, void *arg)
+{
+	struct pending *p = malloc(sizeof(*p));
+	if (p) {
+		p->fn = fn;
+		p->arg = arg;
+	}
+	return p;
+}
+
+int rt_redis_command(struct rt_redis *r, rt_reply_fn fn, void *arg, const char *fmt, ...)
+{
+	if (!rt_redis_is_up(r))
+		return -1;
+	struct pending *p = pending_new(fn, arg);
+	if (!p)
+		return -1;
+	va_list ap;
+	va_start(ap, fmt);
+	int rc = redisvAsyncCommand(r->ac, on_reply, p, fmt, ap);
+	va_end(ap);
+	if (rc != REDIS_OK) {
+		free(p);
+		return -1;
+	}
+	return 0;
+}
+
+int rt_redis_commandv(struct rt_redis *r, rt_reply_fn fn, void *arg, int argc, const char **argv,
+		      const size_t *argvlen)
+{
+	if (!rt_redis_is_up(r))
+		return -1;
+	struct pending *p = pending_new(fn, arg);
+	if (!p)
+		return -1;
+	if (redisAsyncCommandArgv(r->ac, on_reply, p, argc, argv, argvlen) != REDIS_OK) {
+		free(p);
+		return -1;
+	}
+	return 0;
+}
+
+/* The subscription callback is registered once per channel by hiredis and
+ * called with NULL for each when the connection goes: privdata is the
+ * connection itself, which outlives it. */
+static void on_message(redisAsyncContext *ac, void *reply, void *privdata)
+{
+	struct rt_redis *r = privdata;
+	redisReply *rep = reply;
+	if (!rep || !r->sub_fn)
+		return;
+	if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 3 &&
+	    rep->element[0]->type == REDIS_REPLY_STRING && strcmp(rep->element[0]->str, "message") == 0 &&
+	    rep->element[2]->type == REDIS_REPLY_STRING)
+		r->sub_fn(r->sub_arg, rep->element[1]->str, rep->element[2]->str, rep->element[2]->len);
+}
+
+int rt_redis_subscribe(struct rt_redis *r, const char *const *channels, int n, rt_message_fn fn,
+		       void *arg)
+{
+	if (!rt_redis_is_up(r) || n < 1 || n > 15)
+		return -1;
+	const char *argv[16];
+	size_t lens[16];
+	argv[0] = "SUBSCRIBE";
+	lens[0] = 9;
+	for (int i = 0; i < n; i++) {
+		argv[i + 1] = channels[i];
+		lens[i + 1] = strlen(channels[i]);
+	}
+	r->sub_fn = fn;
+	r->sub_arg = arg;
+	return redisAsyncCommandArgv(r->ac, on_message, r, n + 1, argv, lens) == REDIS_OK ? 0 : -1;
+}

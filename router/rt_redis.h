@@ -1,0 +1,41 @@
+/* One hiredis async connection driven by a libevent loop, with its own
+ * reconnect (backoff 250 ms doubling to 2 s) and AUTH. Used by each worker
+ * (commands, and a second connection for SUBSCRIBE) and by the node's main
+ * thread. Everything runs on the owning loop's thread. */
+#ifndef RT_REDIS_H
+#define RT_REDIS_H
+
+#include <hiredis/hiredis.h>
+#include <stddef.h>
+
+struct event_base;
+struct rt_redis;
+
+/* A command's reply; r is NULL when the command could not complete (the
+ * connection is down or broke). r is freed by hiredis after the call. */
+typedef void (*rt_reply_fn)(void *arg, redisReply *r);
+
+/* Called when the connection comes up (up = 1) or goes down (up = 0). On
+ * up, a subscriber re-issues its SUBSCRIBE here. */
+typedef void (*rt_state_fn)(void *arg, int up);
+
+struct rt_redis *rt_redis_new(struct event_base *base, const char *host, int port,
+			      const char *password, const char *name, rt_state_fn on_state,
+			      void *arg);
+void rt_redis_free(struct rt_redis *r);
+int rt_redis_is_up(const struct rt_redis *r);
+
+/* Sends a command (hiredis format string). Returns 0, or -1 when the
+ * connection is down (fn is then never called). fn may be NULL. */
+int rt_redis_command(struct rt_redis *r, rt_reply_fn fn, void *arg, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+int rt_redis_commandv(struct rt_redis *r, rt_reply_fn fn, void *arg, int argc, const char **argv,
+		      const size_t *argvlen);
+
+/* Subscriber connections: fn is called for every message on the channels
+ * (message payload in msg, its length in len). Re-subscribe on each up. */
+typedef void (*rt_message_fn)(void *arg, const char *channel, const char *msg, size_t len);
+int rt_redis_subscribe(struct rt_redis *r, const char *const *channels, int n, rt_message_fn fn,
+		       void *arg);
+
+#endif
