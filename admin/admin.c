@@ -1,6 +1,8 @@
 /* The admin port stub; see admin.h. */
 #include "admin/admin.h"
 
+#include "gateway/node.h"
+
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/http.h>
@@ -26,18 +28,17 @@ static void on_request(struct evhttp_request *req, void *arg)
 	evbuffer_free(body);
 }
 
-struct adm_server *adm_start(struct event_base *base, const struct sockaddr *sa, socklen_t len,
-                             char *err, size_t errlen)
+struct adm_server *adm_start(struct gw_node *node, char *err, size_t errlen)
 {
 	struct adm_server *a = calloc(1, sizeof(*a));
 	struct evconnlistener *l = NULL;
 	if (a)
-		a->http = evhttp_new(base);
+		a->http = evhttp_new(node->base);
 	if (a && a->http)
-		l = evconnlistener_new_bind(base, NULL, NULL,
+		l = evconnlistener_new_bind(node->base, NULL, NULL,
 		                            LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE |
 		                                LEV_OPT_CLOSE_ON_EXEC,
-		                            128, sa, (int)len);
+		                            128, (struct sockaddr *)&node->conf.admin_sa, (int)node->conf.admin_sa_len);
 	if (!l || !evhttp_bind_listener(a->http, l)) {
 		snprintf(err, errlen, "admin: cannot listen: %s", strerror(errno));
 		if (l)

@@ -4,14 +4,13 @@
 #ifndef ADM_ADMIN_H
 #define ADM_ADMIN_H
 
-#include <sys/socket.h>
+#include <stddef.h>
 
-struct event_base;
+struct gw_node;
 struct adm_server;
 
-/* Binds the admin listener. Returns NULL with err on failure. */
-struct adm_server *adm_start(struct event_base *base, const struct sockaddr *sa, socklen_t len,
-                             char *err, size_t errlen);
+/* Binds the admin listener on the node's main loop. Returns NULL with err. */
+struct adm_server *adm_start(struct gw_node *node, char *err, size_t errlen);
 void adm_stop(struct adm_server *a);
 
 #endif

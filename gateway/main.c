@@ -5,6 +5,7 @@
 #include "admin/admin.h"
 #include "gateway/config.h"
 #include "gateway/log.h"
+#include "gateway/node.h"
 #include "gateway/worker.h"
 #include "store/schema.h"
 
@@ -18,11 +19,9 @@
 
 #define STORE_START_WAIT_S 30
 
+/* The node plus what only the main thread's signal handling needs. */
 struct node {
-	struct gw_config conf;
-	struct gw_worker *workers[GW_MAX_WORKERS];
-	int n_workers;
-	struct event_base *base;
+	struct gw_node node;
 	struct event *stop_check;
 	int stopping;
 };
@@ -47,10 +46,10 @@ static void on_stop_check(evutil_socket_t fd, short what, void *arg)
 	struct node *n = arg;
 	/* A worker's loop has exited once its thread can be joined; the
 	 * workers set no flag, so try-join each. */
-	for (int i = 0; i < n->n_workers; i++)
-		if (n->workers[i] && pthread_tryjoin_np(n->workers[i]->thread, NULL) != 0)
+	for (int i = 0; i < n->node.n_workers; i++)
+		if (n->node.workers[i] && pthread_tryjoin_np(n->node.workers[i]->thread, NULL) != 0)
 			return;
-	event_base_loopexit(n->base, NULL);
+	event_base_loopexit(n->node.base, NULL);
 }
 
 static void on_term(evutil_socket_t sig, short what, void *arg)
@@ -63,8 +62,8 @@ static void on_term(evutil_socket_t sig, short what, void *arg)
 	}
 	n->stopping = 1;
 	gw_log(GW_LOG_INFO, "signal %d: draining and stopping", (int)sig);
-	for (int i = 0; i < n->n_workers; i++)
-		gw_worker_post(n->workers[i], GW_CMD_STOP);
+	for (int i = 0; i < n->node.n_workers; i++)
+		gw_worker_post(n->node.workers[i], GW_CMD_STOP);
 	struct timeval tv = {0, 100000};
 	event_add(n->stop_check, &tv);
 }
@@ -76,13 +75,13 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
 	char err[1024];
 	if (!fresh)
 		return;
-	if (gw_config_load(n->conf.path, fresh, err, sizeof(err)) != 0) {
+	if (gw_config_load(n->node.conf.path, fresh, err, sizeof(err)) != 0) {
 		gw_log(GW_LOG_ERROR, "SIGHUP: configuration not reloaded, keeping the old one: %s",
 		       err);
 	} else {
 		/* Only reloadable keys take effect: the log level. */
 		atomic_store(&gw_log_threshold, gw_log_parse_level(fresh->log_level));
-		snprintf(n->conf.log_level, sizeof(n->conf.log_level), "%s", fresh->log_level);
+		snprintf(n->node.conf.log_level, sizeof(n->node.conf.log_level), "%s", fresh->log_level);
 		gw_log(GW_LOG_INFO, "SIGHUP: configuration reloaded (log_level %s)",
 		       fresh->log_level);
 	}
@@ -106,71 +105,73 @@ int main(int argc, char **argv)
 
 	static struct node n;
 	char err[2048];
-	if (gw_config_load(path, &n.conf, err, sizeof(err)) != 0) {
+	if (gw_config_load(path, &n.node.conf, err, sizeof(err)) != 0) {
 		fprintf(stderr, "qagw: %s\n", err);
 		return 1;
 	}
 	if (check) {
-		printf("qagw: %s: configuration ok (%d workers)\n", path, n.conf.n_workers);
+		printf("qagw: %s: configuration ok (%d workers)\n", path, n.node.conf.n_workers);
 		return 0;
 	}
-	atomic_store(&gw_log_threshold, gw_log_parse_level(n.conf.log_level));
+	atomic_store(&gw_log_threshold, gw_log_parse_level(n.node.conf.log_level));
 	signal(SIGPIPE, SIG_IGN);
 	if (evthread_use_pthreads() != 0)
 		die("libevent has no pthreads support");
-	if (!n.conf.auth_off)
+	if (!n.node.conf.auth_off)
 		gw_log(GW_LOG_WARN, "[node] auth = token: agent authentication is not built yet; "
 		                    "running as auth = off (loopback listeners only)");
 
 	struct st_worker_row rows[GW_MAX_WORKERS];
-	for (int i = 0; i < n.conf.n_workers; i++) {
-		rows[i].name = n.conf.workers[i].name;
-		rows[i].node = n.conf.node_name;
-		rows[i].advertise = n.conf.workers[i].advertise;
-		rows[i].tls = n.conf.workers[i].tls;
-		rows[i].capacity = n.conf.workers[i].capacity;
+	for (int i = 0; i < n.node.conf.n_workers; i++) {
+		rows[i].name = n.node.conf.workers[i].name;
+		rows[i].node = n.node.conf.node_name;
+		rows[i].advertise = n.node.conf.workers[i].advertise;
+		rows[i].tls = n.node.conf.workers[i].tls;
+		rows[i].capacity = n.node.conf.workers[i].capacity;
 	}
-	if (st_startup(n.conf.conninfo, STORE_START_WAIT_S, rows, n.conf.n_workers, err,
+	if (st_startup(n.node.conf.conninfo, STORE_START_WAIT_S, rows, n.node.conf.n_workers, err,
 	               sizeof(err)) != 0)
 		die(err);
 
-	n.base = event_base_new();
-	if (!n.base)
+	n.node.base = event_base_new();
+	if (!n.node.base)
 		die("cannot create the main event loop");
-	for (int i = 0; i < n.conf.n_workers; i++) {
-		n.workers[i] = gw_worker_new(&n.conf, i, err, sizeof(err));
-		if (!n.workers[i])
+	for (int i = 0; i < n.node.conf.n_workers; i++) {
+		n.node.workers[i] = gw_worker_new(&n.node.conf, i, err, sizeof(err));
+		if (!n.node.workers[i])
 			die(err);
-		n.n_workers++;
+		n.node.n_workers++;
 	}
-	struct adm_server *admin = adm_start(n.base, (struct sockaddr *)&n.conf.admin_sa,
-	                                     n.conf.admin_sa_len, err, sizeof(err));
+	if (gw_node_start_services(&n.node) != 0)
+		die("cannot create the node's store and Redis connections");
+	struct adm_server *admin = adm_start(&n.node, err, sizeof(err));
 	if (!admin)
 		die(err);
-	for (int i = 0; i < n.n_workers; i++)
-		if (gw_worker_start(n.workers[i]) != 0)
+	for (int i = 0; i < n.node.n_workers; i++)
+		if (gw_worker_start(n.node.workers[i]) != 0)
 			die("cannot start a worker thread");
 
-	struct event *sigterm = evsignal_new(n.base, SIGTERM, on_term, &n);
-	struct event *sigint = evsignal_new(n.base, SIGINT, on_term, &n);
-	struct event *sighup = evsignal_new(n.base, SIGHUP, on_hup, &n);
-	n.stop_check = event_new(n.base, -1, EV_PERSIST, on_stop_check, &n);
+	struct event *sigterm = evsignal_new(n.node.base, SIGTERM, on_term, &n);
+	struct event *sigint = evsignal_new(n.node.base, SIGINT, on_term, &n);
+	struct event *sighup = evsignal_new(n.node.base, SIGHUP, on_hup, &n);
+	n.stop_check = event_new(n.node.base, -1, EV_PERSIST, on_stop_check, &n);
 	event_add(sigterm, NULL);
 	event_add(sigint, NULL);
 	event_add(sighup, NULL);
-	gw_log(GW_LOG_INFO, "node %s: %d workers, admin on %s, store schema v%d", n.conf.node_name,
-	       n.n_workers, n.conf.admin_listen, st_schema_version());
+	gw_log(GW_LOG_INFO, "node %s: %d workers, admin on %s, store schema v%d", n.node.conf.node_name,
+	       n.node.n_workers, n.node.conf.admin_listen, st_schema_version());
 
-	event_base_dispatch(n.base);
+	event_base_dispatch(n.node.base);
 
-	for (int i = 0; i < n.n_workers; i++)
-		gw_worker_join_and_free(n.workers[i]);
+	for (int i = 0; i < n.node.n_workers; i++)
+		gw_worker_join_and_free(n.node.workers[i]);
 	adm_stop(admin);
+	gw_node_stop_services(&n.node);
 	event_free(sigterm);
 	event_free(sigint);
 	event_free(sighup);
 	event_free(n.stop_check);
-	event_base_free(n.base);
-	gw_log(GW_LOG_INFO, "node %s: stopped", n.conf.node_name);
+	event_base_free(n.node.base);
+	gw_log(GW_LOG_INFO, "node %s: stopped", n.node.conf.node_name);
 	return 0;
 }

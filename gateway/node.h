@@ -28,4 +28,9 @@ struct gw_node {
 /* The local worker of that name, or NULL. */
 struct gw_worker *gw_node_worker(struct gw_node *n, const char *name);
 
+/* Creates n->store (LISTEN qa_send: server-side messages are pushed) and
+ * n->redis on n->base. Returns 0 or -1. */
+int gw_node_start_services(struct gw_node *n) __attribute__((warn_unused_result));
+void gw_node_stop_services(struct gw_node *n);
+
 #endif
