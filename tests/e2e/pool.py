@@ -9,6 +9,7 @@ with an -x list does (protocol.md HELLO "Primary").
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from typing import Callable, List, Optional, Sequence, Tuple
@@ -144,9 +145,9 @@ def healthz(gw) -> Tuple[int, object]:
 
 
 def mentions(body, word: str) -> bool:
-    """The JSON error body names word (case-insensitive), in any key or value."""
-    text = json.dumps(body).lower() if not isinstance(body, str) else body.lower()
-    return word.lower() in text
+    """The JSON error body names word (as a whole word, case-insensitive), in a key or value."""
+    text = json.dumps(body) if not isinstance(body, str) else body
+    return re.search(rf"(?<![A-Za-z0-9_]){re.escape(word)}(?![A-Za-z0-9_])", text, re.I) is not None
 
 
 def sum_metric(gws, name: str, **labels) -> float:
