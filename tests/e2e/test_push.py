@@ -159,8 +159,9 @@ def test_no_push_off_primary_counted_suppressed_and_policy_any_pushes(qagw, pg_s
         expect_no_frame(b, 2.0)
 
         def suppressed(j):
-            return j["totals"].get("suppressed_off_primary", 0) >= 1 or \
-                (j["workers"].get("ml3") or {}).get("suppressed_off_primary", 0) >= 1
+            return j["totals"].get("routed") == 1 and (
+                j["totals"].get("suppressed_off_primary", 0) >= 1 or
+                (j["workers"].get("ml3") or {}).get("suppressed_off_primary", 0) >= 1)
         pj = poll(lambda: push_json(n1), suppressed, COUNTERS_S, "suppressed_off_primary on /api/push")
         t = pj["totals"]
         assert t["suppressed_off_primary"] == 1 and t["routed"] == 1 and t["sent"] == 0, pj
@@ -186,8 +187,9 @@ def test_no_push_off_primary_counted_suppressed_and_policy_any_pushes(qagw, pg_s
         b.send(q.PushAck(push.push_id))
         d = b.fetch()
         assert [x.id for x in d.msgs] == [m.id], d
-        pj = poll(lambda: push_json(p2), lambda j: j["totals"].get("acked") == 1, COUNTERS_S,
-                  "acked on /api/push (policy any)")
+        pj = poll(lambda: push_json(p2),
+                  lambda j: j["totals"].get("routed") == j["totals"].get("acked") == 1, COUNTERS_S,
+                  "routed and acked on /api/push (policy any)")
         assert pj["totals"]["sent"] == 1 and pj["totals"]["suppressed_off_primary"] == 0, pj
     finally:
         b.close()
@@ -223,7 +225,7 @@ def test_api_and_sql_sent_messages_are_pushed(qagw, store, uid):
         rows = store.query("SELECT * FROM qa_send(%s, %s)", (f"{B}\\q", "sent by SQL"))
         assert len(rows) == 1, rows
         sql_id, sql_seq = _id_and_seq(rows[0])
-        assert sql_id is not None, f"qa_send returned no message id: {rows}"
+        assert sql_id is not None and sql_seq is not None, f"qa_send returned no id and seq: {rows}"
         push = expect_push(b, 5)
         assert push.pending >= 1
         b.send(q.PushAck(push.push_id))
@@ -231,13 +233,12 @@ def test_api_and_sql_sent_messages_are_pushed(qagw, store, uid):
         assert [str(x.id) for x in d.msgs] == [sql_id], d
         x = d.msgs[0]
         assert (x.sender, x.queue, x.body) == ("server", "q", b"sent by SQL"), x
-        if sql_seq is not None:
-            assert x.seq == sql_seq, (x.seq, rows)
+        assert x.seq == sql_seq, (x.seq, rows)
         b.deliver_ack([x.seq])
         b.ping()
         j = poll(lambda: agent_json(n1, B), lambda j: j["push"]["acked"] == 2, COUNTERS_S,
                  "two pushes acked")
-        assert j["push"]["sent"] == 2, j
+        assert j["push"]["sent"] == 2 and j["push"]["no_session"] == 0, j
         # one push each: a NOTIFY is routed by one node of the pool only
         assert sum_metric([n1, n2], "qagw_push_total", result="routed") == 2
     finally:
