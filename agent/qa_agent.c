@@ -169,45 +169,74 @@ static int build_attempts(struct qa_agent *a, struct qa_stream *v, size_t cap, s
 	return (int)n;
 }
 
-int qa_agent_sync(struct qa_agent *a, struct qa_sync_result *r, struct qa_error *e)
+/* What every connection cycle of this agent needs: the streams to try and
+ * the HELLO to say (flags: 0 for sync, QS_FLAG_PERSIST for run). */
+struct connect_plan {
+	struct qa_stream streams[QA_MAX_STREAMS + 1];
+	char primary[QA_STREAM_TEXT_MAX];
+	struct qa_hello_params hello;
+	struct qa_cycle_params cycle;
+	int is_auto;
+};
+
+static int plan_connect(struct qa_agent *a, uint8_t flags, struct connect_plan *c,
+                        struct qa_error *e)
 {
 	const struct qa_config *cfg = a->cfg;
-	struct qa_stream streams[QA_MAX_STREAMS + 1];
-	int n = build_attempts(a, streams, QA_MAX_STREAMS + 1, e);
+	int n = build_attempts(a, c->streams, QA_MAX_STREAMS + 1, e);
 	if (n < 0)
 		return -1;
-	const int is_auto = cfg->streams[0].scheme == QA_SCHEME_AUTO;
-	char primary[QA_STREAM_TEXT_MAX] = "";
-	if (!is_auto && qa_stream_primary(&cfg->streams[0], primary, sizeof primary) < 0)
+	c->is_auto = cfg->streams[0].scheme == QA_SCHEME_AUTO;
+	c->primary[0] = '\0';
+	if (!c->is_auto && qa_stream_primary(&cfg->streams[0], c->primary, sizeof c->primary) < 0)
 		return qa_error_set(e, QA_FAIL_USAGE, "primary stream too long");
-	struct qa_hello_params hello = {
+	c->hello = (struct qa_hello_params){
 	    .agent_id = cfg->agent_id,
 	    .token = cfg->token != NULL ? cfg->token : "",
-	    .primary = primary,
-	    .flags = 0, /* sync: no PERSIST */
+	    .primary = c->primary,
+	    .flags = flags,
 	};
-	struct qa_cycle_params cycle = {
-	    .streams = streams,
+	c->cycle = (struct qa_cycle_params){
+	    .streams = c->streams,
 	    .n_streams = (size_t)n,
-	    .hello = &hello,
+	    .hello = &c->hello,
 	    .connect_timeout_ms = QA_CONNECT_TIMEOUT_MS,
 	};
+	return 0;
+}
+
+/* After WELCOME: the server reached, and for auto(...) its server list. */
+static int record_welcome(struct qa_agent *a, const struct connect_plan *c,
+                          const struct qa_session *s, struct qa_error *e)
+{
+	int rc = qa_store_meta_set(a->store, "last_server", s->welcome.server, e);
+	if (rc == 0 && c->is_auto)
+		rc = save_servers(a, &s->welcome.servers, e);
+	return rc;
+}
+
+static void record_reassign(struct qa_agent *a, const struct qa_session *s)
+{
+	struct qa_error ignored;
+	if (s->reassigned && save_servers(a, &s->reassign, &ignored) != 0)
+		qa_log_write(&a->log, "cannot record REASSIGN: %s", ignored.msg);
+}
+
+int qa_agent_sync(struct qa_agent *a, struct qa_sync_result *r, struct qa_error *e)
+{
+	struct connect_plan plan;
+	if (plan_connect(a, 0 /* sync: no PERSIST */, &plan, e) != 0)
+		return -1;
 	struct qa_session s;
 	qa_session_init(&s, &a->log);
-	if (qa_cycle_connect(&s, &cycle, NULL, e) != 0) {
+	if (qa_cycle_connect(&s, &plan.cycle, NULL, e) != 0) {
 		qa_session_free(&s);
 		return -1;
 	}
-	int rc = qa_store_meta_set(a->store, "last_server", s.welcome.server, e);
-	if (rc == 0 && is_auto)
-		rc = save_servers(a, &s.welcome.servers, e);
+	int rc = record_welcome(a, &plan, &s, e);
 	if (rc == 0)
-		rc = qa_sync_run(&s, a->store, r, e);
-	if (s.reassigned) {
-		struct qa_error ignored;
-		if (save_servers(a, &s.reassign, &ignored) != 0)
-			qa_log_write(&a->log, "cannot record REASSIGN: %s", ignored.msg);
-	}
+		rc = qa_sync_run(&s, a->store, NULL, r, e);
+	record_reassign(a, &s);
 	if (rc == 0) {
 		char now[24];
 		snprintf(now, sizeof now, "%" PRIu64, qa_now_ms());
@@ -218,6 +247,43 @@ int qa_agent_sync(struct qa_agent *a, struct qa_sync_result *r, struct qa_error 
 	/* BYE only after a clean end; after a failure the connection is gone or
 	 * the server is closing it. */
 	qa_session_close(&s, rc == 0);
+	qa_session_free(&s);
+	return rc;
+}
+
+int qa_agent_run(struct qa_agent *a, const struct qa_run_params *p, enum qa_run_end *end,
+                 struct qa_error *e)
+{
+	*end = QA_RUN_END_NONE;
+	struct connect_plan plan;
+	if (plan_connect(a, QS_FLAG_PERSIST, &plan, e) != 0)
+		return -1;
+	struct qa_run run;
+	qa_run_init(&run, p, a->store, &a->log);
+	struct qa_session s;
+	qa_session_init(&s, &a->log);
+	qa_run_prepare(&run, &s);
+	/* One cycle, one session. The failover issue loops here: backoff and a
+	 * new cycle after a retryable failure, the primary probed while on an
+	 * alternate, REASSIGN followed. */
+	if (qa_cycle_connect(&s, &plan.cycle, NULL, e) != 0) {
+		qa_session_free(&s);
+		if (e->kind == QA_FAIL_STOPPED) {
+			*end = qa_run_stopped(&run);
+			return 0;
+		}
+		if (e->kind == QA_FAIL_SERVER)
+			qa_run_report_error(&run, e);
+		return -1;
+	}
+	int rc = record_welcome(a, &plan, &s, e);
+	if (rc == 0)
+		rc = qa_run_session(&run, &s, end, e);
+	/* The new list is kept before BYE, so a crash after BYE still follows it. */
+	record_reassign(a, &s);
+	QA_DEBUG(&a->log, "run session with %s ended: %s", s.welcome.server,
+	         rc == 0 ? qa_run_end_reason(*end) : e->msg);
+	qa_run_close(&run, &s, rc, *end, e);
 	qa_session_free(&s);
 	return rc;
 }

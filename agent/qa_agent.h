@@ -1,7 +1,8 @@
 /* libqaagent's entry points for an application or the qaagent program: queue
- * a message, run one sync (server choice + sync transaction), take received
- * messages, read the store's counts. Each call is self-contained; an agent
- * handle holds the configuration, the open client store and the log. */
+ * a message, run one sync (server choice + sync transaction), run a
+ * persistent session, take received messages, read the store's counts. Each
+ * call is self-contained; an agent handle holds the configuration, the open
+ * client store and the log. */
 #ifndef QA_AGENT_H
 #define QA_AGENT_H
 
@@ -11,6 +12,7 @@
 #include "agent/qa_config.h"
 #include "agent/qa_error.h"
 #include "agent/qa_log.h"
+#include "agent/qa_run.h"
 #include "agent/qa_store.h"
 #include "agent/qa_sync.h"
 #include "proto/qs_codec.h"
@@ -50,6 +52,15 @@ int qa_agent_queue(struct qa_agent *a, const struct qa_send_params *p, uint8_t i
  * transaction, records the server reached and the time, says BYE. */
 int qa_agent_sync(struct qa_agent *a, struct qa_sync_result *r, struct qa_error *e)
     __attribute__((warn_unused_result));
+
+/* `run` (-push connected): a connection cycle with HELLO flags PERSIST, then
+ * the persistent session of qa_run (sync, then PUSH → PUSH_ACK → fetch,
+ * heartbeats) until an end in p (0 and *end) or a failure (-1; e says which:
+ * a non-retryable ERROR is final, anything else retryable). Events go to
+ * p->on_event. For now one session: no reconnect, no failover (next issue);
+ * REASSIGN records the new list, says BYE and ends (QA_RUN_END_REASSIGN). */
+int qa_agent_run(struct qa_agent *a, const struct qa_run_params *p, enum qa_run_end *end,
+                 struct qa_error *e) __attribute__((warn_unused_result));
 
 /* The received messages not yet taken (of queue, or all when NULL). When
  * there are none and wait_ms > 0, syncs every 500 ms until some arrive or

@@ -43,6 +43,7 @@ void qa_conn_init(struct qa_conn *c)
 {
 	memset(c, 0, sizeof *c);
 	c->fd = -1;
+	c->cancel_fd = -1;
 	c->max_frame = QS_DEFAULT_MAX_FRAME;
 	conn_set_state(c, QA_CONN_CLOSED);
 }
@@ -53,8 +54,42 @@ static int remaining_ms(uint64_t deadline)
 	return now >= deadline ? 0 : (int)(deadline - now);
 }
 
-/* One non-blocking connect to one address; 0 when connected, else errno. */
-static int connect_one(const struct addrinfo *ai, uint64_t deadline, int *fd_out)
+/* A wait ended because cancel_fd became readable or stop_at_ms came. When no
+ * byte of a frame was moved, both directions are still in step and the
+ * connection stays open (for a BYE). */
+static int cancelled(struct qa_error *e)
+{
+	return qa_error_set(e, QA_FAIL_STOPPED, "stopped");
+}
+
+enum wait_result { WAIT_ERROR = -1, WAIT_TIMEOUT = 0, WAIT_READY = 1, WAIT_CANCELLED = 2 };
+
+/* Waits for events on fd (c's socket, or one being connected) until
+ * deadline, watching c's cancel_fd and stop_at_ms. */
+static enum wait_result wait_fd(const struct qa_conn *c, int fd, short events, uint64_t deadline)
+{
+	const int stop_first = c->stop_at_ms != 0 && c->stop_at_ms <= deadline;
+	if (stop_first)
+		deadline = c->stop_at_ms;
+	struct pollfd p[2] = {{.fd = fd, .events = events}, {.fd = c->cancel_fd, .events = POLLIN}};
+	const nfds_t n = c->cancel_fd >= 0 ? 2 : 1;
+	int rc;
+	do
+		rc = poll(p, n, remaining_ms(deadline));
+	while (rc < 0 && errno == EINTR);
+	if (rc < 0)
+		return WAIT_ERROR;
+	if (rc == 0)
+		return stop_first ? WAIT_CANCELLED : WAIT_TIMEOUT;
+	if (n == 2 && p[1].revents != 0)
+		return WAIT_CANCELLED;
+	return WAIT_READY;
+}
+
+/* One non-blocking connect to one address; 0 when connected, else errno
+ * (ECANCELED when a stop was asked for first). */
+static int connect_one(const struct qa_conn *c, const struct addrinfo *ai, uint64_t deadline,
+                       int *fd_out)
 {
 	int fd =
 	    socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
@@ -65,18 +100,21 @@ static int connect_one(const struct addrinfo *ai, uint64_t deadline, int *fd_out
 		if (errno != EINPROGRESS) {
 			err = errno;
 		} else {
-			struct pollfd p = {.fd = fd, .events = POLLOUT};
-			int rc;
-			do
-				rc = poll(&p, 1, remaining_ms(deadline));
-			while (rc < 0 && errno == EINTR);
 			socklen_t len = sizeof err;
-			if (rc == 0)
+			switch (wait_fd(c, fd, POLLOUT, deadline)) {
+			case WAIT_TIMEOUT:
 				err = ETIMEDOUT;
-			else if (rc < 0)
+				break;
+			case WAIT_CANCELLED:
+				err = ECANCELED;
+				break;
+			case WAIT_ERROR:
 				err = errno;
-			else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
-				err = errno;
+				break;
+			default:
+				if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0)
+					err = errno;
+			}
 		}
 	}
 	if (err != 0) {
@@ -115,12 +153,14 @@ int qa_conn_open(struct qa_conn *c, const struct qa_stream *s, int timeout_ms, s
 			err = ETIMEDOUT;
 			break;
 		}
-		err = connect_one(ai, deadline, &fd);
-		if (err == 0)
+		err = connect_one(c, ai, deadline, &fd);
+		if (err == 0 || err == ECANCELED)
 			break;
 	}
 	freeaddrinfo(res);
 	if (err != 0) {
+		if (err == ECANCELED)
+			return cancelled(e);
 		if (err == ETIMEDOUT)
 			return qa_error_set(e, QA_FAIL_CONNECT, "connect timed out after %d ms",
 			                    timeout_ms);
@@ -133,6 +173,25 @@ int qa_conn_open(struct qa_conn *c, const struct qa_stream *s, int timeout_ms, s
 	return 0;
 }
 
+int qa_conn_attach(struct qa_conn *c, int fd, const struct qa_conn_io *io, const char *peer,
+                   struct qa_error *e)
+{
+	qa_conn_close(c);
+	snprintf(c->peer, sizeof c->peer, "%s", peer != NULL ? peer : "");
+	int flags = fcntl(fd, F_GETFL);
+	if (flags < 0 || fcntl(fd, F_SETFL, flags | O_NONBLOCK) != 0) {
+		int err = errno;
+		close(fd);
+		return qa_error_set(e, QA_FAIL_SYSTEM, "cannot make the socket non-blocking: %s",
+		                    strerror(err));
+	}
+	c->fd = fd;
+	c->io = io != NULL ? io : &tcp_io;
+	c->max_frame = QS_DEFAULT_MAX_FRAME;
+	conn_set_state(c, QA_CONN_OPEN);
+	return 0;
+}
+
 /* Fails the connection: from here on only close is allowed. */
 static int broken(struct qa_conn *c, struct qa_error *e, enum qa_fail kind, const char *what)
 {
@@ -140,20 +199,10 @@ static int broken(struct qa_conn *c, struct qa_error *e, enum qa_fail kind, cons
 	return qa_error_set(e, kind, "%s", what);
 }
 
-/* Waits for the socket; 1 ready, 0 timeout, -1 error. */
-static int wait_fd(struct qa_conn *c, short events, uint64_t deadline)
-{
-	struct pollfd p = {.fd = c->fd, .events = events};
-	int rc;
-	do
-		rc = poll(&p, 1, remaining_ms(deadline));
-	while (rc < 0 && errno == EINTR);
-	return rc;
-}
-
 static int write_all(struct qa_conn *c, const uint8_t *p, size_t n, uint64_t deadline,
                      struct qa_error *e)
 {
+	const uint8_t *const start = p;
 	while (n > 0) {
 		ssize_t w = c->io->write(c, p, n);
 		if (w > 0) {
@@ -164,49 +213,20 @@ static int write_all(struct qa_conn *c, const uint8_t *p, size_t n, uint64_t dea
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-			int rc = wait_fd(c, POLLOUT, deadline);
-			if (rc == 0)
+			enum wait_result rc = wait_fd(c, c->fd, POLLOUT, deadline);
+			if (rc == WAIT_CANCELLED && p == start)
+				return cancelled(e);
+			if (rc == WAIT_CANCELLED)
+				/* Half a frame is out: only close remains. */
+				return broken(c, e, QA_FAIL_STOPPED, "stopped");
+			if (rc == WAIT_TIMEOUT)
 				return broken(c, e, QA_FAIL_IO, "write timed out");
-			if (rc < 0)
+			if (rc == WAIT_ERROR)
 				return broken(c, e, QA_FAIL_IO, strerror(errno));
 			continue;
 		}
 		char why[256];
 		snprintf(why, sizeof why, "connection lost: %s", strerror(w < 0 ? errno : EPIPE));
-		return broken(c, e, QA_FAIL_IO, why);
-	}
-	return 0;
-}
-
-/* Reads exactly n bytes; at_start says whether a clean end of stream here
- * is a close between frames rather than inside one. */
-static int read_all(struct qa_conn *c, uint8_t *p, size_t n, uint64_t deadline, int at_start,
-                    struct qa_error *e)
-{
-	size_t got = 0;
-	while (got < n) {
-		ssize_t r = c->io->read(c, p + got, n - got);
-		if (r > 0) {
-			got += (size_t)r;
-			continue;
-		}
-		if (r == 0)
-			return broken(c, e, QA_FAIL_IO,
-			              at_start && got == 0 ? "connection closed by the server"
-			                                   : "connection closed inside a frame");
-		if (errno == EINTR)
-			continue;
-		if (errno == EAGAIN || errno == EWOULDBLOCK) {
-			int rc = wait_fd(c, POLLIN, deadline);
-			if (rc == 0)
-				return broken(c, e, QA_FAIL_IO,
-				              "no answer in time (read timed out)");
-			if (rc < 0)
-				return broken(c, e, QA_FAIL_IO, strerror(errno));
-			continue;
-		}
-		char why[256];
-		snprintf(why, sizeof why, "connection lost: %s", strerror(errno));
 		return broken(c, e, QA_FAIL_IO, why);
 	}
 	return 0;
@@ -223,36 +243,34 @@ int qa_conn_send(struct qa_conn *c, const struct qs_frame *f, int timeout_ms, st
 	return write_all(c, c->wbuf.data, c->wbuf.len, qa_mono_ms() + (uint64_t)timeout_ms, e);
 }
 
-int qa_conn_recv(struct qa_conn *c, struct qs_frame *f, int timeout_ms, struct qa_error *e)
+/* The header of the frame being read is complete: check it, make room. */
+static int take_header(struct qa_conn *c, struct qa_error *e)
 {
-	if (c->state != QA_CONN_OPEN)
-		return qa_error_set(e, QA_FAIL_IO, "connection is not open");
-	const uint64_t deadline = qa_mono_ms() + (uint64_t)timeout_ms;
-	uint8_t hdr[QS_HEADER_LEN];
-	if (read_all(c, hdr, sizeof hdr, deadline, 1, e) != 0)
-		return -1;
-	uint32_t len;
 	uint32_t limit = c->max_frame < QA_CONN_FRAME_CAP ? c->max_frame : QA_CONN_FRAME_CAP;
-	int rc = qs_check_header(hdr, limit, &len);
+	int rc = qs_check_header(c->rhdr, limit, &c->rlen);
 	if (rc != QS_OK) {
 		char why[128];
 		snprintf(why, sizeof why, "server sent a frame with a bad length (%s)",
 		         qs_err_name(rc));
 		return broken(c, e, QA_FAIL_PROTOCOL, why);
 	}
-	if (len > c->rcap) {
-		uint8_t *nb = realloc(c->rbuf, len);
+	if (c->rlen > c->rcap) {
+		uint8_t *nb = realloc(c->rbuf, c->rlen);
 		if (nb == NULL)
 			return broken(c, e, QA_FAIL_SYSTEM, "out of memory");
 		c->rbuf = nb;
-		c->rcap = len;
+		c->rcap = c->rlen;
 	}
-	if (read_all(c, c->rbuf, len, deadline, 0, e) != 0)
-		return -1;
+	return 0;
+}
+
+static int decode_frame(struct qa_conn *c, struct qs_frame *f, struct qa_error *e)
+{
+	uint32_t limit = c->max_frame < QA_CONN_FRAME_CAP ? c->max_frame : QA_CONN_FRAME_CAP;
 	/* The agent never receives UPLOAD: no batch limit applies to what it reads. */
 	struct qs_limits lim = {.max_frame = limit, .max_batch = UINT16_MAX};
 	const char *why = NULL;
-	rc = qs_decode(c->rbuf, len, &lim, f, &why);
+	int rc = qs_decode(c->rbuf, c->rlen, &lim, f, &why);
 	if (rc != QS_OK) {
 		char msg[256];
 		snprintf(msg, sizeof msg, "server sent a malformed frame (type 0x%02x): %s",
@@ -260,6 +278,68 @@ int qa_conn_recv(struct qa_conn *c, struct qs_frame *f, int timeout_ms, struct q
 		return broken(c, e, QA_FAIL_PROTOCOL, msg);
 	}
 	return 0;
+}
+
+int qa_conn_try_recv(struct qa_conn *c, struct qs_frame *f, struct qa_error *e)
+{
+	if (c->state != QA_CONN_OPEN)
+		return qa_error_set(e, QA_FAIL_IO, "connection is not open");
+	for (;;) {
+		/* Read only what the current frame still needs, never past it: the
+		 * socket's readiness then tells the whole truth to a poll loop. */
+		uint8_t *dst;
+		size_t need;
+		if (c->rhave < QS_HEADER_LEN) {
+			dst = c->rhdr + c->rhave;
+			need = QS_HEADER_LEN - c->rhave;
+		} else {
+			dst = c->rbuf + (c->rhave - QS_HEADER_LEN);
+			need = QS_HEADER_LEN + (size_t)c->rlen - c->rhave;
+		}
+		if (need == 0)
+			break;
+		ssize_t r = c->io->read(c, dst, need);
+		if (r > 0) {
+			c->rhave += (size_t)r;
+			if (c->rhave == QS_HEADER_LEN && take_header(c, e) != 0)
+				return -1;
+			continue;
+		}
+		if (r == 0)
+			return broken(c, e, QA_FAIL_IO,
+			              c->rhave == 0 ? "connection closed by the server"
+			                            : "connection closed inside a frame");
+		if (errno == EINTR)
+			continue;
+		if (errno == EAGAIN || errno == EWOULDBLOCK)
+			return 0;
+		char why[256];
+		snprintf(why, sizeof why, "connection lost: %s", strerror(errno));
+		return broken(c, e, QA_FAIL_IO, why);
+	}
+	c->rhave = 0;
+	return decode_frame(c, f, e) == 0 ? 1 : -1;
+}
+
+int qa_conn_recv(struct qa_conn *c, struct qs_frame *f, int timeout_ms, struct qa_error *e)
+{
+	const uint64_t deadline = qa_mono_ms() + (uint64_t)timeout_ms;
+	for (;;) {
+		int rc = qa_conn_try_recv(c, f, e);
+		if (rc != 0)
+			return rc == 1 ? 0 : -1;
+		switch (wait_fd(c, c->fd, POLLIN, deadline)) {
+		case WAIT_READY:
+			continue;
+		case WAIT_CANCELLED:
+			/* A partial frame stays buffered; writing is still in step. */
+			return cancelled(e);
+		case WAIT_TIMEOUT:
+			return broken(c, e, QA_FAIL_IO, "no answer in time (read timed out)");
+		default:
+			return broken(c, e, QA_FAIL_IO, strerror(errno));
+		}
+	}
 }
 
 void qa_conn_close(struct qa_conn *c)
@@ -273,6 +353,8 @@ void qa_conn_close(struct qa_conn *c)
 	free(c->rbuf);
 	c->rbuf = NULL;
 	c->rcap = 0;
+	c->rhave = 0;
+	c->rlen = 0;
 	qs_buf_free(&c->wbuf);
 	conn_set_state(c, QA_CONN_CLOSED);
 }

@@ -31,7 +31,8 @@ int qa_cycle_connect(struct qa_session *s, const struct qa_cycle_params *p, size
 		QA_DEBUG(s->log, "attempt %zu %s: %s", i + 1, text, attempt.msg);
 		if (qa_error_is_final(&attempt)) {
 			/* auth, version, superseded...: another server would say the
-			 * same; not a failover case (agent.md). */
+			 * same; not a failover case (agent.md). Or a stop was asked
+			 * for (QA_FAIL_STOPPED). */
 			if (e != NULL)
 				*e = attempt;
 			return -1;

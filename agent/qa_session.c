@@ -37,6 +37,119 @@ static int copy_servers(struct qa_server_list *l, struct qs_str primary, uint16_
 	return 0;
 }
 
+/* One line about a frame for the -v log: its type and the fields that say
+ * what it is about (never the token, never message bodies). */
+static void frame_summary(const struct qs_frame *f, char *buf, size_t n)
+{
+	const char *name = qs_type_name(f->type) ? qs_type_name(f->type) : "?";
+	int used = 0;
+	switch (f->type) {
+	case QS_HELLO:
+		used = snprintf(buf, n, "HELLO version=%u agent=%.*s primary=\"%.*s\" flags=%u",
+		                (unsigned)f->u.hello.version, (int)f->u.hello.agent_id.len,
+		                f->u.hello.agent_id.ptr, (int)f->u.hello.primary.len,
+		                f->u.hello.primary.ptr, (unsigned)f->u.hello.flags);
+		break;
+	case QS_WELCOME:
+		used = snprintf(buf, n,
+		                "WELCOME server=%.*s primary=\"%.*s\" on_primary=%u servers=%u "
+		                "max_frame=%u max_batch=%u heartbeat_s=%u",
+		                (int)f->u.welcome.server.len, f->u.welcome.server.ptr,
+		                (int)f->u.welcome.primary.len, f->u.welcome.primary.ptr,
+		                (unsigned)f->u.welcome.on_primary, (unsigned)f->u.welcome.n_servers,
+		                (unsigned)f->u.welcome.max_frame, (unsigned)f->u.welcome.max_batch,
+		                (unsigned)f->u.welcome.heartbeat_s);
+		break;
+	case QS_UPLOAD:
+		used = snprintf(buf, n, "UPLOAD batch=%u count=%u", (unsigned)f->u.upload.batch,
+		                (unsigned)f->u.upload.count);
+		break;
+	case QS_UPLOAD_ACK:
+		used = snprintf(buf, n, "UPLOAD_ACK batch=%u count=%u",
+		                (unsigned)f->u.upload_ack.batch, (unsigned)f->u.upload_ack.count);
+		break;
+	case QS_FETCH:
+		used = snprintf(buf, n, "FETCH max_count=%u max_bytes=%u",
+		                (unsigned)f->u.fetch.max_count, (unsigned)f->u.fetch.max_bytes);
+		break;
+	case QS_DELIVER:
+		used = snprintf(buf, n, "DELIVER count=%u more=%u", (unsigned)f->u.deliver.count,
+		                (unsigned)f->u.deliver.more);
+		for (uint16_t i = 0; i < f->u.deliver.count && used > 0 && (size_t)used < n; i++)
+			used += snprintf(buf + used, n - (size_t)used, "%s%llu", i ? "," : " seq=",
+			                 (unsigned long long)f->u.deliver.msgs[i].seq);
+		break;
+	case QS_DELIVER_ACK:
+		used = snprintf(buf, n, "DELIVER_ACK count=%u", (unsigned)f->u.deliver_ack.count);
+		for (uint16_t i = 0; i < f->u.deliver_ack.count && used > 0 && (size_t)used < n;
+		     i++)
+			used += snprintf(buf + used, n - (size_t)used, "%s%llu", i ? "," : " seq=",
+			                 (unsigned long long)f->u.deliver_ack.seqs[i]);
+		break;
+	case QS_PUSH:
+		used = snprintf(buf, n, "PUSH push_id=%llu pending=%u",
+		                (unsigned long long)f->u.push.push_id, (unsigned)f->u.push.pending);
+		break;
+	case QS_PUSH_ACK:
+		used = snprintf(buf, n, "PUSH_ACK push_id=%llu", (unsigned long long)f->u.push_id);
+		break;
+	case QS_PING:
+	case QS_PONG:
+		used = snprintf(buf, n, "%s nonce=%llu", name, (unsigned long long)f->u.nonce);
+		break;
+	case QS_ERROR:
+		used = snprintf(buf, n, "ERROR code=%u (%s) retryable=%u text=\"%.*s\"",
+		                (unsigned)f->u.error.code, qs_err_name(f->u.error.code),
+		                (unsigned)f->u.error.retryable,
+		                (int)(f->u.error.text.len > 300 ? 300 : f->u.error.text.len),
+		                f->u.error.text.ptr);
+		break;
+	case QS_REASSIGN:
+		used = snprintf(buf, n, "REASSIGN primary=\"%.*s\" servers=%u",
+		                (int)f->u.reassign.primary.len, f->u.reassign.primary.ptr,
+		                (unsigned)f->u.reassign.n_servers);
+		break;
+	case QS_STATUS:
+		used = snprintf(buf, n, "STATUS count=%u", (unsigned)f->u.status.count);
+		break;
+	default:
+		used = snprintf(buf, n, "%s", name);
+		break;
+	}
+	if (used < 0)
+		snprintf(buf, n, "%s", name);
+	else if ((size_t)used >= n && n > 4)
+		memcpy(buf + n - 4, "...", 4); /* a long seq list was cut */
+}
+
+static void log_frame(const struct qa_session *s, const char *dir, const struct qs_frame *f)
+{
+	if (s->log == NULL || !s->log->verbose)
+		return;
+	char text[512];
+	frame_summary(f, text, sizeof text);
+	qa_log_write(s->log, "%s %s %s", s->conn.peer, dir, text);
+}
+
+static int send_frame(struct qa_session *s, const struct qs_frame *f, int timeout_ms,
+                      struct qa_error *e)
+{
+	if (qa_conn_send(&s->conn, f, timeout_ms, e) != 0)
+		return -1;
+	log_frame(s, "send", f);
+	if (f->type == QS_FETCH)
+		s->pushes_fetched = s->pushes_seen;
+	return 0;
+}
+
+static int recv_frame(struct qa_session *s, struct qs_frame *f, int timeout_ms, struct qa_error *e)
+{
+	if (qa_conn_recv(&s->conn, f, timeout_ms, e) != 0)
+		return -1;
+	log_frame(s, "recv", f);
+	return 0;
+}
+
 void qa_session_init(struct qa_session *s, const struct qa_log *log)
 {
 	memset(s, 0, sizeof *s);
@@ -71,10 +184,18 @@ int qa_session_open(struct qa_session *s, const struct qa_stream *stream,
                     const struct qa_hello_params *hello, int connect_timeout_ms, struct qa_error *e)
 {
 	qa_session_close(s, 0);
-	qa_server_list_free(&s->welcome.servers);
-	memset(&s->welcome, 0, sizeof s->welcome);
 	if (qa_conn_open(&s->conn, stream, connect_timeout_ms, e) != 0)
 		return -1;
+	return qa_session_handshake(s, hello, e);
+}
+
+int qa_session_handshake(struct qa_session *s, const struct qa_hello_params *hello,
+                         struct qa_error *e)
+{
+	qa_server_list_free(&s->welcome.servers);
+	memset(&s->welcome, 0, sizeof s->welcome);
+	s->pushes_seen = s->pushes_fetched = 0;
+	s->hb_nonce = 0;
 
 	struct qs_frame f = {.type = QS_HELLO};
 	f.u.hello.version = QS_VERSION;
@@ -83,11 +204,11 @@ int qa_session_open(struct qa_session *s, const struct qa_stream *stream,
 	f.u.hello.primary = qs_str_c(hello->primary ? hello->primary : "");
 	f.u.hello.flags = hello->flags;
 	f.u.hello.now_ms = qa_now_ms();
-	if (qa_conn_send(&s->conn, &f, QA_WELCOME_TIMEOUT_MS, e) != 0)
+	if (send_frame(s, &f, QA_WELCOME_TIMEOUT_MS, e) != 0)
 		goto fail;
 
 	struct qs_frame in;
-	if (qa_conn_recv(&s->conn, &in, QA_WELCOME_TIMEOUT_MS, e) != 0) {
+	if (recv_frame(s, &in, QA_WELCOME_TIMEOUT_MS, e) != 0) {
 		if (e != NULL && e->kind == QA_FAIL_IO) {
 			char why[sizeof e->msg];
 			memcpy(why, e->msg, sizeof why);
@@ -116,7 +237,7 @@ fail:
 
 int qa_session_send(struct qa_session *s, const struct qs_frame *f, struct qa_error *e)
 {
-	return qa_conn_send(&s->conn, f, s->response_timeout_ms, e);
+	return send_frame(s, f, s->response_timeout_ms, e);
 }
 
 /* Handles a frame the server may send at any time. 1: handled, wait on;
@@ -130,15 +251,25 @@ static int handle_unsolicited(struct qa_session *s, const struct qs_frame *in, s
 		out.u.nonce = in->u.nonce;
 		return qa_session_send(s, &out, e) == 0 ? 1 : -1;
 	case QS_PUSH:
-		/* Something is waiting. A sync fetches anyway; a later `run`
-		 * reacts to pushes_seen. The ack ends the server's coalescing. */
-		QA_DEBUG(s->log, "PUSH %llu from %s (%u pending)",
-		         (unsigned long long)in->u.push.push_id, s->welcome.server,
-		         (unsigned)in->u.push.pending);
+		/* Something is waiting. The ack goes first, before any FETCH: it
+		 * ends the server's coalescing and records the push's latency. A
+		 * sync fetches anyway; qa_run fetches when pushes_seen moves past
+		 * pushes_fetched. */
 		s->pushes_seen++;
 		out.type = QS_PUSH_ACK;
 		out.u.push_id = in->u.push.push_id;
-		return qa_session_send(s, &out, e) == 0 ? 1 : -1;
+		if (qa_session_send(s, &out, e) != 0)
+			return -1;
+		if (s->on_push != NULL)
+			s->on_push(s->on_push_ctx, in->u.push.push_id, in->u.push.pending);
+		return 1;
+	case QS_PONG:
+		if (s->hb_nonce != 0 && in->u.nonce == s->hb_nonce)
+			s->hb_nonce = 0; /* the heartbeat is answered: the connection lives */
+		else                     /* an answer to a PING given up on: harmless */
+			QA_DEBUG(s->log, "PONG %llu matches no PING waiting: ignored",
+			         (unsigned long long)in->u.nonce);
+		return 1;
 	case QS_REASSIGN:
 		QA_DEBUG(s->log, "REASSIGN from %s: new primary %.*s", s->welcome.server,
 		         (int)in->u.reassign.primary.len, in->u.reassign.primary.ptr);
@@ -163,9 +294,21 @@ int qa_session_expect(struct qa_session *s, enum qs_type want, struct qs_frame *
                       struct qa_error *e)
 {
 	for (;;) {
-		if (qa_conn_recv(&s->conn, f, s->response_timeout_ms, e) != 0)
+		if (recv_frame(s, f, s->response_timeout_ms, e) != 0) {
+			if (e != NULL && e->kind == QA_FAIL_IO) {
+				char why[sizeof e->msg];
+				memcpy(why, e->msg, sizeof why);
+				qa_error_set(e, QA_FAIL_IO, "waiting %d ms for %s from %s: %.1900s",
+				             s->response_timeout_ms, qs_type_name(want),
+				             s->welcome.server, why);
+			}
 			return -1;
-		if (f->type == want && want != QS_PING)
+		}
+		/* A heartbeat's PONG is taken here even when a PONG is wanted:
+		 * it answers qa_run's PING, not the caller's. */
+		const int heartbeat_pong =
+		    f->type == QS_PONG && s->hb_nonce != 0 && f->u.nonce == s->hb_nonce;
+		if (f->type == want && want != QS_PING && !heartbeat_pong)
 			return 0;
 		int rc = handle_unsolicited(s, f, e);
 		if (rc == 0)
@@ -197,14 +340,37 @@ int qa_session_ping(struct qa_session *s, struct qa_error *e)
 	}
 }
 
+int qa_session_poll(struct qa_session *s, struct qa_error *e)
+{
+	for (;;) {
+		struct qs_frame f;
+		int got = qa_conn_try_recv(&s->conn, &f, e);
+		if (got <= 0)
+			return got;
+		log_frame(s, "recv", &f);
+		int rc = handle_unsolicited(s, &f, e);
+		if (rc == 0)
+			qa_error_set(e, QA_FAIL_PROTOCOL,
+			             "server sent %s, which no request asked for",
+			             qs_type_name(f.type));
+		qs_frame_release(&f);
+		if (rc != 1)
+			return -1;
+	}
+}
+
 void qa_session_close(struct qa_session *s, int send_bye)
 {
 	if (send_bye && s->conn.state == QA_CONN_OPEN) {
 		struct qs_frame f = {.type = QS_BYE};
 		struct qa_error ignored;
-		/* Best effort: the work is committed; a lost BYE costs nothing. */
-		if (qa_conn_send(&s->conn, &f, 2000, &ignored) != 0)
+		/* Best effort: the work is committed; a lost BYE costs nothing.
+		 * A stop request must not stop the BYE that it asked for. */
+		const int cancel_fd = s->conn.cancel_fd;
+		s->conn.cancel_fd = -1;
+		if (send_frame(s, &f, 2000, &ignored) != 0)
 			QA_DEBUG(s->log, "BYE not sent: %s", ignored.msg);
+		s->conn.cancel_fd = cancel_fd;
 	}
 	qa_conn_close(&s->conn);
 }

@@ -332,11 +332,13 @@ fail:
 	return -1;
 }
 
-int qa_store_inbox_add(struct qa_store *st, const struct qa_in_msg *m, size_t n, size_t *added,
-                       struct qa_error *e)
+int qa_store_inbox_add(struct qa_store *st, const struct qa_in_msg *m, size_t n, uint8_t *is_new,
+                       size_t *added, struct qa_error *e)
 {
 	sqlite3_stmt *s = NULL;
 	*added = 0;
+	if (is_new != NULL)
+		memset(is_new, 0, n);
 	if (begin(st, e) != 0)
 		return -1;
 	if (prepare(st,
@@ -361,19 +363,23 @@ int qa_store_inbox_add(struct qa_store *st, const struct qa_in_msg *m, size_t n,
 			db_fail(st, e, "store received message");
 			goto fail;
 		}
-		*added += (size_t)sqlite3_changes(st->db);
+		const int fresh = sqlite3_changes(st->db) > 0;
+		*added += (size_t)fresh;
+		if (is_new != NULL)
+			is_new[i] = (uint8_t)fresh;
 		sqlite3_reset(s);
 	}
 	sqlite3_finalize(s);
-	if (commit(st, e) != 0) {
-		*added = 0;
-		return -1;
-	}
+	if (commit(st, e) != 0)
+		goto undone;
 	return 0;
 fail:
 	sqlite3_finalize(s);
 	rollback(st);
+undone:
 	*added = 0;
+	if (is_new != NULL)
+		memset(is_new, 0, n);
 	return -1;
 }
 

@@ -102,9 +102,10 @@ int qa_store_out_resolve(struct qa_store *st, const struct qa_out_result *r, siz
                          struct qa_error *e) __attribute__((warn_unused_result));
 
 /* Inbox. Adds a DELIVER's messages in one transaction; a message whose id is
- * already in the inbox is not stored again. *added counts the new ones. */
-int qa_store_inbox_add(struct qa_store *st, const struct qa_in_msg *m, size_t n, size_t *added,
-                       struct qa_error *e) __attribute__((warn_unused_result));
+ * already in the inbox is not stored again. *added counts the new ones; when
+ * is_new is not NULL, is_new[i] says whether m[i] was new (all 0 on failure). */
+int qa_store_inbox_add(struct qa_store *st, const struct qa_in_msg *m, size_t n, uint8_t *is_new,
+                       size_t *added, struct qa_error *e) __attribute__((warn_unused_result));
 /* Messages not yet taken (of queue, or all when queue is NULL), oldest first. */
 int qa_store_inbox_unread(struct qa_store *st, const char *queue, struct qa_in_list *list,
                           struct qa_error *e) __attribute__((warn_unused_result));

@@ -1,6 +1,6 @@
 /* The sync transaction: see qa_sync.h. Requests are sent one at a time and
  * each waits for its response; the protocol allows pipelining, which a
- * later `run` may use. */
+ * later version may use. */
 #include "agent/qa_sync.h"
 
 #include <stdlib.h>
@@ -221,14 +221,17 @@ static char *dup_str(struct qs_str s)
 /* Stores one DELIVER's messages in one transaction, then acknowledges all of
  * them (repeats included: they are committed too, from an earlier delivery). */
 static int take_delivery(struct qa_session *s, struct qa_store *st, const struct qs_deliver *d,
-                         struct qa_sync_result *r, struct qa_error *e)
+                         const struct qa_sync_hooks *hooks, struct qa_sync_result *r,
+                         struct qa_error *e)
 {
 	struct qa_in_msg *in = calloc(d->count, sizeof *in);
 	uint64_t *seqs = calloc(d->count, sizeof *seqs);
 	struct qs_buf props = {0};
 	size_t *props_at = calloc(d->count, sizeof *props_at);
+	uint8_t *is_new = calloc(d->count, 1);
+	uint8_t(*new_ids)[16] = calloc(d->count, sizeof *new_ids);
 	int rc = -1;
-	if (in == NULL || seqs == NULL || props_at == NULL) {
+	if (in == NULL || seqs == NULL || props_at == NULL || is_new == NULL || new_ids == NULL) {
 		qa_error_set(e, QA_FAIL_SYSTEM, "out of memory");
 		goto done;
 	}
@@ -259,7 +262,7 @@ static int take_delivery(struct qa_session *s, struct qa_store *st, const struct
 		}
 	}
 	size_t added = 0;
-	if (qa_store_inbox_add(st, in, d->count, &added, e) != 0)
+	if (qa_store_inbox_add(st, in, d->count, is_new, &added, e) != 0)
 		goto done;
 	r->received += added;
 	/* Committed: only now may the server forget them. */
@@ -269,6 +272,13 @@ static int take_delivery(struct qa_session *s, struct qa_store *st, const struct
 	if (qa_session_send(s, &ack, e) != 0)
 		goto done;
 	QA_DEBUG(s->log, "DELIVER: %u messages, %zu new, acknowledged", (unsigned)d->count, added);
+	if (hooks != NULL && hooks->delivered != NULL) {
+		size_t k = 0;
+		for (size_t i = 0; i < d->count; i++)
+			if (is_new[i])
+				memcpy(new_ids[k++], in[i].id, 16);
+		hooks->delivered(hooks->ctx, (const uint8_t(*)[16])new_ids, k);
+	}
 	rc = 0;
 done:
 	for (size_t i = 0; in != NULL && i < d->count; i++) {
@@ -278,13 +288,15 @@ done:
 	free(in);
 	free(seqs);
 	free(props_at);
+	free(is_new);
+	free(new_ids);
 	qs_buf_free(&props);
 	return rc;
 }
 
 /* (3) FETCH until a DELIVER is empty or says no more. */
-static int fetch_all(struct qa_session *s, struct qa_store *st, struct qa_sync_result *r,
-                     struct qa_error *e)
+static int fetch_all(struct qa_session *s, struct qa_store *st, const struct qa_sync_hooks *hooks,
+                     struct qa_sync_result *r, struct qa_error *e)
 {
 	const uint32_t max_frame = s->welcome.max_frame;
 	for (;;) {
@@ -299,7 +311,7 @@ static int fetch_all(struct qa_session *s, struct qa_store *st, struct qa_sync_r
 			return -1;
 		const uint16_t count = d.u.deliver.count;
 		const uint8_t more = d.u.deliver.more;
-		int rc = count > 0 ? take_delivery(s, st, &d.u.deliver, r, e) : 0;
+		int rc = count > 0 ? take_delivery(s, st, &d.u.deliver, hooks, r, e) : 0;
 		qs_frame_release(&d);
 		if (rc != 0)
 			return -1;
@@ -308,26 +320,49 @@ static int fetch_all(struct qa_session *s, struct qa_store *st, struct qa_sync_r
 	}
 }
 
-int qa_sync_run(struct qa_session *s, struct qa_store *st, struct qa_sync_result *r,
-                struct qa_error *e)
+static void result_init(struct qa_session *s, struct qa_sync_result *r)
 {
 	memset(r, 0, sizeof *r);
 	snprintf(r->server, sizeof r->server, "%s", s->welcome.server);
 	r->on_primary = s->welcome.on_primary;
+}
 
+/* (4) On PONG, every DELIVER_ACK and STATUS before it is committed: only
+ * then do the STATUS reports sent leave the queue. */
+static int confirm(struct qa_session *s, struct qa_store *st, const struct qa_status_list *sent,
+                   struct qa_sync_result *r, struct qa_error *e)
+{
+	if (qa_session_ping(s, e) != 0 || qa_store_status_done(st, sent, e) != 0)
+		return -1;
+	r->statuses_sent = sent->n;
+	return 0;
+}
+
+int qa_sync_run(struct qa_session *s, struct qa_store *st, const struct qa_sync_hooks *hooks,
+                struct qa_sync_result *r, struct qa_error *e)
+{
+	result_init(s, r);
 	struct qa_status_list sent = {0};
 	int rc = -1;
-	if (upload_outbox(s, st, r, e) != 0 || send_statuses(s, st, &sent, e) != 0 ||
-	    fetch_all(s, st, r, e) != 0)
-		goto done;
-	/* (4) On PONG, every DELIVER_ACK and STATUS before it is committed. */
-	if (qa_session_ping(s, e) != 0)
-		goto done;
-	if (qa_store_status_done(st, &sent, e) != 0)
-		goto done;
-	r->statuses_sent = sent.n;
-	rc = 0;
-done:
+	if (upload_outbox(s, st, r, e) == 0 && send_statuses(s, st, &sent, e) == 0 &&
+	    fetch_all(s, st, hooks, r, e) == 0 && confirm(s, st, &sent, r, e) == 0)
+		rc = 0;
+	qa_status_list_free(&sent);
+	return rc;
+}
+
+int qa_sync_after_push(struct qa_session *s, struct qa_store *st, const struct qa_sync_hooks *hooks,
+                       struct qa_sync_result *r, struct qa_error *e)
+{
+	result_init(s, r);
+	struct qa_status_list sent = {0};
+	int rc = -1;
+	/* Fetch first: the push said something is waiting, and its latency is
+	 * what the device's user feels. The outbox goes next: `send -policy
+	 * ondemand` from another process may have queued messages meanwhile. */
+	if (fetch_all(s, st, hooks, r, e) == 0 && upload_outbox(s, st, r, e) == 0 &&
+	    send_statuses(s, st, &sent, e) == 0 && confirm(s, st, &sent, r, e) == 0)
+		rc = 0;
 	qa_status_list_free(&sent);
 	return rc;
 }

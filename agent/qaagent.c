@@ -1,12 +1,16 @@
 /* qaagent: the command-line program over libqaagent (docs/agent.md). Parses
  * the command line, calls the library, prints results as JSON for scripts
  * and maps failures to exit codes. No protocol or store logic lives here. */
+#include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
 #include <uuid/uuid.h>
 
 #include "agent/qa_agent.h"
@@ -30,7 +34,7 @@ static const char usage_text[] =
     "  sync\n"
     "  recv [QUEUE] [--wait S]\n"
     "  status\n"
-    "  run\n"
+    "  run [--for SECONDS] [--count N]\n"
     "STREAM: tcpip(host=H;port=P) | tls(host=H;port=P;trusted_certificates=CA.pem)\n"
     "        | auto(host=H;port=P[;tls=on;trusted_certificates=CA.pem])\n";
 
@@ -375,10 +379,106 @@ static int cmd_status(struct cli *c, int argc, char **argv)
 	return print_json(o) == 0 ? EXIT_OK : EXIT_LOCAL;
 }
 
+/* One JSON line per run event, flushed at once: scripts and tests read them
+ * while the agent runs. */
+static void print_event(void *ctx, const struct qa_run_event *ev)
+{
+	json_t *o = json_object();
+	switch (ev->type) {
+	case QA_RUN_EV_WELCOME:
+		json_object_set_new(o, "event", json_string("welcome"));
+		json_object_set_new(o, "server", json_string(ev->welcome->server));
+		json_object_set_new(o, "primary", json_string(ev->welcome->primary));
+		json_object_set_new(o, "on_primary", json_integer(ev->welcome->on_primary));
+		break;
+	case QA_RUN_EV_PUSH:
+		json_object_set_new(o, "event", json_string("push"));
+		json_object_set_new(o, "push_id", json_integer((json_int_t)ev->push_id));
+		json_object_set_new(o, "pending", json_integer((json_int_t)ev->pending));
+		break;
+	case QA_RUN_EV_RECEIVED: {
+		json_object_set_new(o, "event", json_string("received"));
+		json_object_set_new(o, "count", json_integer((json_int_t)ev->count));
+		json_t *ids = json_array();
+		for (size_t i = 0; i < ev->count; i++) {
+			char id[37];
+			uuid_unparse_lower(ev->ids[i], id);
+			json_array_append_new(ids, json_string(id));
+		}
+		json_object_set_new(o, "ids", ids);
+		break;
+	}
+	case QA_RUN_EV_ERROR:
+		json_object_set_new(o, "event", json_string("error"));
+		json_object_set_new(o, "code", json_integer(ev->error->code));
+		json_object_set_new(o, "name", json_string(qs_err_name(ev->error->code)));
+		json_object_set_new(o, "retryable", json_integer(ev->error->retryable));
+		json_object_set_new(o, "text", jstr(ev->error->text, strlen(ev->error->text)));
+		break;
+	case QA_RUN_EV_CLOSED:
+		json_object_set_new(o, "event", json_string("closed"));
+		json_object_set_new(o, "reason", jstr(ev->reason, strlen(ev->reason)));
+		break;
+	}
+	json_object_set_new(o, "ts_ms", json_integer((json_int_t)ev->ts_ms));
+	if (print_json(o) != 0 || fflush(stdout) != 0)
+		qa_log_write(&((struct cli *)ctx)->agent.log, "run: cannot write to stdout");
+}
+
 static int cmd_run(struct cli *c, int argc, char **argv)
 {
-	fputs("qaagent: run is not built yet (issue 4)\n", stderr);
-	return EXIT_USAGE;
+	uint64_t for_ms = 0;
+	long long count = 0;
+	for (int i = 1; i < argc; i++) {
+		const char *v = i + 1 < argc ? argv[i + 1] : "";
+		if (strcmp(argv[i], "--for") == 0) {
+			if (qa_parse_seconds(v, 366u * 86400u, &for_ms) != 0 || for_ms == 0)
+				return usage_error("run: bad --for \"%s\": seconds, more than 0",
+				                   v);
+			i++;
+		} else if (strcmp(argv[i], "--count") == 0) {
+			if (qa_parse_int(v, 1, 1000000000000LL, &count) != 0)
+				return usage_error("run: bad --count \"%s\": 1 or more", v);
+			i++;
+		} else {
+			return usage_error("run: unexpected argument \"%s\"", argv[i]);
+		}
+	}
+	int rc = need_streams(c, "run");
+	if (rc != 0)
+		return rc;
+	if (c->cfg.push == QA_PUSH_NONE)
+		return usage_error("run with -push none (scheduled syncs without a persistent "
+		                   "session) is not built yet");
+	if ((rc = open_agent(c)) != 0)
+		return rc;
+
+	/* SIGTERM and SIGINT become readable on a signalfd that the run loop
+	 * polls (and every wait of the session watches): the loop then says BYE
+	 * and returns; no work happens in a signal handler. */
+	sigset_t stop_signals;
+	sigemptyset(&stop_signals);
+	sigaddset(&stop_signals, SIGTERM);
+	sigaddset(&stop_signals, SIGINT);
+	int stop_fd = -1;
+	if (sigprocmask(SIG_BLOCK, &stop_signals, NULL) == 0)
+		stop_fd = signalfd(-1, &stop_signals, SFD_CLOEXEC | SFD_NONBLOCK);
+	if (stop_fd < 0) {
+		fprintf(stderr, "qaagent: run: cannot watch SIGTERM/SIGINT: %s\n", strerror(errno));
+		return EXIT_LOCAL;
+	}
+	struct qa_run_params p = {
+	    .for_ms = for_ms,
+	    .count = (uint64_t)count,
+	    .stop_fd = stop_fd,
+	    .on_event = print_event,
+	    .ctx = c,
+	};
+	enum qa_run_end end;
+	struct qa_error e;
+	rc = qa_agent_run(&c->agent, &p, &end, &e) == 0 ? EXIT_OK : fail(c, "run: ", &e);
+	close(stop_fd);
+	return rc;
 }
 
 static const struct command {

@@ -162,11 +162,17 @@ static void test_inbox_dedup(void **state)
 	struct qa_error e;
 	struct qa_in_msg batch[3] = {in_msg(1, "q", "a"), in_msg(2, "q", "b"), in_msg(1, "q", "a")};
 	size_t added = 99;
-	assert_int_equal(qa_store_inbox_add(f->st, batch, 3, &added, &e), 0);
+	uint8_t is_new[3] = {9, 9, 9};
+	assert_int_equal(qa_store_inbox_add(f->st, batch, 3, is_new, &added, &e), 0);
 	assert_int_equal(added, 2);
+	/* The repeat inside one DELIVER is the one marked not new. */
+	assert_int_equal(is_new[0], 1);
+	assert_int_equal(is_new[1], 1);
+	assert_int_equal(is_new[2], 0);
 	/* A redelivery on a later session: not stored again. */
-	assert_int_equal(qa_store_inbox_add(f->st, batch + 1, 1, &added, &e), 0);
+	assert_int_equal(qa_store_inbox_add(f->st, batch + 1, 1, is_new, &added, &e), 0);
 	assert_int_equal(added, 0);
+	assert_int_equal(is_new[0], 0);
 	struct qa_store_counts c = counts(f->st);
 	assert_int_equal(c.incoming_total, 2);
 	assert_int_equal(c.incoming_unread, 2);
@@ -179,7 +185,7 @@ static void test_take_queues_status_and_dedup_survives(void **state)
 	struct qa_in_msg batch[3] = {in_msg(1, "q", "a"), in_msg(2, "other", "b"),
 	                             in_msg(3, "system", "s")};
 	size_t added;
-	assert_int_equal(qa_store_inbox_add(f->st, batch, 3, &added, &e), 0);
+	assert_int_equal(qa_store_inbox_add(f->st, batch, 3, NULL, &added, &e), 0);
 
 	struct qa_in_list l;
 	assert_int_equal(qa_store_inbox_unread(f->st, "q", &l, &e), 0);
@@ -203,7 +209,7 @@ static void test_take_queues_status_and_dedup_survives(void **state)
 	assert_int_equal(c.statuses_queued, 2); /* none for the system message */
 
 	/* Taken messages still deduplicate a late redelivery. */
-	assert_int_equal(qa_store_inbox_add(f->st, batch, 1, &added, &e), 0);
+	assert_int_equal(qa_store_inbox_add(f->st, batch, 1, NULL, &added, &e), 0);
 	assert_int_equal(added, 0);
 	assert_int_equal(counts(f->st).incoming_unread, 0);
 }
@@ -215,7 +221,7 @@ static void test_status_queue(void **state)
 	struct qa_in_msg batch[3] = {in_msg(1, "q", "a"), in_msg(2, "q", "b"), in_msg(3, "q", "c")};
 	size_t added;
 	struct qa_in_list l;
-	assert_int_equal(qa_store_inbox_add(f->st, batch, 3, &added, &e), 0);
+	assert_int_equal(qa_store_inbox_add(f->st, batch, 3, NULL, &added, &e), 0);
 	assert_int_equal(qa_store_inbox_unread(f->st, NULL, &l, &e), 0);
 	assert_int_equal(qa_store_inbox_take(f->st, &l, QS_ST_RECEIVED, &e), 0);
 	qa_in_list_free(&l);
