@@ -1,0 +1,304 @@
+/* GET /api/agents/{id} and PUT /api/agents/{id}/primary.
+ *
+ * An agent's view joins the store (qa_agents: has the pool seen it, its last
+ * HELLO; qa_messages: its pending count) with its routing state in Redis
+ * (P agent:ID: primary, pin, live session; P agentpush:ID: its push
+ * counters, pool-wide). The store is asked first-hand, so the endpoint
+ * needs it (503 without); without Redis the routing fields are null and
+ * "source" says "store". */
+#include "admin/api.h"
+#include "admin/http.h"
+#include "admin/redis_json.h"
+#include "gateway/node.h"
+#include "gateway/worker.h"
+#include "proto/qs_codec.h"
+#include "store/store.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* Pending = still deliverable: status 1 and not past its expiry (what
+ * qa_hello counts for the PUSH after WELCOME). */
+static const char agent_sql[] =
+    "SELECT a.last_hello_ms, a.primary_sent,\n"
+    "       (SELECT count(*) FROM qa_messages m WHERE m.recipient = a.agent_id AND m.status = 1\n"
+    "           AND (m.expires_ms = 0 OR m.expires_ms > $2))\n"
+    "  FROM qa_agents a WHERE a.agent_id = $1";
+
+struct agent_ctx {
+	int store_failed;
+	char store_err[200];
+	int found;          /* a qa_agents row */
+	int has_last_hello; /* last_hello_ms is not NULL */
+	int64_t last_hello_ms;
+	int64_t pending;
+	json_t *primary_sent; /* qa_agents.primary_sent, or NULL */
+	json_t *agent;        /* HGETALL P agent:ID, or NULL without Redis */
+	json_t *push;         /* HGETALL P agentpush:ID, or NULL without Redis */
+	int redis_failed;
+};
+
+static void agent_ctx_free(void *p)
+{
+	struct agent_ctx *c = p;
+	json_decref(c->primary_sent);
+	json_decref(c->agent);
+	json_decref(c->push);
+	free(c);
+}
+
+static json_t *session_json(const json_t *h)
+{
+	const char *worker = json_string_value(json_object_get(h, "worker"));
+	if (!worker || !*worker)
+		return json_null();
+	json_t *s = json_object();
+	json_object_set_new(s, "worker", json_string(worker));
+	json_object_set_new(s, "node", adm_hash_str(h, "node", 1));
+	json_object_set_new(s, "on_primary", adm_hash_bool(h, "on_primary"));
+	json_object_set_new(s, "since_ms", adm_hash_int(h, "since_ms"));
+	json_object_set_new(s, "persist", adm_hash_bool(h, "persist"));
+	json_object_set_new(s, "epoch", adm_hash_int(h, "epoch"));
+	return s;
+}
+
+static json_t *count_or_zero(const json_t *h, const char *key)
+{
+	json_t *v = adm_hash_int(h, key);
+	if (json_is_null(v))
+		return json_integer(0);
+	return v;
+}
+
+static json_t *push_json(const json_t *h)
+{
+	json_t *p = json_object();
+	json_object_set_new(p, "sent", count_or_zero(h, "sent"));
+	json_object_set_new(p, "acked", count_or_zero(h, "acked"));
+	json_object_set_new(p, "suppressed_off_primary",
+	                    count_or_zero(h, "suppressed_off_primary"));
+	json_object_set_new(p, "no_session", count_or_zero(h, "no_session"));
+	json_object_set_new(p, "last_latency_ms", adm_hash_num(h, "last_latency_ms"));
+	return p;
+}
+
+static void agent_done(struct adm_req *r)
+{
+	struct agent_ctx *c = r->ctx;
+	const char *id = r->params.v[0];
+	if (c->store_failed) {
+		adm_reply_error(r, 503, "store_unavailable", "the store did not answer: %s",
+		                c->store_err);
+		return;
+	}
+	int redis = !c->redis_failed && c->agent && c->push;
+	if (!c->found && !(redis && json_object_size(c->agent) > 0)) {
+		adm_reply_error(r, 404, "not_found", "the pool has never seen agent %s", id);
+		return;
+	}
+	json_t *j = json_object();
+	json_object_set_new(j, "agent", json_string(id));
+	if (redis) {
+		json_object_set_new(j, "primary", adm_hash_str(c->agent, "primary", 1));
+		json_object_set_new(j, "pinned", adm_hash_bool(c->agent, "pinned"));
+		json_t *sent = adm_hash_str(c->agent, "primary_as_sent", 1);
+		if (json_is_null(sent) && c->primary_sent &&
+		    !json_object_get(c->agent, "primary_as_sent")) {
+			json_decref(sent);
+			sent = json_incref(c->primary_sent);
+		}
+		json_object_set_new(j, "primary_as_sent", sent);
+		json_object_set_new(j, "session", session_json(c->agent));
+	} else {
+		json_object_set_new(j, "primary", json_null());
+		json_object_set_new(j, "pinned", json_null());
+		json_object_set_new(j, "primary_as_sent",
+		                    c->primary_sent ? json_incref(c->primary_sent) : json_null());
+		json_object_set_new(j, "session", json_null());
+	}
+	json_object_set_new(j, "pending", json_integer(c->pending));
+	json_object_set_new(j, "last_sync_ms",
+	                    c->has_last_hello ? json_integer(c->last_hello_ms) : json_null());
+	json_object_set_new(j, "push", redis ? push_json(c->push) : json_null());
+	json_object_set_new(j, "source", json_string(redis ? "redis" : "store"));
+	adm_reply_json(r, 200, j);
+}
+
+static void on_agent_row(struct adm_req *r, const PGresult *res, const char *err)
+{
+	struct agent_ctx *c = r->ctx;
+	if (!res || PQnfields(res) < 3) {
+		c->store_failed = 1;
+		snprintf(c->store_err, sizeof(c->store_err), "%s", err ? err : "bad result");
+		return;
+	}
+	if (PQntuples(res) == 0)
+		return;
+	c->found = 1;
+	if (!PQgetisnull(res, 0, 0)) {
+		c->has_last_hello = 1;
+		c->last_hello_ms = st_get_int8(res, 0, 0);
+	}
+	if (!PQgetisnull(res, 0, 1) && PQgetlength(res, 0, 1) > 0)
+		c->primary_sent =
+		    json_stringn(PQgetvalue(res, 0, 1), (size_t)PQgetlength(res, 0, 1));
+	c->pending = st_get_int8(res, 0, 2);
+}
+
+static void on_agent_hash(struct adm_req *r, redisReply *reply, int idx)
+{
+	struct agent_ctx *c = r->ctx;
+	json_t *h = adm_hash_from_reply(reply);
+	if (!h)
+		c->redis_failed = 1;
+	if (idx == 0)
+		c->agent = h;
+	else
+		c->push = h;
+}
+
+void adm_get_agent(struct adm_req *r)
+{
+	const char *id = r->params.v[0];
+	if (!qs_valid_agent_id(id, strlen(id))) {
+		adm_reply_error(r, 404, "not_found",
+		                "no such agent (an agent id is 1..120 of [A-Za-z0-9._-])");
+		return;
+	}
+	struct agent_ctx *c = calloc(1, sizeof(*c));
+	if (!c) {
+		adm_reply_error(r, 500, "internal", "out of memory");
+		return;
+	}
+	r->ctx = c;
+	r->ctx_free = agent_ctx_free;
+	struct st_params p = {0};
+	st_params_text(&p, id, strlen(id));
+	st_params_int8(&p, gw_now_ms());
+	int sent = adm_store(r, on_agent_row, agent_sql, &p);
+	st_params_clear(&p);
+	if (sent != 0) {
+		adm_reply_error(r, 503, "store_unavailable", "the store is unavailable");
+		return;
+	}
+	char akey[256], pkey[256];
+	adm_key(r, akey, sizeof(akey), "agent:%s", id);
+	adm_key(r, pkey, sizeof(pkey), "agentpush:%s", id);
+	if (adm_redis(r, on_agent_hash, 0, "HGETALL", akey, NULL) != 0 ||
+	    adm_redis(r, on_agent_hash, 1, "HGETALL", pkey, NULL) != 0)
+		c->redis_failed = 1;
+	adm_then(r, agent_done);
+}
+
+/* ---- PUT /api/agents/{id}/primary ----
+ * Moving a router-assigned agent needs the router's assignment (bounded
+ * loads, the store record, REASSIGN to a connected agent), which is not
+ * built yet: after validating the request and refusing what admin.md says
+ * to refuse (409 pinned, 404 unknown worker), this answers 501. */
+
+struct primary_ctx {
+	json_t *agent; /* HGETALL P agent:ID */
+	int is_worker; /* SISMEMBER P workers NAME */
+	int redis_failed;
+	char worker[65];
+};
+
+static void primary_ctx_free(void *p)
+{
+	struct primary_ctx *c = p;
+	json_decref(c->agent);
+	free(c);
+}
+
+static void on_primary_agent(struct adm_req *r, redisReply *reply, int idx)
+{
+	struct primary_ctx *c = r->ctx;
+	c->agent = adm_hash_from_reply(reply);
+	if (!c->agent)
+		c->redis_failed = 1;
+}
+
+static void on_primary_worker(struct adm_req *r, redisReply *reply, int idx)
+{
+	struct primary_ctx *c = r->ctx;
+	long long v = adm_int_from_reply(reply);
+	if (v < 0)
+		c->redis_failed = 1;
+	c->is_worker = v == 1;
+}
+
+static void primary_done(struct adm_req *r)
+{
+	struct primary_ctx *c = r->ctx;
+	const char *id = r->params.v[0];
+	if (c->redis_failed) {
+		adm_reply_error(r, 503, "redis_unavailable",
+		                "Redis is unavailable: primaries cannot be changed");
+		return;
+	}
+	if (json_object_size(c->agent) == 0) {
+		adm_reply_error(r, 404, "not_found",
+		                "agent %s has no routing state (it has not said HELLO)", id);
+		return;
+	}
+	const char *pinned = json_string_value(json_object_get(c->agent, "pinned"));
+	if (pinned && strcmp(pinned, "1") == 0) {
+		adm_reply_error(r, 409, "pinned",
+		                "agent %s names its own primary: the router never moves it", id);
+		return;
+	}
+	if (!c->is_worker) {
+		adm_reply_error(r, 404, "not_found", "unknown worker %s", c->worker);
+		return;
+	}
+	adm_reply_error(r, 501, "not_built",
+	                "setting a primary needs the router's assignment, which is not built yet");
+}
+
+void adm_put_agent_primary(struct adm_req *r)
+{
+	const char *id = r->params.v[0];
+	if (!qs_valid_agent_id(id, strlen(id))) {
+		adm_reply_error(r, 404, "not_found",
+		                "no such agent (an agent id is 1..120 of [A-Za-z0-9._-])");
+		return;
+	}
+	json_t *body = adm_body_object(r);
+	if (!body)
+		return;
+	const char *key;
+	json_t *v;
+	json_object_foreach(body, key, v)
+	{
+		if (strcmp(key, "worker") != 0) {
+			adm_reply_bad_field(
+			    r, key, "unknown field \"%s\" (the body is {\"worker\":NAME})", key);
+			json_decref(body);
+			return;
+		}
+	}
+	const char *worker = json_string_value(json_object_get(body, "worker"));
+	if (!worker || !qs_valid_worker_name(worker, strlen(worker))) {
+		adm_reply_bad_field(r, "worker",
+		                    "\"worker\" must be a worker name (1..64 of [a-z0-9._-])");
+		json_decref(body);
+		return;
+	}
+	struct primary_ctx *c = calloc(1, sizeof(*c));
+	if (!c) {
+		json_decref(body);
+		adm_reply_error(r, 500, "internal", "out of memory");
+		return;
+	}
+	snprintf(c->worker, sizeof(c->worker), "%s", worker);
+	json_decref(body);
+	r->ctx = c;
+	r->ctx_free = primary_ctx_free;
+	char akey[256], wkey[256];
+	adm_key(r, akey, sizeof(akey), "agent:%s", id);
+	adm_key(r, wkey, sizeof(wkey), "workers");
+	if (adm_redis(r, on_primary_agent, 0, "HGETALL", akey, NULL) != 0 ||
+	    adm_redis(r, on_primary_worker, 0, "SISMEMBER", wkey, c->worker, NULL) != 0)
+		c->redis_failed = 1;
+	adm_then(r, primary_done);
+}

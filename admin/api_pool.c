@@ -1,0 +1,365 @@
+/* GET /healthz, GET /api/workers, POST /api/workers/{name}/drain|resume.
+ *
+ * /healthz looks only at this node: its own store and Redis connections and
+ * the gauges of its local workers. /api/workers is pool-wide, from Redis
+ * (docs/design.md "Redis: routing state"): SMEMBERS P workers, then for each
+ * name HGETALL P worker:NAME and SCARD P primaries:NAME in one pipeline. A
+ * member whose hash has expired is "down". Without Redis the list falls back
+ * to the local workers, marked "source":"local". */
+#include "admin/api.h"
+#include "admin/http.h"
+#include "admin/redis_json.h"
+#include "gateway/log.h"
+#include "gateway/node.h"
+#include "proto/qs_codec.h"
+
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
+
+static struct gw_worker *local_worker(struct gw_node *node, const char *name)
+{
+	for (int i = 0; i < node->n_workers; i++)
+		if (strcmp(node->workers[i]->wc->name, name) == 0)
+			return node->workers[i];
+	return NULL;
+}
+
+/* ---- GET /healthz ---- */
+
+void adm_get_healthz(struct adm_req *r)
+{
+	struct gw_node *node = r->node;
+	json_t *reasons = json_array();
+	char s[160];
+	if (!adm_store_up(node))
+		json_array_append_new(reasons, json_string("store unavailable"));
+	if (!adm_redis_up(node))
+		json_array_append_new(reasons, json_string("redis unavailable"));
+	for (int i = 0; i < node->n_workers; i++) {
+		const struct gw_worker *w = node->workers[i];
+		if (LOAD(w->gauges.draining)) {
+			snprintf(s, sizeof(s), "worker %s draining", w->wc->name);
+			json_array_append_new(reasons, json_string(s));
+		}
+		if (!LOAD(w->gauges.store_up)) {
+			snprintf(s, sizeof(s), "worker %s store unavailable", w->wc->name);
+			json_array_append_new(reasons, json_string(s));
+		}
+		if (!LOAD(w->gauges.redis_up)) {
+			snprintf(s, sizeof(s), "worker %s redis unavailable", w->wc->name);
+			json_array_append_new(reasons, json_string(s));
+		}
+	}
+	json_t *j = json_object();
+	if (json_array_size(reasons) == 0) {
+		json_decref(reasons);
+		json_object_set_new(j, "status", json_string("ok"));
+		adm_reply_json(r, 200, j);
+		return;
+	}
+	json_object_set_new(j, "status", json_string("degraded"));
+	json_object_set_new(j, "reasons", reasons);
+	adm_reply_json(r, 503, j);
+}
+
+/* ---- GET /api/workers ---- */
+
+/* The address agents know a worker by first ("host:port", v6 in brackets). */
+static void first_address(const struct gw_worker_conf *wc, char *out, size_t n)
+{
+	const struct gw_addr *a = wc->n_adv > 0 ? &wc->adv[0] : &wc->listen_addr;
+	if (strchr(a->host, ':'))
+		snprintf(out, n, "[%s]:%u", a->host, (unsigned)a->port);
+	else
+		snprintf(out, n, "%s:%u", a->host, (unsigned)a->port);
+}
+
+/* A local worker as this node sees it (no Redis). */
+static json_t *local_entry(struct gw_node *node, const struct gw_worker *w)
+{
+	char addr[300];
+	first_address(w->wc, addr, sizeof(addr));
+	json_t *e = json_object();
+	json_object_set_new(e, "name", json_string(w->wc->name));
+	json_object_set_new(e, "node", json_string(node->conf.node_name));
+	json_object_set_new(e, "address", json_string(addr));
+	json_object_set_new(e, "state",
+	                    json_string(LOAD(w->gauges.draining) ? "draining" : "serving"));
+	json_object_set_new(e, "sessions", json_integer(LOAD(w->gauges.sessions)));
+	json_object_set_new(e, "primaries", json_null());
+	json_object_set_new(e, "load", json_null());
+	json_object_set_new(e, "local", json_true());
+	json_object_set_new(e, "source", json_string("local"));
+	return e;
+}
+
+struct workers_ctx {
+	char **names; /* sorted */
+	int n;
+	json_t **hash;        /* HGETALL P worker:NAME, per name */
+	long long *primaries; /* SCARD P primaries:NAME, per name */
+	int failed;           /* a Redis reply is missing: answer from local state */
+};
+
+static void workers_ctx_free(void *p)
+{
+	struct workers_ctx *c = p;
+	for (int i = 0; i < c->n; i++) {
+		free(c->names[i]);
+		json_decref(c->hash[i]);
+	}
+	free(c->names);
+	free(c->hash);
+	free(c->primaries);
+	free(c);
+}
+
+static int cmp_str(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+static void reply_local_workers(struct adm_req *r)
+{
+	json_t *list = json_array();
+	for (int i = 0; i < r->node->n_workers; i++)
+		json_array_append_new(list, local_entry(r->node, r->node->workers[i]));
+	adm_reply_json(r, 200, list);
+}
+
+static json_t *pool_entry(struct adm_req *r, struct workers_ctx *c, int i)
+{
+	const json_t *h = c->hash[i];
+	struct gw_worker *w = local_worker(r->node, c->names[i]);
+	json_t *e = json_object();
+	json_object_set_new(e, "name", json_string(c->names[i]));
+	if (json_object_size(h) > 0) {
+		json_object_set_new(e, "node", adm_hash_str(h, "node", 1));
+		json_object_set_new(e, "address", adm_hash_str(h, "address", 1));
+		json_object_set_new(e, "state", adm_hash_str(h, "state", 1));
+		json_t *sessions = adm_hash_int(h, "sessions");
+		json_object_set_new(e, "sessions",
+		                    json_is_null(sessions) ? json_integer(0) : sessions);
+		json_object_set_new(e, "load", adm_hash_num(h, "load"));
+		json_object_set_new(e, "updated_ms", adm_hash_int(h, "updated_ms"));
+	} else {
+		/* The heartbeat hash expired: down. What this node knows of its
+		 * own workers still names them. */
+		char addr[300];
+		if (w)
+			first_address(w->wc, addr, sizeof(addr));
+		json_object_set_new(e, "node",
+		                    w ? json_string(r->node->conf.node_name) : json_null());
+		json_object_set_new(e, "address", w ? json_string(addr) : json_null());
+		json_object_set_new(e, "state", json_string("down"));
+		json_object_set_new(e, "sessions", json_integer(0));
+		json_object_set_new(e, "load", json_null());
+		json_object_set_new(e, "updated_ms", json_null());
+	}
+	json_object_set_new(e, "primaries",
+	                    c->primaries[i] >= 0 ? json_integer(c->primaries[i])
+	                                         : adm_hash_int(h, "primaries"));
+	json_object_set_new(e, "local", json_boolean(w != NULL));
+	json_object_set_new(e, "source", json_string("redis"));
+	return e;
+}
+
+static void workers_done(struct adm_req *r)
+{
+	struct workers_ctx *c = r->ctx;
+	if (c->failed) {
+		reply_local_workers(r);
+		return;
+	}
+	json_t *list = json_array();
+	for (int i = 0; i < c->n; i++)
+		json_array_append_new(list, pool_entry(r, c, i));
+	/* A local worker that has not registered (yet) is still shown. */
+	for (int i = 0; i < r->node->n_workers; i++) {
+		const char *name = r->node->workers[i]->wc->name;
+		if (!bsearch(&name, c->names, (size_t)c->n, sizeof(char *), cmp_str))
+			json_array_append_new(list, local_entry(r->node, r->node->workers[i]));
+	}
+	adm_reply_json(r, 200, list);
+}
+
+static void on_worker_hash(struct adm_req *r, redisReply *reply, int i)
+{
+	struct workers_ctx *c = r->ctx;
+	c->hash[i] = adm_hash_from_reply(reply);
+	if (!c->hash[i])
+		c->failed = 1;
+}
+
+static void on_worker_primaries(struct adm_req *r, redisReply *reply, int i)
+{
+	struct workers_ctx *c = r->ctx;
+	c->primaries[i] = adm_int_from_reply(reply);
+}
+
+static void on_worker_names(struct adm_req *r, redisReply *reply, int idx)
+{
+	struct workers_ctx *c = r->ctx;
+	json_t *names = adm_list_from_reply(reply);
+	size_t n = json_array_size(names);
+	c->names = calloc(n ? n : 1, sizeof(char *));
+	c->hash = calloc(n ? n : 1, sizeof(json_t *));
+	c->primaries = calloc(n ? n : 1, sizeof(long long));
+	if (!names || !c->names || !c->hash || !c->primaries) {
+		c->failed = 1;
+		json_decref(names);
+		return;
+	}
+	for (size_t i = 0; i < n; i++) {
+		c->names[c->n] = strdup(json_string_value(json_array_get(names, i)));
+		if (c->names[c->n])
+			c->n++;
+	}
+	json_decref(names);
+	qsort(c->names, (size_t)c->n, sizeof(char *), cmp_str);
+}
+
+/* Step 2: every member's hash and primaries count, in one pipeline. */
+static void workers_fetch(struct adm_req *r)
+{
+	struct workers_ctx *c = r->ctx;
+	for (int i = 0; i < c->n && !c->failed; i++) {
+		char hkey[256], pkey[256];
+		adm_key(r, hkey, sizeof(hkey), "worker:%s", c->names[i]);
+		adm_key(r, pkey, sizeof(pkey), "primaries:%s", c->names[i]);
+		c->primaries[i] = -1;
+		if (adm_redis(r, on_worker_hash, i, "HGETALL", hkey, NULL) != 0 ||
+		    adm_redis(r, on_worker_primaries, i, "SCARD", pkey, NULL) != 0)
+			c->failed = 1;
+	}
+	adm_then(r, workers_done);
+}
+
+void adm_get_workers(struct adm_req *r)
+{
+	struct workers_ctx *c = calloc(1, sizeof(*c));
+	if (!c) {
+		adm_reply_error(r, 500, "internal", "out of memory");
+		return;
+	}
+	r->ctx = c;
+	r->ctx_free = workers_ctx_free;
+	char key[256];
+	adm_key(r, key, sizeof(key), "workers");
+	if (adm_redis(r, on_worker_names, 0, "SMEMBERS", key, NULL) != 0) {
+		reply_local_workers(r);
+		return;
+	}
+	adm_then(r, workers_fetch);
+}
+
+/* ---- POST /api/workers/{name}/drain and /resume ----
+ * Only this node's workers can be drained here (the command goes to the
+ * worker's thread). A worker of another node is answered 409 naming its
+ * node, so the caller knows which admin port to ask; an unknown one 404. */
+
+struct command_ctx {
+	int member;   /* SISMEMBER P workers NAME */
+	json_t *node; /* HGET P worker:NAME node, or null */
+	const char *verb;
+};
+
+static void command_ctx_free(void *p)
+{
+	struct command_ctx *c = p;
+	json_decref(c->node);
+	free(c);
+}
+
+static void on_member(struct adm_req *r, redisReply *reply, int idx)
+{
+	struct command_ctx *c = r->ctx;
+	c->member = adm_int_from_reply(reply) == 1;
+}
+
+static void on_node(struct adm_req *r, redisReply *reply, int idx)
+{
+	struct command_ctx *c = r->ctx;
+	if (reply && reply->type == REDIS_REPLY_STRING && reply->len > 0)
+		c->node = json_stringn(reply->str, reply->len);
+}
+
+static void command_elsewhere(struct adm_req *r)
+{
+	struct command_ctx *c = r->ctx;
+	const char *name = r->params.v[0];
+	if (!c->member && !c->node) {
+		adm_reply_error(r, 404, "not_found", "unknown worker %s", name);
+		return;
+	}
+	json_t *j = json_object();
+	json_t *msg =
+	    c->node ? json_sprintf("worker %s runs on node %s: %s it on that node's admin port",
+	                           name, json_string_value(c->node), c->verb)
+	            : json_sprintf("worker %s is not a worker of this node (and is down): %s it on "
+	                           "its own node's admin port",
+	                           name, c->verb);
+	json_object_set_new(j, "error", json_string("not_local"));
+	json_object_set_new(j, "message", msg);
+	json_object_set_new(j, "worker", json_string(name));
+	json_object_set_new(j, "node", c->node ? json_incref(c->node) : json_null());
+	adm_reply_json(r, 409, j);
+}
+
+static void worker_command(struct adm_req *r, enum gw_command cmd, const char *verb)
+{
+	const char *name = r->params.v[0];
+	struct gw_worker *w = local_worker(r->node, name);
+	if (w) {
+		gw_worker_post(w, cmd);
+		gw_log(GW_LOG_INFO, "admin: %s worker %s", verb, name);
+		json_t *j = json_object();
+		json_object_set_new(j, "worker", json_string(name));
+		json_object_set_new(j, "node", json_string(r->node->conf.node_name));
+		json_object_set_new(j, "state",
+		                    json_string(cmd == GW_CMD_DRAIN ? "draining" : "serving"));
+		adm_reply_json(r, 202, j);
+		return;
+	}
+	if (!qs_valid_worker_name(name, strlen(name))) {
+		adm_reply_error(r, 404, "not_found", "unknown worker (not a valid worker name)");
+		return;
+	}
+	struct command_ctx *c = calloc(1, sizeof(*c));
+	if (!c) {
+		adm_reply_error(r, 500, "internal", "out of memory");
+		return;
+	}
+	c->verb = verb;
+	r->ctx = c;
+	r->ctx_free = command_ctx_free;
+	char set[256], hash[256];
+	adm_key(r, set, sizeof(set), "workers");
+	adm_key(r, hash, sizeof(hash), "worker:%s", name);
+	if (adm_redis(r, on_member, 0, "SISMEMBER", set, name, NULL) != 0 ||
+	    adm_redis(r, on_node, 0, "HGET", hash, "node", NULL) != 0) {
+		if (r->waiting == 0) {
+			adm_reply_error(
+			    r, 404, "not_found",
+			    "unknown worker %s: not a worker of this node, and Redis is "
+			    "unavailable to tell whether the pool has one",
+			    name);
+			return;
+		}
+	}
+	adm_then(r, command_elsewhere);
+}
+
+void adm_post_worker_drain(struct adm_req *r)
+{
+	worker_command(r, GW_CMD_DRAIN, "drain");
+}
+
+void adm_post_worker_resume(struct adm_req *r)
+{
+	worker_command(r, GW_CMD_RESUME, "resume");
+}
