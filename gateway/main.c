@@ -133,6 +133,7 @@ int main(int argc, char **argv)
 	               sizeof(err)) != 0)
 		die(err);
 
+	n.node.started_ms = gw_now_ms();
 	n.node.base = event_base_new();
 	if (!n.node.base)
 		die("cannot create the main event loop");

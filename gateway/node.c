@@ -32,13 +32,20 @@ static void on_routed(void *arg, int failed, int delivered, const char *target,
 		      const char *session_worker)
 {
 	struct notify_route *nr = arg;
-	struct gw_worker *w = nr->n->workers[0];
+	struct gw_node *n = nr->n;
+	struct gw_worker *w = n->workers[0];
+	enum gw_push_result r = GW_PUSH_N; /* the target worker counts the rest */
 	if (failed)
-		gw_count_push(w, GW_PUSH_FAILED);
-	else if (!target[0] || delivered == 0)
-		gw_count_push(w, session_worker[0] && delivered == 0 && target[0]
-					 ? GW_PUSH_SUPPRESSED_OFF_PRIMARY
-					 : GW_PUSH_NO_SESSION);
+		r = GW_PUSH_FAILED;
+	else if (!target[0])
+		r = GW_PUSH_NO_SESSION;
+	else if (delivered == 0)
+		r = session_worker[0] ? GW_PUSH_SUPPRESSED_OFF_PRIMARY : GW_PUSH_NO_SESSION;
+	if (r != GW_PUSH_N) {
+		gw_count_push(w, r);
+		rt_account(n->redis, n->conf.redis_prefix, w->wc->name, nr->agent,
+			   gw_push_result_names[r], -1);
+	}
 	free(nr);
 }
 

@@ -86,6 +86,9 @@ static void finish_welcome(struct gw_session *s)
 		return;
 	}
 	gw_session_welcomed(s);
+	s->gauged = 1;
+	atomic_fetch_add(&s->w->gauges.sessions, 1);
+	atomic_fetch_add(&s->w->gauges.on_primary, s->on_primary);
 	gw_slog(GW_LOG_INFO, s, "HELLO: primary \"%s\" -> %s, on_primary %d, persist %d, epoch %llu",
 		s->primary_sent, s->primary[0] ? s->primary : "(unresolved)", s->on_primary, s->persist,
 		(unsigned long long)s->epoch);

@@ -45,6 +45,10 @@ void gw_session_free(struct gw_session *s)
 		set_state(s, GW_S_CLOSING);
 	if (s->ticket)
 		s->ticket->s = NULL;
+	if (s->gauged) {
+		atomic_fetch_sub(&w->gauges.sessions, 1);
+		atomic_fetch_sub(&w->gauges.on_primary, s->on_primary);
+	}
 	if (s->in_agent_map)
 		HASH_DEL(w->by_agent, s);
 	if (s->epoch && w->pool)

@@ -50,6 +50,7 @@ struct gw_session {
 	/* Pool registration (docs/design.md "Redis"). */
 	UT_hash_handle hh;        /* in w->by_agent from HELLO on: one session per agent here */
 	int in_agent_map;
+	int gauged; /* counted in w->gauges (WELCOME written) */
 	uint64_t epoch;           /* this live session's epoch in Redis; 0 if not registered */
 	struct gw_ticket *ticket; /* Redis claim in flight (its s is cleared if we go first) */
 	struct qs_buf welcome;    /* encoded WELCOME, written once the claim is done */

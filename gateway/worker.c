@@ -165,8 +165,6 @@ static void heartbeat(struct gw_worker *w)
 		sessions++;
 		on_primary += s->on_primary;
 	}
-	atomic_store(&w->gauges.sessions, sessions);
-	atomic_store(&w->gauges.on_primary, on_primary);
 	if (!w->pool)
 		return;
 	char address[300];

@@ -285,29 +285,35 @@ int rt_route(struct rt_redis *r, const char *prefix, const char *agent, int64_t 
 
 void rt_pool_account(struct rt_pool *p, const char *agent, const char *result, int64_t latency_ms)
 {
-	if (!rt_redis_is_up(p->cmd))
+	rt_account(p->cmd, p->prefix, p->worker, agent, result, latency_ms);
+}
+
+void rt_account(struct rt_redis *r, const char *prefix, const char *worker, const char *agent,
+		const char *result, int64_t latency_ms)
+{
+	if (!rt_redis_is_up(r))
 		return;
 	char key[200];
-	snprintf(key, sizeof(key), "%sagentpush:%s", p->prefix, agent);
+	snprintf(key, sizeof(key), "%sagentpush:%s", prefix, agent);
 	if (strcmp(result, "routed") != 0 && strcmp(result, "coalesced") != 0 &&
 	    strcmp(result, "failed") != 0)
-		rt_redis_command(p->cmd, NULL, NULL, "HINCRBY %s %s 1", key, result);
+		rt_redis_command(r, NULL, NULL, "HINCRBY %s %s 1", key, result);
 	if (latency_ms >= 0) {
-		rt_redis_command(p->cmd, NULL, NULL, "HSET %s last_latency_ms %" PRId64, key, latency_ms);
-		rt_redis_command(p->cmd, NULL, NULL, "LPUSH %spushlat:%s %" PRId64, p->prefix, p->worker,
+		rt_redis_command(r, NULL, NULL, "HSET %s last_latency_ms %" PRId64, key, latency_ms);
+		rt_redis_command(r, NULL, NULL, "LPUSH %spushlat:%s %" PRId64, prefix, worker,
 				 latency_ms);
-		rt_redis_command(p->cmd, NULL, NULL, "LTRIM %spushlat:%s 0 999", p->prefix, p->worker);
+		rt_redis_command(r, NULL, NULL, "LTRIM %spushlat:%s 0 999", prefix, worker);
 	}
 	char ev[400];
 	if (latency_ms >= 0)
 		snprintf(ev, sizeof(ev),
 			 "{\"ts_ms\":%" PRId64 ",\"agent\":\"%s\",\"worker\":\"%s\",\"result\":\"%s\","
 			 "\"latency_ms\":%" PRId64 "}",
-			 now_ms(), agent, p->worker, result, latency_ms);
+			 now_ms(), agent, worker, result, latency_ms);
 	else
 		snprintf(ev, sizeof(ev),
 			 "{\"ts_ms\":%" PRId64 ",\"agent\":\"%s\",\"worker\":\"%s\",\"result\":\"%s\"}",
-			 now_ms(), agent, p->worker, result);
-	rt_redis_command(p->cmd, NULL, NULL, "LPUSH %spushevents %s", p->prefix, ev);
-	rt_redis_command(p->cmd, NULL, NULL, "LTRIM %spushevents 0 99", p->prefix);
+			 now_ms(), agent, worker, result);
+	rt_redis_command(r, NULL, NULL, "LPUSH %spushevents %s", prefix, ev);
+	rt_redis_command(r, NULL, NULL, "LTRIM %spushevents 0 99", prefix);
 }

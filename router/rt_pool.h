@@ -88,5 +88,8 @@ int rt_route(struct rt_redis *r, const char *prefix, const char *agent, int64_t 
  * a latency sample (latency_ms >= 0: P pushlat:NAME and the agent's
  * last_latency_ms), and an event in P pushevents. Best effort. */
 void rt_pool_account(struct rt_pool *p, const char *agent, const char *result, int64_t latency_ms);
+/* The same on any command connection, in the name of worker. */
+void rt_account(struct rt_redis *r, const char *prefix, const char *worker, const char *agent,
+		const char *result, int64_t latency_ms);
 
 #endif
