@@ -1,0 +1,122 @@
+"""The push rules around must-show 1-7 (protocol.md PUSH/PUSH_ACK, gateway.md "Push",
+design.md "Push accounting"): coalescing and what ends it, the PUSH right after WELCOME,
+no PUSH on a session without PERSIST, no_session accounting, and supersede within one node."""
+
+from __future__ import annotations
+
+import qasync as q
+from harness import msg
+from pool import (HOST, agent_json, expect_no_frame, expect_push, expect_superseded, persist, poll,
+                  push_json, send_one, upload)
+
+COUNTERS_S = 1.5
+
+
+def test_coalescing_until_push_ack_or_fetch(qagw, uid):
+    g = qagw(workers=("ml1", "ml2"))
+    A, B = f"A-{uid}", f"B-{uid}"
+    b = persist(g, "ml2", B, primary=g.address("ml2"))
+    try:
+        assert b.welcome.on_primary == 1
+        send_one(g, "ml1", A, f"{B}\\q")
+        p1 = expect_push(b, 5)
+        # unacknowledged: two more commits raise no second PUSH
+        send_one(g, "ml1", A, f"{B}\\q")
+        upload(g, "ml1", A, [msg(f"{B}\\q")])
+        expect_no_frame(b, 1.0)
+        b.send(q.PushAck(p1.push_id))
+        b.ping()
+        # PUSH_ACK ended coalescing: the next commit is pushed, with a new push_id
+        send_one(g, "ml1", A, f"{B}\\q")
+        p2 = expect_push(b, 5)
+        assert p2.push_id != p1.push_id and p2.pending >= 1, (p1, p2)
+        # a FETCH ends coalescing too (p2 stays unacknowledged)
+        d = b.fetch()
+        assert len(d.msgs) == 4 and d.more == 0, d
+        b.deliver_ack([x.seq for x in d.msgs])
+        b.ping()
+        send_one(g, "ml1", A, f"{B}\\q")
+        p3 = expect_push(b, 5)
+        assert p3.push_id not in (p1.push_id, p2.push_id), (p1, p2, p3)
+        b.send(q.PushAck(p3.push_id))
+        b.ping()
+
+        def counted(j):
+            t = j["totals"]
+            return (t["routed"], t["sent"], t["coalesced"], t["acked"]) == (5, 3, 2, 2)
+        pj = poll(lambda: push_json(g), counted, COUNTERS_S,
+                  "routed 5, sent 3, coalesced 2, acked 2 on /api/push")
+        assert pj["totals"]["no_session"] == pj["totals"]["failed"] == 0, pj["totals"]
+        j = agent_json(g, B)
+        assert (j["push"]["sent"], j["push"]["acked"]) == (3, 2), j
+    finally:
+        b.close()
+
+
+def test_push_right_after_welcome_and_no_session_accounting(qagw, uid):
+    g = qagw(workers=("ml1", "ml2"))
+    A, C = f"A-{uid}", f"C-{uid}"
+    m = send_one(g, "ml1", A, f"{C}\\q")  # C has never connected: no session anywhere
+    poll(lambda: push_json(g), lambda j: j["totals"]["no_session"] == 1 and j["totals"]["routed"] == 1,
+         COUNTERS_S, "no_session 1 on /api/push")
+    # C's first PERSIST session with its primary: PUSH right after WELCOME
+    c = persist(g, "ml2", C, primary=g.address("ml2"))
+    try:
+        assert c.welcome.on_primary == 1
+        p = expect_push(c, 3)
+        assert p.pending == 1, p
+        c.send(q.PushAck(p.push_id))
+        d = c.fetch()
+        assert [x.id for x in d.msgs] == [m.id]
+        c.deliver_ack([d.msgs[0].seq])
+        c.ping()
+        j = poll(lambda: agent_json(g, C), lambda j: j["push"]["acked"] == 1, COUNTERS_S,
+                 "C's push acked")
+        assert (j["push"]["sent"], j["push"]["no_session"]) == (1, 1), j
+    finally:
+        c.close()
+    # C gone: the next message counts no_session again, once the session end is known
+    poll(lambda: agent_json(g, C), lambda j: j["session"] is None, COUNTERS_S, "C's session gone")
+    send_one(g, "ml1", A, f"{C}\\q")
+    poll(lambda: agent_json(g, C), lambda j: j["push"]["no_session"] == 2, COUNTERS_S,
+         "C's no_session 2")
+    pj = poll(lambda: push_json(g), lambda j: j["totals"]["routed"] == 3, COUNTERS_S, "routed 3")
+    t = pj["totals"]
+    assert (t["sent"], t["no_session"], t["acked"], t["suppressed_off_primary"]) == (1, 2, 1, 0), t
+
+
+def test_no_push_without_persist_even_on_primary(qagw, uid):
+    g = qagw(workers=("ml1",))
+    A, D = f"A-{uid}", f"D-{uid}"
+    send_one(g, "ml1", A, f"{D}\\q")
+    d = persist(g, "ml1", D, primary=g.address("ml1"), flags=0)  # no PERSIST
+    try:
+        assert d.welcome.on_primary == 1
+        expect_no_frame(d, 1.0)  # nothing after WELCOME though a message waits
+        send_one(g, "ml1", A, f"{D}\\q")
+        expect_no_frame(d, 1.0)
+        assert len(d.fetch().msgs) == 2
+    finally:
+        d.close()
+    assert agent_json(g, D)["push"]["sent"] == 0
+
+
+def test_supersede_on_the_same_worker_and_the_same_node(qagw, uid):
+    g = qagw(workers=("ml1", "ml2"))
+    B = f"B-{uid}"
+    first = persist(g, "ml1", B, primary=g.address("ml1"))
+    second = third = None
+    try:
+        second = persist(g, "ml1", B, primary=g.address("ml1"))  # same worker
+        expect_superseded(first)
+        third = q.Client(HOST, g.port("ml2"))                     # other worker, same node
+        third.hello(B, primary=g.address("ml1"))
+        expect_superseded(second)
+        third.ping()
+        j = poll(lambda: agent_json(g, B), lambda j: (j["session"] or {}).get("worker") == "ml2",
+                 COUNTERS_S, "B's one session on ml2")
+        assert j["session"]["persist"] in (False, 0), j
+    finally:
+        for c in (first, second, third):
+            if c is not None:
+                c.close()
