@@ -183,8 +183,9 @@ def test_thousand_persist_agents_every_push_acked_and_figures_add_up(qagw, uid):
 
         # the pool sees every session, on its primary
         poll(lambda: n1.admin.workers(),
-             lambda ws: {w: ws[w]["sessions"] for w in WORKERS} == per_worker, 3,
-             f"/api/workers sessions == {per_worker}")
+             lambda ws: {w: ws[w]["sessions"] for w in WORKERS} == per_worker ==
+             {w: ws[w]["primaries"] for w in WORKERS}, 3,
+             f"/api/workers sessions == primaries == {per_worker}")
         poll(lambda: sum_metric([n1, n2], "qagw_sessions_on_primary"), lambda v: v == N_AGENTS, 2,
              "qagw_sessions_on_primary summed over both nodes == 1000")
 
