@@ -120,3 +120,24 @@ def test_supersede_on_the_same_worker_and_the_same_node(qagw, uid):
         for c in (first, second, third):
             if c is not None:
                 c.close()
+
+
+def test_session_on_a_killed_node_is_no_session(qagw, uid):
+    """B's session was on ml3 when n2 got SIGKILL: once ml3 has left the pool, B has no live
+    session anywhere, so a push for B counts no_session (not suppressed_off_primary, which
+    means a live session off the primary), and /api/agents/B shows no session."""
+    n1, n2 = qagw(workers=("ml1", "ml2"), node="n1"), qagw(workers=("ml3",), node="n2")
+    A, B = f"A-{uid}", f"B-{uid}"
+    b = persist(n2, "ml3", B, primary=n2.address("ml3"))
+    try:
+        n2.kill()
+    finally:
+        b.close()
+    poll(lambda: n1.admin.workers(), lambda ws: (ws.get("ml3") or {}).get("state") != "serving", 5,
+         "ml3 out of the pool")
+    send_one(n1, "ml1", A, f"{B}\\q")
+    j = poll(lambda: agent_json(n1, B),
+             lambda j: sum(j["push"][k] for k in ("no_session", "suppressed_off_primary")) == 1,
+             COUNTERS_S, "the push for B accounted")
+    assert j["push"]["no_session"] == 1 and j["push"]["suppressed_off_primary"] == 0, j
+    assert j["session"] is None, j
