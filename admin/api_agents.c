@@ -36,6 +36,8 @@ struct agent_ctx {
 	json_t *agent;        /* HGETALL P agent:ID, or NULL without Redis */
 	json_t *push;         /* HGETALL P agentpush:ID, or NULL without Redis */
 	int redis_failed;
+	int live_checked; /* EXISTS P worker:W asked for the session's worker */
+	int session_live; /* that worker is alive: a killed node leaves stale sessions */
 };
 
 static void agent_ctx_free(void *p)
@@ -82,6 +84,12 @@ static json_t *push_json(const json_t *h)
 	return p;
 }
 
+static void on_session_live(struct adm_req *r, redisReply *reply, int idx)
+{
+	struct agent_ctx *c = r->ctx;
+	c->session_live = adm_int_from_reply(reply) == 1;
+}
+
 static void agent_done(struct adm_req *r)
 {
 	struct agent_ctx *c = r->ctx;
@@ -92,6 +100,18 @@ static void agent_done(struct adm_req *r)
 		return;
 	}
 	int redis = !c->redis_failed && c->agent && c->push;
+	if (redis && !c->live_checked) {
+		const char *w = json_string_value(json_object_get(c->agent, "worker"));
+		c->live_checked = 1;
+		if (w && *w) {
+			char key[256];
+			adm_key(r, key, sizeof(key), "worker:%s", w);
+			if (adm_redis(r, on_session_live, 0, "EXISTS", key, NULL) == 0) {
+				adm_then(r, agent_done);
+				return;
+			}
+		}
+	}
 	if (!c->found && !(redis && json_object_size(c->agent) > 0)) {
 		adm_reply_error(r, 404, "not_found", "the pool has never seen agent %s", id);
 		return;
@@ -108,7 +128,8 @@ static void agent_done(struct adm_req *r)
 			sent = json_incref(c->primary_sent);
 		}
 		json_object_set_new(j, "primary_as_sent", sent);
-		json_object_set_new(j, "session", session_json(c->agent));
+		json_object_set_new(j, "session",
+		                    c->session_live ? session_json(c->agent) : json_null());
 	} else {
 		json_object_set_new(j, "primary", json_null());
 		json_object_set_new(j, "pinned", json_null());

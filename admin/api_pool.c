@@ -101,6 +101,7 @@ struct workers_ctx {
 	char **names; /* sorted */
 	int n;
 	json_t **hash;        /* HGETALL P worker:NAME, per name */
+	json_t **info;        /* HGETALL P workerinfo:NAME: node and address, kept when down */
 	long long *primaries; /* SCARD P primaries:NAME, per name */
 	int failed;           /* a Redis reply is missing: answer from local state */
 };
@@ -111,7 +112,9 @@ static void workers_ctx_free(void *p)
 	for (int i = 0; i < c->n; i++) {
 		free(c->names[i]);
 		json_decref(c->hash[i]);
+		json_decref(c->info[i]);
 	}
+	free(c->info);
 	free(c->names);
 	free(c->hash);
 	free(c->primaries);
@@ -152,9 +155,12 @@ static json_t *pool_entry(struct adm_req *r, struct workers_ctx *c, int i)
 		char addr[300];
 		if (w)
 			first_address(w->wc, addr, sizeof(addr));
+		const json_t *info = c->info[i];
 		json_object_set_new(e, "node",
-		                    w ? json_string(r->node->conf.node_name) : json_null());
-		json_object_set_new(e, "address", w ? json_string(addr) : json_null());
+		                    w ? json_string(r->node->conf.node_name)
+		                      : adm_hash_str(info, "node", 1));
+		json_object_set_new(e, "address",
+		                    w ? json_string(addr) : adm_hash_str(info, "address", 1));
 		json_object_set_new(e, "state", json_string("down"));
 		json_object_set_new(e, "sessions", json_integer(0));
 		json_object_set_new(e, "load", json_null());
@@ -195,6 +201,12 @@ static void on_worker_hash(struct adm_req *r, redisReply *reply, int i)
 		c->failed = 1;
 }
 
+static void on_worker_info(struct adm_req *r, redisReply *reply, int i)
+{
+	struct workers_ctx *c = r->ctx;
+	c->info[i] = adm_hash_from_reply(reply); /* NULL is fine: fields show null */
+}
+
 static void on_worker_primaries(struct adm_req *r, redisReply *reply, int i)
 {
 	struct workers_ctx *c = r->ctx;
@@ -208,8 +220,9 @@ static void on_worker_names(struct adm_req *r, redisReply *reply, int idx)
 	size_t n = json_array_size(names);
 	c->names = calloc(n ? n : 1, sizeof(char *));
 	c->hash = calloc(n ? n : 1, sizeof(json_t *));
+	c->info = calloc(n ? n : 1, sizeof(json_t *));
 	c->primaries = calloc(n ? n : 1, sizeof(long long));
-	if (!names || !c->names || !c->hash || !c->primaries) {
+	if (!names || !c->names || !c->hash || !c->info || !c->primaries) {
 		c->failed = 1;
 		json_decref(names);
 		return;
@@ -232,7 +245,10 @@ static void workers_fetch(struct adm_req *r)
 		adm_key(r, hkey, sizeof(hkey), "worker:%s", c->names[i]);
 		adm_key(r, pkey, sizeof(pkey), "primaries:%s", c->names[i]);
 		c->primaries[i] = -1;
+		char ikey[256];
+		adm_key(r, ikey, sizeof(ikey), "workerinfo:%s", c->names[i]);
 		if (adm_redis(r, on_worker_hash, i, "HGETALL", hkey, NULL) != 0 ||
+		    adm_redis(r, on_worker_info, i, "HGETALL", ikey, NULL) != 0 ||
 		    adm_redis(r, on_worker_primaries, i, "SCARD", pkey, NULL) != 0)
 			c->failed = 1;
 	}
@@ -258,9 +274,8 @@ void adm_get_workers(struct adm_req *r)
 }
 
 /* ---- POST /api/workers/{name}/drain and /resume ----
- * Only this node's workers can be drained here (the command goes to the
- * worker's thread). A worker of another node is answered 409 naming its
- * node, so the caller knows which admin port to ask; an unknown one 404. */
+ * A local worker gets the command on its thread; a worker of another node
+ * through the pool (Redis); an unknown one is 404. */
 
 struct command_ctx {
 	int member;   /* SISMEMBER P workers NAME */
@@ -288,6 +303,9 @@ static void on_node(struct adm_req *r, redisReply *reply, int idx)
 		c->node = json_stringn(reply->str, reply->len);
 }
 
+/* A worker of another node: the command goes through its pool channel
+ * (P ctl:NAME), and its own thread acts on it. A known worker that is down
+ * cannot be drained: 409. */
 static void command_elsewhere(struct adm_req *r)
 {
 	struct command_ctx *c = r->ctx;
@@ -296,18 +314,26 @@ static void command_elsewhere(struct adm_req *r)
 		adm_reply_error(r, 404, "not_found", "unknown worker %s", name);
 		return;
 	}
+	if (!c->node) {
+		adm_reply_error(r, 409, "worker_down", "worker %s is down: there is nothing to %s",
+		                name, c->verb);
+		return;
+	}
+	char channel[256];
+	adm_key(r, channel, sizeof(channel), "ctl:%s", name);
+	if (adm_redis(r, NULL, 0, "PUBLISH", channel, c->verb, NULL) != 0) {
+		adm_reply_error(r, 503, "redis_unavailable", "Redis is unavailable: cannot reach %s",
+		                name);
+		return;
+	}
+	gw_log(GW_LOG_INFO, "admin: %s worker %s (node %s) through the pool", c->verb, name,
+	       json_string_value(c->node));
 	json_t *j = json_object();
-	json_t *msg =
-	    c->node ? json_sprintf("worker %s runs on node %s: %s it on that node's admin port",
-	                           name, json_string_value(c->node), c->verb)
-	            : json_sprintf("worker %s is not a worker of this node (and is down): %s it on "
-	                           "its own node's admin port",
-	                           name, c->verb);
-	json_object_set_new(j, "error", json_string("not_local"));
-	json_object_set_new(j, "message", msg);
 	json_object_set_new(j, "worker", json_string(name));
-	json_object_set_new(j, "node", c->node ? json_incref(c->node) : json_null());
-	adm_reply_json(r, 409, j);
+	json_object_set_new(j, "node", json_incref(c->node));
+	json_object_set_new(j, "state",
+	                    json_string(strcmp(c->verb, "drain") == 0 ? "draining" : "serving"));
+	adm_reply_json(r, 202, j);
 }
 
 static void worker_command(struct adm_req *r, enum gw_command cmd, const char *verb)

@@ -217,7 +217,7 @@ static void on_redis_reply(void *arg, redisReply *reply)
 {
 	struct adm_call *c = arg;
 	struct adm_req *r = c->r;
-	if (adm_req_live(r))
+	if (adm_req_live(r) && c->redis_fn) /* NULL: only completion matters (PUBLISH) */
 		c->redis_fn(r, reply, c->idx);
 	free(c);
 	call_done(r);

@@ -245,6 +245,16 @@ static void on_pool_supersede(void *arg, const char *agent, uint64_t epoch)
 	gw_push_supersede(arg, agent, epoch);
 }
 
+static void on_pool_command(void *arg, const char *command)
+{
+	struct gw_worker *w = arg;
+	gw_log(GW_LOG_INFO, "worker %s: %s asked through the pool", w->wc->name, command);
+	if (strcmp(command, "drain") == 0)
+		drain(w);
+	else
+		resume(w);
+}
+
 
 #define PURGE_INTERVAL_S 60
 #define PURGE_BATCH      1000
@@ -348,7 +358,8 @@ struct gw_worker *gw_worker_new(const struct gw_config *conf, int index, char *e
 	w->store = st_conn_new(w->base, conf->conninfo, w->wc->name, on_store_state, w);
 	struct rt_pool_conf pc = {conf->redis_host, conf->redis_port, conf->redis_password,
 				  conf->redis_prefix, w->wc->name, conf->node_name};
-	struct rt_pool_hooks hooks = {on_pool_push, on_pool_supersede, on_pool_state};
+	struct rt_pool_hooks hooks = {on_pool_push, on_pool_supersede, on_pool_state,
+				      on_pool_command};
 	w->pool = rt_pool_new(w->base, &pc, &hooks, w);
 	w->heartbeat_timer = event_new(w->base, -1, EV_PERSIST, on_heartbeat, w);
 	struct timeval second = {1, 0};

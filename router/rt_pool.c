@@ -55,6 +55,7 @@ static const char release_lua[] =
 static const char route_lua[] =
 	"local h = redis.call('HMGET', KEYS[1], 'primary', 'worker')\n"
 	"local target, sw = h[1] or '', h[2] or ''\n"
+	"if sw ~= '' and redis.call('EXISTS', ARGV[1]..'worker:'..sw) == 0 then sw = '' end\n"
 	"if ARGV[5] == 'any' then target = sw end\n"
 	"if target == '' then return {'', sw, 0} end\n"
 	"local n = redis.call('PUBLISH', ARGV[1]..'push:'..target,\n"
@@ -83,6 +84,9 @@ static void on_message(void *arg, const char *channel, const char *msg, size_t l
 		unsigned long long epoch = 0;
 		if (sscanf(msg, "supersede %129s %llu", agent, &epoch) == 2 && p->hooks.on_supersede)
 			p->hooks.on_supersede(p->arg, agent, (uint64_t)epoch);
+		else if ((strcmp(msg, "drain") == 0 || strcmp(msg, "resume") == 0) &&
+			 p->hooks.on_command)
+			p->hooks.on_command(p->arg, msg);
 	}
 }
 
@@ -158,6 +162,9 @@ void rt_pool_heartbeat(struct rt_pool *p, const struct rt_worker_info *info)
 	rt_redis_commandv(p->cmd, NULL, NULL, argc, argv, NULL);
 	rt_redis_command(p->cmd, NULL, NULL, "PEXPIRE %s 3000", key);
 	rt_redis_command(p->cmd, NULL, NULL, "SADD %sworkers %s", p->prefix, p->worker);
+	/* What the pool keeps knowing of a worker once it is down. */
+	rt_redis_command(p->cmd, NULL, NULL, "HSET %sworkerinfo:%s node %s address %s listen %s",
+			 p->prefix, p->worker, p->node, info->address, info->listen);
 
 	/* The push counters, as a snapshot (pool-wide figures within 1 s). */
 	const char *hv[2 + 2 * 16];

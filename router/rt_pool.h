@@ -21,6 +21,8 @@ struct rt_pool_hooks {
 	void (*on_supersede)(void *arg, const char *agent, uint64_t epoch);
 	/* Redis came up (re-register, re-announce) or went down. */
 	void (*on_state)(void *arg, int up);
+	/* "drain" or "resume" from an admin port of any node. */
+	void (*on_command)(void *arg, const char *command);
 };
 
 struct rt_pool_conf {

@@ -10,9 +10,12 @@ ml3's HOST:PORT as its primary, as an agent with an -x list does.
 from __future__ import annotations
 
 import json
+import socket
 import queue
 import threading
 import time
+
+import pytest
 
 import harness
 import qasync as q
@@ -403,6 +406,30 @@ def test_sigkill_of_node_removes_its_worker_from_api_workers_within_5s(qagw, uid
     print(f"ml3 left the pool {time.monotonic() - t0:.2f}s after SIGKILL")
     if "ml3" in ws:
         assert ws["ml3"]["state"] == "down", ws
+        # what the pool knew of it is kept while it is down
+        assert ws["ml3"]["node"] == "n2" and ws["ml3"]["address"] == n2.address("ml3"), ws
     assert ws["ml1"]["state"] == "serving" and ws["ml2"]["state"] == "serving", ws
     st, body = healthz(n1)  # n1's own workers, store and Redis are fine
     assert (st, body) == (200, {"status": "ok"}), (st, body)
+
+
+def test_drain_and_resume_a_worker_of_another_node(qagw, uid):
+    """admin.md: POST /api/workers/{name}/drain drains *that* worker, whichever node's
+    admin port is asked; the command travels through the pool (Redis)."""
+    n1, n2 = two_nodes(qagw)
+    poll(lambda: n1.admin.workers(), lambda ws: (ws.get("ml3") or {}).get("state") == "serving",
+         5, "ml3 serving")
+    c = persist(n2, "ml3", f"B-{uid}")
+    st, body = n1.admin.post("/api/workers/ml3/drain", {})
+    assert st == 202 and body["node"] == "n2", (st, body)
+    err = c.expect_error_and_close(timeout=5)
+    assert err.code == 8 and err.retryable == 1, err
+    poll(lambda: n1.admin.workers(), lambda ws: ws["ml3"]["state"] == "draining", 3, "ml3 draining")
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", n2.port("ml3")), timeout=1).close()
+    st, body = n1.admin.post("/api/workers/ml3/resume", {})
+    assert st == 202, (st, body)
+    poll(lambda: harness.port_open(n2.port("ml3")), bool, 5, "ml3 listening again")
+    persist(n2, "ml3", f"C-{uid}").close()
+    st, body = n1.admin.post("/api/workers/nosuch/drain", {})
+    assert st == 404, (st, body)
