@@ -389,17 +389,14 @@ int gw_config_load(const char *path, struct gw_config *c, char *err, size_t errl
 		         c->admin_listen);
 		return -1;
 	}
-	/* Agent authentication is not built yet: whatever [node] auth says, the
-	 * gateway runs as auth = off, which is only allowed on loopback. */
-	for (int i = 0; i < c->n_workers; i++)
+	/* auth = off lets anyone who can connect act as any agent: loopback only. */
+	for (int i = 0; c->auth_off && i < c->n_workers; i++)
 		if (!gw_sockaddr_is_loopback((struct sockaddr *)&c->workers[i].sa)) {
 			snprintf(err, errlen,
-			         "%s:%d: [worker %s]: key \"listen\": %s is not loopback; agent "
-			         "authentication "
-			         "is not built yet, so qagw runs as auth = off, which is allowed "
-			         "on loopback only",
-			         path, c->workers[i].line, c->workers[i].name,
-			         c->workers[i].listen);
+			         "%s: [node] key \"auth\": auth = off is allowed only when every "
+			         "listener is on loopback, and [worker %s] (line %d) listens on %s "
+			         "(not loopback)",
+			         path, c->workers[i].name, c->workers[i].line, c->workers[i].listen);
 			return -1;
 		}
 	if (!c->admin_token[0] && !gw_sockaddr_is_loopback((struct sockaddr *)&c->admin_sa)) {

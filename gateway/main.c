@@ -4,6 +4,7 @@
  * reload). Fatal errors stop the process only here, at start. */
 #include "admin/admin.h"
 #include "gateway/config.h"
+#include "gateway/credentials.h"
 #include "gateway/log.h"
 #include "gateway/node.h"
 #include "gateway/worker.h"
@@ -29,6 +30,7 @@ struct node {
 static void usage(void)
 {
 	fprintf(stderr, "usage: qagw -c FILE [--check]\n"
+	                "       qagw -c FILE agent add ID | agent remove ID | agent list\n"
 	                "  -c FILE    configuration file (see conf/qagw.conf)\n"
 	                "  --check    validate the configuration and exit\n");
 	exit(2);
@@ -92,12 +94,18 @@ int main(int argc, char **argv)
 {
 	const char *path = NULL;
 	int check = 0;
+	char **agent_cmd = NULL;
+	int agent_argc = 0;
 	for (int i = 1; i < argc; i++) {
 		if (strcmp(argv[i], "-c") == 0 && i + 1 < argc)
 			path = argv[++i];
 		else if (strcmp(argv[i], "--check") == 0)
 			check = 1;
-		else
+		else if (strcmp(argv[i], "agent") == 0) {
+			agent_cmd = argv + i + 1;
+			agent_argc = argc - i - 1;
+			break;
+		} else
 			usage();
 	}
 	if (!path)
@@ -109,6 +117,14 @@ int main(int argc, char **argv)
 		fprintf(stderr, "qagw: %s\n", err);
 		return 1;
 	}
+	if (agent_cmd) {
+		/* Provisioning needs the schema: migrate first (idempotent). */
+		if (st_startup(n.node.conf.conninfo, 5, NULL, 0, err, sizeof(err)) != 0) {
+			fprintf(stderr, "qagw: %s\n", err);
+			return 1;
+		}
+		return gw_credentials_cli(&n.node.conf, agent_argc, agent_cmd);
+	}
 	if (check) {
 		printf("qagw: %s: configuration ok (%d workers)\n", path, n.node.conf.n_workers);
 		return 0;
@@ -117,9 +133,6 @@ int main(int argc, char **argv)
 	signal(SIGPIPE, SIG_IGN);
 	if (evthread_use_pthreads() != 0)
 		die("libevent has no pthreads support");
-	if (!n.node.conf.auth_off)
-		gw_log(GW_LOG_WARN, "[node] auth = token: agent authentication is not built yet; "
-		                    "running as auth = off (loopback listeners only)");
 
 	struct st_worker_row rows[GW_MAX_WORKERS];
 	for (int i = 0; i < n.node.conf.n_workers; i++) {

@@ -10,6 +10,8 @@
 #include "store/store.h"
 
 #include <event2/bufferevent.h>
+#include <openssl/crypto.h>
+#include <openssl/sha.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -210,6 +212,43 @@ static void on_hello(void *arg, const PGresult *res, const char *err)
 	claim_session(s);
 }
 
+/* The agent is who it says (or auth = off): register it and let the store
+ * record the HELLO. */
+static void start_hello(struct gw_session *s)
+{
+	struct gw_worker *w = s->w;
+	gw_session_register(s); /* pushes arriving from now on follow WELCOME */
+	struct st_params p = {0};
+	st_params_text(&p, s->agent, strlen(s->agent));
+	st_params_text(&p, s->primary_sent, strlen(s->primary_sent));
+	st_params_text(&p, w->wc->name, strlen(w->wc->name));
+	st_params_int8(&p, gw_now_ms());
+	submit(s, "SELECT name, advertise, tls, pending FROM qa_hello($1, $2, $3, $4)", &p, on_hello);
+}
+
+/* gateway.md "Authentication": the SHA-256 of the HELLO token against the
+ * stored one, in constant time; an unknown agent is compared against a
+ * dummy so that both failures take the same path and say the same. */
+static void on_credentials(void *arg, const PGresult *res, const char *err)
+{
+	struct gw_session *s = arg;
+	if (!res) {
+		store_failed(s, err);
+		return;
+	}
+	static const uint8_t dummy[32];
+	int known = PQntuples(res) == 1 && PQgetlength(res, 0, 0) == 32;
+	const void *stored = known ? (const void *)PQgetvalue(res, 0, 0) : (const void *)dummy;
+	int match = CRYPTO_memcmp(stored, s->token_sha256, 32) == 0;
+	s->op = NULL;
+	if (!known || !match) {
+		gw_slog(GW_LOG_WARN, s, "HELLO refused: %s", known ? "wrong token" : "unknown agent");
+		gw_session_error(s, QS_E_AUTH, "unknown agent or wrong token");
+		return;
+	}
+	start_hello(s);
+}
+
 void gw_req_hello(struct gw_session *s, const struct qs_hello *h)
 {
 	struct gw_worker *w = s->w;
@@ -230,16 +269,16 @@ void gw_req_hello(struct gw_session *s, const struct qs_hello *h)
 	}
 	copy_str(s->primary_sent, sizeof(s->primary_sent), h->primary);
 	s->persist = (h->flags & QS_FLAG_PERSIST) != 0;
-	gw_session_register(s); /* pushes arriving from now on follow WELCOME */
-	int64_t now = gw_now_ms();
-	s->clock_shift_ms = now - (int64_t)h->now_ms;
-
+	s->clock_shift_ms = gw_now_ms() - (int64_t)h->now_ms;
+	SHA256((const unsigned char *)h->token.ptr, h->token.len, s->token_sha256);
+	if (w->conf->auth_off) {
+		start_hello(s);
+		return;
+	}
 	struct st_params p = {0};
 	st_params_text(&p, s->agent, strlen(s->agent));
-	st_params_text(&p, s->primary_sent, strlen(s->primary_sent));
-	st_params_text(&p, w->wc->name, strlen(w->wc->name));
-	st_params_int8(&p, now);
-	submit(s, "SELECT name, advertise, tls, pending FROM qa_hello($1, $2, $3, $4)", &p, on_hello);
+	submit(s, "SELECT token_sha256 FROM qa_credentials WHERE agent_id = $1", &p,
+	       on_credentials);
 }
 
 /* ---- UPLOAD ---- */

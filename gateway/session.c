@@ -363,7 +363,10 @@ void gw_session_accept(struct gw_worker *w, int fd, const char *peer)
 void gw_session_wait(struct gw_session *s, struct st_op *op)
 {
 	s->op = op;
-	set_state(s, s->state == GW_S_AWAIT_HELLO ? GW_S_WELCOMING : GW_S_BUSY);
+	if (s->state == GW_S_AWAIT_HELLO)
+		set_state(s, GW_S_WELCOMING);
+	else if (s->state == GW_S_READY)
+		set_state(s, GW_S_BUSY);
 }
 
 void gw_session_welcomed(struct gw_session *s)

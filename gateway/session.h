@@ -39,6 +39,7 @@ struct gw_session {
 	int persist;
 	int peer_eof;           /* the agent half-closed: finish what was read, then close */
 	int64_t clock_shift_ms; /* server clock at HELLO - agent's now_ms */
+	uint8_t token_sha256[32]; /* of the HELLO token: the token itself is never kept */
 	uint64_t id;            /* holds delivered messages in the store (held_by) */
 	int64_t since_ms;
 	struct st_op *op;  /* the in-flight store statement, if any */

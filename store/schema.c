@@ -322,6 +322,13 @@ static const char *const migrations[] = {
 	"  END IF;\n"
 	"  RETURN 1;\n"
 	"END $$;\n",
+
+	/* 3: agent credentials (gateway.md "Authentication"): only the
+	 * SHA-256 of each token is kept. */
+	"CREATE TABLE qa_credentials (\n"
+	"  agent_id text PRIMARY KEY,\n"
+	"  token_sha256 bytea NOT NULL CHECK (octet_length(token_sha256) = 32),\n"
+	"  created_ms bigint NOT NULL);\n",
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

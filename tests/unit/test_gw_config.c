@@ -96,8 +96,11 @@ static void test_errors(void **state)
 	expect_error("[worker ml1]\nlisten = 127.0.0.1:1\n[worker ml1]\nlisten = 127.0.0.1:2\n",
 	             ":", "twice");
 	expect_error("[node]\nname = n1\n", "", "no [worker NAME]");
-	/* auth is not built: a listener off loopback is refused */
-	expect_error("[worker ml1]\nlisten = 0.0.0.0:2439\n", ":1:", "not loopback");
+	/* auth = off: a listener off loopback is refused */
+	expect_error("[node]\nauth = off\n[worker ml1]\nlisten = 0.0.0.0:2439\n", "line 3",
+	             "not loopback");
+	/* with tokens, any listener is fine */
+	assert_int_equal(load("[worker ml1]\nlisten = 0.0.0.0:2439\n"), 0);
 	expect_error("[worker ml1]\nlisten = 127.0.0.1:1\n[admin]\nlisten = 0.0.0.0:8439\n", "",
 	             "token is empty");
 }
