@@ -46,7 +46,7 @@ FUZZ_SRC  = $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS = $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps run services stop-services test test-unit test-fuzz test-e2e fuzz clean format format-check
+.PHONY: all deps certs run services stop-services test test-unit test-fuzz test-e2e test-asan fuzz clean format format-check
 
 all: $(QAGW) $(QAAGENT) $(UNIT_BINS)
 
@@ -87,7 +87,8 @@ $(BUILD)/tests/test_gw_%: $(call obj,tests/unit/test_gw_%.c) $(LIBGW) $(LIBPROTO
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_GW) $(LIBS_TEST)
 
 # libFuzzer targets, built with clang; each links the sources it exercises.
-# fuzz_frame: the codec; fuzz_stream: the agent's -x parser; fuzz_config: qagw's config.
+# fuzz_frame: the codec; fuzz_stream: the agent's -x parser; fuzz_config: qagw's config;
+# fuzz_session: a worker's session state machine fed arbitrary frame sequences.
 FUZZ_CFLAGS = -std=c17 -D_GNU_SOURCE -g -O1 -I. $(PKG_CFLAGS) -fsanitize=fuzzer,address,undefined
 $(BUILD)/fuzz/fuzz_frame: tests/fuzz/fuzz_frame.c $(PROTO_SRC)
 	@mkdir -p $(dir $@)
@@ -98,12 +99,20 @@ $(BUILD)/fuzz/fuzz_stream: tests/fuzz/fuzz_stream.c $(PROTO_SRC) $(AGENT_SRC)
 $(BUILD)/fuzz/fuzz_config: tests/fuzz/fuzz_config.c $(PROTO_SRC) $(GW_SRC) $(ROUTER_SRC) $(STORE_SRC) $(ADMIN_SRC)
 	@mkdir -p $(dir $@)
 	$(CLANG) $(FUZZ_CFLAGS) -o $@ $^ $(LIBS_GW)
+$(BUILD)/fuzz/fuzz_session: tests/fuzz/fuzz_session.c $(PROTO_SRC) $(GW_SRC) $(ROUTER_SRC) $(STORE_SRC) $(ADMIN_SRC)
+	@mkdir -p $(dir $@)
+	$(CLANG) $(FUZZ_CFLAGS) -o $@ $^ $(LIBS_GW)
 
 deps:
 	@bash scripts/install-deps.sh
 
+# Dev CA and server certificate for TLS workers (conf/qagw.conf's [tls] cert and key);
+# made once, kept out of git. conf/make-dev-certs.sh --force DIR remakes them.
+certs:
+	@bash conf/make-dev-certs.sh conf/dev
+
 # The main job: packages, build, PostgreSQL + Redis under run/, a 3-worker gateway.
-run: deps
+run: deps certs
 	$(MAKE) all
 	bash scripts/services.sh start run
 	$(QAGW) -c conf/qagw.conf
@@ -111,7 +120,7 @@ run: deps
 stop-services:
 	bash scripts/services.sh stop run
 
-test: deps
+test: deps certs
 	$(MAKE) all $(FUZZ_BINS)
 	$(MAKE) test-unit test-fuzz test-e2e
 
@@ -127,6 +136,28 @@ test-fuzz: $(FUZZ_BINS)
 
 test-e2e: $(QAGW) $(QAAGENT)
 	$(PYTHON) -m pytest -q tests/e2e
+
+# The unit and e2e suites against an ASan+UBSan build in build-asan/ (slow: not part of
+# `make test`). Sanitizer reports of every process (qagw, qaagent, unit tests) go to
+# build-asan/sanitizer/; any report, or a test failure, fails the run.
+ASAN_BUILD  = build-asan
+ASAN_FLAGS  = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer
+ASAN_REPORT = $(CURDIR)/$(ASAN_BUILD)/sanitizer
+ASAN_ENV    = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:log_path=$(ASAN_REPORT)/asan \
+	      UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$(ASAN_REPORT)/ubsan \
+	      QAGW_BUILD=$(ASAN_BUILD)
+test-asan: deps certs
+	$(MAKE) BUILD=$(ASAN_BUILD) CFLAGS="$(ASAN_FLAGS)" LDFLAGS="$(ASAN_FLAGS)" all
+	@rm -rf $(ASAN_REPORT) && mkdir -p $(ASAN_REPORT)
+	@rc=0; \
+	  $(ASAN_ENV) $(MAKE) --no-print-directory BUILD=$(ASAN_BUILD) CFLAGS="$(ASAN_FLAGS)" \
+	    LDFLAGS="$(ASAN_FLAGS)" test-unit || rc=1; \
+	  $(ASAN_ENV) $(PYTHON) -m pytest -q tests/e2e || rc=1; \
+	  if [ -n "$$(ls -A $(ASAN_REPORT))" ]; then \
+	    echo "== sanitizer reports in $(ASAN_REPORT):"; \
+	    for f in $(ASAN_REPORT)/*; do echo "-- $$f"; head -60 $$f; done; rc=1; \
+	  else echo "== no sanitizer reports"; fi; \
+	  exit $$rc
 
 # Bounded fuzzing of every target (FUZZ_SECONDS each); new finds go to build/fuzz/new-*.
 fuzz: $(FUZZ_BINS)

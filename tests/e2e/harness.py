@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
 REPO = Path(__file__).resolve().parents[2]
-BUILD = Path(os.environ.get("BUILD", REPO / "build"))
+# QAGW_BUILD (e.g. build-asan, set by `make test-asan`) wins over BUILD; default build/.
+BUILD = Path(os.environ.get("QAGW_BUILD") or os.environ.get("BUILD", REPO / "build"))
 if not BUILD.is_absolute():
     BUILD = REPO / BUILD
 QAGW = BUILD / "qagw"
