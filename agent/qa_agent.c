@@ -1,17 +1,26 @@
 /* libqaagent's entry points: see qa_agent.h. */
 #include "agent/qa_agent.h"
 
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 #include <uuid/uuid.h>
 
 #include "agent/qa_cycle.h"
+#include "agent/qa_failover.h"
 #include "agent/qa_session.h"
 
 #define QA_RECV_POLL_MS 500
+/* run -policy automatic: how often the client store's queues are looked at. */
+#define QA_RUN_QUEUE_POLL_MS 500
+/* A session lost sooner than this after its WELCOME: the next cycle waits
+ * for the rest of it, so that a server that welcomes and drops at once is
+ * not hammered (agent.md is silent; a choice). */
+#define QA_RUN_MIN_SESSION_MS 1000
 
 int qa_agent_open(struct qa_agent *a, const struct qa_config *cfg, FILE *log_out,
                   struct qa_error *e)
@@ -20,13 +29,29 @@ int qa_agent_open(struct qa_agent *a, const struct qa_config *cfg, FILE *log_out
 	a->cfg = cfg;
 	a->log.out = log_out;
 	a->log.verbose = cfg->verbose;
-	return qa_store_open(&a->store, cfg->db_path, cfg->agent_id, e);
+	if (cfg->trace_path != NULL) {
+		a->trace = fopen(cfg->trace_path, "ae");
+		if (a->trace == NULL)
+			return qa_error_set(e, QA_FAIL_USAGE,
+			                    "bad -trace \"%.200s\": cannot open it for writing",
+			                    cfg->trace_path);
+	}
+	if (qa_store_open(&a->store, cfg->db_path, cfg->agent_id, e) != 0) {
+		if (a->trace != NULL)
+			fclose(a->trace);
+		a->trace = NULL;
+		return -1;
+	}
+	return 0;
 }
 
 void qa_agent_close(struct qa_agent *a)
 {
 	qa_store_close(a->store);
 	a->store = NULL;
+	if (a->trace != NULL)
+		fclose(a->trace);
+	a->trace = NULL;
 }
 
 int qa_agent_check(const struct qa_send_params *p, struct qa_error *e)
@@ -134,12 +159,15 @@ static int save_servers(struct qa_agent *a, const struct qa_server_list *l, stru
 }
 
 /* The streams to try: the -x list, or for auto(...) the stored server list
- * then the bootstrap. Returns the count, or -1. */
-static int build_attempts(struct qa_agent *a, struct qa_stream *v, size_t cap, struct qa_error *e)
+ * (labelled with the workers' names) then the bootstrap. Returns the count,
+ * or -1. */
+static int build_attempts(struct qa_agent *a, struct qa_stream *v, qa_cycle_label *labels,
+                          size_t cap, struct qa_error *e)
 {
 	const struct qa_config *cfg = a->cfg;
 	if (cfg->n_streams == 0)
 		return qa_error_set(e, QA_FAIL_USAGE, "no -x stream given: nothing to connect to");
+	memset(labels, 0, cap * sizeof *labels);
 	if (cfg->streams[0].scheme != QA_SCHEME_AUTO) {
 		memcpy(v, cfg->streams, cfg->n_streams * sizeof *v);
 		return (int)cfg->n_streams;
@@ -162,9 +190,13 @@ static int build_attempts(struct qa_agent *a, struct qa_stream *v, size_t cap, s
 			continue; /* a server this agent cannot use; the bootstrap remains */
 		if (v[n].tls && v[n].ca_file[0] == '\0')
 			memcpy(v[n].ca_file, boot->ca_file, sizeof v[n].ca_file);
+		const size_t name_len = (size_t)(stream - line);
+		snprintf(labels[n], sizeof labels[n], "%.*s",
+		         (int)(name_len < QA_NAME_MAX ? name_len : QA_NAME_MAX), line);
 		n++;
 	}
 	free(text);
+	snprintf(labels[n], sizeof labels[n], "bootstrap");
 	v[n++] = *boot;
 	return (int)n;
 }
@@ -173,6 +205,7 @@ static int build_attempts(struct qa_agent *a, struct qa_stream *v, size_t cap, s
  * the HELLO to say (flags: 0 for sync, QS_FLAG_PERSIST for run). */
 struct connect_plan {
 	struct qa_stream streams[QA_MAX_STREAMS + 1];
+	qa_cycle_label labels[QA_MAX_STREAMS + 1];
 	char primary[QA_STREAM_TEXT_MAX];
 	struct qa_hello_params hello;
 	struct qa_cycle_params cycle;
@@ -183,7 +216,7 @@ static int plan_connect(struct qa_agent *a, uint8_t flags, struct connect_plan *
                         struct qa_error *e)
 {
 	const struct qa_config *cfg = a->cfg;
-	int n = build_attempts(a, c->streams, QA_MAX_STREAMS + 1, e);
+	int n = build_attempts(a, c->streams, c->labels, QA_MAX_STREAMS + 1, e);
 	if (n < 0)
 		return -1;
 	c->is_auto = cfg->streams[0].scheme == QA_SCHEME_AUTO;
@@ -199,8 +232,13 @@ static int plan_connect(struct qa_agent *a, uint8_t flags, struct connect_plan *
 	c->cycle = (struct qa_cycle_params){
 	    .streams = c->streams,
 	    .n_streams = (size_t)n,
+	    .labels = c->labels,
 	    .hello = &c->hello,
 	    .connect_timeout_ms = QA_CONNECT_TIMEOUT_MS,
+	    .fr = cfg->fr,
+	    .fd_ms = cfg->fd_ms,
+	    .trace = a->trace,
+	    .cycle_no = 1,
 	};
 	return 0;
 }
@@ -251,40 +289,221 @@ int qa_agent_sync(struct qa_agent *a, struct qa_sync_result *r, struct qa_error 
 	return rc;
 }
 
+/* The stream `run` tries in the background while the session is on an
+ * alternate (agent.md step 6), as a one-stream plan in *probe; 0 when the
+ * session is on the primary (or there is nothing better to try). With an -x
+ * list the primary is the first entry; with auto(...) it is the first entry
+ * of the list this WELCOME gave, when the WELCOME says on_primary 0. */
+static int failback_target(struct qa_agent *a, const struct connect_plan *plan, size_t index,
+                           const struct qa_session *s, struct connect_plan *probe,
+                           struct qa_error *e)
+{
+	if (!plan->is_auto) {
+		if (index == 0)
+			return 0;
+		*probe = *plan;
+	} else {
+		if (s->welcome.on_primary || s->welcome.servers.n == 0)
+			return 0;
+		if (plan_connect(a, QS_FLAG_PERSIST, probe, e) != 0)
+			return -1;
+		char here[QA_STREAM_TEXT_MAX], there[QA_STREAM_TEXT_MAX];
+		if (probe->cycle.n_streams < 2 ||
+		    qa_stream_format(&plan->streams[index], here, sizeof here) < 0 ||
+		    qa_stream_format(&probe->streams[0], there, sizeof there) < 0 ||
+		    strcmp(here, there) == 0)
+			return 0;
+	}
+	probe->cycle.streams = probe->streams;
+	probe->cycle.labels = probe->labels;
+	probe->cycle.hello = &probe->hello;
+	probe->hello.primary = probe->primary;
+	return 1;
+}
+
+/* The state of qa_agent_run across cycles. */
+struct runner {
+	struct qa_agent *a;
+	struct qa_run run;
+	unsigned cycle_no;
+	unsigned failed_in_a_row; /* k of agent.md step 5 */
+	unsigned seed;            /* rand_r state for the backoff factor */
+	uint64_t failback_ms;
+};
+
+/* One session and the sessions that replace it when the primary answers
+ * again (step 6), until the run ends or the connection is lost. s holds a
+ * session that just got WELCOME from plan's stream index; spare is a second
+ * session object for the probes. Returns like qa_run_session; *cur says
+ * which of the two was last used (closed on return). */
+static int run_connected(struct runner *rn, struct connect_plan *plan, size_t index,
+                         struct qa_session *s, struct qa_session *spare, enum qa_run_end *end,
+                         uint64_t *welcome_at, struct qa_error *e)
+{
+	struct qa_agent *a = rn->a;
+	struct qa_run *run = &rn->run;
+	struct connect_plan probe;
+	int rc;
+	for (;;) {
+		*welcome_at = qa_mono_ms();
+		rc = record_welcome(a, plan, s, e);
+		int target = 0;
+		if (rc == 0 && (target = failback_target(a, plan, index, s, &probe, e)) < 0)
+			rc = -1;
+		run->probe_at_ms = target ? qa_mono_ms() + rn->failback_ms : 0;
+		if (rc == 0)
+			rc = qa_run_session(run, s, end, e);
+		/* On an alternate: try the primary whenever the loop says it is time. */
+		while (rc == 0 && *end == QA_RUN_END_PROBE) {
+			qa_session_init(spare, &a->log);
+			qa_run_prepare(run, spare);
+			probe.cycle.cycle_no = rn->cycle_no;
+			struct qa_error pe;
+			if (qa_cycle_probe(spare, &probe.cycle, 0, &pe) == 0) {
+				/* The primary answered: leave the alternate (BYE), keep
+				 * the new session. The server ends the old one anyway
+				 * (superseded); the BYE just says it first. */
+				record_reassign(a, s);
+				qa_run_close(run, s, 0, QA_RUN_END_FAILBACK, NULL);
+				qa_session_free(s);
+				*s = *spare; /* the connection's buffers move with it */
+				qa_session_init(spare, &a->log);
+				*plan = probe;
+				plan->cycle.streams = plan->streams;
+				plan->cycle.labels = plan->labels;
+				plan->cycle.hello = &plan->hello;
+				plan->hello.primary = plan->primary;
+				index = 0;
+				break;
+			}
+			qa_session_free(spare);
+			if (pe.kind == QA_FAIL_STOPPED) {
+				*end = qa_run_stopped(run);
+				return 0;
+			}
+			if (qa_error_is_final(&pe) || pe.kind == QA_FAIL_STORE ||
+			    pe.kind == QA_FAIL_SYSTEM) {
+				/* auth, version...: the primary refuses this agent; the
+				 * alternate would say the same at its next HELLO. */
+				*e = pe;
+				qa_run_close(run, s, -1, QA_RUN_END_NONE, e);
+				return -1;
+			}
+			run->probe_at_ms = qa_mono_ms() + rn->failback_ms;
+			rc = qa_run_resume(run, s, end, e);
+		}
+		if (rc == 0 && *end == QA_RUN_END_PROBE)
+			continue; /* switched to the primary: run the new session */
+		break;
+	}
+	/* The new list is kept before BYE, so a crash after BYE still follows it. */
+	record_reassign(a, s);
+	QA_DEBUG(&a->log, "run session with %s ended: %s", s->welcome.server,
+	         rc == 0 ? qa_run_end_reason(*end) : e->msg);
+	qa_run_close(run, s, rc, *end, e);
+	return rc;
+}
+
+/* Whether a failure ends `run` (1) or a new cycle follows (0). */
+static int run_fails_for_good(const struct qa_error *e)
+{
+	return qa_error_is_final(e) || e->kind == QA_FAIL_STORE || e->kind == QA_FAIL_SYSTEM;
+}
+
 int qa_agent_run(struct qa_agent *a, const struct qa_run_params *p, enum qa_run_end *end,
                  struct qa_error *e)
 {
 	*end = QA_RUN_END_NONE;
-	struct connect_plan plan;
-	if (plan_connect(a, QS_FLAG_PERSIST, &plan, e) != 0)
-		return -1;
-	struct qa_run run;
-	qa_run_init(&run, p, a->store, &a->log);
-	struct qa_session s;
-	qa_session_init(&s, &a->log);
-	qa_run_prepare(&run, &s);
-	/* One cycle, one session. The failover issue loops here: backoff and a
-	 * new cycle after a retryable failure, the primary probed while on an
-	 * alternate, REASSIGN followed. */
-	if (qa_cycle_connect(&s, &plan.cycle, NULL, e) != 0) {
-		qa_session_free(&s);
-		if (e->kind == QA_FAIL_STOPPED) {
-			*end = qa_run_stopped(&run);
-			return 0;
+	const struct qa_config *cfg = a->cfg;
+	struct qa_run_params params = *p;
+	params.outbox_poll_ms = cfg->policy == QA_POLICY_AUTOMATIC ? QA_RUN_QUEUE_POLL_MS : 0;
+	params.schedule_ms =
+	    cfg->policy == QA_POLICY_SCHEDULED ? (uint64_t)cfg->schedule_s * 1000u : 0;
+	struct runner rn = {.a = a, .failback_ms = qa_failover_failback_ms(cfg->fd_ms)};
+	rn.seed = (unsigned)(qa_mono_ms() ^ qa_now_ms() ^ ((uint64_t)getpid() << 16));
+	qa_run_init(&rn.run, &params, a->store, &a->log);
+
+	struct qa_session sessions[2];
+	qa_session_init(&sessions[0], &a->log);
+	qa_session_init(&sessions[1], &a->log);
+	int rc = 0;
+	for (;;) {
+		struct connect_plan plan;
+		if (plan_connect(a, QS_FLAG_PERSIST, &plan, e) != 0) {
+			rc = -1;
+			break;
 		}
-		if (e->kind == QA_FAIL_SERVER)
-			qa_run_report_error(&run, e);
-		return -1;
+		plan.cycle.cycle_no = ++rn.cycle_no;
+		struct qa_session *s = &sessions[0];
+		qa_session_init(s, &a->log);
+		qa_run_prepare(&rn.run, s);
+		size_t index = 0;
+		if (qa_cycle_connect(s, &plan.cycle, &index, e) != 0) {
+			qa_session_free(s);
+			if (e->kind == QA_FAIL_STOPPED) {
+				*end = qa_run_stopped(&rn.run);
+				break;
+			}
+			if (run_fails_for_good(e)) {
+				if (e->kind == QA_FAIL_SERVER)
+					qa_run_report_error(&rn.run, e);
+				rc = -1;
+				break;
+			}
+			/* Step 5: every attempt failed. */
+			rn.failed_in_a_row++;
+			const double r = (double)rand_r(&rn.seed) / (double)RAND_MAX;
+			const uint64_t wait_ms = qa_failover_backoff_ms(rn.failed_in_a_row, r);
+			qa_log_write(&a->log,
+			             "run: %s\nnext cycle in %" PRIu64 " ms (%u failed in a row)",
+			             e->msg, wait_ms, rn.failed_in_a_row);
+			qa_run_report_unreachable(&rn.run, e->msg, wait_ms);
+			struct qa_error we;
+			if (qa_cycle_sleep(params.stop_fd, rn.run.deadline_ms, wait_ms, &we) != 0) {
+				if (we.kind == QA_FAIL_STOPPED) {
+					*end = qa_run_stopped(&rn.run);
+					break;
+				}
+				*e = we;
+				rc = -1;
+				break;
+			}
+			continue;
+		}
+		rn.failed_in_a_row = 0;
+		uint64_t welcome_at = 0;
+		rc = run_connected(&rn, &plan, index, s, &sessions[1], end, &welcome_at, e);
+		qa_session_free(s);
+		if (rc == 0 && *end == QA_RUN_END_REASSIGN) {
+			/* Step 8: the new list is recorded; the next cycle starts with
+			 * the new primary. */
+			QA_DEBUG(&a->log, "REASSIGN: reconnecting to the new primary");
+			continue;
+		}
+		if (rc == 0)
+			break; /* time limit, count, stop */
+		if (run_fails_for_good(e))
+			break;
+		/* The session was lost: a new cycle from step 1. */
+		QA_DEBUG(&a->log, "session lost (%s): new cycle", e->msg);
+		const uint64_t now = qa_mono_ms();
+		if (now < welcome_at + QA_RUN_MIN_SESSION_MS) {
+			struct qa_error we;
+			if (qa_cycle_sleep(params.stop_fd, rn.run.deadline_ms,
+			                   welcome_at + QA_RUN_MIN_SESSION_MS - now, &we) != 0) {
+				if (we.kind == QA_FAIL_STOPPED) {
+					*end = qa_run_stopped(&rn.run);
+					rc = 0;
+					break;
+				}
+				*e = we;
+				break;
+			}
+		}
+		rc = 0;
 	}
-	int rc = record_welcome(a, &plan, &s, e);
-	if (rc == 0)
-		rc = qa_run_session(&run, &s, end, e);
-	/* The new list is kept before BYE, so a crash after BYE still follows it. */
-	record_reassign(a, &s);
-	QA_DEBUG(&a->log, "run session with %s ended: %s", s.welcome.server,
-	         rc == 0 ? qa_run_end_reason(*end) : e->msg);
-	qa_run_close(&run, &s, rc, *end, e);
-	qa_session_free(&s);
+	qa_session_free(&sessions[0]);
+	qa_session_free(&sessions[1]);
 	return rc;
 }
 

@@ -21,6 +21,7 @@ struct qa_agent {
 	const struct qa_config *cfg; /* borrowed; outlives the agent */
 	struct qa_store *store;
 	struct qa_log log;
+	FILE *trace; /* cfg->trace_path opened for appending, or NULL */
 };
 
 /* A message to queue. */
@@ -53,12 +54,17 @@ int qa_agent_queue(struct qa_agent *a, const struct qa_send_params *p, uint8_t i
 int qa_agent_sync(struct qa_agent *a, struct qa_sync_result *r, struct qa_error *e)
     __attribute__((warn_unused_result));
 
-/* `run` (-push connected): a connection cycle with HELLO flags PERSIST, then
- * the persistent session of qa_run (sync, then PUSH → PUSH_ACK → fetch,
- * heartbeats) until an end in p (0 and *end) or a failure (-1; e says which:
- * a non-retryable ERROR is final, anything else retryable). Events go to
- * p->on_event. For now one session: no reconnect, no failover (next issue);
- * REASSIGN records the new list, says BYE and ends (QA_RUN_END_REASSIGN). */
+/* `run` (-push connected), agent.md "Failover": connection cycles with HELLO
+ * flags PERSIST, each session the persistent one of qa_run (a transmission,
+ * then PUSH → PUSH_ACK → fetch, heartbeats, -policy), until an end in p (0
+ * and *end: time limit, count, stop) or a failure that must not be retried
+ * (-1: a non-retryable ERROR, a usage error, the client store or the machine
+ * failed). A lost session starts a new cycle at once; a cycle that failed on
+ * every server waits min(2^k, 300) s x [0.5, 1.5] first (k cycles failed in
+ * a row). While on an alternate the primary is tried every -fd (30 s when 0)
+ * and taken as soon as it answers WELCOME. REASSIGN records the new list,
+ * says BYE and starts a cycle with the new primary. Events go to p->on_event;
+ * p's outbox_poll_ms and schedule_ms are set from cfg's -policy. */
 int qa_agent_run(struct qa_agent *a, const struct qa_run_params *p, enum qa_run_end *end,
                  struct qa_error *e) __attribute__((warn_unused_result));
 

@@ -215,6 +215,15 @@ static int opt_o(struct qa_config *c, const char *v, char *err, size_t errlen)
 	return 0;
 }
 
+static int opt_trace(struct qa_config *c, const char *v, char *err, size_t errlen)
+{
+	if (v[0] == '\0')
+		return bad(err, errlen, "-trace", v, "an empty file name");
+	free(c->trace_path);
+	c->trace_path = strdup(v);
+	return 0;
+}
+
 static int opt_v(struct qa_config *c, const char *v, char *err, size_t errlen)
 {
 	c->verbose = 1;
@@ -239,6 +248,7 @@ static const struct option {
     {"-token", 1, 0, opt_token},
     {"-token-file", 1, 0, opt_token_file},
     {"-o", 1, 0, opt_o},
+    {"-trace", 1, 0, opt_trace},
     {"-v", 0, 1, opt_v},
 };
 
@@ -257,6 +267,7 @@ void qa_config_free(struct qa_config *c)
 	free(c->db_path);
 	free(c->token);
 	free(c->log_path);
+	free(c->trace_path);
 	qa_config_init(c);
 }
 

@@ -36,6 +36,7 @@ struct qa_config {
 	unsigned schedule_s; /* -policy scheduled[S] */
 	char *token;         /* -token or the first line of -token-file; "" when none */
 	char *log_path;      /* -o, NULL: stderr */
+	char *trace_path;    /* -trace: one JSON line per connection attempt, NULL: none */
 	int verbose;         /* -v */
 	unsigned seen;       /* bit per option given (duplicates are errors) */
 };

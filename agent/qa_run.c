@@ -61,6 +61,10 @@ const char *qa_run_end_reason(enum qa_run_end end)
 		return "stopped";
 	case QA_RUN_END_REASSIGN:
 		return "reassigned";
+	case QA_RUN_END_PROBE:
+		return "trying the primary";
+	case QA_RUN_END_FAILBACK:
+		return "back to the primary";
 	default:
 		return "ended";
 	}
@@ -87,6 +91,36 @@ static int push_round(struct qa_run *r, struct qa_session *s, struct qa_error *e
 	QA_DEBUG(r->log, "push answered: %lu received, %lu uploaded", res.received,
 	         res.uploaded[0] + res.uploaded[1]);
 	return mark_synced(r, e);
+}
+
+/* A transmission per -policy (the sync transaction on the open session):
+ * upload the outbox, send queued STATUS reports, fetch, PING/PONG. The queue
+ * mark is read first, so that anything queued during it is seen as new at
+ * the next look and transmitted then. */
+static int transmit(struct qa_run *r, struct qa_session *s, const char *why, struct qa_error *e)
+{
+	uint64_t mark;
+	if (qa_store_queue_mark(r->st, &mark, e) != 0)
+		return -1;
+	const struct qa_sync_hooks hooks = {on_delivered, r};
+	struct qa_sync_result res;
+	if (qa_sync_run(s, r->st, &hooks, &res, e) != 0)
+		return -1;
+	r->queue_mark = mark;
+	QA_DEBUG(r->log, "transmission (%s): %lu uploaded, %lu received", why,
+	         res.uploaded[0] + res.uploaded[1], res.received);
+	return mark_synced(r, e);
+}
+
+/* -policy automatic: something new in the outbox or the status queue? */
+static int queue_grew(struct qa_run *r, int *grew, struct qa_error *e)
+{
+	uint64_t mark;
+	*grew = 0;
+	if (qa_store_queue_mark(r->st, &mark, e) != 0)
+		return -1;
+	*grew = mark > r->queue_mark;
+	return 0;
 }
 
 /* The heartbeat (protocol.md PING/PONG): one PING every heartbeat_s, and no
@@ -123,6 +157,12 @@ static int poll_timeout(const struct qa_run *r, uint64_t hb_ms, uint64_t now)
 		if (hb < wake)
 			wake = hb;
 	}
+	if (r->probe_at_ms != 0 && r->probe_at_ms < wake)
+		wake = r->probe_at_ms;
+	if (r->p.outbox_poll_ms != 0 && r->next_queue_check_ms < wake)
+		wake = r->next_queue_check_ms;
+	if (r->p.schedule_ms != 0 && r->next_schedule_ms < wake)
+		wake = r->next_schedule_ms;
 	if (wake == UINT64_MAX)
 		return -1;
 	if (wake <= now)
@@ -133,9 +173,6 @@ static int poll_timeout(const struct qa_run *r, uint64_t hb_ms, uint64_t now)
 static int loop(struct qa_run *r, struct qa_session *s, enum qa_run_end *end, struct qa_error *e)
 {
 	const uint64_t hb_ms = (uint64_t)s->welcome.heartbeat_s * 1000u;
-	r->next_ping_ms = qa_mono_ms() + hb_ms;
-	r->pong_due_ms = 0;
-	s->hb_nonce = 0;
 	for (;;) {
 		uint64_t now = qa_mono_ms();
 		if (r->p.count != 0 && r->received >= r->p.count) {
@@ -154,6 +191,27 @@ static int loop(struct qa_run *r, struct qa_session *s, enum qa_run_end *end, st
 			if (push_round(r, s, e) != 0)
 				return -1;
 			continue;
+		}
+		if (r->probe_at_ms != 0 && now >= r->probe_at_ms) {
+			*end = QA_RUN_END_PROBE;
+			return 0;
+		}
+		if (r->p.schedule_ms != 0 && now >= r->next_schedule_ms) {
+			r->next_schedule_ms = now + r->p.schedule_ms;
+			if (transmit(r, s, "scheduled", e) != 0)
+				return -1;
+			continue;
+		}
+		if (r->p.outbox_poll_ms != 0 && now >= r->next_queue_check_ms) {
+			int grew;
+			r->next_queue_check_ms = now + r->p.outbox_poll_ms;
+			if (queue_grew(r, &grew, e) != 0)
+				return -1;
+			if (grew) {
+				if (transmit(r, s, "queued", e) != 0)
+					return -1;
+				continue;
+			}
 		}
 		if (hb_ms != 0 && heartbeat(r, s, hb_ms, now, e) != 0)
 			return -1;
@@ -188,6 +246,8 @@ void qa_run_prepare(const struct qa_run *r, struct qa_session *s)
 	s->conn.stop_at_ms = r->deadline_ms;
 }
 
+static int finish(struct qa_run *r, int rc, enum qa_run_end *end, struct qa_error *e);
+
 int qa_run_session(struct qa_run *r, struct qa_session *s, enum qa_run_end *end, struct qa_error *e)
 {
 	*end = QA_RUN_END_NONE;
@@ -203,13 +263,30 @@ int qa_run_session(struct qa_run *r, struct qa_session *s, enum qa_run_end *end,
 	struct qa_run_event ev = {.type = QA_RUN_EV_WELCOME, .welcome = &s->welcome};
 	emit(r, &ev);
 
-	const struct qa_sync_hooks hooks = {on_delivered, r};
-	struct qa_sync_result res;
-	int rc = qa_sync_run(s, r->st, &hooks, &res, e);
-	if (rc == 0)
-		rc = mark_synced(r, e);
+	/* The heartbeat starts with the session; a resumed loop keeps it. */
+	const uint64_t now = qa_mono_ms();
+	r->next_ping_ms = now + hb_ms;
+	r->pong_due_ms = 0;
+	s->hb_nonce = 0;
+	r->next_queue_check_ms = now + r->p.outbox_poll_ms;
+	if (r->p.schedule_ms != 0)
+		r->next_schedule_ms = now + r->p.schedule_ms;
+	/* Every session starts with a transmission: what was queued while no
+	 * session was up goes out, what waited for us comes in. */
+	int rc = transmit(r, s, "session start", e);
 	if (rc == 0)
 		rc = loop(r, s, end, e);
+	return finish(r, rc, end, e);
+}
+
+int qa_run_resume(struct qa_run *r, struct qa_session *s, enum qa_run_end *end, struct qa_error *e)
+{
+	*end = QA_RUN_END_NONE;
+	return finish(r, loop(r, s, end, e), end, e);
+}
+
+static int finish(struct qa_run *r, int rc, enum qa_run_end *end, struct qa_error *e)
+{
 	if (rc != 0 && e != NULL && e->kind == QA_FAIL_STOPPED) {
 		/* Stopped (or out of time) in the middle of an exchange: what is
 		 * committed stays committed, the rest is redelivered or re-sent
@@ -218,6 +295,13 @@ int qa_run_session(struct qa_run *r, struct qa_session *s, enum qa_run_end *end,
 		rc = 0;
 	}
 	return rc;
+}
+
+void qa_run_report_unreachable(struct qa_run *r, const char *reason, uint64_t retry_ms)
+{
+	struct qa_run_event ev = {
+	    .type = QA_RUN_EV_UNREACHABLE, .reason = reason, .retry_ms = retry_ms};
+	emit(r, &ev);
 }
 
 void qa_run_report_error(struct qa_run *r, const struct qa_error *e)

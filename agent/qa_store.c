@@ -631,3 +631,20 @@ fail:
 	rollback(st);
 	return -1;
 }
+
+int qa_store_queue_mark(struct qa_store *st, uint64_t *mark, struct qa_error *e)
+{
+	/* AUTOINCREMENT keeps the largest id ever given in sqlite_sequence, also
+	 * after the row left: the sum grows exactly when something is queued. */
+	static const char sql[] = "SELECT coalesce(sum(seq), 0) FROM sqlite_sequence"
+	                          " WHERE name IN ('outbox', 'status_queue')";
+	sqlite3_stmt *s;
+	*mark = 0;
+	if (prepare(st, sql, &s, e) != 0)
+		return -1;
+	int rc = sqlite3_step(s);
+	if (rc == SQLITE_ROW)
+		*mark = (uint64_t)sqlite3_column_int64(s, 0);
+	sqlite3_finalize(s);
+	return rc == SQLITE_ROW ? 0 : db_fail(st, e, "read queue mark");
+}

@@ -134,4 +134,10 @@ int qa_store_meta_set(struct qa_store *st, const char *key, const char *value, s
 int qa_store_counts(struct qa_store *st, struct qa_store_counts *c, struct qa_error *e)
     __attribute__((warn_unused_result));
 
+/* A number that grows whenever a message is queued in the outbox or a STATUS
+ * report in the status queue, by this process or another one sharing the
+ * file (`qaagent send` beside `run`): run -policy automatic watches it. */
+int qa_store_queue_mark(struct qa_store *st, uint64_t *mark, struct qa_error *e)
+    __attribute__((warn_unused_result));
+
 #endif

@@ -28,7 +28,8 @@ enum exit_code {
 static const char usage_text[] =
     "usage: qaagent -id ID -db FILE -x STREAM [-x STREAM ...] [-fr N] [-fd SECONDS]\n"
     "               [-push connected|none] [-policy automatic|ondemand|scheduled[SECONDS]]\n"
-    "               [-token TOKEN | -token-file FILE] [-o LOGFILE] [-v] COMMAND [ARGS]\n"
+    "               [-token TOKEN | -token-file FILE] [-o LOGFILE] [-trace FILE] [-v]\n"
+    "               COMMAND [ARGS]\n"
     "commands:\n"
     "  send ADDRESS BODY [--priority P] [--expires-in S] [--prop K=V]...\n"
     "  sync\n"
@@ -418,6 +419,11 @@ static void print_event(void *ctx, const struct qa_run_event *ev)
 	case QA_RUN_EV_CLOSED:
 		json_object_set_new(o, "event", json_string("closed"));
 		json_object_set_new(o, "reason", jstr(ev->reason, strlen(ev->reason)));
+		break;
+	case QA_RUN_EV_UNREACHABLE:
+		json_object_set_new(o, "event", json_string("unreachable"));
+		json_object_set_new(o, "reason", jstr(ev->reason, strlen(ev->reason)));
+		json_object_set_new(o, "retry_in_ms", json_integer((json_int_t)ev->retry_ms));
 		break;
 	}
 	json_object_set_new(o, "ts_ms", json_integer((json_int_t)ev->ts_ms));
