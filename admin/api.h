@@ -18,6 +18,9 @@ void adm_get_push(struct adm_req *r);
 
 /* api_agents.c */
 void adm_get_agent(struct adm_req *r);
+void adm_get_agents(struct adm_req *r);
+void adm_post_agent(struct adm_req *r);
+void adm_delete_agent_token(struct adm_req *r);
 void adm_put_agent_primary(struct adm_req *r);
 
 /* api_messages.c */

@@ -377,6 +377,14 @@ void st_params_text(struct st_params *p, const char *s, size_t n)
 	add_param(p, ST_OID_TEXT, v, v ? (int)n : 1);
 }
 
+void st_params_bytea(struct st_params *p, const void *data, size_t n)
+{
+	char *v = malloc(n ? n : 1);
+	if (v)
+		memcpy(v, data, n);
+	add_param(p, ST_OID_BYTEA, v, v ? (int)n : 1);
+}
+
 void st_params_int8(struct st_params *p, int64_t v)
 {
 	uint64_t be = htobe64((uint64_t)v);

@@ -45,6 +45,7 @@ struct st_params {
 };
 
 void st_params_text(struct st_params *p, const char *s, size_t n);
+void st_params_bytea(struct st_params *p, const void *data, size_t n);
 void st_params_int8(struct st_params *p, int64_t v);
 void st_params_int4(struct st_params *p, int32_t v);
 /* Arrays: st_params_array_begin, then one st_params_array_add per element,

@@ -1,0 +1,140 @@
+/* Agent credentials through the admin port (gateway.md "Authentication"),
+ * the same as `qagw agent add|remove|list`:
+ *   POST   /api/agents               {"agent":"ID"} -> 201 {"agent","token"} (shown once)
+ *   DELETE /api/agents/{id}/token    -> 200 {"agent","removed":true}; 404 if none
+ *   GET    /api/agents               -> [{"agent","created_ms"}, ...]
+ * The store keeps only each token's SHA-256 (gateway/credentials.c). */
+#include "admin/api.h"
+#include "admin/http.h"
+#include "gateway/credentials.h"
+#include "gateway/worker.h"
+#include "proto/qs_codec.h"
+#include "store/store.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void on_added(struct adm_req *r, const PGresult *res, const char *err)
+{
+	if (!res) {
+		adm_reply_error(r, 503, "store_unavailable", "the store did not answer: %s",
+		                err ? err : "?");
+		return;
+	}
+	if (PQntuples(res) != 1) {
+		adm_reply_error(r, 409, "exists", "agent %s already has a token (DELETE it first)",
+		                (const char *)r->ctx);
+		return;
+	}
+	json_t *j = json_object();
+	json_object_set_new(j, "agent", json_string(r->ctx));
+	json_object_set_new(j, "token", json_string((const char *)r->ctx + 128));
+	memset((char *)r->ctx + 128, 0, 65); /* shown once */
+	adm_reply_json(r, 201, j);
+}
+
+void adm_post_agent(struct adm_req *r)
+{
+	json_t *body = adm_body_object(r);
+	if (!body)
+		return;
+	const char *key;
+	json_t *v;
+	json_object_foreach(body, key, v)
+	{
+		if (strcmp(key, "agent") != 0) {
+			adm_reply_bad_field(r, key, "unknown field \"%s\" (the body is {\"agent\":ID})",
+			                    key);
+			json_decref(body);
+			return;
+		}
+	}
+	const char *id = json_string_value(json_object_get(body, "agent"));
+	if (!id || !qs_valid_agent_id(id, strlen(id))) {
+		adm_reply_bad_field(r, "agent", "\"agent\" must be an agent id (1..120 of [A-Za-z0-9._-])");
+		json_decref(body);
+		return;
+	}
+	/* ctx: the id at 0, the token at 128 (both NUL-terminated). */
+	char *ctx = calloc(1, 128 + 65);
+	uint8_t sha[32];
+	if (!ctx || gw_token_new(ctx + 128, sha) != 0) {
+		free(ctx);
+		json_decref(body);
+		adm_reply_error(r, 500, "internal", "no token could be made");
+		return;
+	}
+	memcpy(ctx, id, strlen(id) + 1);
+	json_decref(body);
+	r->ctx = ctx;
+	r->ctx_free = free;
+	struct st_params p = {0};
+	st_params_text(&p, ctx, strlen(ctx));
+	st_params_bytea(&p, sha, 32);
+	st_params_int8(&p, gw_now_ms());
+	if (adm_store(r, on_added,
+	              "INSERT INTO qa_credentials (agent_id, token_sha256, created_ms)"
+	              " VALUES ($1, $2, $3) ON CONFLICT (agent_id) DO NOTHING RETURNING agent_id",
+	              &p) != 0)
+		adm_reply_error(r, 503, "store_unavailable", "the store is unavailable");
+	st_params_clear(&p);
+}
+
+static void on_removed(struct adm_req *r, const PGresult *res, const char *err)
+{
+	if (!res) {
+		adm_reply_error(r, 503, "store_unavailable", "the store did not answer: %s",
+		                err ? err : "?");
+		return;
+	}
+	const char *id = r->params.v[0];
+	if (PQntuples(res) != 1) {
+		adm_reply_error(r, 404, "not_found", "agent %s has no token", id);
+		return;
+	}
+	json_t *j = json_object();
+	json_object_set_new(j, "agent", json_string(id));
+	json_object_set_new(j, "removed", json_true());
+	adm_reply_json(r, 200, j);
+}
+
+void adm_delete_agent_token(struct adm_req *r)
+{
+	const char *id = r->params.v[0];
+	if (!qs_valid_agent_id(id, strlen(id))) {
+		adm_reply_error(r, 404, "not_found", "no such agent");
+		return;
+	}
+	struct st_params p = {0};
+	st_params_text(&p, id, strlen(id));
+	if (adm_store(r, on_removed,
+	              "DELETE FROM qa_credentials WHERE agent_id = $1 RETURNING agent_id", &p) != 0)
+		adm_reply_error(r, 503, "store_unavailable", "the store is unavailable");
+	st_params_clear(&p);
+}
+
+static void on_listed(struct adm_req *r, const PGresult *res, const char *err)
+{
+	if (!res) {
+		adm_reply_error(r, 503, "store_unavailable", "the store did not answer: %s",
+		                err ? err : "?");
+		return;
+	}
+	json_t *list = json_array();
+	for (int i = 0; i < PQntuples(res); i++) {
+		json_t *e = json_object();
+		json_object_set_new(e, "agent", json_stringn(PQgetvalue(res, i, 0),
+		                                             (size_t)PQgetlength(res, i, 0)));
+		json_object_set_new(e, "created_ms", json_integer(st_get_int8(res, i, 1)));
+		json_array_append_new(list, e);
+	}
+	adm_reply_json(r, 200, list);
+}
+
+void adm_get_agents(struct adm_req *r)
+{
+	struct st_params p = {0};
+	if (adm_store(r, on_listed,
+	              "SELECT agent_id, created_ms FROM qa_credentials ORDER BY agent_id", &p) != 0)
+		adm_reply_error(r, 503, "store_unavailable", "the store is unavailable");
+}
