@@ -7,6 +7,7 @@
 #include "gateway/credentials.h"
 #include "gateway/log.h"
 #include "gateway/node.h"
+#include "gateway/tls.h"
 #include "gateway/worker.h"
 #include "store/schema.h"
 
@@ -23,6 +24,7 @@
 /* The node plus what only the main thread's signal handling needs. */
 struct node {
 	struct gw_node node;
+	struct gw_tls *tls; /* NULL unless a worker has tls = on */
 	struct event *stop_check;
 	int stopping;
 };
@@ -70,6 +72,8 @@ static void on_term(evutil_socket_t sig, short what, void *arg)
 	event_add(n->stop_check, &tv);
 }
 
+/* SIGHUP: the reloadable keys (log level, TLS certificate) from a fresh
+ * parse; a file or a certificate that does not load keeps what is in force. */
 static void on_hup(evutil_socket_t sig, short what, void *arg)
 {
 	struct node *n = arg;
@@ -77,15 +81,23 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
 	char err[1024];
 	if (!fresh)
 		return;
+	const struct gw_config *c = &n->node.conf;
 	if (gw_config_load(n->node.conf.path, fresh, err, sizeof(err)) != 0) {
 		gw_log(GW_LOG_ERROR, "SIGHUP: configuration not reloaded, keeping the old one: %s",
 		       err);
 	} else {
-		/* Only reloadable keys take effect: the log level. */
+		c = fresh;
 		atomic_store(&gw_log_threshold, gw_log_parse_level(fresh->log_level));
 		snprintf(n->node.conf.log_level, sizeof(n->node.conf.log_level), "%s", fresh->log_level);
 		gw_log(GW_LOG_INFO, "SIGHUP: configuration reloaded (log_level %s)",
 		       fresh->log_level);
+	}
+	if (n->tls) {
+		if (gw_tls_reload(n->tls, c->tls_cert, c->tls_key, err, sizeof(err)) != 0)
+			gw_log(GW_LOG_ERROR,
+			       "SIGHUP: TLS certificate not reloaded, keeping the old one: %s", err);
+		else
+			gw_log(GW_LOG_INFO, "SIGHUP: TLS certificate reloaded from %s", c->tls_cert);
 	}
 	free(fresh);
 }
@@ -150,10 +162,15 @@ int main(int argc, char **argv)
 	n.node.base = event_base_new();
 	if (!n.node.base)
 		die("cannot create the main event loop");
+	for (int i = 0; i < n.node.conf.n_workers && !n.tls; i++)
+		if (n.node.conf.workers[i].tls &&
+		    !(n.tls = gw_tls_new(n.node.conf.tls_cert, n.node.conf.tls_key, err, sizeof(err))))
+			die(err);
 	for (int i = 0; i < n.node.conf.n_workers; i++) {
 		n.node.workers[i] = gw_worker_new(&n.node.conf, i, err, sizeof(err));
 		if (!n.node.workers[i])
 			die(err);
+		n.node.workers[i]->tls = n.tls;
 		n.node.n_workers++;
 	}
 	if (gw_node_start_services(&n.node) != 0)
@@ -181,6 +198,7 @@ int main(int argc, char **argv)
 		gw_worker_join_and_free(n.node.workers[i]);
 	adm_stop(admin);
 	gw_node_stop_services(&n.node);
+	gw_tls_free(n.tls);
 	event_free(sigterm);
 	event_free(sigint);
 	event_free(sighup);

@@ -3,12 +3,16 @@
 #include "gateway/session.h"
 
 #include "gateway/log.h"
+#include "gateway/tls.h"
 #include "gateway/worker.h"
 #include "router/rt_pool.h"
 #include "store/store.h"
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <event2/event.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -22,11 +26,22 @@ static void pump(struct gw_session *s);
 
 static void on_timer(evutil_socket_t fd, short what, void *arg);
 
+static int awaiting_hello(enum gw_session_state st)
+{
+	return st == GW_S_TLS_HANDSHAKE || st == GW_S_AWAIT_HELLO;
+}
+
 static void set_state(struct gw_session *s, enum gw_session_state next)
 {
 	struct gw_worker *w = s->w;
-	if (s->state == GW_S_AWAIT_HELLO && next != GW_S_AWAIT_HELLO)
+	if (awaiting_hello(s->state) && !awaiting_hello(next)) {
 		w->n_pending_hello--;
+		if (s->ipc && --s->ipc->n == 0) {
+			HASH_DEL(w->pending_by_ip, s->ipc);
+			free(s->ipc);
+		}
+		s->ipc = NULL;
+	}
 	if (next == GW_S_READY && s->state == GW_S_WELCOMING)
 		w->n_sessions++;
 	if (next == GW_S_CLOSING && (s->state == GW_S_READY || s->state == GW_S_BUSY))
@@ -271,6 +286,24 @@ static void on_write(struct bufferevent *bev, void *arg)
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct gw_session *s = arg;
+	if (what & BEV_EVENT_CONNECTED) { /* TLS handshake done: now the HELLO deadline */
+		if (s->state == GW_S_TLS_HANDSHAKE) {
+			s->state = GW_S_AWAIT_HELLO; /* both count as awaiting HELLO */
+			struct timeval hello = {s->w->conf->hello_timeout, 0};
+			evtimer_add(s->timer, &hello);
+			pump(s);
+		}
+		return;
+	}
+	if (what & BEV_EVENT_ERROR && s->state == GW_S_TLS_HANDSHAKE) {
+		char reason[200] = "connection closed";
+		unsigned long e = bufferevent_get_openssl_error(bev);
+		if (e)
+			ERR_error_string_n(e, reason, sizeof(reason));
+		gw_slog(GW_LOG_INFO, s, "TLS handshake failed: %s", reason);
+		gw_session_free(s);
+		return;
+	}
 	if (what & BEV_EVENT_EOF && !(what & BEV_EVENT_ERROR) && s->state != GW_S_CLOSING) {
 		/* Half-close: requests already read are still answered. */
 		s->peer_eof = 1;
@@ -301,9 +334,14 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
 	struct gw_session *s = arg;
+	if (s->state == GW_S_TLS_HANDSHAKE) {
+		gw_slog(GW_LOG_INFO, s, "TLS handshake not finished within %d s: closed",
+		        s->w->conf->tls_handshake_timeout);
+		gw_session_free(s);
+		return;
+	}
 	if (s->state == GW_S_AWAIT_HELLO) {
-		gw_session_error(s, QS_E_TIMEOUT, "no HELLO within %d s",
-		                 s->w->conf->hello_timeout);
+		gw_session_error(s, QS_E_TIMEOUT, "no HELLO within %d s", s->w->conf->hello_timeout);
 		return;
 	}
 	if (s->state == GW_S_CLOSING) {
@@ -316,10 +354,22 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 	/* WELCOMING past the deadline: the store answers (or fails) soon. */
 }
 
-void gw_session_accept(struct gw_worker *w, int fd, const char *peer)
+void gw_session_accept(struct gw_worker *w, int fd, const char *peer, const char *ip)
 {
 	struct gw_session *s = calloc(1, sizeof(*s));
-	struct bufferevent *bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	struct bufferevent *bev = NULL;
+	if (s && w->wc->tls && w->tls) {
+		SSL *ssl = gw_tls_ssl(w->tls);
+		if (ssl)
+			bev = bufferevent_openssl_socket_new(w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+			                                     BEV_OPT_CLOSE_ON_FREE);
+		if (bev)
+			bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+		else if (ssl)
+			SSL_free(ssl);
+	} else if (s && !w->wc->tls) {
+		bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	}
 	if (!s || !bev) {
 		free(s);
 		if (bev)
@@ -330,7 +380,7 @@ void gw_session_accept(struct gw_worker *w, int fd, const char *peer)
 	}
 	s->w = w;
 	s->bev = bev;
-	s->state = GW_S_AWAIT_HELLO;
+	s->state = w->wc->tls ? GW_S_TLS_HANDSHAKE : GW_S_AWAIT_HELLO;
 	s->since_ms = gw_now_ms();
 	snprintf(s->peer, sizeof(s->peer), "%s", peer);
 	if (getrandom(&s->id, sizeof(s->id), 0) != sizeof(s->id))
@@ -338,6 +388,13 @@ void gw_session_accept(struct gw_worker *w, int fd, const char *peer)
 	s->id &= 0x7fffffffffffffffULL; /* a positive bigint */
 	s->timer = evtimer_new(w->base, on_timer, s);
 	w->n_pending_hello++;
+	HASH_FIND_STR(w->pending_by_ip, ip, s->ipc);
+	if (!s->ipc && (s->ipc = calloc(1, sizeof(*s->ipc)))) {
+		snprintf(s->ipc->ip, sizeof(s->ipc->ip), "%s", ip);
+		HASH_ADD_STR(w->pending_by_ip, ip, s->ipc);
+	}
+	if (s->ipc)
+		s->ipc->n++;
 	TAILQ_INSERT_TAIL(&w->sessions, s, link);
 	gw_count(w, sessions_accepted, 1);
 
@@ -348,16 +405,25 @@ void gw_session_accept(struct gw_worker *w, int fd, const char *peer)
 	struct timeval idle = {3 * conf->heartbeat, 0};
 	bufferevent_set_timeouts(bev, &idle, &idle);
 	bufferevent_enable(bev, EV_READ | EV_WRITE);
-	if (w->stopping) {
+	/* Load shedding: on a TLS worker the ERROR is queued and goes out once
+	 * the handshake has made a channel. */
+	if (w->stopping || w->drained) {
 		gw_session_error(s, QS_E_DRAINING, "worker %s is draining", w->wc->name);
 		return;
 	}
 	if (w->n_pending_hello > conf->max_pending_hello) {
-		gw_session_error(s, QS_E_OVERLOADED, "too many connections awaiting HELLO");
+		gw_session_error(s, QS_E_OVERLOADED, "too many connections awaiting HELLO on %s",
+		                 w->wc->name);
 		return;
 	}
-	struct timeval hello = {conf->hello_timeout, 0};
-	evtimer_add(s->timer, &hello);
+	if (s->ipc && s->ipc->n > conf->max_pending_hello_per_ip) {
+		gw_session_error(s, QS_E_OVERLOADED, "too many connections awaiting HELLO from %s", ip);
+		return;
+	}
+	struct timeval deadline = {s->state == GW_S_TLS_HANDSHAKE ? conf->tls_handshake_timeout
+	                                                          : conf->hello_timeout,
+	                           0};
+	evtimer_add(s->timer, &deadline);
 }
 
 void gw_session_wait(struct gw_session *s, struct st_op *op)

@@ -18,7 +18,8 @@ struct event;
 struct st_op;
 
 enum gw_session_state {
-	GW_S_AWAIT_HELLO, /* accepted; no HELLO yet; the hello deadline is armed */
+	GW_S_TLS_HANDSHAKE, /* accepted on a TLS worker; handshake deadline armed */
+	GW_S_AWAIT_HELLO, /* accepted (and TLS done); no HELLO yet; the hello deadline is armed */
 	GW_S_WELCOMING,   /* HELLO read; the store is registering the agent */
 	GW_S_READY,       /* WELCOME sent; the next request may be read */
 	GW_S_BUSY,        /* a request's store statement is in flight; later requests wait */
@@ -50,6 +51,7 @@ struct gw_session {
 
 	/* Pool registration (docs/design.md "Redis"). */
 	UT_hash_handle hh;        /* in w->by_agent from HELLO on: one session per agent here */
+	struct gw_ip_count *ipc; /* while awaiting HELLO: this source address's count */
 	int in_agent_map;
 	int gauged; /* counted in w->gauges (WELCOME written) */
 	uint64_t epoch;           /* this live session's epoch in Redis; 0 if not registered */
@@ -87,8 +89,15 @@ void gw_push_ack(struct gw_session *s, uint64_t push_id);
 void gw_push_fetched(struct gw_session *s);
 void gw_push_supersede(struct gw_worker *w, const char *agent, uint64_t epoch);
 
-/* Takes ownership of fd (an accepted connection). */
-void gw_session_accept(struct gw_worker *w, int fd, const char *peer);
+/* Takes ownership of fd (an accepted connection from ip; peer is "ip:port"). */
+void gw_session_accept(struct gw_worker *w, int fd, const char *peer, const char *ip);
+
+/* Connections awaiting HELLO from one source address (per worker). */
+struct gw_ip_count {
+	char ip[64];
+	int n;
+	UT_hash_handle hh;
+};
 
 /* Ends the session with ERROR code (sent after the responses it owes). */
 void gw_session_error(struct gw_session *s, int code, const char *fmt, ...)

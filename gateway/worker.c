@@ -46,9 +46,10 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
                       void *arg)
 {
 	struct gw_worker *w = arg;
-	char peer[64];
+	char peer[80], ip[64];
 	format_peer(sa, peer, sizeof(peer));
-	gw_session_accept(w, fd, peer);
+	snprintf(ip, sizeof(ip), "%.*s", (int)(strrchr(peer, ':') - peer), peer);
+	gw_session_accept(w, fd, peer, ip);
 }
 
 static void on_accept_error(struct evconnlistener *l, void *arg)

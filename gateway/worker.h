@@ -18,6 +18,7 @@ struct event;
 struct evconnlistener;
 struct st_conn;
 struct rt_pool;
+struct gw_tls;
 struct gw_session;
 
 /* Commands the main thread posts to a worker. */
@@ -37,6 +38,8 @@ struct gw_worker {
 	struct st_conn *store;
 	struct rt_pool *pool;          /* Redis routing state (docs/design.md) */
 	struct gw_session *by_agent;   /* uthash: sessions past HELLO, by agent id */
+	struct gw_ip_count *pending_by_ip; /* uthash: connections awaiting HELLO, by source */
+	struct gw_tls *tls;                /* the node's TLS context (tls = on), else NULL */
 	struct event *heartbeat_timer; /* registry heartbeat and push figures, every 1 s */
 	int drained;                   /* admin drain: not listening until resumed */
 	struct event *command_ev;
