@@ -166,3 +166,47 @@ def pytest_configure(config):
     # A CI timeout or `kill` sends SIGTERM: turn it into an interrupt so that fixture
     # teardown still stops the gateways and the PostgreSQL cluster this run started.
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+
+
+@pytest.fixture(scope="session")
+def dev_certs(run_dir):
+    """conf/make-dev-certs.sh's CA and test certificates, made once per run."""
+    return harness.make_dev_certs(run_dir / "certs")
+
+
+@pytest.fixture
+def qagw_conf(tmp_path, store, redis_server, redis_prefix, request):
+    """Factory like `qagw`, for a harness.ConfGateway: qagw_conf(workers=..., node_keys=
+    {"auth": "token"}, tls_workers=("ml1",), tls_cert=PATH, tls_key=PATH, limits=...,
+    node=..., start=True). Stopped in teardown (SIGTERM, then SIGKILL); logs printed when
+    the test failed; a gateway killed by a signal other than SIGTERM/SIGKILL fails it."""
+    started = []
+    names = itertools.count(1)
+
+    def make(workers=("ml1",), node=None, limits=None, start=True, sections=None,
+             **kw) -> "harness.ConfGateway":
+        node = node or f"c{next(names)}"
+        gw = harness.ConfGateway(tmp_path / f"gw-{node}", node, workers, store,
+                                 limits=limits, sections=sections, redis=redis_server,
+                                 redis_prefix=redis_prefix, **kw)
+        started.append(gw)
+        if start:
+            gw.start()
+        return gw
+
+    yield make
+
+    problems = []
+    for gw in started:
+        if gw.proc is None:
+            continue
+        rc = gw.proc.poll()
+        if rc is not None and rc < 0 and -rc not in (signal.SIGKILL, signal.SIGTERM):
+            problems.append(f"qagw {gw.node} died from signal {-rc}:\n{harness.tail(gw.log)}")
+        gw.stop(grace=8)
+    failed = getattr(request.node, "rep_call", None)
+    if failed is not None and failed.failed:
+        for gw in started:
+            print(f"\n---- qagw {gw.node} log ({gw.log}) ----\n{harness.tail(gw.log, 60)}")
+    if problems:
+        pytest.fail("\n".join(problems))

@@ -733,3 +733,79 @@ def msg(to: str, body: Optional[bytes] = None, priority: int = 4, expires_ms: in
 def priority_order_key(m) -> tuple:
     """DELIVER order of protocol.md: most urgent first, then oldest (store position) first."""
     return (-m.priority, m.seq)
+
+
+# ------------------------------------------------------------------ TLS, auth, config edits
+
+
+def make_dev_certs(directory: Path) -> Path:
+    """The dev CA and the test certificates of conf/make-dev-certs.sh in directory:
+    ca.crt, server.crt/.key, expired.crt/.key, wrong-host.crt/.key, other-ca.crt."""
+    p = subprocess.run(["bash", str(REPO / "conf" / "make-dev-certs.sh"), str(directory)],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=60)
+    assert p.returncode == 0, f"conf/make-dev-certs.sh failed:\n{p.stdout}"
+    return Path(directory)
+
+
+class ConfGateway(Gateway):
+    """A Gateway whose generated config is edited: extra [node] keys (node_keys, e.g.
+    {"auth": "token"}, replacing the harness's auth = off), `tls = on` in the sections of
+    tls_workers, and [tls] cert/key. Everything else is the harness's Gateway."""
+
+    def __init__(self, *args, node_keys: Optional[Dict[str, object]] = None,
+                 tls_workers: Sequence[str] = (), tls_cert: Optional[Path] = None,
+                 tls_key: Optional[Path] = None, **kw) -> None:
+        self.node_keys = dict(node_keys or {})
+        self.tls_workers = set(tls_workers)
+        self.tls_cert, self.tls_key = tls_cert, tls_key
+        super().__init__(*args, **kw)
+
+    def write_config(self) -> None:
+        super().write_config()
+        out, section = [], None
+        for line in self.conf.read_text().split("\n"):
+            if line.startswith("["):
+                section = line
+            key = line.split("=", 1)[0].strip() if "=" in line else None
+            if section == "[node]" and key in self.node_keys:
+                continue  # the harness's own [node] key (auth = off): replaced
+            out.append(line)
+            if line == "[node]":
+                out += [f"{k} = {v}" for k, v in self.node_keys.items()]
+            elif line.startswith("[worker ") and line[8:-1] in self.tls_workers:
+                out.append("tls = on")
+        if self.tls_cert or self.tls_key:
+            out += ["", "[tls]"]
+            if self.tls_cert:
+                out.append(f"cert = {self.tls_cert}")
+            if self.tls_key:
+                out.append(f"key = {self.tls_key}")
+            out.append("")
+        self.conf.write_text("\n".join(out))
+
+    def tls_stream(self, worker: str, ca: Path, host: str = "localhost") -> str:
+        return f"tls(host={host};port={self.ports[worker]};trusted_certificates={ca})"
+
+    def cli(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+        """`qagw -c CONF ARGS...` (e.g. "agent", "add", ID), output captured as text."""
+        require_binary(QAGW)
+        return subprocess.run([str(QAGW), "-c", str(self.conf)] + list(args), cwd=REPO,
+                              stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True, timeout=timeout)
+
+    def provision(self, agent_id: str) -> str:
+        """A token for agent_id from `qagw agent add` (the only line it prints)."""
+        p = self.cli("agent", "add", agent_id)
+        assert p.returncode == 0, f"qagw agent add {agent_id}: rc {p.returncode}\n{p.stdout}{p.stderr}"
+        return p.stdout.strip()
+
+
+def proc_fd_count(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def proc_rss_kb(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
