@@ -311,7 +311,15 @@ int qa_stream_parse(const char *text_c, struct qa_stream *s, char *err, size_t e
 	const char *end = all.p + all.n;
 	const char *close = memchr(open + 1, ')', (size_t)(end - open - 1));
 	if (close == NULL)
-		return fail(err, errlen, text, "missing \")\"");
+		return fail(err, errlen, text, "missing \")\" (unbalanced parentheses)");
+	if (memchr(open + 1, '(', (size_t)(close - open - 1)) != NULL)
+		return fail(err, errlen, text,
+		            "a second \"(\" inside the parameters "
+		            "(unbalanced parentheses)");
+	if (close + 1 < end && close[1] == ')')
+		return fail(err, errlen, text,
+		            "trailing junk %S after \")\" (unbalanced parentheses)",
+		            (struct span){close + 1, (size_t)(end - close - 1)});
 	if (close + 1 < end)
 		return fail(err, errlen, text, "trailing junk %S after \")\"",
 		            (struct span){close + 1, (size_t)(end - close - 1)});

@@ -141,6 +141,14 @@ static void test_rejected_structure(void **state)
 	parse_bad("udp(host=a)", "unknown scheme \"udp\"");
 	parse_bad("(host=a)", "missing scheme");
 	parse_bad("tcpip (host=a)(", "trailing junk");
+	/* issue 4's bad values: each names its bad part */
+	parse_bad("tcpip(host=;port=x)", "empty value for key \"host\"");
+	parse_bad("tcpip(host=a;port=x)", "bad port \"x\"");
+	parse_bad("udp(host=a)", "unknown scheme \"udp\"");
+	parse_bad("tcpip(host=a;port=1", "missing \")\" (unbalanced parentheses)");
+	parse_bad("tcpip((host=a)", "a second \"(\" inside the parameters");
+	parse_bad("tcpip(host=(a))", "a second \"(\"");
+	parse_bad("tcpip(host=a))", "trailing junk \")\" after \")\" (unbalanced");
 }
 
 static void test_rejected_values(void **state)
