@@ -248,7 +248,9 @@ static int record_welcome(struct qa_agent *a, const struct connect_plan *c,
                           const struct qa_session *s, struct qa_error *e)
 {
 	int rc = qa_store_meta_set(a->store, "last_server", s->welcome.server, e);
-	if (rc == 0 && c->is_auto)
+	/* An empty list (a server that knows no other) does not erase the one
+	 * kept: the bootstrap alone would remain. */
+	if (rc == 0 && c->is_auto && s->welcome.servers.n > 0)
 		rc = save_servers(a, &s->welcome.servers, e);
 	return rc;
 }
@@ -291,19 +293,26 @@ int qa_agent_sync(struct qa_agent *a, struct qa_sync_result *r, struct qa_error 
 
 /* The stream `run` tries in the background while the session is on an
  * alternate (agent.md step 6), as a one-stream plan in *probe; 0 when the
- * session is on the primary (or there is nothing better to try). With an -x
- * list the primary is the first entry; with auto(...) it is the first entry
- * of the list this WELCOME gave, when the WELCOME says on_primary 0. */
+ * session is on the primary (WELCOME's on_primary 1, or the first stream),
+ * or there is nothing better to try. With an -x list the primary is the
+ * first entry; with auto(...) it is the first entry of the list this WELCOME
+ * gave, when that is the primary the WELCOME names. */
 static int failback_target(struct qa_agent *a, const struct connect_plan *plan, size_t index,
                            const struct qa_session *s, struct connect_plan *probe,
                            struct qa_error *e)
 {
+	if (s->welcome.on_primary)
+		return 0;
 	if (!plan->is_auto) {
 		if (index == 0)
 			return 0;
 		*probe = *plan;
 	} else {
-		if (s->welcome.on_primary || s->welcome.servers.n == 0)
+		/* Only when the router named a primary and put it first: with no
+		 * assignment (primary "") every worker is as good as another. */
+		const struct qa_server_list *l = &s->welcome.servers;
+		if (s->welcome.primary[0] == '\0' || l->n == 0 ||
+		    strcmp(l->v[0].name, s->welcome.primary) != 0)
 			return 0;
 		if (plan_connect(a, QS_FLAG_PERSIST, probe, e) != 0)
 			return -1;

@@ -11,6 +11,10 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 
 #include "agent/qa_log.h"
 
@@ -86,6 +90,123 @@ static enum wait_result wait_fd(const struct qa_conn *c, int fd, short events, u
 	return WAIT_READY;
 }
 
+/* TLS (OpenSSL) over the same non-blocking socket. io_ctx is the SSL; its
+ * context is freed with it. WANT_READ/WANT_WRITE map to EAGAIN, so the
+ * callers' waits work unchanged (a renegotiation-free TLS 1.2/1.3 peer only
+ * wants the direction being used, apart from the handshake below). */
+static ssize_t tls_map(SSL *ssl, int r)
+{
+	switch (SSL_get_error(ssl, r)) {
+	case SSL_ERROR_WANT_READ:
+	case SSL_ERROR_WANT_WRITE:
+		errno = EAGAIN;
+		return -1;
+	case SSL_ERROR_ZERO_RETURN:
+		return 0;
+	case SSL_ERROR_SYSCALL:
+		if (errno == 0)
+			return 0; /* EOF without close_notify */
+		return -1;
+	default:
+		errno = EPROTO;
+		return -1;
+	}
+}
+
+static ssize_t tls_read(struct qa_conn *c, void *buf, size_t n)
+{
+	int r = SSL_read(c->io_ctx, buf, n > INT32_MAX ? INT32_MAX : (int)n);
+	return r > 0 ? r : tls_map(c->io_ctx, r);
+}
+
+static ssize_t tls_write(struct qa_conn *c, const void *buf, size_t n)
+{
+	int r = SSL_write(c->io_ctx, buf, n > INT32_MAX ? INT32_MAX : (int)n);
+	return r > 0 ? r : tls_map(c->io_ctx, r);
+}
+
+static void tls_close(struct qa_conn *c)
+{
+	if (c->io_ctx) {
+		SSL_shutdown(c->io_ctx); /* best effort: non-blocking, one try */
+		SSL_free(c->io_ctx);
+	}
+	c->io_ctx = NULL;
+	tcp_close(c);
+}
+
+static const struct qa_conn_io tls_io = {"tls", tls_read, tls_write, tls_close};
+
+int qa_conn_pending(const struct qa_conn *c)
+{
+	return c->io == &tls_io && c->io_ctx && SSL_pending(c->io_ctx) > 0;
+}
+
+/* The TLS handshake on a connected socket, verifying the chain against the
+ * stream's trusted_certificates (else the system's store) and the host name
+ * (or IP address). A failure is a failed attempt with OpenSSL's reason. */
+static int tls_start(struct qa_conn *c, const struct qa_stream *s, uint64_t deadline,
+                     struct qa_error *e)
+{
+	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	if (!ctx)
+		return qa_error_set(e, QA_FAIL_SYSTEM, "TLS: cannot create a context");
+	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
+	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
+	int loaded = s->ca_file[0] ? SSL_CTX_load_verify_locations(ctx, s->ca_file, NULL)
+	                           : SSL_CTX_set_default_verify_paths(ctx);
+	if (loaded != 1) {
+		SSL_CTX_free(ctx);
+		return qa_error_set(e, QA_FAIL_CONNECT, "TLS: cannot load trusted certificates %s",
+		                    s->ca_file[0] ? s->ca_file : "(system)");
+	}
+	SSL *ssl = SSL_new(ctx);
+	SSL_CTX_free(ctx); /* the SSL holds its own reference */
+	if (!ssl)
+		return qa_error_set(e, QA_FAIL_SYSTEM, "TLS: cannot create a session");
+	struct in6_addr a6;
+	struct in_addr a4;
+	int is_ip = inet_pton(AF_INET, s->host, &a4) == 1 || inet_pton(AF_INET6, s->host, &a6) == 1;
+	X509_VERIFY_PARAM *vp = SSL_get0_param(ssl);
+	if (is_ip) {
+		X509_VERIFY_PARAM_set1_ip_asc(vp, s->host);
+	} else {
+		SSL_set_tlsext_host_name(ssl, s->host);
+		SSL_set1_host(ssl, s->host);
+	}
+	SSL_set_fd(ssl, c->fd);
+	c->io_ctx = ssl;
+	c->io = &tls_io;
+	for (;;) {
+		ERR_clear_error();
+		int r = SSL_connect(ssl);
+		if (r == 1)
+			return 0;
+		int err = SSL_get_error(ssl, r);
+		short ev = err == SSL_ERROR_WANT_READ    ? POLLIN
+		           : err == SSL_ERROR_WANT_WRITE ? POLLOUT
+		                                         : 0;
+		if (ev) {
+			enum wait_result w = wait_fd(c, c->fd, ev, deadline);
+			if (w == WAIT_READY)
+				continue;
+			if (w == WAIT_CANCELLED)
+				return cancelled(e);
+			return qa_error_set(e, QA_FAIL_CONNECT, "TLS handshake timed out");
+		}
+		long vr = SSL_get_verify_result(ssl);
+		if (vr != X509_V_OK)
+			return qa_error_set(e, QA_FAIL_CONNECT,
+			                    "TLS certificate verification failed: %s",
+			                    X509_verify_cert_error_string(vr));
+		char reason[256] = "connection closed during the handshake";
+		unsigned long ec = ERR_get_error();
+		if (ec)
+			ERR_error_string_n(ec, reason, sizeof reason);
+		return qa_error_set(e, QA_FAIL_CONNECT, "TLS handshake failed: %s", reason);
+	}
+}
+
 /* One non-blocking connect to one address; 0 when connected, else errno
  * (ECANCELED when a stop was asked for first). */
 static int connect_one(const struct qa_conn *c, const struct addrinfo *ai, uint64_t deadline,
@@ -132,8 +253,6 @@ int qa_conn_open(struct qa_conn *c, const struct qa_stream *s, int timeout_ms, s
 	qa_conn_close(c);
 	if (qa_stream_format(s, c->peer, sizeof c->peer) < 0)
 		c->peer[0] = '\0';
-	if (s->tls)
-		return qa_error_set(e, QA_FAIL_CONNECT, "TLS not supported yet");
 
 	const uint64_t deadline = qa_mono_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
 	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
@@ -169,6 +288,10 @@ int qa_conn_open(struct qa_conn *c, const struct qa_stream *s, int timeout_ms, s
 	c->fd = fd;
 	c->io = &tcp_io;
 	c->max_frame = QS_DEFAULT_MAX_FRAME;
+	if (s->tls && tls_start(c, s, deadline, e) != 0) {
+		qa_conn_close(c);
+		return -1;
+	}
 	conn_set_state(c, QA_CONN_OPEN);
 	return 0;
 }

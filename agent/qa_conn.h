@@ -40,7 +40,7 @@ struct qa_conn {
 	enum qa_conn_state state; /* changed only through conn_set_state (qa_conn.c) */
 	int fd;                   /* non-blocking */
 	const struct qa_conn_io *io;
-	void *io_ctx;       /* transport state (TLS later) */
+	void *io_ctx;       /* transport state: the SSL of a TLS connection */
 	uint32_t max_frame; /* frames longer than this are refused (WELCOME sets it) */
 	/* The frame being read: header, then payload into rbuf. rhave counts the
 	 * bytes of it read so far (header included); 0 between frames. */
@@ -73,6 +73,10 @@ int qa_conn_open(struct qa_conn *c, const struct qa_stream *s, int timeout_ms, s
  * means plain stream-socket I/O (recv/send). */
 int qa_conn_attach(struct qa_conn *c, int fd, const struct qa_conn_io *io, const char *peer,
                    struct qa_error *e) __attribute__((warn_unused_result));
+
+/* 1 when a TLS connection holds decrypted bytes not read yet: a poll on the
+ * socket would not see them, so read before polling. */
+int qa_conn_pending(const struct qa_conn *c);
 
 /* Encodes and writes one frame within timeout_ms. */
 int qa_conn_send(struct qa_conn *c, const struct qs_frame *f, int timeout_ms, struct qa_error *e)

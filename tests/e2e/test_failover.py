@@ -242,6 +242,77 @@ def test_retryable_error_on_hello_fails_over_and_final_error_does_not(qagw, agen
         hog.close()
 
 
+def test_run_backs_off_after_a_cycle_where_everything_failed(qagw, agent, uid, tmp_path):
+    """Step 5: every server down: `run` reports the failure naming every server, waits
+    min(2^k, 300) s x [0.5, 1.5] (k = cycles failed in a row), then starts again at the
+    primary; a server that comes back is reached at the next cycle."""
+    gws = three_nodes(qagw)
+    for g in gws.values():
+        g.kill()
+    trace = tmp_path / "trace-backoff.jsonl"
+    a = agent(f"K-{uid}", *streams(gws, ("ml1", "ml2", "ml3")), extra=["-trace", str(trace)])
+    errlog = tmp_path / "run-backoff.stderr"
+    proc = a.popen("run", policy="ondemand", stderr_path=errlog)
+    seen: list = []
+    try:
+        lines = json_lines(proc)
+        u1 = next_event(lines, lambda e: e.get("event") == "unreachable", 10, seen, "unreachable")
+        assert 1000 <= u1["retry_in_ms"] <= 3000, u1  # k = 1: 2 s x [0.5, 1.5]
+        for w in ("ml1", "ml2", "ml3"):
+            assert gws[w].stream(w) in u1["reason"], u1
+        u2 = next_event(lines, lambda e: e.get("event") == "unreachable", 8, seen, "unreachable 2")
+        assert 2000 <= u2["retry_in_ms"] <= 6000, u2  # k = 2: 4 s x [0.5, 1.5]
+        tr = read_trace(trace)
+        c1 = [t for t in tr if t["cycle"] == 1]
+        c2 = [t for t in tr if t["cycle"] == 2]
+        assert [t["server"] for t in c1] == [t["server"] for t in c2] == ["primary", "alt1", "alt2"], tr
+        waited = c2[0]["ts_ms"] - (c1[-1]["ts_ms"] + c1[-1]["took_ms"])
+        assert abs(waited - u1["retry_in_ms"]) <= SCHEDULE_SLACK_MS, (waited, u1, tr)
+        gws["ml2"].start()
+        w = next_event(lines, welcome_from("ml2"), u2["retry_in_ms"] / 1000 + 3, seen,
+                       "welcome from ml2 after the backoff")
+        assert w["on_primary"] == 0
+        c3 = [t for t in read_trace(trace) if t["cycle"] == 3]
+        assert [(t["server"], t["result"]) for t in c3] == [("primary", "failed"),
+                                                            ("alt1", "welcome")], c3
+    finally:
+        rc = stop_run(proc)
+    assert rc == 0, (rc, harness.tail(errlog))
+
+
+def test_auto_bootstrap_keeps_the_routers_list(qagw, agent, uid, tmp_path):
+    """Step 8: -x auto(...): HELLO's primary is empty; the server list of the WELCOME is
+    kept in the client store and tried first (by worker name), the bootstrap last; so with
+    the bootstrap down the agent still reaches the pool."""
+    gws = three_nodes(qagw)
+    trace = tmp_path / "trace-auto.jsonl"
+    a = agent(f"Z-{uid}", f"auto(host=127.0.0.1;port={gws['ml3'].port('ml3')})",
+              extra=["-trace", str(trace)])
+    r = a.run("sync", verbose=True)
+    assert r.rc == 0 and r.json()["server"] == "ml3", repr(r)
+    assert 'send HELLO version=1 agent=Z-' in r.stderr and 'primary="" flags=0' in r.stderr, r.stderr
+    first = read_trace(trace)
+    assert [(t["server"], t["result"]) for t in first] == [("bootstrap", "welcome")], first
+    gws["ml3"].kill()
+    trace.unlink()
+    r = a.run("sync", verbose=True)
+    assert r.rc == 0, repr(r)
+    assert 'primary="" flags=0' in r.stderr and 'primary="127.0.0.1' not in r.stderr, r.stderr
+    tr = read_trace(trace)
+    names = [t["server"] for t in tr]
+    assert names[-1] in ("ml1", "ml2") and tr[-1]["result"] == "welcome", tr
+    assert set(names[:-1]) <= {"ml3"} and "bootstrap" not in names, tr
+    assert r.json()["server"] == names[-1]
+    # everything down: the error names the stored servers and the bootstrap
+    for g in gws.values():
+        g.kill()
+    r = a.run("sync")
+    assert r.rc == 1, repr(r)
+    for w in ("ml1", "ml2", "ml3"):
+        assert f"{w} {gws[w].stream(w)}" in r.stderr, r.stderr
+    assert "bootstrap auto(host=127.0.0.1;port=" in r.stderr, r.stderr
+
+
 # ---------------------------------------------------------------- must-show 2
 
 

@@ -21,6 +21,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include "agent/qa_agent.h"
+#include "agent/qa_config.h"
 #include "agent/qa_cycle.h"
 #include "agent/qa_failover.h"
 #include "agent/qa_log.h"
@@ -143,14 +145,26 @@ static uint16_t dead_port(void)
 	return ntohs(a.sin_port);
 }
 
-/* A fake server: accepts one connection, reads HELLO, answers it. */
+/* A fake server: accepts one connection, reads HELLO, answers it. With
+ * serve set it then answers FETCH (nothing waiting) and PING, and after the
+ * first PONG sends REASSIGN to reassign_name at reassign_stream if set; it
+ * ends at BYE or when the agent closes. */
 struct fake {
 	int lfd;
 	uint16_t port;
 	uint16_t error_code; /* 0: WELCOME from name */
 	uint8_t retryable;
 	const char *name;
+	int serve;
+	const char *reassign_name; /* NULL: no REASSIGN */
+	const char *reassign_stream;
+	const char *own_stream; /* this fake's stream, for lists */
+	/* What happened (read after the join). */
 	int accepted;
+	char hello_primary[64];
+	uint8_t hello_flags;
+	int sent_reassign;
+	int saw_bye_after_reassign;
 	pthread_t th;
 };
 
@@ -166,6 +180,63 @@ static int read_n(int fd, uint8_t *p, size_t n)
 	return 0;
 }
 
+static int send_frame(int fd, const struct qs_frame *f)
+{
+	struct qs_buf b = {0};
+	int rc = qs_encode(f, &b);
+	if (rc == 0 && write(fd, b.data, b.len) != (ssize_t)b.len)
+		rc = -1;
+	qs_buf_free(&b);
+	return rc;
+}
+
+static void serve(struct fake *f, int fd)
+{
+	static uint8_t buf[1 << 16];
+	const struct qs_limits lim = {1 << 20, 256};
+	for (;;) {
+		uint8_t hdr[4];
+		if (read_n(fd, hdr, 4) != 0)
+			return;
+		uint32_t len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 |
+		               (uint32_t)hdr[2] << 8 | hdr[3];
+		if (len == 0 || len > sizeof buf || read_n(fd, buf, len) != 0)
+			return;
+		struct qs_frame in, out;
+		const char *why = NULL;
+		if (qs_decode(buf, len, &lim, &in, &why) != QS_OK)
+			return;
+		memset(&out, 0, sizeof out);
+		const enum qs_type type = in.type;
+		if (type == QS_FETCH) {
+			out.type = QS_DELIVER;
+		} else if (type == QS_PING) {
+			out.type = QS_PONG;
+			out.u.nonce = in.u.nonce;
+		}
+		qs_frame_release(&in);
+		if (type == QS_BYE) {
+			f->saw_bye_after_reassign = f->sent_reassign;
+			return;
+		}
+		if (out.type != 0 && send_frame(fd, &out) != 0)
+			return;
+		if (type == QS_PING && f->reassign_name != NULL && !f->sent_reassign) {
+			struct qs_server list[2] = {
+			    {qs_str_c(f->reassign_name), qs_str_c(f->reassign_stream)},
+			    {qs_str_c(f->name), qs_str_c(f->own_stream)},
+			};
+			struct qs_frame r = {.type = QS_REASSIGN};
+			r.u.reassign.primary = qs_str_c(f->reassign_name);
+			r.u.reassign.n_servers = 2;
+			r.u.reassign.servers = list;
+			if (send_frame(fd, &r) != 0)
+				return;
+			f->sent_reassign = 1;
+		}
+	}
+}
+
 static void *fake_main(void *arg)
 {
 	struct fake *f = arg;
@@ -178,6 +249,16 @@ static void *fake_main(void *arg)
 		uint32_t len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 |
 		               (uint32_t)hdr[2] << 8 | hdr[3];
 		if (len <= sizeof buf && read_n(fd, buf, len) == 0) {
+			const struct qs_limits lim = {1 << 20, 256};
+			struct qs_frame hello_in;
+			const char *why = NULL;
+			if (qs_decode(buf, len, &lim, &hello_in, &why) == QS_OK) {
+				snprintf(f->hello_primary, sizeof f->hello_primary, "%.*s",
+				         (int)hello_in.u.hello.primary.len,
+				         hello_in.u.hello.primary.ptr);
+				f->hello_flags = hello_in.u.hello.flags;
+				qs_frame_release(&hello_in);
+			}
 			struct qs_frame out;
 			memset(&out, 0, sizeof out);
 			if (f->error_code != 0) {
@@ -189,16 +270,23 @@ static void *fake_main(void *arg)
 				out.type = QS_WELCOME;
 				out.u.welcome.version = 1;
 				out.u.welcome.server = qs_str_c(f->name);
-				out.u.welcome.primary = qs_str_c("ml1");
-				out.u.welcome.on_primary = 0;
+				out.u.welcome.primary = qs_str_c(f->serve ? f->name : "ml1");
+				out.u.welcome.on_primary = f->serve ? 1 : 0;
+				struct qs_server self = {
+				    qs_str_c(f->name),
+				    qs_str_c(f->own_stream ? f->own_stream : "")};
+				if (f->serve) {
+					out.u.welcome.n_servers = 1;
+					out.u.welcome.servers = &self;
+				}
 				out.u.welcome.max_frame = 1 << 20;
 				out.u.welcome.max_batch = 16;
 				out.u.welcome.heartbeat_s = 30;
 			}
-			struct qs_buf b = {0};
-			if (qs_encode(&out, &b) == 0 && write(fd, b.data, b.len) < 0)
+			if (send_frame(fd, &out) != 0)
 				perror("fake write");
-			qs_buf_free(&b);
+			if (f->serve && f->error_code == 0)
+				serve(f, fd);
 			/* Keep it open until the agent closes it. */
 			while (read(fd, buf, sizeof buf) > 0)
 				;
@@ -413,6 +501,88 @@ static void test_cycle_stop_during_wait(void **state)
 	close(pipefd[1]);
 }
 
+struct events {
+	int n;
+	char what[16][96];
+};
+
+static void on_event(void *ctx, const struct qa_run_event *ev)
+{
+	struct events *v = ctx;
+	if (v->n == 16)
+		return;
+	if (ev->type == QA_RUN_EV_WELCOME)
+		snprintf(v->what[v->n++], sizeof v->what[0], "welcome %s %d", ev->welcome->server,
+		         ev->welcome->on_primary);
+	else if (ev->type == QA_RUN_EV_CLOSED)
+		snprintf(v->what[v->n++], sizeof v->what[0], "closed %s", ev->reason);
+}
+
+/* Step 8: auto(...) with the bootstrap; REASSIGN to ml2 is recorded in the
+ * store, answered with BYE, and the next cycle starts with the new primary,
+ * HELLO's primary still empty. */
+static void test_run_follows_reassign(void **state)
+{
+	char s1[64], s2[64];
+	struct fake boot = {.name = "ml1", .serve = 1, .reassign_name = "ml2", .own_stream = s1};
+	struct fake next = {.name = "ml2", .serve = 1, .own_stream = s2};
+	fake_start(&boot);
+	fake_start(&next);
+	snprintf(s1, sizeof s1, "tcpip(host=127.0.0.1;port=%u)", (unsigned)boot.port);
+	snprintf(s2, sizeof s2, "tcpip(host=127.0.0.1;port=%u)", (unsigned)next.port);
+	boot.reassign_stream = s2;
+
+	char db[] = "/tmp/qa-failover-test-XXXXXX";
+	int dfd = mkstemp(db);
+	assert_true(dfd >= 0);
+	close(dfd);
+	unlink(db);
+	struct qa_config cfg;
+	qa_config_init(&cfg);
+	snprintf(cfg.agent_id, sizeof cfg.agent_id, "dev-auto");
+	cfg.db_path = strdup(db);
+	char text[80], err[256];
+	snprintf(text, sizeof text, "auto(host=127.0.0.1;port=%u)", (unsigned)boot.port);
+	assert_int_equal(qa_stream_parse(text, &cfg.streams[0], err, sizeof err), 0);
+	cfg.n_streams = 1;
+	cfg.policy = QA_POLICY_ONDEMAND;
+	struct qa_agent agent;
+	struct qa_error e;
+	assert_int_equal(qa_agent_open(&agent, &cfg, stderr, &e), 0);
+	struct events ev = {0};
+	const struct qa_run_params p = {
+	    .for_ms = 1500, .stop_fd = -1, .on_event = on_event, .ctx = &ev};
+	enum qa_run_end end;
+	int rc = qa_agent_run(&agent, &p, &end, &e);
+	char *servers = NULL;
+	assert_int_equal(qa_store_meta_get(agent.store, "servers", &servers, &e), 1);
+	qa_agent_close(&agent);
+	qa_config_free(&cfg);
+	fake_stop(&boot);
+	fake_stop(&next);
+	unlink(db);
+
+	if (rc != 0)
+		fail_msg("run failed: %s", e.msg);
+	assert_int_equal(end, QA_RUN_END_TIME);
+	assert_true(boot.sent_reassign);
+	assert_true(boot.saw_bye_after_reassign);
+	assert_string_equal(boot.hello_primary, "");
+	assert_int_equal(next.accepted, 1);
+	assert_string_equal(next.hello_primary, ""); /* auto: always empty */
+	assert_int_equal(next.hello_flags, QS_FLAG_PERSIST);
+	assert_int_equal(ev.n, 4);
+	assert_string_equal(ev.what[0], "welcome ml1 1");
+	assert_string_equal(ev.what[1], "closed reassigned");
+	assert_string_equal(ev.what[2], "welcome ml2 1");
+	assert_string_equal(ev.what[3], "closed time limit reached");
+	/* the list kept is REASSIGN's (then WELCOME's from ml2, the same) */
+	char want[160];
+	snprintf(want, sizeof want, "ml2 %s\n", s2);
+	assert_true(strncmp(servers, want, strlen(want)) == 0);
+	free(servers);
+}
+
 static void test_sleep(void **state)
 {
 	struct qa_error e;
@@ -439,6 +609,7 @@ int main(void)
 	    cmocka_unit_test(test_cycle_final_error_stops),
 	    cmocka_unit_test(test_cycle_all_fail_names_every_server),
 	    cmocka_unit_test(test_cycle_stop_during_wait),
+	    cmocka_unit_test(test_run_follows_reassign),
 	    cmocka_unit_test(test_sleep),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
