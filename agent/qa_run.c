@@ -216,6 +216,12 @@ static int loop(struct qa_run *r, struct qa_session *s, enum qa_run_end *end, st
 		if (hb_ms != 0 && heartbeat(r, s, hb_ms, now, e) != 0)
 			return -1;
 
+		/* TLS may hold decrypted frames that poll cannot see. */
+		if (qa_conn_pending(&s->conn)) {
+			if (qa_session_poll(s, e) != 0)
+				return -1;
+			continue;
+		}
 		struct pollfd p[2] = {{.fd = s->conn.fd, .events = POLLIN},
 		                      {.fd = r->p.stop_fd, .events = POLLIN}};
 		const nfds_t n = r->p.stop_fd >= 0 ? 2 : 1;
