@@ -3,19 +3,28 @@
  *
  * A minimal struct gw_worker is built by hand once: the configuration from a
  * small file in a memfd, its own event_base, no Redis (w->pool NULL) and a
- * store connection to a closed port, so the store is down and every request
- * that needs it answers ERROR store_unavailable. Each input is written to one
- * end of a socketpair, whose other end is handed to gw_session_accept; then
- * the write side is shut down and the loop is run (non-blocking) until the
- * session is gone. Whatever the gateway writes back is read and discarded.
- * Every session is freed before the next input, so ASan's leak check covers
- * the session's whole life. */
+ * store connection to a closed port, so the real store is down. Each input is
+ * written to one end of a socketpair, whose other end is handed to
+ * gw_session_accept; then the write side is shut down and the loop is run
+ * (non-blocking) until the session is gone. Whatever the gateway writes back
+ * is read and discarded. Every session is freed before the next input, so
+ * ASan's leak check covers the session's whole life.
+ *
+ * With the store down every HELLO would end in ERROR store_unavailable and
+ * nothing after HELLO would ever run. So st_submit and st_op_cancel are
+ * wrapped (the Makefile links this target with -Wl,--wrap=...): statements
+ * complete asynchronously, one per loop turn and in submission order as the
+ * pipelined store does, with results shaped like the store's SQL API
+ * (qa_hello, qa_upload, qa_fetch, qa_ack, qa_status). Which statements fail
+ * instead, and whether the real (down) store answers, is chosen per input
+ * from a hash of its bytes, so the fuzzer reaches the failure paths too. */
 #include "gateway/config.h"
 #include "gateway/log.h"
 #include "gateway/session.h"
 #include "gateway/worker.h"
 #include "store/store.h"
 
+#include <endian.h>
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
@@ -25,10 +34,188 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/queue.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
 #define MAX_TURNS 2000 /* loop turns per input before the session is freed by force */
+
+/* ---- the fake store: st_submit / st_op_cancel wrapped ---- */
+
+struct st_op *__real_st_submit(struct st_conn *c, const char *sql, const struct st_params *p,
+                               st_done_fn done, void *arg);
+void __real_st_op_cancel(struct st_op *op);
+
+struct fake_op {
+	TAILQ_ENTRY(fake_op) link;
+	st_done_fn done; /* NULL once cancelled */
+	void *arg;
+	PGresult *res; /* NULL: the statement fails */
+};
+
+static TAILQ_HEAD(, fake_op) fake_ops = TAILQ_HEAD_INITIALIZER(fake_ops);
+static struct event *fake_ev;   /* completes the first queued op, one per loop turn */
+static uint32_t fake_mode;      /* per input: which statements fail */
+static unsigned fake_submitted; /* statements submitted for this input */
+
+static PGresult *result(int nfields, const Oid *types)
+{
+	PGresult *r = PQmakeEmptyPGresult(NULL, PGRES_TUPLES_OK);
+	PGresAttDesc att[12];
+	if (!r || nfields > 12)
+		abort();
+	for (int i = 0; i < nfields; i++)
+		att[i] = (PGresAttDesc){.name = "c", .format = 1, .typid = types[i], .typlen = -1};
+	if (!PQsetResultAttrs(r, nfields, att))
+		abort();
+	return r;
+}
+
+static void set(PGresult *r, int row, int col, const void *v, int len)
+{
+	if (!PQsetvalue(r, row, col, (char *)v, len))
+		abort();
+}
+
+static void set8(PGresult *r, int row, int col, int64_t v)
+{
+	uint64_t be = htobe64((uint64_t)v);
+	set(r, row, col, &be, 8);
+}
+
+static void set4(PGresult *r, int row, int col, int32_t v)
+{
+	uint32_t be = htobe32((uint32_t)v);
+	set(r, row, col, &be, 4);
+}
+
+static void set2(PGresult *r, int row, int col, int16_t v)
+{
+	uint16_t be = htobe16((uint16_t)v);
+	set(r, row, col, &be, 2);
+}
+
+/* Elements of a one-dimensional binary array parameter (0 if none). */
+static int array_count(const struct st_params *p, int i)
+{
+	if (i >= p->n || p->lengths[i] < 20)
+		return 0;
+	uint32_t ndim, n;
+	memcpy(&ndim, p->values[i], 4);
+	memcpy(&n, p->values[i] + 12, 4);
+	return be32toh(ndim) == 1 ? (int)be32toh(n) : 0;
+}
+
+/* A result shaped like the store's answer to sql. */
+static PGresult *fake_result(const char *sql, const struct st_params *p)
+{
+	if (strstr(sql, "qa_hello(")) {
+		static const Oid t[] = {ST_OID_TEXT, ST_OID_TEXT, ST_OID_BOOL, ST_OID_INT8};
+		PGresult *r = result(4, t);
+		set(r, 0, 0, "ml1", 3);
+		set(r, 0, 1, "127.0.0.1:1", 11);
+		set(r, 0, 2, "\0", 1);
+		set8(r, 0, 3, fake_mode & 1); /* something pending: a PUSH after WELCOME */
+		set(r, 1, 0, "ml2", 3);
+		set(r, 1, 1, "[::1]:2, localhost:3", 20);
+		set(r, 1, 2, "\1", 1);
+		set8(r, 1, 3, 0);
+		return r;
+	}
+	if (strstr(sql, "qa_upload(")) { /* one row per message sent: ord, result */
+		static const Oid t[] = {ST_OID_INT4, ST_OID_INT2};
+		PGresult *r = result(2, t);
+		int n = array_count(p, 3);
+		for (int i = 0; i < n; i++) {
+			set4(r, i, 0, i + 1);
+			set2(r, i, 1, (int16_t)((fake_mode >> (i % 16)) & 1 ? 1 : 0));
+		}
+		return r;
+	}
+	if (strstr(sql, "qa_fetch(")) { /* one message (none if the mode says so) */
+		static const Oid t[] = {ST_OID_INT8, ST_OID_UUID,  ST_OID_TEXT, ST_OID_TEXT,
+		                        ST_OID_INT2, ST_OID_INT8,  ST_OID_INT8, ST_OID_BYTEA,
+		                        ST_OID_BYTEA, ST_OID_INT4, ST_OID_BOOL};
+		PGresult *r = result(11, t);
+		if (fake_mode & 2)
+			return r;
+		static const uint8_t props[] = {0, 1, 0, 1, 'k', 0, 1, 'v'};
+		set8(r, 0, 0, 42);
+		set(r, 0, 1, "0123456789abcdef", 16);
+		set(r, 0, 2, "alice", 5);
+		set(r, 0, 3, "inbox", 5);
+		set2(r, 0, 4, 4);
+		set8(r, 0, 5, 1700000000000);
+		set8(r, 0, 6, 0);
+		set(r, 0, 7, props, (fake_mode & 4) ? 3 : (int)sizeof(props)); /* 3: corrupt */
+		set(r, 0, 8, "body", 4);
+		set4(r, 0, 9, 1);
+		set(r, 0, 10, (fake_mode & 8) ? "\1" : "\0", 1);
+		return r;
+	}
+	if (strstr(sql, "qa_ack(") || strstr(sql, "qa_status(")) {
+		static const Oid t[] = {ST_OID_INT4};
+		PGresult *r = result(1, t);
+		set4(r, 0, 0, 1);
+		return r;
+	}
+	return NULL; /* anything else: the statement fails */
+}
+
+static void on_fake_turn(evutil_socket_t fd, short what, void *arg)
+{
+	struct fake_op *op = TAILQ_FIRST(&fake_ops);
+	if (!op)
+		return;
+	TAILQ_REMOVE(&fake_ops, op, link);
+	if (!TAILQ_EMPTY(&fake_ops))
+		event_active(fake_ev, EV_TIMEOUT, 0);
+	if (op->done)
+		op->done(op->arg, op->res, op->res ? NULL : "fuzz: the statement failed");
+	PQclear(op->res);
+	free(op);
+}
+
+struct st_op *__wrap_st_submit(struct st_conn *c, const char *sql, const struct st_params *p,
+                               st_done_fn done, void *arg)
+{
+	unsigned k = fake_submitted++;
+	if ((fake_mode >> 28) == 0) /* 1 input in 16: the real store, which is down */
+		return __real_st_submit(c, sql, p, done, arg);
+	if (p->failed)
+		return NULL;
+	struct fake_op *op = calloc(1, sizeof(*op));
+	if (!op)
+		abort();
+	op->done = done;
+	op->arg = arg;
+	/* 1 input in 4 has statements fail (after the first, so HELLO gets through). */
+	int fail = ((fake_mode >> 26) & 3) == 1 && k > 0 && ((fake_mode >> (k % 16)) & 1);
+	op->res = fail ? NULL : fake_result(sql, p);
+	if (TAILQ_EMPTY(&fake_ops))
+		event_active(fake_ev, EV_TIMEOUT, 0);
+	TAILQ_INSERT_TAIL(&fake_ops, op, link);
+	return (struct st_op *)op;
+}
+
+void __wrap_st_op_cancel(struct st_op *op)
+{
+	struct fake_op *f;
+	TAILQ_FOREACH(f, &fake_ops, link)
+	if ((struct st_op *)f == op) {
+		f->done = NULL;
+		return;
+	}
+	__real_st_op_cancel(op);
+}
+
+static uint32_t hash(const uint8_t *d, size_t n)
+{
+	uint32_t h = 2166136261u;
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ d[i]) * 16777619u;
+	return h;
+}
 
 static const char config_text[] = "[node]\n"
                                   "name = fuzz\n"
@@ -87,6 +274,9 @@ static void setup(void)
 		abort();
 	w->pool = NULL; /* no Redis: sessions are not claimed for the pool */
 	w->accepting = 1;
+	fake_ev = event_new(w->base, -1, 0, on_fake_turn, NULL);
+	if (!fake_ev)
+		abort();
 }
 
 static void drain_output(int fd)
@@ -100,6 +290,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	if (!w)
 		setup();
+	fake_mode = hash(data, size);
+	fake_submitted = 0;
 	int fds[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) != 0)
 		abort();
@@ -130,6 +322,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	while ((s = TAILQ_FIRST(&w->sessions)))
 		gw_session_free(s);
 	event_base_loop(w->base, EVLOOP_NONBLOCK);
+	struct fake_op *op;
+	while ((op = TAILQ_FIRST(&fake_ops))) { /* all cancelled with their sessions */
+		if (op->done)
+			abort();
+		TAILQ_REMOVE(&fake_ops, op, link);
+		PQclear(op->res);
+		free(op);
+	}
 	if (w->n_sessions != 0 || w->n_pending_hello != 0 || w->by_agent != NULL ||
 	    w->pending_by_ip != NULL) {
 		fprintf(stderr,
