@@ -419,6 +419,106 @@ static int run_fails_for_good(const struct qa_error *e)
 	return qa_error_is_final(e) || e->kind == QA_FAIL_STORE || e->kind == QA_FAIL_SYSTEM;
 }
 
+/* `run -push none`: no persistent session. A transmission (a cycle with
+ * HELLO flags 0, the sync transaction, BYE) at the start, then per -policy:
+ * when something new is queued (automatic, looked at every 0.5 s), every S
+ * seconds (scheduled), never again (ondemand). A cycle where everything
+ * failed waits the backoff of step 5 before the next try; a transmission cut
+ * short is tried again after 1 s. */
+static int run_without_session(struct runner *rn, enum qa_run_end *end, struct qa_error *e)
+{
+	struct qa_agent *a = rn->a;
+	struct qa_run *run = &rn->run;
+	const struct qa_run_params *p = &run->p;
+	uint64_t next_due = qa_mono_ms(); /* the first transmission at once */
+	uint64_t mark_done = 0;
+	int have_mark = 0;
+	for (;;) {
+		uint64_t now = qa_mono_ms();
+		if (run->deadline_ms != 0 && now >= run->deadline_ms) {
+			*end = QA_RUN_END_TIME;
+			return 0;
+		}
+		if (p->count != 0 && run->received >= p->count) {
+			*end = QA_RUN_END_COUNT;
+			return 0;
+		}
+		int due = now >= next_due;
+		if (!due && p->outbox_poll_ms != 0 && have_mark && next_due == UINT64_MAX) {
+			uint64_t mark;
+			if (qa_store_queue_mark(a->store, &mark, e) != 0)
+				return -1;
+			due = mark > mark_done;
+		}
+		if (!due) {
+			uint64_t wake = next_due;
+			if (p->outbox_poll_ms != 0 && now + p->outbox_poll_ms < wake)
+				wake = now + p->outbox_poll_ms;
+			if (wake == UINT64_MAX)
+				wake = now + 60000;
+			struct qa_error we;
+			if (qa_cycle_sleep(p->stop_fd, run->deadline_ms, wake - now, &we) != 0) {
+				if (we.kind != QA_FAIL_STOPPED) {
+					*e = we;
+					return -1;
+				}
+				*end = qa_run_stopped(run);
+				return 0;
+			}
+			continue;
+		}
+		struct connect_plan plan;
+		if (plan_connect(a, 0, &plan, e) != 0)
+			return -1;
+		plan.cycle.cycle_no = ++rn->cycle_no;
+		struct qa_session s;
+		qa_session_init(&s, &a->log);
+		qa_run_prepare(run, &s);
+		if (qa_cycle_connect(&s, &plan.cycle, NULL, e) != 0) {
+			qa_session_free(&s);
+			if (e->kind == QA_FAIL_STOPPED) {
+				*end = qa_run_stopped(run);
+				return 0;
+			}
+			if (run_fails_for_good(e)) {
+				if (e->kind == QA_FAIL_SERVER)
+					qa_run_report_error(run, e);
+				return -1;
+			}
+			rn->failed_in_a_row++;
+			const double r = (double)rand_r(&rn->seed) / (double)RAND_MAX;
+			const uint64_t wait_ms = qa_failover_backoff_ms(rn->failed_in_a_row, r);
+			qa_log_write(&a->log,
+			             "run: %s\nnext cycle in %" PRIu64 " ms (%u failed in a row)",
+			             e->msg, wait_ms, rn->failed_in_a_row);
+			qa_run_report_unreachable(run, e->msg, wait_ms);
+			next_due = qa_mono_ms() + wait_ms;
+			continue;
+		}
+		rn->failed_in_a_row = 0;
+		uint64_t mark = 0;
+		int rc = record_welcome(a, &plan, &s, e);
+		if (rc == 0)
+			rc = qa_run_transmit_once(run, &s, &mark, e);
+		record_reassign(a, &s);
+		qa_run_close(run, &s, rc, QA_RUN_END_DONE, e);
+		qa_session_free(&s);
+		if (rc != 0 && e->kind == QA_FAIL_STOPPED) {
+			*end = qa_run_stopped(run);
+			return 0;
+		}
+		if (rc != 0 && run_fails_for_good(e))
+			return -1;
+		if (rc != 0) {
+			next_due = qa_mono_ms() + QA_RUN_MIN_SESSION_MS;
+			continue;
+		}
+		mark_done = mark;
+		have_mark = 1;
+		next_due = p->schedule_ms != 0 ? qa_mono_ms() + p->schedule_ms : UINT64_MAX;
+	}
+}
+
 int qa_agent_run(struct qa_agent *a, const struct qa_run_params *p, enum qa_run_end *end,
                  struct qa_error *e)
 {
@@ -431,6 +531,8 @@ int qa_agent_run(struct qa_agent *a, const struct qa_run_params *p, enum qa_run_
 	struct runner rn = {.a = a, .failback_ms = qa_failover_failback_ms(cfg->fd_ms)};
 	rn.seed = (unsigned)(qa_mono_ms() ^ qa_now_ms() ^ ((uint64_t)getpid() << 16));
 	qa_run_init(&rn.run, &params, a->store, &a->log);
+	if (cfg->push == QA_PUSH_NONE)
+		return run_without_session(&rn, end, e);
 
 	struct qa_session sessions[2];
 	qa_session_init(&sessions[0], &a->log);

@@ -65,6 +65,8 @@ const char *qa_run_end_reason(enum qa_run_end end)
 		return "trying the primary";
 	case QA_RUN_END_FAILBACK:
 		return "back to the primary";
+	case QA_RUN_END_DONE:
+		return "transmission done";
 	default:
 		return "ended";
 	}
@@ -283,6 +285,17 @@ int qa_run_session(struct qa_run *r, struct qa_session *s, enum qa_run_end *end,
 	if (rc == 0)
 		rc = loop(r, s, end, e);
 	return finish(r, rc, end, e);
+}
+
+int qa_run_transmit_once(struct qa_run *r, struct qa_session *s, uint64_t *mark, struct qa_error *e)
+{
+	qa_run_prepare(r, s);
+	struct qa_run_event ev = {.type = QA_RUN_EV_WELCOME, .welcome = &s->welcome};
+	emit(r, &ev);
+	if (transmit(r, s, "-push none", e) != 0)
+		return -1;
+	*mark = r->queue_mark;
+	return 0;
 }
 
 int qa_run_resume(struct qa_run *r, struct qa_session *s, enum qa_run_end *end, struct qa_error *e)

@@ -31,6 +31,7 @@ enum qa_run_end {
 	                        session is intact and qa_run_resume goes on with it */
 	QA_RUN_END_FAILBACK, /* (closing reason) the primary answered: this session on
 	                        an alternate is left for the new one */
+	QA_RUN_END_DONE,     /* (closing reason, -push none) the transmission is done */
 };
 
 enum qa_run_event_type {
@@ -117,6 +118,13 @@ int qa_run_session(struct qa_run *r, struct qa_session *s, enum qa_run_end *end,
 /* Goes on with the loop of a session that qa_run_session (or an earlier
  * qa_run_resume) left with QA_RUN_END_PROBE; the same returns. */
 int qa_run_resume(struct qa_run *r, struct qa_session *s, enum qa_run_end *end, struct qa_error *e)
+    __attribute__((warn_unused_result));
+
+/* -push none: one transmission on s (a session without PERSIST that just
+ * got WELCOME): reports welcome, runs the sync transaction (received events
+ * as in a persistent session); the caller closes with qa_run_close and
+ * QA_RUN_END_DONE. *mark is the client store's queue mark taken before. */
+int qa_run_transmit_once(struct qa_run *r, struct qa_session *s, uint64_t *mark, struct qa_error *e)
     __attribute__((warn_unused_result));
 
 /* Reports that a cycle failed on every server (reason) and the wait before

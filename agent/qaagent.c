@@ -453,9 +453,6 @@ static int cmd_run(struct cli *c, int argc, char **argv)
 	int rc = need_streams(c, "run");
 	if (rc != 0)
 		return rc;
-	if (c->cfg.push == QA_PUSH_NONE)
-		return usage_error("run with -push none (scheduled syncs without a persistent "
-		                   "session) is not built yet");
 	if ((rc = open_agent(c)) != 0)
 		return rc;
 

@@ -371,6 +371,46 @@ def test_push_follows_the_primary(qagw, agent, uid, tmp_path):
     assert got == [str(m0.id), str(m1.id), str(m2.id)], got
 
 
+# ---------------------------------------------------------------- -policy, -push none
+
+
+def test_run_policies(qagw, agent, uid, tmp_path, store):
+    """`run -policy automatic` uploads what `send` queues beside it within ~0.5 s;
+    `run -push none -policy scheduled[1]` keeps no session and transmits every second."""
+    gw = qagw(workers=("ml1",), node="p1")
+    S, R = f"S-{uid}", f"R-{uid}"
+    s_agent = agent(S, gw.stream("ml1"))
+    r_agent = agent(R, gw.stream("ml1"), extra=["-push", "none"])
+    procs = {}
+    seen = {S: [], R: []}
+    try:
+        procs[S] = s_agent.popen("run", policy="automatic", stderr_path=tmp_path / "S.stderr")
+        procs[R] = r_agent.popen("run", policy="scheduled[1]", stderr_path=tmp_path / "R.stderr")
+        ls, lr = json_lines(procs[S]), json_lines(procs[R])
+        next_event(ls, welcome_from("ml1"), 15, seen[S], "S welcome")
+        next_event(lr, lambda e: e.get("event") == "closed" and
+                   e.get("reason") == "transmission done", 15, seen[R], "R's first transmission")
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        mid = s_agent.send(f"{R}\\q", "queued beside run")  # -policy ondemand: only queued
+        harness.wait_until(lambda: store.rows_per_id([mid])[mid] == 1, 3,
+                           what="run -policy automatic to upload the queued message")
+        assert time.monotonic() - t0 < 1.5
+        assert s_agent.status()["outgoing"] == 0
+        rec = next_event(lr, lambda e: e.get("event") == "received", 3, seen[R],
+                         "R receives on its schedule")
+        assert [canonical(i) for i in rec["ids"]] == [mid], rec
+        assert not any(e.get("event") == "push" for e in seen[R]), seen[R]
+        # each transmission of R is a session of its own, closed at once
+        welcomes = [e for e in seen[R] if e.get("event") == "welcome"]
+        closed = [e for e in seen[R] if e.get("event") == "closed"]
+        assert len(welcomes) >= 2 and len(closed) >= len(welcomes) - 1, seen[R]
+    finally:
+        rcs = {n: stop_run(p) for n, p in procs.items()}
+    assert rcs == {S: 0, R: 0}, (rcs, harness.tail(tmp_path / "S.stderr"),
+                                 harness.tail(tmp_path / "R.stderr"))
+
+
 # ---------------------------------------------------------------- must-show 4
 
 
