@@ -240,6 +240,23 @@ def test_retryable_error_on_hello_fails_over_and_final_error_does_not(qagw, agen
         assert tr[1]["result"] == "welcome", tr
     finally:
         hog.close()
+    # superseded is not retryable: the first `run` stops with exit 3 instead of failing over
+    o = agent(f"S-{uid}", *streams(gws, ("ml1", "ml2", "ml3")))
+    first = o.popen("run", policy="ondemand", stderr_path=tmp_path / "first.stderr")
+    second = None
+    seen: list = []
+    try:
+        lines = json_lines(first)
+        next_event(lines, welcome_from("ml1"), 15, seen, "first run's welcome")
+        second = o.popen("run", policy="ondemand", stderr_path=tmp_path / "second.stderr")
+        err = next_event(lines, lambda e: e.get("event") == "error", 10, seen, "superseded")
+        assert (err["name"], err["retryable"]) == ("superseded", 0), err
+        assert first.wait(10) == 3, harness.tail(tmp_path / "first.stderr")
+        assert not any(e.get("event") == "welcome" for e in seen[1:]), seen
+    finally:
+        stop_run(first)
+        if second is not None:
+            assert stop_run(second) == 0
 
 
 def test_run_backs_off_after_a_cycle_where_everything_failed(qagw, agent, uid, tmp_path):
