@@ -33,12 +33,9 @@ uint64_t qa_failover_backoff_ms(unsigned k, double r)
 {
 	if (k == 0)
 		k = 1;
-	uint64_t base_s = QA_BACKOFF_CAP_S;
-	if (k < 9) { /* 2^9 = 512 > 300 */
-		base_s = (uint64_t)1 << k;
-		if (base_s > QA_BACKOFF_CAP_S)
-			base_s = QA_BACKOFF_CAP_S;
-	}
+	/* 2^8 = 256 is the last power under the cap of 300 (and no shift
+	 * overflows for large k). */
+	const uint64_t base_s = k <= 8 ? (uint64_t)1 << k : QA_BACKOFF_CAP_S;
 	if (!(r >= 0.0)) /* also NaN */
 		r = 0.0;
 	if (r > 1.0)
