@@ -29,6 +29,9 @@ int qa_failover_step(const struct qa_failover *f, size_t k, struct qa_attempt_st
 	return 0;
 }
 
+_Static_assert(QA_BACKOFF_CAP_S >= 256 && QA_BACKOFF_CAP_S < 512,
+               "qa_failover_backoff_ms takes 2^k for k <= 8, the cap above");
+
 uint64_t qa_failover_backoff_ms(unsigned k, double r)
 {
 	if (k == 0)
