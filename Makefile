@@ -144,19 +144,28 @@ test-e2e: $(QAGW) $(QAAGENT)
 ASAN_BUILD  = build-asan
 ASAN_FLAGS  = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer
 ASAN_REPORT = $(CURDIR)/$(ASAN_BUILD)/sanitizer
+# GCC's UBSan ignores log_path when linked with ASan: its reports go to each process's
+# stderr, so the unit and pytest output and every file under the pytest base directory
+# (the qagw logs) are searched for reports too.
 ASAN_ENV    = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:log_path=$(ASAN_REPORT)/asan \
-	      UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$(ASAN_REPORT)/ubsan \
+	      UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:abort_on_error=1:log_path=$(ASAN_REPORT)/ubsan \
 	      QAGW_BUILD=$(ASAN_BUILD)
+ASAN_GREP   = runtime error:|ERROR: (Address|Leak|UndefinedBehavior)Sanitizer|SUMMARY: [A-Za-z]*Sanitizer
 test-asan: deps certs
 	$(MAKE) BUILD=$(ASAN_BUILD) CFLAGS="$(ASAN_FLAGS)" LDFLAGS="$(ASAN_FLAGS)" all
-	@rm -rf $(ASAN_REPORT) && mkdir -p $(ASAN_REPORT)
+	@rm -rf $(ASAN_REPORT) $(ASAN_BUILD)/pytest $(ASAN_BUILD)/*.log && mkdir -p $(ASAN_REPORT)
 	@rc=0; \
-	  $(ASAN_ENV) $(MAKE) --no-print-directory BUILD=$(ASAN_BUILD) CFLAGS="$(ASAN_FLAGS)" \
-	    LDFLAGS="$(ASAN_FLAGS)" test-unit || rc=1; \
-	  $(ASAN_ENV) $(PYTHON) -m pytest -q tests/e2e || rc=1; \
-	  if [ -n "$$(ls -A $(ASAN_REPORT))" ]; then \
-	    echo "== sanitizer reports in $(ASAN_REPORT):"; \
-	    for f in $(ASAN_REPORT)/*; do echo "-- $$f"; head -60 $$f; done; rc=1; \
+	  { $(ASAN_ENV) $(MAKE) --no-print-directory BUILD=$(ASAN_BUILD) CFLAGS="$(ASAN_FLAGS)" \
+	    LDFLAGS="$(ASAN_FLAGS)" test-unit || echo "== test-unit failed" >$(ASAN_BUILD)/failed.log; } \
+	    2>&1 | tee $(ASAN_BUILD)/unit.log; \
+	  { $(ASAN_ENV) $(PYTHON) -m pytest -q --basetemp=$(ASAN_BUILD)/pytest tests/e2e || \
+	    echo "== test-e2e failed" >>$(ASAN_BUILD)/failed.log; } 2>&1 | tee $(ASAN_BUILD)/e2e.log; \
+	  if [ -s $(ASAN_BUILD)/failed.log ]; then cat $(ASAN_BUILD)/failed.log; rc=1; fi; \
+	  found=$$(grep -rlE '$(ASAN_GREP)' $(ASAN_REPORT) $(ASAN_BUILD)/pytest $(ASAN_BUILD)/unit.log \
+	    $(ASAN_BUILD)/e2e.log 2>/dev/null); \
+	  if [ -n "$$found" ]; then \
+	    echo "== sanitizer reports:"; \
+	    for f in $$found; do echo "-- $$f"; grep -E -A30 '$(ASAN_GREP)' $$f | head -60; done; rc=1; \
 	  else echo "== no sanitizer reports"; fi; \
 	  exit $$rc
 

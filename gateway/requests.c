@@ -69,7 +69,8 @@ static int submit(struct gw_session *s, const char *sql, struct st_params *p, st
 static void copy_str(char *dst, size_t cap, struct qs_str v)
 {
 	size_t n = v.len < cap - 1 ? v.len : cap - 1;
-	memcpy(dst, v.ptr, n);
+	if (n) /* an empty string's ptr may be NULL: memcpy(dst, NULL, 0) is undefined */
+		memcpy(dst, v.ptr, n);
 	dst[n] = 0;
 }
 
