@@ -178,6 +178,31 @@ def test_fr_fd_retries_primary_on_schedule_then_alternate_once(qagw, agent, uid,
     for i in (1, 2, 3, 4):
         assert f"attempt primary {gws['ml1'].stream('ml1')} try {i}/4: connect failed" in r.stderr, r.stderr
 
+    # The same under `run`: on ml1, which is then killed; the next cycle follows the plan.
+    gws["ml1"].start()
+    trace.unlink()
+    errlog = tmp_path / "run-fr.stderr"
+    proc = a.popen("run", policy="ondemand", stderr_path=errlog)
+    seen: list = []
+    try:
+        lines = json_lines(proc)
+        next_event(lines, welcome_from("ml1"), 15, seen, "welcome from ml1")
+        time.sleep(1.1)
+        gws["ml1"].kill()
+        w = next_event(lines, welcome_from("ml2"), 8, seen, "welcome from ml2")
+        assert w["on_primary"] == 0, w
+        tr = [t for t in read_trace(trace) if t["cycle"] == 2]
+        assert [(t["server"], t["try"], t["result"]) for t in tr] == \
+            [("primary", i, "failed") for i in (1, 2, 3, 4)] + [("alt1", 1, "welcome")], tr
+        for i, t in enumerate(tr[:4]):
+            off = t["ts_ms"] - (tr[0]["ts_ms"] + 1000 * i)
+            assert -2 <= off <= SCHEDULE_SLACK_MS, f"try {i + 1} at t+{t['ts_ms'] - tr[0]['ts_ms']} ms: {tr}"
+        gap = tr[4]["ts_ms"] - (tr[3]["ts_ms"] + tr[3]["took_ms"])
+        assert -2 <= gap < SCHEDULE_SLACK_MS, tr
+    finally:
+        rc = stop_run(proc)
+    assert rc == 0, (rc, harness.tail(errlog))
+
 
 def test_primary_and_first_alternate_down_reaches_third_after_one_try_on_second(
         qagw, agent, uid, tmp_path):
