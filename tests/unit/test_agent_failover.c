@@ -244,6 +244,9 @@ static void *fake_main(void *arg)
 	if (fd < 0)
 		return NULL;
 	f->accepted = 1;
+	/* WELCOME's list (serve mode): lives as long as the frame that points to it. */
+	struct qs_server self = {qs_str_c(f->name ? f->name : ""),
+	                         qs_str_c(f->own_stream ? f->own_stream : "")};
 	uint8_t hdr[4], buf[4096];
 	if (read_n(fd, hdr, 4) == 0) {
 		uint32_t len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 |
@@ -272,9 +275,7 @@ static void *fake_main(void *arg)
 				out.u.welcome.server = qs_str_c(f->name);
 				out.u.welcome.primary = qs_str_c(f->serve ? f->name : "ml1");
 				out.u.welcome.on_primary = f->serve ? 1 : 0;
-				struct qs_server self = {
-				    qs_str_c(f->name),
-				    qs_str_c(f->own_stream ? f->own_stream : "")};
+
 				if (f->serve) {
 					out.u.welcome.n_servers = 1;
 					out.u.welcome.servers = &self;
