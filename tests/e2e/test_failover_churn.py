@@ -13,7 +13,6 @@ and -policy automatic (what `qaagent send` queues beside `run` goes out within ~
 from __future__ import annotations
 
 import random
-import signal
 import threading
 import time
 
