@@ -15,9 +15,11 @@
  * wrapped (the Makefile links this target with -Wl,--wrap=...): statements
  * complete asynchronously, one per loop turn and in submission order as the
  * pipelined store does, with results shaped like the store's SQL API
- * (qa_hello, qa_upload, qa_fetch, qa_ack, qa_status). Which statements fail
- * instead, and whether the real (down) store answers, is chosen per input
- * from a hash of its bytes, so the fuzzer reaches the failure paths too. */
+ * (qa_credentials, qa_hello, qa_upload, qa_fetch, qa_ack, qa_status). Which
+ * statements fail instead, whether HELLO's token is checked (auth = token;
+ * the known agents' token is ""), and whether the real (down) store answers
+ * is chosen per input from a hash of its bytes, so the fuzzer reaches the
+ * failure paths too. */
 #include "gateway/config.h"
 #include "gateway/log.h"
 #include "gateway/session.h"
@@ -28,6 +30,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <fcntl.h>
+#include <openssl/sha.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -120,6 +123,15 @@ static PGresult *fake_result(const char *sql, const struct st_params *p)
 		set(r, 1, 1, "[::1]:2, localhost:3", 20);
 		set(r, 1, 2, "\1", 1);
 		set8(r, 1, 3, 0);
+		return r;
+	}
+	if (strstr(sql, "qa_credentials")) { /* the agent's token is "" (none if the mode says so) */
+		static const Oid t[] = {ST_OID_BYTEA};
+		PGresult *r = result(1, t);
+		uint8_t sha[32];
+		SHA256((const unsigned char *)"", 0, sha);
+		if (!(fake_mode & 16))
+			set(r, 0, 0, sha, 32);
 		return r;
 	}
 	if (strstr(sql, "qa_upload(")) { /* one row per message sent: ord, result */
@@ -292,6 +304,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		setup();
 	fake_mode = hash(data, size);
 	fake_submitted = 0;
+	conf.auth_off = !(fake_mode & 32); /* half the inputs check the HELLO token */
 	int fds[2];
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, fds) != 0)
 		abort();
