@@ -141,3 +141,37 @@ def test_session_on_a_killed_node_is_no_session(qagw, uid):
              COUNTERS_S, "the push for B accounted")
     assert j["push"]["no_session"] == 1 and j["push"]["suppressed_off_primary"] == 0, j
     assert j["session"] is None, j
+
+
+def test_status_message_is_pushed_to_the_sender(qagw, uid):
+    """The message that STATUS sends to the sender's system queue is pushed like any
+    other (NOTIFY from qa_status), and so is the one a cancellation sends."""
+    g = qagw(workers=("ml1",))
+    A, B = f"A-{uid}", f"B-{uid}"
+    a = persist(g, "ml1", A, primary="ml1")
+    m1, m2 = msg(f"{B}\\q"), msg(f"{B}\\q")
+    a.send(q.Upload(batch=1, msgs=[m1, m2]))
+    assert isinstance(a.expect(q.UploadAck), q.UploadAck)
+    with q.Client(HOST, g.port("ml1")) as b:
+        b.hello(B)
+        d = b.fetch()
+        assert {x.id for x in d.msgs} == {m1.id, m2.id}
+        b.deliver_ack([d.msgs[0].seq])
+        b.status([(d.msgs[0].id, q.S_RECEIVED)])
+        b.ping()
+    p = expect_push(a, 5)
+    a.send(q.PushAck(push_id=p.push_id))
+    d = a.fetch()
+    assert [x.queue for x in d.msgs] == ["system"], d
+    assert d.msgs[0].propdict["ias_Status"] == "60"
+    a.deliver_ack([x.seq for x in d.msgs])
+    a.ping()
+    # cancel the other one through the admin port: status 40 reaches A, pushed
+    other = d.msgs[0].propdict["ias_StatusMessageId"]
+    left = m2.id if other == m1.id.hex else m1.id
+    st, _ = g.admin.delete(f"/api/messages/{left}")
+    assert st == 200
+    p = expect_push(a, 5)
+    a.send(q.PushAck(push_id=p.push_id))
+    d = a.fetch()
+    assert [x.propdict["ias_Status"] for x in d.msgs] == ["40"], d
