@@ -270,7 +270,11 @@ void gw_req_hello(struct gw_session *s, const struct qs_hello *h)
 	}
 	copy_str(s->primary_sent, sizeof(s->primary_sent), h->primary);
 	s->persist = (h->flags & QS_FLAG_PERSIST) != 0;
-	s->clock_shift_ms = gw_now_ms() - (int64_t)h->now_ms;
+	/* now_ms is the agent's word: bounded (like expires_ms below) so that no
+	 * shift or shifted expiry can overflow. */
+	int64_t agent_now =
+	    h->now_ms > (uint64_t)INT64_MAX / 2 ? INT64_MAX / 2 : (int64_t)h->now_ms;
+	s->clock_shift_ms = gw_now_ms() - agent_now;
 	SHA256((const unsigned char *)h->token.ptr, h->token.len, s->token_sha256);
 	if (w->conf->auth_off) {
 		start_hello(s);

@@ -228,9 +228,9 @@ static void pump(struct gw_session *s)
 			if (e != QS_OK) {
 				if (e == QS_E_TOO_LARGE)
 					gw_session_error(s, e, "frame length %u over max_frame %u",
-					                 (unsigned)((hdr[0] << 24) |
-					                            (hdr[1] << 16) | (hdr[2] << 8) |
-					                            hdr[3]),
+					                 ((uint32_t)hdr[0] << 24) |
+					                     ((uint32_t)hdr[1] << 16) |
+					                     ((uint32_t)hdr[2] << 8) | hdr[3],
 					                 conf->max_frame);
 				else
 					gw_session_error(s, e, "frame length 0");
