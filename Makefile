@@ -102,8 +102,7 @@ $(BUILD)/fuzz/fuzz_config: tests/fuzz/fuzz_config.c $(PROTO_SRC) $(GW_SRC) $(ROU
 # fuzz_session answers the store's statements itself (see the file): st_submit is wrapped.
 $(BUILD)/fuzz/fuzz_session: tests/fuzz/fuzz_session.c $(PROTO_SRC) $(GW_SRC) $(ROUTER_SRC) $(STORE_SRC) $(ADMIN_SRC)
 	@mkdir -p $(dir $@)
-	$(CLANG) $(FUZZ_CFLAGS) -fno-sanitize-recover=undefined \
-	  -Wl,--wrap=st_submit,--wrap=st_op_cancel -o $@ $^ $(LIBS_GW)
+	$(CLANG) $(FUZZ_CFLAGS) -Wl,--wrap=st_submit,--wrap=st_op_cancel -o $@ $^ $(LIBS_GW)
 
 deps:
 	@bash scripts/install-deps.sh

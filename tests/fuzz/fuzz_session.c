@@ -125,7 +125,8 @@ static PGresult *fake_result(const char *sql, const struct st_params *p)
 		set8(r, 1, 3, 0);
 		return r;
 	}
-	if (strstr(sql, "qa_credentials")) { /* the agent's token is "" (none if the mode says so) */
+	if (strstr(sql,
+	           "qa_credentials")) { /* the agent's token is "" (none if the mode says so) */
 		static const Oid t[] = {ST_OID_BYTEA};
 		PGresult *r = result(1, t);
 		uint8_t sha[32];
@@ -145,8 +146,8 @@ static PGresult *fake_result(const char *sql, const struct st_params *p)
 		return r;
 	}
 	if (strstr(sql, "qa_fetch(")) { /* one message (none if the mode says so) */
-		static const Oid t[] = {ST_OID_INT8, ST_OID_UUID,  ST_OID_TEXT, ST_OID_TEXT,
-		                        ST_OID_INT2, ST_OID_INT8,  ST_OID_INT8, ST_OID_BYTEA,
+		static const Oid t[] = {ST_OID_INT8,  ST_OID_UUID, ST_OID_TEXT, ST_OID_TEXT,
+		                        ST_OID_INT2,  ST_OID_INT8, ST_OID_INT8, ST_OID_BYTEA,
 		                        ST_OID_BYTEA, ST_OID_INT4, ST_OID_BOOL};
 		PGresult *r = result(11, t);
 		if (fake_mode & 2)
@@ -248,6 +249,14 @@ static const char config_text[] = "[node]\n"
 
 static struct gw_config conf;
 static struct gw_worker *w;
+
+/* UBSan's defaults for this target: undefined behaviour is a finding (the
+ * process stops and libFuzzer keeps the input), not a line in the log. */
+const char *__ubsan_default_options(void);
+const char *__ubsan_default_options(void)
+{
+	return "halt_on_error=1:print_stacktrace=1";
+}
 
 static void on_store_state(void *arg, int up)
 {
