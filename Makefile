@@ -89,6 +89,8 @@ $(BUILD)/tests/test_gw_%: $(call obj,tests/unit/test_gw_%.c) $(LIBGW) $(LIBPROTO
 # libFuzzer targets, built with clang; each links the sources it exercises.
 # fuzz_frame: the codec; fuzz_stream: the agent's -x parser; fuzz_config: qagw's config;
 # fuzz_session: a worker's session state machine fed arbitrary frame sequences.
+# UBSan checks stay recoverable (more coverage); halting at run time makes any report a finding.
+FUZZ_ENV = UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
 FUZZ_CFLAGS = -std=c17 -D_GNU_SOURCE -g -O1 -I. $(PKG_CFLAGS) -fsanitize=fuzzer,address,undefined
 $(BUILD)/fuzz/fuzz_frame: tests/fuzz/fuzz_frame.c $(PROTO_SRC)
 	@mkdir -p $(dir $@)
@@ -132,7 +134,7 @@ test-unit: $(UNIT_BINS)
 test-fuzz: $(FUZZ_BINS)
 	@set -e; for f in $(FUZZ_BINS); do n=$$(basename $$f); n=$${n#fuzz_}; \
 	  echo "== $$f corpus tests/fuzz/corpus/$$n"; \
-	  $$f -runs=0 tests/fuzz/corpus/$$n >/dev/null 2>$(BUILD)/fuzz/$$n.log || { tail -30 $(BUILD)/fuzz/$$n.log; exit 1; }; \
+	  $(FUZZ_ENV) $$f -runs=0 tests/fuzz/corpus/$$n >/dev/null 2>$(BUILD)/fuzz/$$n.log || { tail -30 $(BUILD)/fuzz/$$n.log; exit 1; }; \
 	  tail -1 $(BUILD)/fuzz/$$n.log; done
 
 test-e2e: $(QAGW) $(QAAGENT)
@@ -173,7 +175,7 @@ test-asan: deps certs
 fuzz: $(FUZZ_BINS)
 	@set -e; for f in $(FUZZ_BINS); do n=$$(basename $$f); n=$${n#fuzz_}; \
 	  mkdir -p $(BUILD)/fuzz/new-$$n; echo "== fuzzing $$n for $(FUZZ_SECONDS)s"; \
-	  $$f -max_total_time=$(FUZZ_SECONDS) -max_len=65536 $(BUILD)/fuzz/new-$$n tests/fuzz/corpus/$$n; done
+	  $(FUZZ_ENV) $$f -max_total_time=$(FUZZ_SECONDS) -max_len=65536 $(BUILD)/fuzz/new-$$n tests/fuzz/corpus/$$n; done
 
 format:
 	clang-format -i $(shell git ls-files '*.c' '*.h')
