@@ -143,6 +143,7 @@ int main(int argc, char **argv)
 	}
 	atomic_store(&gw_log_threshold, gw_log_parse_level(n.node.conf.log_level));
 	signal(SIGPIPE, SIG_IGN);
+	signal(SIGHUP, SIG_IGN); /* until the main loop handles it (store start-up may wait) */
 	if (evthread_use_pthreads() != 0)
 		die("libevent has no pthreads support");
 
@@ -162,6 +163,15 @@ int main(int argc, char **argv)
 	n.node.base = event_base_new();
 	if (!n.node.base)
 		die("cannot create the main event loop");
+	/* Signals are handled from here on, before any listener is bound: a
+	 * SIGHUP or SIGTERM as soon as a port answers must not kill us. */
+	struct event *sigterm = evsignal_new(n.node.base, SIGTERM, on_term, &n);
+	struct event *sigint = evsignal_new(n.node.base, SIGINT, on_term, &n);
+	struct event *sighup = evsignal_new(n.node.base, SIGHUP, on_hup, &n);
+	n.stop_check = event_new(n.node.base, -1, EV_PERSIST, on_stop_check, &n);
+	event_add(sigterm, NULL);
+	event_add(sigint, NULL);
+	event_add(sighup, NULL);
 	for (int i = 0; i < n.node.conf.n_workers && !n.tls; i++)
 		if (n.node.conf.workers[i].tls &&
 		    !(n.tls = gw_tls_new(n.node.conf.tls_cert, n.node.conf.tls_key, err, sizeof(err))))
@@ -182,13 +192,6 @@ int main(int argc, char **argv)
 		if (gw_worker_start(n.node.workers[i]) != 0)
 			die("cannot start a worker thread");
 
-	struct event *sigterm = evsignal_new(n.node.base, SIGTERM, on_term, &n);
-	struct event *sigint = evsignal_new(n.node.base, SIGINT, on_term, &n);
-	struct event *sighup = evsignal_new(n.node.base, SIGHUP, on_hup, &n);
-	n.stop_check = event_new(n.node.base, -1, EV_PERSIST, on_stop_check, &n);
-	event_add(sigterm, NULL);
-	event_add(sigint, NULL);
-	event_add(sighup, NULL);
 	gw_log(GW_LOG_INFO, "node %s: %d workers, admin on %s, store schema v%d", n.node.conf.node_name,
 	       n.node.n_workers, n.node.conf.admin_listen, st_schema_version());
 
