@@ -24,6 +24,25 @@ from harness import Agent, Gateway, PgServer, RedisServer
 _db_counter = itertools.count(1)
 
 
+def _stop_gateways(started, request) -> None:
+    """Teardown of the gateway factories: stop each (SIGTERM, then SIGKILL), print the
+    logs when the test failed, and fail on a gateway that died from an unexpected signal."""
+    problems = []
+    for gw in started:
+        if gw.proc is None:
+            continue
+        rc = gw.proc.poll()
+        if rc is not None and rc < 0 and -rc not in (signal.SIGKILL, signal.SIGTERM):
+            problems.append(f"qagw {gw.node} died from signal {-rc}:\n{harness.tail(gw.log)}")
+        gw.stop(grace=8)
+    failed = getattr(request.node, "rep_call", None)
+    if failed is not None and failed.failed:
+        for gw in started:
+            print(f"\n---- qagw {gw.node} log ({gw.log}) ----\n{harness.tail(gw.log, 60)}")
+    if problems:
+        pytest.fail("\n".join(problems))
+
+
 @pytest.fixture(scope="session")
 def run_dir():
     d = harness.make_tempdir("qagw-e2e-")
@@ -118,20 +137,7 @@ def qagw(tmp_path, store, redis_server, redis_prefix, request):
 
     yield make
 
-    problems = []
-    for gw in started:
-        if gw.proc is None:
-            continue
-        rc = gw.proc.poll()
-        if rc is not None and rc < 0 and -rc not in (signal.SIGKILL, signal.SIGTERM):
-            problems.append(f"qagw {gw.node} died from signal {-rc}:\n{harness.tail(gw.log)}")
-        gw.stop(grace=8)
-    failed = getattr(request.node, "rep_call", None)
-    if failed is not None and failed.failed:
-        for gw in started:
-            print(f"\n---- qagw {gw.node} log ({gw.log}) ----\n{harness.tail(gw.log, 60)}")
-    if problems:
-        pytest.fail("\n".join(problems))
+    _stop_gateways(started, request)
 
 
 @pytest.fixture
@@ -196,17 +202,4 @@ def qagw_conf(tmp_path, store, redis_server, redis_prefix, request):
 
     yield make
 
-    problems = []
-    for gw in started:
-        if gw.proc is None:
-            continue
-        rc = gw.proc.poll()
-        if rc is not None and rc < 0 and -rc not in (signal.SIGKILL, signal.SIGTERM):
-            problems.append(f"qagw {gw.node} died from signal {-rc}:\n{harness.tail(gw.log)}")
-        gw.stop(grace=8)
-    failed = getattr(request.node, "rep_call", None)
-    if failed is not None and failed.failed:
-        for gw in started:
-            print(f"\n---- qagw {gw.node} log ({gw.log}) ----\n{harness.tail(gw.log, 60)}")
-    if problems:
-        pytest.fail("\n".join(problems))
+    _stop_gateways(started, request)
