@@ -16,7 +16,7 @@ PKGS_AGENT = sqlite3 uuid jansson openssl
 PKGS_TEST  = cmocka
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS_GW) $(PKGS_AGENT) 2>/dev/null)
-LIBS_GW    := $(shell pkg-config --libs $(PKGS_GW) 2>/dev/null) -lpthread
+LIBS_GW    := $(shell pkg-config --libs $(PKGS_GW) 2>/dev/null) -lpthread -lm
 LIBS_AGENT := $(shell pkg-config --libs $(PKGS_AGENT) 2>/dev/null)
 LIBS_TEST  := $(shell pkg-config --libs $(PKGS_TEST) 2>/dev/null)
 

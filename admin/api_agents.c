@@ -9,9 +9,11 @@
 #include "admin/api.h"
 #include "admin/http.h"
 #include "admin/redis_json.h"
+#include "gateway/log.h"
 #include "gateway/node.h"
 #include "gateway/worker.h"
 #include "proto/qs_codec.h"
+#include "router/rt_pool.h"
 #include "store/store.h"
 
 #include <stdlib.h>
@@ -212,15 +214,17 @@ void adm_get_agent(struct adm_req *r)
 }
 
 /* ---- PUT /api/agents/{id}/primary ----
- * Moving a router-assigned agent needs the router's assignment (bounded
- * loads, the store record, REASSIGN to a connected agent), which is not
- * built yet: after validating the request and refusing what admin.md says
- * to refuse (409 pinned, 404 unknown worker), this answers 501. */
+ * An operator's assignment of a router-assigned agent: the router's script
+ * sets it in Redis (REASSIGN through the worker holding the agent's
+ * session), the store records it, and the answer is the agent's new JSON.
+ * The operator's choice is not held to the load bound; the agent stays
+ * router-assigned, so a later drain or loss of that worker moves it. */
 
 struct primary_ctx {
 	json_t *agent; /* HGETALL P agent:ID */
 	int is_worker; /* SISMEMBER P workers NAME */
 	int redis_failed;
+	int set_status;
 	char worker[65];
 };
 
@@ -248,6 +252,60 @@ static void on_primary_worker(struct adm_req *r, redisReply *reply, int idx)
 	c->is_worker = v == 1;
 }
 
+static void on_primary_set(struct adm_req *r, redisReply *reply, int idx)
+{
+	struct primary_ctx *c = r->ctx;
+	if (reply && reply->type == REDIS_REPLY_ARRAY && reply->elements == 2 &&
+	    reply->element[0]->type == REDIS_REPLY_INTEGER)
+		c->set_status = (int)reply->element[0]->integer;
+	else
+		c->redis_failed = 1;
+}
+
+static void on_assign_recorded(struct adm_req *r, const PGresult *res, const char *err)
+{
+	if (!res)
+		gw_log(GW_LOG_WARN, "admin: assignment of %s not recorded in the store: %s",
+		       r->params.v[0], err);
+}
+
+static void primary_set_done(struct adm_req *r)
+{
+	struct primary_ctx *c = r->ctx;
+	const char *id = r->params.v[0];
+	if (c->redis_failed) {
+		adm_reply_error(r, 503, "redis_unavailable",
+		                "Redis is unavailable: primaries cannot be changed");
+		return;
+	}
+	if (c->set_status == 2) { /* pinned meanwhile */
+		adm_reply_error(r, 409, "pinned",
+		                "agent %s names its own primary: the router never moves it", id);
+		return;
+	}
+	if (c->set_status == 3) {
+		adm_reply_error(r, 404, "not_found", "unknown worker %s", c->worker);
+		return;
+	}
+	gw_log(GW_LOG_INFO, "admin: primary of %s set to %s", id, c->worker);
+	struct st_params p = {0};
+	struct st_array a, w;
+	st_array_begin(&a, ST_OID_TEXT);
+	st_array_begin(&w, ST_OID_TEXT);
+	st_array_add(&a, id, strlen(id));
+	st_array_add(&w, c->worker, strlen(c->worker));
+	st_params_array(&p, &a, ST_OID_TEXT_ARRAY);
+	st_params_array(&p, &w, ST_OID_TEXT_ARRAY);
+	if (adm_store(r, on_assign_recorded, "SELECT qa_assign($1, $2)", &p) != 0)
+		gw_log(GW_LOG_WARN, "admin: store down: assignment of %s not recorded", id);
+	st_params_clear(&p);
+	/* Answer with the agent's JSON, as GET /api/agents/{id} writes it. */
+	r->ctx_free(r->ctx);
+	r->ctx = NULL;
+	r->ctx_free = NULL;
+	adm_get_agent(r);
+}
+
 static void primary_done(struct adm_req *r)
 {
 	struct primary_ctx *c = r->ctx;
@@ -272,8 +330,15 @@ static void primary_done(struct adm_req *r)
 		adm_reply_error(r, 404, "not_found", "unknown worker %s", c->worker);
 		return;
 	}
-	adm_reply_error(r, 501, "not_built",
-	                "setting a primary needs the router's assignment, which is not built yet");
+	char prefix[128];
+	adm_key(r, prefix, sizeof(prefix), "%s", "");
+	if (adm_redis(r, on_primary_set, 0, "EVAL", rt_set_primary_script(), "0", prefix, id,
+		      c->worker, NULL) != 0) {
+		adm_reply_error(r, 503, "redis_unavailable",
+		                "Redis is unavailable: primaries cannot be changed");
+		return;
+	}
+	adm_then(r, primary_set_done);
 }
 
 void adm_put_agent_primary(struct adm_req *r)

@@ -24,7 +24,9 @@
 	  "DELIVER_ACK and STATUS entries ignored (not this agent's, or already final)")           \
 	X(statuses_applied, "qagw_statuses_applied_total", "", "STATUS entries recorded")          \
 	X(sessions_accepted, "qagw_sessions_accepted_total", "", "Connections accepted")           \
-	X(store_failures, "qagw_store_failures_total", "", "Requests answered store_unavailable")
+	X(store_failures, "qagw_store_failures_total", "", "Requests answered store_unavailable")  \
+	X(requests, "qagw_requests_total", "", "Agent requests answered (the load signal)")        \
+	X(reassigned, "qagw_reassign_total", "", "REASSIGN sent to agents the router moved")
 
 /* Push results (gateway.md "Push"; docs/design.md "Push accounting"):
  * X(enum suffix, result label). Rendered as qagw_push_total{worker,result}. */

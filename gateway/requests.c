@@ -99,7 +99,90 @@ static void finish_welcome(struct gw_session *s)
 	gw_session_request_done(s);
 }
 
-static void on_claimed(void *arg, uint64_t epoch)
+/* The server list of WELCOME and REASSIGN (protocol.md): the primary (or,
+ * unresolved, this worker) first, then the other serving workers in the
+ * agent's ring order; while the router has no view of the pool (Redis
+ * down), every known worker by name. ws gives each worker's streams. */
+int gw_server_list(struct gw_worker *w, const char *agent, const char *primary,
+		   const struct gw_known_worker *ws, int n, struct qs_server *servers,
+		   char (*streams)[320])
+{
+	const char *names[RT_VIEW_MAX + 1];
+	int nn = 0;
+	names[nn++] = primary[0] ? primary : w->wc->name;
+	const struct rt_view *v = w->pool ? rt_pool_view(w->pool) : NULL;
+	if (v && v->n > 0) {
+		int order[RT_VIEW_MAX];
+		int k = rt_pool_order(w->pool, agent, order);
+		for (int i = 0; i < k; i++)
+			names[nn++] = v->w[order[i]].name;
+	} else {
+		for (int i = 0; i < n && nn < RT_VIEW_MAX + 1; i++)
+			names[nn++] = ws[i].name;
+	}
+	int k = 0;
+	for (int i = 0; i < nn; i++) {
+		int dup = 0;
+		for (int j = 0; j < k && !dup; j++)
+			dup = strcmp(servers[j].name.ptr, names[i]) == 0;
+		int at = -1;
+		for (int j = 0; j < n && at < 0; j++)
+			if (strcmp(ws[j].name, names[i]) == 0)
+				at = j;
+		if (dup || at < 0 || gw_worker_stream(&ws[at], streams[k], sizeof(streams[k])) != 0)
+			continue;
+		servers[k].name = qs_str_c(ws[at].name);
+		servers[k].stream = qs_str_c(streams[k]);
+		k++;
+	}
+	return k;
+}
+
+/* WELCOME, once the primary is known (pinned: resolved at HELLO; else the
+ * router's answer, or the store's record while Redis is down). */
+static void send_welcome(struct gw_session *s)
+{
+	struct gw_worker *w = s->w;
+	int n = s->n_known;
+	struct qs_server *servers = calloc((size_t)n + 1, sizeof(*servers));
+	char(*streams)[320] = calloc((size_t)n + 1, sizeof(*streams));
+	if (!servers || !streams) {
+		free(servers), free(streams);
+		gw_session_error(s, QS_E_INTERNAL, "out of memory");
+		return;
+	}
+	s->on_primary = s->primary[0] && strcmp(s->primary, w->wc->name) == 0;
+	struct qs_frame f = {.type = QS_WELCOME};
+	struct qs_welcome *wl = &f.u.welcome;
+	wl->version = QS_VERSION;
+	wl->server = qs_str_c(w->wc->name);
+	wl->primary = qs_str_c(s->primary);
+	wl->on_primary = (uint8_t)s->on_primary;
+	wl->n_servers = (uint16_t)gw_server_list(w, s->agent, s->primary, s->known, n, servers,
+						 streams);
+	wl->servers = servers;
+	wl->max_frame = w->conf->max_frame;
+	wl->max_batch = (uint16_t)w->conf->max_batch;
+	wl->heartbeat_s = (uint32_t)w->conf->heartbeat;
+	s->welcome.len = 0;
+	int rc = qs_encode(&f, &s->welcome);
+	free(servers), free(streams);
+	free(s->known);
+	s->known = NULL;
+	s->n_known = 0;
+	if (rc != 0) {
+		gw_session_error(s, QS_E_INTERNAL, "cannot encode WELCOME");
+		return;
+	}
+	finish_welcome(s);
+}
+
+static int is_pinned(const struct gw_session *s)
+{
+	return s->primary_sent[0] != 0;
+}
+
+static void on_claimed(void *arg, uint64_t epoch, const char *primary)
 {
 	struct gw_ticket *t = arg;
 	struct gw_session *s = t->s;
@@ -110,9 +193,18 @@ static void on_claimed(void *arg, uint64_t epoch)
 	s->epoch = epoch;
 	if (!epoch)
 		gw_slog(GW_LOG_WARN, s, "redis: session not registered for the pool");
-	finish_welcome(s);
+	else if (!is_pinned(s)) {
+		if (strcmp(primary, s->primary) != 0 && primary[0]) {
+			const char *a[1] = {s->agent}, *pr[1] = {primary};
+			gw_worker_record_assignments(s->w, a, pr, 1);
+		}
+		snprintf(s->primary, sizeof(s->primary), "%s", primary);
+	}
+	send_welcome(s);
 }
 
+/* Registers the session (and, for an agent that names no primary, gets
+ * its primary from the router) for the whole pool, then WELCOME. */
 static void claim_session(struct gw_session *s)
 {
 	struct gw_worker *w = s->w;
@@ -121,9 +213,9 @@ static void claim_session(struct gw_session *s)
 		struct rt_claim c = {
 			.agent = s->agent,
 			.primary = s->primary,
-			.pinned = s->primary_sent[0] != 0,
+			.pinned = is_pinned(s),
 			.primary_as_sent = s->primary_sent,
-			.on_primary = s->on_primary,
+			.hint = s->primary, /* unpinned: the store's record */
 			.persist = s->persist,
 			.since_ms = s->since_ms,
 		};
@@ -136,7 +228,7 @@ static void claim_session(struct gw_session *s)
 			free(t);
 		}
 	}
-	finish_welcome(s);
+	send_welcome(s);
 }
 
 static void on_hello(void *arg, const PGresult *res, const char *err)
@@ -149,10 +241,7 @@ static void on_hello(void *arg, const PGresult *res, const char *err)
 	}
 	int n = PQntuples(res);
 	struct gw_known_worker *ws = calloc((size_t)n + 1, sizeof(*ws));
-	struct qs_server *servers = calloc((size_t)n + 1, sizeof(*servers));
-	char(*streams)[320] = calloc((size_t)n + 1, sizeof(*streams));
-	if (!ws || !servers || !streams) {
-		free(ws), free(servers), free(streams);
+	if (!ws) {
 		s->op = NULL;
 		gw_session_error(s, QS_E_INTERNAL, "out of memory");
 		return;
@@ -167,49 +256,28 @@ static void on_hello(void *arg, const PGresult *res, const char *err)
 		if (strcmp(ws[i].name, w->wc->name) == 0)
 			self = i;
 	}
+	s->pending_at_hello = n > 0 ? st_get_int8(res, 0, 3) : 0;
+	if (is_pinned(s)) {
+		int prim = gw_resolve_primary(s->primary_sent, strlen(s->primary_sent), ws, n);
+		snprintf(s->primary, sizeof(s->primary), "%s", prim >= 0 ? ws[prim].name : "");
+	} else { /* the store's record of the router's assignment, if it names a worker */
+		char hint[65] = "";
+		if (n > 0)
+			snprintf(hint, sizeof(hint), "%.*s", PQgetlength(res, 0, 4), PQgetvalue(res, 0, 4));
+		int known = 0;
+		for (int i = 0; i < n && !known; i++)
+			known = strcmp(ws[i].name, hint) == 0;
+		snprintf(s->primary, sizeof(s->primary), "%s", known ? hint : "");
+	}
 	if (self < 0) { /* not registered yet (cannot happen after start): list ourselves */
 		self = n++;
 		snprintf(ws[self].name, sizeof(ws[self].name), "%s", w->wc->name);
 		snprintf(ws[self].advertise, sizeof(ws[self].advertise), "%s", w->wc->advertise);
 		ws[self].tls = w->wc->tls;
 	}
-	int prim = gw_resolve_primary(s->primary_sent, strlen(s->primary_sent), ws, n);
-	snprintf(s->primary, sizeof(s->primary), "%s", prim >= 0 ? ws[prim].name : "");
-	s->on_primary = prim == self;
-
-	/* Server list: the primary (or, unresolved, this worker) first, then
-	 * every other known worker by name (the router orders it later). */
-	int first = prim >= 0 ? prim : self, k = 0;
-	for (int pass = 0; pass < 2; pass++)
-		for (int i = 0; i < n; i++) {
-			if ((pass == 0) != (i == first))
-				continue;
-			if (gw_worker_stream(&ws[i], streams[k], sizeof(streams[k])) != 0)
-				continue;
-			servers[k].name = qs_str_c(ws[i].name);
-			servers[k].stream = qs_str_c(streams[k]);
-			k++;
-		}
-	struct qs_frame f = {.type = QS_WELCOME};
-	struct qs_welcome *wl = &f.u.welcome;
-	wl->version = QS_VERSION;
-	wl->server = qs_str_c(w->wc->name);
-	wl->primary = qs_str_c(s->primary);
-	wl->on_primary = (uint8_t)s->on_primary;
-	wl->n_servers = (uint16_t)k;
-	wl->servers = servers;
-	wl->max_frame = w->conf->max_frame;
-	wl->max_batch = (uint16_t)w->conf->max_batch;
-	wl->heartbeat_s = (uint32_t)w->conf->heartbeat;
-	s->pending_at_hello = PQntuples(res) > 0 ? st_get_int8(res, 0, 3) : 0;
-	s->welcome.len = 0;
-	int rc = qs_encode(&f, &s->welcome);
-	free(ws), free(servers), free(streams);
+	s->known = ws;
+	s->n_known = n;
 	s->op = NULL;
-	if (rc != 0) {
-		gw_session_error(s, QS_E_INTERNAL, "cannot encode WELCOME");
-		return;
-	}
 	claim_session(s);
 }
 
@@ -224,7 +292,8 @@ static void start_hello(struct gw_session *s)
 	st_params_text(&p, s->primary_sent, strlen(s->primary_sent));
 	st_params_text(&p, w->wc->name, strlen(w->wc->name));
 	st_params_int8(&p, gw_now_ms());
-	submit(s, "SELECT name, advertise, tls, pending FROM qa_hello($1, $2, $3, $4)", &p, on_hello);
+	submit(s, "SELECT name, advertise, tls, pending, assigned FROM qa_hello($1, $2, $3, $4)", &p,
+	       on_hello);
 }
 
 /* gateway.md "Authentication": the SHA-256 of the HELLO token against the

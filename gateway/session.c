@@ -3,6 +3,7 @@
 #include "gateway/session.h"
 
 #include "gateway/log.h"
+#include "gateway/primary.h"
 #include "gateway/tls.h"
 #include "gateway/worker.h"
 #include "router/rt_pool.h"
@@ -69,6 +70,9 @@ void gw_session_free(struct gw_session *s)
 	if (s->epoch && w->pool)
 		rt_pool_release(w->pool, s->agent, s->epoch);
 	qs_buf_free(&s->welcome);
+	free(s->known);
+	if (s->reassign_timer)
+		event_free(s->reassign_timer);
 	TAILQ_REMOVE(&w->sessions, s, link);
 	event_free(s->timer);
 	bufferevent_free(s->bev);
@@ -145,6 +149,7 @@ void gw_session_request_done(struct gw_session *s)
 	 * resumes reading here. */
 	int was_waiting = s->state == GW_S_BUSY || s->state == GW_S_WELCOMING;
 	s->op = NULL;
+	gw_count(s->w, requests, 1);
 	if (!was_waiting)
 		return;
 	set_state(s, GW_S_READY);
@@ -459,4 +464,64 @@ void gw_session_register(struct gw_session *s)
 	}
 	HASH_ADD_STR(w->by_agent, agent, s);
 	s->in_agent_map = 1;
+}
+
+/* ---- REASSIGN (protocol.md) ---- */
+
+static void on_reassign_deadline(evutil_socket_t fd, short what, void *arg)
+{
+	struct gw_session *s = arg;
+	if (s->state == GW_S_CLOSING)
+		return;
+	if (s->op) { /* owed a response: it goes first */
+		struct timeval tv = {1, 0};
+		evtimer_add(s->reassign_timer, &tv);
+		return;
+	}
+	gw_slog(GW_LOG_INFO, s, "closed 5 s after REASSIGN");
+	enter_closing(s);
+}
+
+void gw_session_reassign(struct gw_session *s, const char *primary)
+{
+	struct gw_worker *w = s->w;
+	if (s->primary_sent[0] || (s->state != GW_S_READY && s->state != GW_S_BUSY) ||
+	    s->reassign_timer || !w->pool)
+		return;
+	const struct rt_view *v = rt_pool_view(w->pool);
+	struct gw_known_worker *ws = calloc((size_t)v->n + 1, sizeof(*ws));
+	struct qs_server *servers = calloc((size_t)v->n + 1, sizeof(*servers));
+	char(*streams)[320] = calloc((size_t)v->n + 1, sizeof(*streams));
+	s->reassign_timer = evtimer_new(w->base, on_reassign_deadline, s);
+	if (!ws || !servers || !streams || !s->reassign_timer) {
+		free(ws), free(servers), free(streams);
+		gw_session_error(s, QS_E_INTERNAL, "out of memory");
+		return;
+	}
+	for (int i = 0; i < v->n; i++) {
+		snprintf(ws[i].name, sizeof(ws[i].name), "%s", v->w[i].name);
+		snprintf(ws[i].advertise, sizeof(ws[i].advertise), "%s", v->w[i].address);
+		ws[i].tls = v->w[i].tls;
+	}
+	struct qs_frame f = {.type = QS_REASSIGN};
+	f.u.reassign.primary = qs_str_c(primary);
+	f.u.reassign.n_servers =
+	    (uint16_t)gw_server_list(w, s->agent, primary, ws, v->n, servers, streams);
+	f.u.reassign.servers = servers;
+	int rc = gw_session_send(s, &f);
+	free(ws), free(servers), free(streams);
+	if (rc != 0) {
+		gw_session_error(s, QS_E_INTERNAL, "cannot encode REASSIGN");
+		return;
+	}
+	gw_slog(GW_LOG_INFO, s, "REASSIGN: primary %s -> %s", s->primary, primary);
+	gw_count(w, reassigned, 1);
+	int now_on = strcmp(primary, w->wc->name) == 0;
+	if (s->gauged)
+		atomic_fetch_add(&w->gauges.on_primary, now_on - s->on_primary);
+	snprintf(s->primary, sizeof(s->primary), "%s", primary);
+	s->on_primary = now_on;
+	s->awaiting_reassign = 0;
+	struct timeval tv = {5, 0};
+	evtimer_add(s->reassign_timer, &tv);
 }

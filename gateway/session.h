@@ -57,6 +57,10 @@ struct gw_session {
 	uint64_t epoch;           /* this live session's epoch in Redis; 0 if not registered */
 	struct gw_ticket *ticket; /* Redis claim in flight (its s is cleared if we go first) */
 	struct qs_buf welcome;    /* encoded WELCOME, written once the claim is done */
+	struct gw_known_worker *known; /* HELLO to WELCOME: the workers the store knows */
+	int n_known;
+	int awaiting_reassign;       /* draining here: REASSIGN, not ERROR draining, is coming */
+	struct event *reassign_timer; /* REASSIGN sent: closed 5 s later */
 	int64_t pending_at_hello; /* pending messages when the store answered HELLO */
 
 	/* Push (protocol.md PUSH/PUSH_ACK). */
@@ -73,6 +77,16 @@ struct gw_session {
 struct gw_ticket {
 	struct gw_session *s;
 };
+
+struct gw_known_worker;
+/* The server list of WELCOME and REASSIGN (requests.c): the primary (or
+ * this worker) first, then the serving workers in the agent's ring order.
+ * ws: the workers to take streams from; servers and streams hold n + 1. */
+int gw_server_list(struct gw_worker *w, const char *agent, const char *primary,
+		   const struct gw_known_worker *ws, int n, struct qs_server *servers,
+		   char (*streams)[320]);
+/* The router moved the agent of s to primary: REASSIGN, closed 5 s later. */
+void gw_session_reassign(struct gw_session *s, const char *primary);
 
 /* The worker's session of this agent (past HELLO), or NULL. */
 struct gw_session *gw_session_find(struct gw_worker *w, const char *agent);

@@ -61,7 +61,7 @@ static void on_accept_error(struct evconnlistener *l, void *arg)
 
 static void finish_if_idle(struct gw_worker *w)
 {
-	if (w->stopping && TAILQ_EMPTY(&w->sessions))
+	if (w->stopping && TAILQ_EMPTY(&w->sessions) && !w->sweeping_self)
 		event_base_loopexit(w->base, NULL);
 }
 
@@ -75,6 +75,7 @@ static void on_drain_deadline(evutil_socket_t fd, short what, void *arg)
 	struct gw_worker *w = arg;
 	struct gw_session *s;
 	int n = 0;
+	w->sweeping_self = 0;
 	while ((s = TAILQ_FIRST(&w->sessions))) {
 		gw_session_free(s);
 		n++;
@@ -85,8 +86,54 @@ static void on_drain_deadline(evutil_socket_t fd, short what, void *arg)
 	finish_if_idle(w);
 }
 
+static void heartbeat(struct gw_worker *w);
+
+static int awaits_reassign(const struct gw_worker *w, const struct gw_session *s)
+{
+	return s->primary_sent[0] == 0 && strcmp(s->primary, w->wc->name) == 0 &&
+	       (s->state == GW_S_READY || s->state == GW_S_BUSY);
+}
+
+/* Drain and SIGTERM (gateway.md "Workers and nodes"): the router moves this
+ * worker's assigned agents elsewhere, and the connected ones get REASSIGN
+ * through the pool; every other session gets ERROR draining after its
+ * owed responses. Without Redis nothing can be moved: ERROR draining to all. */
+static void tell_sessions(struct gw_worker *w, const char *why)
+{
+	int moving = 0;
+	if (w->pool) {
+		heartbeat(w); /* "draining" first: the router's scripts skip this worker */
+		moving = rt_pool_sweep_away(w->pool, w->wc->name) == 0;
+	}
+	w->sweeping_self = moving;
+	for (struct gw_session *s = TAILQ_FIRST(&w->sessions), *next; s; s = next) {
+		next = TAILQ_NEXT(s, link);
+		if (s->reassign_timer)
+			continue; /* told already */
+		if (moving && awaits_reassign(w, s))
+			s->awaiting_reassign = 1;
+		else
+			gw_session_error(s, QS_E_DRAINING, "worker %s is %s", w->wc->name, why);
+	}
+}
+
+/* The router finished moving this worker's agents: whoever was not sent
+ * REASSIGN (the move failed, or raced) gets ERROR draining. */
+static void end_reassign_wait(struct gw_worker *w, const char *why)
+{
+	w->sweeping_self = 0;
+	for (struct gw_session *s = TAILQ_FIRST(&w->sessions), *next; s; s = next) {
+		next = TAILQ_NEXT(s, link);
+		if (s->awaiting_reassign) {
+			s->awaiting_reassign = 0;
+			gw_session_error(s, QS_E_DRAINING, "worker %s is %s", w->wc->name, why);
+		}
+	}
+}
+
 /* SIGTERM: stop listening, let every session finish the request it is in
- * and send it ERROR draining, then leave the loop (drain_timeout at most). */
+ * and send it ERROR draining (or REASSIGN), then leave the loop
+ * (drain_timeout at most). */
 static void begin_stop(struct gw_worker *w)
 {
 	if (w->stopping)
@@ -99,18 +146,15 @@ static void begin_stop(struct gw_worker *w)
 	}
 	gw_log(GW_LOG_INFO, "worker %s: draining %d sessions", w->wc->name,
 	       w->n_sessions + w->n_pending_hello);
-	for (struct gw_session *s = TAILQ_FIRST(&w->sessions), *next; s; s = next) {
-		next = TAILQ_NEXT(s, link);
-		gw_session_error(s, QS_E_DRAINING, "worker %s is shutting down", w->wc->name);
-	}
+	tell_sessions(w, "shutting down");
 	struct timeval tv = {w->conf->drain_timeout, 0};
 	evtimer_add(w->drain_timer, &tv);
 	finish_if_idle(w);
 }
 
-/* Admin drain: stop listening (new connects are refused), end every session
- * with ERROR draining once it has its owed responses. REASSIGN for
- * router-assigned agents comes with the router. */
+/* Admin drain: stop listening (new connects are refused), REASSIGN to the
+ * router-assigned agents whose primary this is, ERROR draining to the
+ * rest once they have their owed responses. */
 static void drain(struct gw_worker *w)
 {
 	if (w->drained || w->stopping)
@@ -123,10 +167,7 @@ static void drain(struct gw_worker *w)
 	}
 	gw_log(GW_LOG_INFO, "worker %s: drained by the admin (%d sessions told)", w->wc->name,
 	       w->n_sessions + w->n_pending_hello);
-	for (struct gw_session *s = TAILQ_FIRST(&w->sessions), *next; s; s = next) {
-		next = TAILQ_NEXT(s, link);
-		gw_session_error(s, QS_E_DRAINING, "worker %s is draining", w->wc->name);
-	}
+	tell_sessions(w, "draining");
 }
 
 static int bind_listener(struct gw_worker *w, char *err, size_t errlen);
@@ -174,12 +215,19 @@ static void heartbeat(struct gw_worker *w)
 	uint64_t push[GW_PUSH_N];
 	for (int i = 0; i < GW_PUSH_N; i++)
 		push[i] = atomic_load_explicit(&w->counters.push[i], memory_order_relaxed);
+	/* Requests per second over the last 10 heartbeats. */
+	uint64_t req = atomic_load_explicit(&w->counters.requests, memory_order_relaxed);
+	int oldest = (w->req_hist_i + 1) % 10;
+	w->req_hist[w->req_hist_i] = req;
+	w->req_hist_i = oldest;
+	double rate = (double)(req - (w->req_hist[oldest] ? w->req_hist[oldest] : req)) / 10.0;
 	struct rt_worker_info info = {
 		.address = address,
 		.listen = w->wc->listen,
 		.state = w->drained || w->stopping ? "draining" : "serving",
 		.sessions = sessions,
 		.on_primary = on_primary,
+		.syncs_per_s = rate,
 		.push = push,
 		.push_names = gw_push_result_names,
 		.n_push = GW_PUSH_N,
@@ -192,16 +240,24 @@ static void on_heartbeat(evutil_socket_t fd, short what, void *arg)
 	heartbeat(arg);
 }
 
-static void on_announced(void *arg, uint64_t epoch)
+static void on_announced(void *arg, uint64_t epoch, const char *primary)
 {
 	struct gw_ticket *t = arg;
-	if (t->s) {
-		t->s->ticket = NULL;
-		if (epoch)
-			t->s->epoch = epoch;
-	}
+	struct gw_session *s = t->s;
 	free(t);
+	if (!s)
+		return;
+	s->ticket = NULL;
+	if (!epoch)
+		return;
+	s->epoch = epoch;
+	/* Router-assigned, and its worker is gone meanwhile: the router chose
+	 * again. */
+	if (!s->primary_sent[0] && primary[0] && strcmp(primary, s->primary) != 0)
+		gw_session_reassign(s, primary);
 }
+
+static void announce_sessions(struct gw_worker *w);
 
 /* Redis is back (or up for the first time): register at once, and tell the
  * pool about every live session here, superseding nobody. */
@@ -214,6 +270,12 @@ static void on_pool_state(void *arg, int up)
 	if (!up)
 		return;
 	heartbeat(w);
+	announce_sessions(w);
+}
+
+/* Tells the pool about every live session here, superseding nobody. */
+static void announce_sessions(struct gw_worker *w)
+{
 	int n = 0;
 	for (struct gw_session *s = w->by_agent; s; s = s->hh.next) {
 		if (s->state == GW_S_CLOSING || s->state == GW_S_WELCOMING || s->ticket)
@@ -223,8 +285,8 @@ static void on_pool_state(void *arg, int up)
 			break;
 		t->s = s;
 		s->ticket = t;
-		struct rt_claim c = {s->agent,     s->primary, s->primary_sent[0] != 0, s->primary_sent,
-				     s->on_primary, s->persist, s->since_ms};
+		struct rt_claim c = {s->agent,   s->primary, s->primary_sent[0] != 0, s->primary_sent,
+				     s->primary, s->persist, s->since_ms};
 		if (rt_pool_claim(w->pool, &c, 1, on_announced, t) != 0) {
 			s->ticket = NULL;
 			free(t);
@@ -244,6 +306,96 @@ static void on_pool_push(void *arg, const char *agent, int64_t commit_ms, int n,
 static void on_pool_supersede(void *arg, const char *agent, uint64_t epoch)
 {
 	gw_push_supersede(arg, agent, epoch);
+}
+
+static void on_pool_reassign(void *arg, const char *agent, const char *primary)
+{
+	struct gw_worker *w = arg;
+	struct gw_session *s = gw_session_find(w, agent);
+	if (s)
+		gw_session_reassign(s, primary);
+}
+
+static void on_recorded(void *arg, const PGresult *res, const char *err)
+{
+	struct gw_worker *w = arg;
+	if (!res)
+		gw_log(GW_LOG_WARN, "worker %s: router assignments not recorded in the store: %s",
+		       w->wc->name, err);
+}
+
+void gw_worker_record_assignments(struct gw_worker *w, const char *const *agents,
+				  const char *const *primaries, int n)
+{
+	struct st_params p = {0};
+	struct st_array a, pr;
+	st_array_begin(&a, ST_OID_TEXT);
+	st_array_begin(&pr, ST_OID_TEXT);
+	for (int i = 0; i < n; i++) {
+		st_array_add(&a, agents[i], strlen(agents[i]));
+		st_array_add(&pr, primaries[i], strlen(primaries[i]));
+	}
+	st_params_array(&p, &a, ST_OID_TEXT_ARRAY);
+	st_params_array(&p, &pr, ST_OID_TEXT_ARRAY);
+	if (!st_submit(w->store, "SELECT qa_assign($1, $2)", &p, on_recorded, w))
+		gw_log(GW_LOG_WARN, "worker %s: store down: %d router assignments not recorded",
+		       w->wc->name, n);
+	st_params_clear(&p);
+}
+
+static void on_pool_moved(void *arg, const char *const *agents, const char *const *primaries,
+			  int n)
+{
+	gw_worker_record_assignments(arg, agents, primaries, n);
+}
+
+static void on_pool_swept(void *arg, const char *from, int moved, int failed)
+{
+	struct gw_worker *w = arg;
+	if (strcmp(from, w->wc->name) == 0 && w->sweeping_self) {
+		end_reassign_wait(w, w->stopping ? "shutting down" : "draining");
+		finish_if_idle(w);
+	}
+}
+
+#define REFILL_BATCH 500
+
+static void on_refill_rows(void *arg, const PGresult *res, const char *err)
+{
+	struct gw_worker *w = arg;
+	if (!res) {
+		gw_log(GW_LOG_WARN, "worker %s: cannot read router assignments to refill Redis: %s",
+		       w->wc->name, err);
+		return;
+	}
+	int n = PQntuples(res);
+	const char *agents[REFILL_BATCH], *prims[REFILL_BATCH];
+	for (int i = 0; i < n; i += REFILL_BATCH) {
+		int k = 0;
+		for (int j = i; j < n && k < REFILL_BATCH; j++, k++) {
+			agents[k] = PQgetvalue(res, j, 0);
+			prims[k] = PQgetvalue(res, j, 1);
+		}
+		rt_pool_refill(w->pool, agents, prims, k);
+	}
+	gw_log(GW_LOG_INFO, "worker %s: refilled Redis with %d router assignments from the store",
+	       w->wc->name, n);
+}
+
+/* Redis lost its state: tell it about the sessions here again; the node's
+ * first worker refills the router's assignments from the store. */
+static void on_pool_wiped(void *arg)
+{
+	struct gw_worker *w = arg;
+	announce_sessions(w);
+	if (w->index != 0)
+		return;
+	struct st_params none = {0};
+	if (!st_submit(w->store,
+		       "SELECT agent_id, assigned FROM qa_agents\n"
+		       " WHERE assigned <> '' AND coalesce(primary_sent, '') = ''",
+		       &none, on_refill_rows, w))
+		gw_log(GW_LOG_WARN, "worker %s: store down: Redis not refilled", w->wc->name);
 }
 
 static void on_pool_command(void *arg, const char *command)
@@ -357,10 +509,13 @@ struct gw_worker *gw_worker_new(const struct gw_config *conf, int index, char *e
 		evtimer_add(w->purge_timer, &tv);
 	}
 	w->store = st_conn_new(w->base, conf->conninfo, w->wc->name, on_store_state, w);
-	struct rt_pool_conf pc = {conf->redis_host, conf->redis_port, conf->redis_password,
-				  conf->redis_prefix, w->wc->name, conf->node_name};
-	struct rt_pool_hooks hooks = {on_pool_push, on_pool_supersede, on_pool_state,
-				      on_pool_command};
+	struct rt_pool_conf pc = {conf->redis_host,  conf->redis_port, conf->redis_password,
+				  conf->redis_prefix, w->wc->name,     conf->node_name,
+				  w->wc->capacity,    w->wc->tls,      conf->epsilon,
+				  conf->reassign_after};
+	struct rt_pool_hooks hooks = {on_pool_push,     on_pool_supersede, on_pool_state,
+				      on_pool_command,  on_pool_reassign,  on_pool_moved,
+				      on_pool_swept,    on_pool_wiped};
 	w->pool = rt_pool_new(w->base, &pc, &hooks, w);
 	w->heartbeat_timer = event_new(w->base, -1, EV_PERSIST, on_heartbeat, w);
 	struct timeval second = {1, 0};

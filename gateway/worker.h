@@ -55,6 +55,9 @@ struct gw_worker {
 	struct qs_limits limits;
 	struct qs_buf scratch; /* encoding buffer, reused by every session of this worker */
 	struct gw_counters counters;
+	uint64_t req_hist[10]; /* the requests counter, one sample per heartbeat */
+	int req_hist_i;
+	int sweeping_self;     /* draining: the router is moving this worker's agents */
 	struct gw_gauges gauges;
 };
 
@@ -68,6 +71,9 @@ void gw_worker_join_and_free(struct gw_worker *w);
 
 /* Worker-thread internals used by sessions. */
 void gw_worker_session_gone(struct gw_worker *w);
+/* Records router assignments in the store (best effort, logged). */
+void gw_worker_record_assignments(struct gw_worker *w, const char *const *agents,
+				  const char *const *primaries, int n);
 int64_t gw_now_ms(void);
 
 #endif

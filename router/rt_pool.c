@@ -5,12 +5,15 @@
 
 #include "gateway/log.h"
 #include "router/rt_redis.h"
+#include "router/rt_ring.h"
 
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+struct rt_sweep;
 
 struct rt_pool {
 	struct rt_redis *cmd; /* commands and scripts */
@@ -20,28 +23,219 @@ struct rt_pool {
 	char node[65];
 	char ch_push[160];
 	char ch_ctl[160];
+	int capacity;
+	int tls;
+	char eps[32]; /* epsilon as "%.17g": the scripts compute with the same double */
+	int64_t reassign_after_ms;
 	struct rt_pool_hooks hooks;
 	void *arg;
+	int freeing; /* rt_pool_free under way: sweeps end without hooks */
+
+	/* The router's view of the pool, refreshed with each heartbeat. */
+	struct rt_view view;
+	struct rt_ring ring;  /* over the serving workers of the view */
+	int ring_view[RT_VIEW_MAX]; /* ring index -> view index */
+	char ring_sig[2048];  /* "name:capacity ..." of the serving workers the ring was built on */
+	int joined;           /* the rebalance for this worker's joining was started */
+	struct rt_sweep *sweeps;
 };
 
-/* KEYS[1] agent hash, KEYS[2] epoch counter. ARGV: 1 prefix, 2 agent,
- * 3 worker, 4 node, 5 primary, 6 pinned, 7 primary_as_sent, 8 on_primary,
- * 9 persist, 10 since_ms, 11 announce_only. Returns the new epoch (0 when an
- * announce finds the session held elsewhere). */
-static const char claim_lua[] =
-	"local old = redis.call('HMGET', KEYS[1], 'worker', 'epoch', 'primary')\n"
-	"local ow, oe, op = old[1] or '', old[2] or '0', old[3] or ''\n"
-	"if ARGV[11] == '1' and ow ~= '' and ow ~= ARGV[3] then return 0 end\n"
-	"local epoch = redis.call('INCR', KEYS[2])\n"
-	"redis.call('HSET', KEYS[1], 'worker', ARGV[3], 'node', ARGV[4], 'primary', ARGV[5],\n"
-	"  'pinned', ARGV[6], 'primary_as_sent', ARGV[7], 'on_primary', ARGV[8], 'persist', ARGV[9],\n"
-	"  'since_ms', ARGV[10], 'epoch', epoch)\n"
-	"if op ~= '' and op ~= ARGV[5] then redis.call('SREM', ARGV[1]..'primaries:'..op, ARGV[2]) end\n"
-	"if ARGV[5] ~= '' then redis.call('SADD', ARGV[1]..'primaries:'..ARGV[5], ARGV[2]) end\n"
-	"if ARGV[11] ~= '1' and ow ~= '' and ow ~= ARGV[3] then\n"
-	"  redis.call('PUBLISH', ARGV[1]..'ctl:'..ow, 'supersede '..ARGV[2]..' '..oe)\n"
+/* Shared by the router's scripts (each passes the prefix as ARGV[1]):
+ * pool() reads the serving workers' capacities and router-assigned loads;
+ * pick() takes the first worker of a ring order (space-separated names,
+ * then any serving worker the caller did not know of, by name) whose load
+ * is under ceil((1 + eps) * total * capacity / capacity sum), computed in
+ * the same order as rt_bound; keepable() says whether an assignment stays:
+ * its worker serves, or is down for less than reassign_after. */
+#define ROUTER_LUA                                                                                  \
+	"local P = ARGV[1]\n"                                                                      \
+	"local function pool()\n"                                                                  \
+	"  local pl = {cap = {}, load = {}, sum = 0, total = 0}\n"                                \
+	"  for _, n in ipairs(redis.call('SMEMBERS', P..'workers')) do\n"                         \
+	"    local h = redis.call('HMGET', P..'worker:'..n, 'state', 'capacity')\n"               \
+	"    if h[1] == 'serving' then\n"                                                         \
+	"      local c = tonumber(h[2]) or 1\n"                                                   \
+	"      pl.cap[n] = c\n"                                                                   \
+	"      pl.sum = pl.sum + c\n"                                                             \
+	"      pl.load[n] = redis.call('SCARD', P..'assigned:'..n)\n"                             \
+	"      pl.total = pl.total + pl.load[n]\n"                                                \
+	"    end\n"                                                                               \
+	"  end\n"                                                                                 \
+	"  return pl\n"                                                                           \
+	"end\n"                                                                                   \
+	"local function bound(pl, n, total, eps)\n"                                               \
+	"  return math.ceil((1 + eps) * total * pl.cap[n] / pl.sum)\n"                            \
+	"end\n"                                                                                   \
+	"local function pick(pl, order, total, eps)\n"                                            \
+	"  local function fits(n) return pl.cap[n] ~= nil and pl.load[n] < bound(pl, n, total, eps) end\n" \
+	"  for n in string.gmatch(order, '%S+') do if fits(n) then return n end end\n"            \
+	"  local rest = {}\n"                                                                     \
+	"  for n in pairs(pl.cap) do rest[#rest + 1] = n end\n"                                   \
+	"  table.sort(rest)\n"                                                                    \
+	"  for _, n in ipairs(rest) do if fits(n) then return n end end\n"                        \
+	"  return ''\n"                                                                           \
+	"end\n"                                                                                   \
+	"local function keepable(w, now, ra)\n"                                                   \
+	"  if w == '' then return false end\n"                                                    \
+	"  local st = redis.call('HGET', P..'worker:'..w, 'state')\n"                             \
+	"  if st then return st == 'serving' end\n"                                               \
+	"  local seen = tonumber(redis.call('HGET', P..'workerinfo:'..w, 'last_seen_ms') or '0') or 0\n" \
+	"  return seen > 0 and now - seen < ra\n"                                                 \
+	"end\n"                                                                                   \
+	"local function set_primary(a, old, new)\n"                                               \
+	"  if old ~= '' then\n"                                                                   \
+	"    redis.call('SREM', P..'assigned:'..old, a)\n"                                        \
+	"    redis.call('SREM', P..'primaries:'..old, a)\n"                                       \
+	"  end\n"                                                                                 \
+	"  if new ~= '' then\n"                                                                   \
+	"    redis.call('SADD', P..'assigned:'..new, a)\n"                                        \
+	"    redis.call('SADD', P..'primaries:'..new, a)\n"                                       \
+	"  end\n"                                                                                 \
+	"  redis.call('HSET', P..'agent:'..a, 'primary', new, 'pinned', '0')\n"                   \
+	"end\n"                                                                                   \
+	"local function tell(a, new)\n"                                                           \
+	"  local sw = redis.call('HGET', P..'agent:'..a, 'worker')\n"                             \
+	"  if sw and sw ~= '' and redis.call('EXISTS', P..'worker:'..sw) == 1 then\n"             \
+	"    redis.call('PUBLISH', P..'ctl:'..sw, 'reassign '..a..' '..new)\n"                    \
+	"  end\n"                                                                                 \
 	"end\n"
-	"return epoch\n";
+
+/* KEYS[1] agent hash, KEYS[2] epoch counter. ARGV: 1 prefix, 2 agent,
+ * 3 worker, 4 node, 5 primary (pinned), 6 pinned, 7 primary_as_sent,
+ * 8 persist, 9 since_ms, 10 announce_only, 11 eps, 12 now_ms,
+ * 13 reassign_after_ms, 14 hint, 15 ring order. Returns {epoch, primary}
+ * (epoch 0 when an announce finds the session held elsewhere). A hint is
+ * used only when Redis has no record of the agent (refill from the store). */
+static const char claim_lua[] =
+	ROUTER_LUA
+	"local a = ARGV[2]\n"
+	"local old = redis.call('HMGET', KEYS[1], 'worker', 'epoch', 'primary', 'pinned')\n"
+	"local ow, oe, op, opin = old[1] or '', old[2] or '0', old[3] or '', old[4] or ''\n"
+	"if ARGV[10] == '1' and ow ~= '' and ow ~= ARGV[3] then return {0, ''} end\n"
+	"local primary = ARGV[5]\n"
+	"if ARGV[6] == '1' then\n"
+	"  if op ~= '' then\n"
+	"    redis.call('SREM', P..'assigned:'..op, a)\n"
+	"    redis.call('SREM', P..'primaries:'..op, a)\n"
+	"  end\n"
+	"  if primary ~= '' then redis.call('SADD', P..'primaries:'..primary, a) end\n"
+	"  redis.call('HSET', KEYS[1], 'primary', primary, 'pinned', '1')\n"
+	"else\n"
+	"  local cur = ''\n"
+	"  if opin == '0' then cur = op elseif opin == '' then cur = ARGV[14] end\n"
+	"  local now, ra = tonumber(ARGV[12]), tonumber(ARGV[13])\n"
+	"  if keepable(cur, now, ra) then primary = cur\n"
+	"  else\n"
+	"    if op ~= '' then\n"
+	"      redis.call('SREM', P..'assigned:'..op, a)\n"
+	"      redis.call('SREM', P..'primaries:'..op, a)\n"
+	"      op = ''\n"
+	"    end\n"
+	"    local pl = pool()\n"
+	"    primary = pick(pl, ARGV[15], pl.total + 1, tonumber(ARGV[11]))\n"
+	"  end\n"
+	"  set_primary(a, op, primary)\n"
+	"end\n"
+	"local onp = (primary ~= '' and primary == ARGV[3]) and '1' or '0'\n"
+	"local epoch = redis.call('INCR', KEYS[2])\n"
+	"redis.call('HSET', KEYS[1], 'worker', ARGV[3], 'node', ARGV[4],\n"
+	"  'primary_as_sent', ARGV[7], 'on_primary', onp, 'persist', ARGV[8],\n"
+	"  'since_ms', ARGV[9], 'epoch', epoch)\n"
+	"if ARGV[10] ~= '1' and ow ~= '' and ow ~= ARGV[3] then\n"
+	"  redis.call('PUBLISH', P..'ctl:'..ow, 'supersede '..a..' '..oe)\n"
+	"end\n"
+	"return {epoch, primary}\n";
+
+/* A sweep's batch away from a drained or lost worker. ARGV: 1 prefix,
+ * 2 from, 3 eps, then (agent, ring order) pairs. Returns the moves as
+ * {agent, primary, ...}, or {'!serving'} when from serves (again). */
+static const char move_away_lua[] =
+	ROUTER_LUA
+	"local from, eps = ARGV[2], tonumber(ARGV[3])\n"
+	"if redis.call('HGET', P..'worker:'..from, 'state') == 'serving' then return {'!serving'} end\n"
+	"local pl, out = pool(), {}\n"
+	"for i = 4, #ARGV, 2 do\n"
+	"  local a = ARGV[i]\n"
+	"  local h = redis.call('HMGET', P..'agent:'..a, 'primary', 'pinned')\n"
+	"  if h[1] == from and h[2] == '0' then\n"
+	"    local new = pick(pl, ARGV[i + 1], pl.total + 1, eps)\n"
+	"    if new ~= '' then\n"
+	"      set_primary(a, from, new)\n"
+	"      pl.load[new] = pl.load[new] + 1\n"
+	"      pl.total = pl.total + 1\n"
+	"      tell(a, new)\n"
+	"      out[#out + 1] = a\n"
+	"      out[#out + 1] = new\n"
+	"    end\n"
+	"  else\n"
+	"    redis.call('SREM', P..'assigned:'..from, a)\n"
+	"  end\n"
+	"end\n"
+	"return out\n";
+
+/* A joining worker's rebalance batch: agents of from whose ring order
+ * starts with target move to it while its load is under the bound (the
+ * total does not change: these are moves). ARGV: 1 prefix, 2 from,
+ * 3 target, 4 eps, then agents. Returns {agent, target, ...}. */
+static const char move_to_lua[] =
+	ROUTER_LUA
+	"local from, target, eps = ARGV[2], ARGV[3], tonumber(ARGV[4])\n"
+	"local pl, out = pool(), {}\n"
+	"if not pl.cap[target] or not pl.cap[from] then return out end\n"
+	"for i = 5, #ARGV do\n"
+	"  local a = ARGV[i]\n"
+	"  local h = redis.call('HMGET', P..'agent:'..a, 'primary', 'pinned')\n"
+	"  if h[1] == from and h[2] == '0' and pl.load[target] < bound(pl, target, pl.total, eps) then\n"
+	"    set_primary(a, from, target)\n"
+	"    pl.load[target] = pl.load[target] + 1\n"
+	"    pl.load[from] = pl.load[from] - 1\n"
+	"    tell(a, target)\n"
+	"    out[#out + 1] = a\n"
+	"    out[#out + 1] = target\n"
+	"  end\n"
+	"end\n"
+	"return out\n";
+
+/* Admin PUT: ARGV 1 prefix, 2 agent, 3 worker. Returns {status, old}:
+ * 0 set, 1 agent unknown to Redis (set anyway), 2 pinned, 3 unknown worker. */
+static const char set_primary_lua[] =
+	ROUTER_LUA
+	"local a, w = ARGV[2], ARGV[3]\n"
+	"if redis.call('SISMEMBER', P..'workers', w) == 0 then return {3, ''} end\n"
+	"local h = redis.call('HMGET', P..'agent:'..a, 'primary', 'pinned')\n"
+	"if h[2] == '1' then return {2, h[1] or ''} end\n"
+	"local old = h[1] or ''\n"
+	"set_primary(a, old, w)\n"
+	"if old ~= w then tell(a, w) end\n"
+	"return {h[2] and 0 or 1, old}\n";
+
+/* Refill from the store: ARGV 1 prefix, then (agent, primary) pairs; only
+ * agents Redis has no primary for. Returns how many were set. */
+static const char refill_lua[] =
+	ROUTER_LUA
+	"local n = 0\n"
+	"for i = 2, #ARGV, 2 do\n"
+	"  if not redis.call('HGET', P..'agent:'..ARGV[i], 'primary') then\n"
+	"    set_primary(ARGV[i], '', ARGV[i + 1])\n"
+	"    n = n + 1\n"
+	"  end\n"
+	"end\n"
+	"return n\n";
+
+/* The pool as the router sees it. ARGV[1] prefix. Returns per worker
+ * {name, alive, state, capacity, node, address, tls, last_seen_ms, assigned}. */
+static const char view_lua[] =
+	"local P = ARGV[1]\n"
+	"local out = {}\n"
+	"for _, n in ipairs(redis.call('SMEMBERS', P..'workers')) do\n"
+	"  local h = redis.call('HMGET', P..'worker:'..n, 'state', 'capacity', 'node', 'address', 'tls')\n"
+	"  local i = redis.call('HMGET', P..'workerinfo:'..n, 'capacity', 'node', 'address', 'tls',\n"
+	"    'last_seen_ms')\n"
+	"  out[#out + 1] = {n, h[1] and '1' or '0', h[1] or 'down', h[2] or i[1] or '1',\n"
+	"    h[3] or i[2] or '', h[4] or i[3] or '', h[5] or i[4] or '0', i[5] or '0',\n"
+	"    tostring(redis.call('SCARD', P..'assigned:'..n))}\n"
+	"end\n"
+	"return out\n";
 
 /* KEYS[1] agent hash. ARGV[1] epoch. */
 static const char release_lua[] =
@@ -84,6 +278,8 @@ static void on_message(void *arg, const char *channel, const char *msg, size_t l
 		unsigned long long epoch = 0;
 		if (sscanf(msg, "supersede %129s %llu", agent, &epoch) == 2 && p->hooks.on_supersede)
 			p->hooks.on_supersede(p->arg, agent, (uint64_t)epoch);
+		else if (sscanf(msg, "reassign %129s %79s", agent, sw) == 2 && p->hooks.on_reassign)
+			p->hooks.on_reassign(p->arg, agent, sw);
 		else if ((strcmp(msg, "drain") == 0 || strcmp(msg, "resume") == 0) &&
 			 p->hooks.on_command)
 			p->hooks.on_command(p->arg, msg);
@@ -100,9 +296,13 @@ static void on_sub_state(void *arg, int up)
 		gw_log(GW_LOG_WARN, "redis %s: cannot subscribe", p->worker);
 }
 
+static void refresh_view(struct rt_pool *p);
+
 static void on_cmd_state(void *arg, int up)
 {
 	struct rt_pool *p = arg;
+	if (up)
+		refresh_view(p);
 	if (p->hooks.on_state)
 		p->hooks.on_state(p->arg, up);
 }
@@ -118,6 +318,10 @@ struct rt_pool *rt_pool_new(struct event_base *base, const struct rt_pool_conf *
 	snprintf(p->node, sizeof(p->node), "%s", conf->node);
 	snprintf(p->ch_push, sizeof(p->ch_push), "%spush:%s", conf->prefix, conf->worker);
 	snprintf(p->ch_ctl, sizeof(p->ch_ctl), "%sctl:%s", conf->prefix, conf->worker);
+	p->capacity = conf->capacity > 0 ? conf->capacity : 1;
+	p->tls = conf->tls;
+	snprintf(p->eps, sizeof(p->eps), "%.17g", conf->epsilon);
+	p->reassign_after_ms = (int64_t)conf->reassign_after * 1000;
 	p->hooks = *hooks;
 	p->arg = arg;
 	char name[96];
@@ -135,8 +339,10 @@ void rt_pool_free(struct rt_pool *p)
 {
 	if (!p)
 		return;
+	p->freeing = 1;
 	rt_redis_free(p->cmd);
 	rt_redis_free(p->sub);
+	rt_ring_free(&p->ring);
 	free(p);
 }
 
@@ -145,26 +351,42 @@ int rt_pool_is_up(const struct rt_pool *p)
 	return rt_redis_is_up(p->cmd) && rt_redis_is_up(p->sub);
 }
 
+static void on_marker(void *arg, redisReply *r)
+{
+	struct rt_pool *p = arg;
+	if (r && r->type == REDIS_REPLY_STATUS && !p->freeing && p->hooks.on_wiped)
+		p->hooks.on_wiped(p->arg);
+}
+
 void rt_pool_heartbeat(struct rt_pool *p, const struct rt_worker_info *info)
 {
 	if (!rt_redis_is_up(p->cmd))
 		return;
-	char key[160], sessions[16], onp[16], now[24];
+	char key[160], sessions[16], onp[16], now[24], cap[16], syncs[24], load[24];
 	snprintf(key, sizeof(key), "%sworker:%s", p->prefix, p->worker);
 	snprintf(sessions, sizeof(sessions), "%d", info->sessions);
 	snprintf(onp, sizeof(onp), "%d", info->on_primary);
 	snprintf(now, sizeof(now), "%" PRId64, now_ms());
-	const char *argv[] = {"HSET",     key,        "node",       p->node,      "address",
-			      info->address, "listen", info->listen, "state",   info->state,
-			      "sessions", sessions,   "on_primary", onp,          "load",
-			      sessions,   "updated_ms", now};
+	snprintf(cap, sizeof(cap), "%d", p->capacity);
+	snprintf(syncs, sizeof(syncs), "%.1f", info->syncs_per_s);
+	/* load: the live signal the router's operators watch, sessions plus
+	 * requests per second over the last 10 s, per unit of capacity. */
+	snprintf(load, sizeof(load), "%.2f", (info->sessions + info->syncs_per_s) / p->capacity);
+	const char *argv[] = {"HSET",       key,           "node",       p->node,     "address",
+			      info->address, "listen",      info->listen, "state",    info->state,
+			      "sessions",   sessions,      "on_primary", onp,         "load",
+			      load,         "syncs_per_s", syncs,        "capacity", cap,
+			      "tls",        p->tls ? "1" : "0", "updated_ms", now};
 	int argc = (int)(sizeof(argv) / sizeof(argv[0]));
 	rt_redis_commandv(p->cmd, NULL, NULL, argc, argv, NULL);
 	rt_redis_command(p->cmd, NULL, NULL, "PEXPIRE %s 3000", key);
 	rt_redis_command(p->cmd, NULL, NULL, "SADD %sworkers %s", p->prefix, p->worker);
 	/* What the pool keeps knowing of a worker once it is down. */
-	rt_redis_command(p->cmd, NULL, NULL, "HSET %sworkerinfo:%s node %s address %s listen %s",
-			 p->prefix, p->worker, p->node, info->address, info->listen);
+	rt_redis_command(p->cmd, NULL, NULL,
+			 "HSET %sworkerinfo:%s node %s address %s listen %s capacity %d tls %d "
+			 "last_seen_ms %s",
+			 p->prefix, p->worker, p->node, info->address, info->listen, p->capacity,
+			 p->tls, now);
 
 	/* The push counters, as a snapshot (pool-wide figures within 1 s). */
 	const char *hv[2 + 2 * 16];
@@ -180,6 +402,29 @@ void rt_pool_heartbeat(struct rt_pool *p, const struct rt_worker_info *info)
 		hv[hc++] = vals[i];
 	}
 	rt_redis_commandv(p->cmd, NULL, NULL, hc, hv, NULL);
+	/* A marker that only an emptied Redis lacks. */
+	rt_redis_command(p->cmd, on_marker, p, "SET %smarker:%s %s NX", p->prefix, p->worker,
+			 p->node);
+	refresh_view(p);
+}
+
+void rt_pool_refill(struct rt_pool *p, const char *const *agents, const char *const *primaries,
+		    int n)
+{
+	const char **argv = malloc(sizeof(*argv) * (size_t)(4 + 2 * n));
+	if (!argv)
+		return;
+	int argc = 0;
+	argv[argc++] = "EVAL";
+	argv[argc++] = refill_lua;
+	argv[argc++] = "0";
+	argv[argc++] = p->prefix;
+	for (int i = 0; i < n; i++) {
+		argv[argc++] = agents[i];
+		argv[argc++] = primaries[i];
+	}
+	rt_redis_commandv(p->cmd, NULL, NULL, argc, argv, NULL);
+	free(argv);
 }
 
 struct claim_ctx {
@@ -191,12 +436,35 @@ static void on_claimed(void *arg, redisReply *r)
 {
 	struct claim_ctx *c = arg;
 	uint64_t epoch = 0;
-	if (r && r->type == REDIS_REPLY_INTEGER && r->integer > 0)
-		epoch = (uint64_t)r->integer;
-	else if (r && r->type == REDIS_REPLY_ERROR)
+	const char *primary = "";
+	if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+	    r->element[0]->type == REDIS_REPLY_INTEGER && r->element[1]->type == REDIS_REPLY_STRING) {
+		if (r->element[0]->integer > 0)
+			epoch = (uint64_t)r->element[0]->integer;
+		primary = r->element[1]->str;
+	} else if (r && r->type == REDIS_REPLY_ERROR) {
 		gw_log(GW_LOG_ERROR, "redis: claim script failed: %s", r->str);
-	c->done(c->arg, epoch);
+	}
+	c->done(c->arg, epoch, primary);
 	free(c);
+}
+
+/* The serving workers in agent's ring order, as "NAME NAME ..." for the
+ * scripts. */
+static void order_string(const struct rt_pool *p, const char *agent, char *out, size_t n)
+{
+	int order[RT_VIEW_MAX];
+	int k = rt_pool_order(p, agent, order);
+	size_t used = 0;
+	out[0] = 0;
+	for (int i = 0; i < k; i++) {
+		int r = snprintf(out + used, n - used, "%s%s", i ? " " : "", p->view.w[order[i]].name);
+		if (r < 0 || (size_t)r >= n - used) {
+			out[used] = 0;
+			return;
+		}
+		used += (size_t)r;
+	}
 }
 
 int rt_pool_claim(struct rt_pool *p, const struct rt_claim *c, int announce_only, rt_claim_fn done,
@@ -207,10 +475,16 @@ int rt_pool_claim(struct rt_pool *p, const struct rt_claim *c, int announce_only
 		return -1;
 	ctx->done = done;
 	ctx->arg = arg;
-	char key[200], ekey[100], since[24];
+	char key[200], ekey[100], since[24], now[24], ra[24];
+	char order[RT_VIEW_MAX * 66];
 	snprintf(key, sizeof(key), "%sagent:%s", p->prefix, c->agent);
 	snprintf(ekey, sizeof(ekey), "%sepoch", p->prefix);
 	snprintf(since, sizeof(since), "%" PRId64, c->since_ms);
+	snprintf(now, sizeof(now), "%" PRId64, now_ms());
+	snprintf(ra, sizeof(ra), "%" PRId64, p->reassign_after_ms);
+	order[0] = 0;
+	if (!c->pinned)
+		order_string(p, c->agent, order, sizeof(order));
 	const char *argv[] = {"EVAL",
 			      claim_lua,
 			      "2",
@@ -220,13 +494,17 @@ int rt_pool_claim(struct rt_pool *p, const struct rt_claim *c, int announce_only
 			      c->agent,
 			      p->worker,
 			      p->node,
-			      c->primary,
+			      c->pinned ? c->primary : "",
 			      c->pinned ? "1" : "0",
 			      c->primary_as_sent,
-			      c->on_primary ? "1" : "0",
 			      c->persist ? "1" : "0",
 			      since,
-			      announce_only ? "1" : "0"};
+			      announce_only ? "1" : "0",
+			      p->eps,
+			      now,
+			      ra,
+			      c->hint ? c->hint : "",
+			      order};
 	if (rt_redis_commandv(p->cmd, on_claimed, ctx, (int)(sizeof(argv) / sizeof(argv[0])), argv,
 			      NULL) != 0) {
 		free(ctx);
@@ -323,4 +601,332 @@ void rt_account(struct rt_redis *r, const char *prefix, const char *worker, cons
 			 now_ms(), agent, worker, result);
 	rt_redis_command(r, NULL, NULL, "LPUSH %spushevents %s", prefix, ev);
 	rt_redis_command(r, NULL, NULL, "LTRIM %spushevents 0 99", prefix);
+}
+
+/* ---- the router ---- */
+
+static void str_field(const redisReply *r, char *out, size_t n)
+{
+	snprintf(out, n, "%s", r->type == REDIS_REPLY_STRING ? r->str : "");
+}
+
+static int64_t int_field(const redisReply *r)
+{
+	return r->type == REDIS_REPLY_STRING ? strtoll(r->str, NULL, 10)
+	       : r->type == REDIS_REPLY_INTEGER ? r->integer
+					       : 0;
+}
+
+/* Rebuilds the ring when the serving workers or their capacities changed. */
+static void rebuild_ring(struct rt_pool *p)
+{
+	char sig[sizeof(p->ring_sig)];
+	size_t used = 0;
+	sig[0] = 0;
+	struct rt_ring_worker ws[RT_VIEW_MAX];
+	int n = 0;
+	for (int i = 0; i < p->view.n; i++) {
+		const struct rt_view_worker *v = &p->view.w[i];
+		if (!v->serving)
+			continue;
+		int r = snprintf(sig + used, sizeof(sig) - used, "%s:%d ", v->name, v->capacity);
+		if (r > 0 && (size_t)r < sizeof(sig) - used)
+			used += (size_t)r;
+		snprintf(ws[n].name, sizeof(ws[n].name), "%s", v->name);
+		ws[n].capacity = v->capacity;
+		p->ring_view[n] = i;
+		n++;
+	}
+	if (strcmp(sig, p->ring_sig) == 0 && p->ring.n == n)
+		return;
+	struct rt_ring ring;
+	if (rt_ring_build(&ring, ws, n) != 0) {
+		gw_log(GW_LOG_ERROR, "router %s: cannot build the ring (out of memory)", p->worker);
+		return;
+	}
+	rt_ring_free(&p->ring);
+	p->ring = ring;
+	snprintf(p->ring_sig, sizeof(p->ring_sig), "%s", sig);
+	gw_log(GW_LOG_INFO, "router %s: serving workers now %s", p->worker, n ? sig : "(none)");
+}
+
+int rt_pool_order(const struct rt_pool *p, const char *agent, int *order)
+{
+	int k = rt_ring_order(&p->ring, agent, order);
+	for (int i = 0; i < k; i++)
+		order[i] = p->ring_view[order[i]];
+	return k;
+}
+
+const struct rt_view *rt_pool_view(const struct rt_pool *p)
+{
+	return &p->view;
+}
+
+static void check_pool(struct rt_pool *p);
+
+static void on_view(void *arg, redisReply *r)
+{
+	struct rt_pool *p = arg;
+	if (!r || r->type != REDIS_REPLY_ARRAY || p->freeing)
+		return;
+	struct rt_view *v = &p->view;
+	int n = 0;
+	for (size_t i = 0; i < r->elements && n < RT_VIEW_MAX; i++) {
+		const redisReply *e = r->element[i];
+		if (e->type != REDIS_REPLY_ARRAY || e->elements != 9)
+			continue;
+		struct rt_view_worker *w = &v->w[n++];
+		char state[32];
+		str_field(e->element[0], w->name, sizeof(w->name));
+		w->alive = int_field(e->element[1]) != 0;
+		str_field(e->element[2], state, sizeof(state));
+		w->serving = w->alive && strcmp(state, "serving") == 0;
+		w->capacity = (int)int_field(e->element[3]);
+		if (w->capacity < 1)
+			w->capacity = 1;
+		str_field(e->element[4], w->node, sizeof(w->node));
+		str_field(e->element[5], w->address, sizeof(w->address));
+		w->tls = int_field(e->element[6]) != 0;
+		w->last_seen_ms = int_field(e->element[7]);
+		w->assigned = int_field(e->element[8]);
+	}
+	v->n = n;
+	v->updated_ms = now_ms();
+	rebuild_ring(p);
+	check_pool(p);
+}
+
+static void refresh_view(struct rt_pool *p)
+{
+	const char *argv[] = {"EVAL", view_lua, "0", p->prefix};
+	rt_redis_commandv(p->cmd, on_view, p, 4, argv, NULL);
+}
+
+/* A sweep walks one worker's router-assigned agents (SSCAN) and moves
+ * them, a batch per script call: away from a drained or lost worker, or
+ * (rebalance) to this worker when their ring order starts with it. */
+#define SWEEP_BATCH 200
+#define ORDER_MAX   600 /* the head of a ring order is enough: pick() falls back by name */
+
+struct rt_sweep {
+	struct rt_pool *p;
+	struct rt_sweep *next;
+	char from[65];
+	int to_self;
+	char cursor[32];
+	int moved;
+};
+
+static void sweep_scan(struct rt_sweep *s);
+
+static void sweep_end(struct rt_sweep *s, int failed)
+{
+	struct rt_pool *p = s->p;
+	for (struct rt_sweep **pp = &p->sweeps; *pp; pp = &(*pp)->next)
+		if (*pp == s) {
+			*pp = s->next;
+			break;
+		}
+	if (!p->freeing) {
+		if (s->moved || failed)
+			gw_log(failed ? GW_LOG_WARN : GW_LOG_INFO, "router %s: %s %s: %d agents moved%s",
+			       p->worker, s->to_self ? "rebalance from" : "moved agents away from",
+			       s->from, s->moved, failed ? " (redis failed; will retry)" : "");
+		if (!s->to_self && p->hooks.on_swept)
+			p->hooks.on_swept(p->arg, s->from, s->moved, failed);
+	}
+	free(s);
+}
+
+static void on_batch_moved(void *arg, redisReply *r)
+{
+	struct rt_sweep *s = arg;
+	struct rt_pool *p = s->p;
+	if (!r || r->type != REDIS_REPLY_ARRAY || p->freeing) {
+		sweep_end(s, 1);
+		return;
+	}
+	if (r->elements == 1 && r->element[0]->type == REDIS_REPLY_STRING &&
+	    strcmp(r->element[0]->str, "!serving") == 0) {
+		sweep_end(s, 0); /* the worker is back: its agents stay */
+		return;
+	}
+	int n = (int)r->elements / 2;
+	if (n > 0 && p->hooks.on_moved) {
+		const char *agents[SWEEP_BATCH], *prims[SWEEP_BATCH];
+		int k = 0;
+		for (int i = 0; i < n && k < SWEEP_BATCH; i++) {
+			if (r->element[2 * i]->type != REDIS_REPLY_STRING ||
+			    r->element[2 * i + 1]->type != REDIS_REPLY_STRING)
+				continue;
+			agents[k] = r->element[2 * i]->str;
+			prims[k] = r->element[2 * i + 1]->str;
+			k++;
+		}
+		p->hooks.on_moved(p->arg, agents, prims, k);
+	}
+	s->moved += n;
+	if (strcmp(s->cursor, "0") == 0)
+		sweep_end(s, 0);
+	else
+		sweep_scan(s);
+}
+
+static void on_scanned(void *arg, redisReply *r)
+{
+	struct rt_sweep *s = arg;
+	struct rt_pool *p = s->p;
+	if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+	    r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_ARRAY ||
+	    p->freeing) {
+		sweep_end(s, 1);
+		return;
+	}
+	snprintf(s->cursor, sizeof(s->cursor), "%s", r->element[0]->str);
+	const redisReply *m = r->element[1];
+	/* argv: EVAL script 0 prefix from eps | from target eps, then agents. */
+	const char *argv[7 + 2 * SWEEP_BATCH];
+	char(*orders)[ORDER_MAX] = s->to_self ? NULL : malloc(SWEEP_BATCH * sizeof(*orders));
+	if (!s->to_self && !orders) {
+		sweep_end(s, 1);
+		return;
+	}
+	int argc = 0;
+	argv[argc++] = "EVAL";
+	argv[argc++] = s->to_self ? move_to_lua : move_away_lua;
+	argv[argc++] = "0";
+	argv[argc++] = p->prefix;
+	argv[argc++] = s->from;
+	if (s->to_self)
+		argv[argc++] = p->worker;
+	argv[argc++] = p->eps;
+	int fixed = argc;
+	for (size_t i = 0; i < m->elements && i < SWEEP_BATCH; i++) {
+		if (m->element[i]->type != REDIS_REPLY_STRING)
+			continue;
+		const char *agent = m->element[i]->str;
+		if (s->to_self) {
+			int order[RT_VIEW_MAX];
+			if (rt_pool_order(p, agent, order) < 1 ||
+			    strcmp(p->view.w[order[0]].name, p->worker) != 0)
+				continue;
+			argv[argc++] = agent;
+		} else {
+			order_string(p, agent, orders[i], sizeof(orders[i]));
+			argv[argc++] = agent;
+			argv[argc++] = orders[i];
+		}
+	}
+	if (argc == fixed) { /* nothing to move in this batch */
+		free(orders);
+		if (strcmp(s->cursor, "0") == 0)
+			sweep_end(s, 0);
+		else
+			sweep_scan(s);
+		return;
+	}
+	/* hiredis formats the command at once: the orders may go after. */
+	int rc = rt_redis_commandv(p->cmd, on_batch_moved, s, argc, argv, NULL);
+	free(orders);
+	if (rc != 0)
+		sweep_end(s, 1);
+}
+
+static void sweep_scan(struct rt_sweep *s)
+{
+	struct rt_pool *p = s->p;
+	if (rt_redis_command(p->cmd, on_scanned, s, "SSCAN %sassigned:%s %s COUNT %d", p->prefix,
+			     s->from, s->cursor, SWEEP_BATCH) != 0)
+		sweep_end(s, 1);
+}
+
+static int sweeping(const struct rt_pool *p, const char *from, int to_self)
+{
+	for (const struct rt_sweep *s = p->sweeps; s; s = s->next)
+		if (s->to_self == to_self && strcmp(s->from, from) == 0)
+			return 1;
+	return 0;
+}
+
+static int start_sweep(struct rt_pool *p, const char *from, int to_self)
+{
+	if (!rt_redis_is_up(p->cmd))
+		return -1;
+	if (sweeping(p, from, to_self))
+		return 0;
+	struct rt_sweep *s = calloc(1, sizeof(*s));
+	if (!s)
+		return -1;
+	s->p = p;
+	snprintf(s->from, sizeof(s->from), "%s", from);
+	s->to_self = to_self;
+	snprintf(s->cursor, sizeof(s->cursor), "0");
+	s->next = p->sweeps;
+	p->sweeps = s;
+	sweep_scan(s);
+	return 0;
+}
+
+int rt_pool_sweep_away(struct rt_pool *p, const char *from)
+{
+	return start_sweep(p, from, 0);
+}
+
+/* One live worker of the pool (whoever takes the lock) moves the agents of
+ * a worker down longer than reassign_after. */
+static void on_sweep_lock(void *arg, redisReply *r)
+{
+	struct rt_sweep *probe = arg; /* carries p and the name */
+	struct rt_pool *p = probe->p;
+	if (r && r->type == REDIS_REPLY_STATUS && !p->freeing) {
+		gw_log(GW_LOG_WARN, "router %s: worker %s down for over %lld s: moving its agents",
+		       p->worker, probe->from, (long long)(p->reassign_after_ms / 1000));
+		if (start_sweep(p, probe->from, 0) != 0)
+			gw_log(GW_LOG_WARN, "router %s: cannot move %s's agents now", p->worker,
+			       probe->from);
+	}
+	free(probe);
+}
+
+static void check_pool(struct rt_pool *p)
+{
+	int64_t now = now_ms();
+	int self_serving = 0;
+	for (int i = 0; i < p->view.n; i++) {
+		const struct rt_view_worker *v = &p->view.w[i];
+		if (strcmp(v->name, p->worker) == 0)
+			self_serving = v->serving;
+		if (v->alive || v->assigned == 0 || v->last_seen_ms <= 0 ||
+		    now - v->last_seen_ms < p->reassign_after_ms || sweeping(p, v->name, 0))
+			continue;
+		struct rt_sweep *probe = calloc(1, sizeof(*probe));
+		if (!probe)
+			return;
+		probe->p = p;
+		snprintf(probe->from, sizeof(probe->from), "%s", v->name);
+		if (rt_redis_command(p->cmd, on_sweep_lock, probe, "SET %ssweep:%s %s NX PX 10000",
+				     p->prefix, v->name, p->worker) != 0)
+			free(probe);
+	}
+	/* Joining (start or resume): take over the agents whose ring order
+	 * now starts here, from every other serving worker. */
+	if (!self_serving) {
+		p->joined = 0;
+		return;
+	}
+	if (p->joined)
+		return;
+	p->joined = 1;
+	for (int i = 0; i < p->view.n; i++) {
+		const struct rt_view_worker *v = &p->view.w[i];
+		if (v->serving && v->assigned > 0 && strcmp(v->name, p->worker) != 0 &&
+		    start_sweep(p, v->name, 1) != 0)
+			p->joined = 0;
+	}
+}
+
+const char *rt_set_primary_script(void)
+{
+	return set_primary_lua;
 }

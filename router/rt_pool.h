@@ -9,6 +9,8 @@
 
 #include <stdint.h>
 
+#define RT_VIEW_MAX 256
+
 struct event_base;
 struct rt_pool;
 
@@ -23,6 +25,16 @@ struct rt_pool_hooks {
 	void (*on_state)(void *arg, int up);
 	/* "drain" or "resume" from an admin port of any node. */
 	void (*on_command)(void *arg, const char *command);
+	/* The router moved agent (whose session is here) to primary. */
+	void (*on_reassign)(void *arg, const char *agent, const char *primary);
+	/* This worker's router decisions moved (or assigned) agents[i] to
+	 * primaries[i]: record them in the store. */
+	void (*on_moved)(void *arg, const char *const *agents, const char *const *primaries, int n);
+	/* A sweep (rt_pool_sweep) finished: moved agents; failed = Redis broke. */
+	void (*on_swept)(void *arg, const char *from, int moved, int failed);
+	/* Redis lost this worker's state (restarted empty, or flushed): announce
+	 * the live sessions again; the store may refill assignments. */
+	void (*on_wiped)(void *arg);
 };
 
 struct rt_pool_conf {
@@ -32,6 +44,10 @@ struct rt_pool_conf {
 	const char *prefix;
 	const char *worker; /* this worker's name */
 	const char *node;
+	int capacity;      /* router weight */
+	int tls;           /* the worker's listener speaks TLS */
+	double epsilon;    /* bounded-load slack */
+	int reassign_after; /* seconds a worker may be down before its agents move */
 };
 
 struct rt_pool *rt_pool_new(struct event_base *base, const struct rt_pool_conf *conf,
@@ -47,6 +63,7 @@ struct rt_worker_info {
 	const char *state; /* "serving" or "draining" */
 	int sessions;
 	int on_primary;
+	double syncs_per_s; /* requests answered per second, over the last 10 s */
 	const uint64_t *push; /* GW_PUSH_N counters, in GW_PUSH_RESULTS order */
 	const char *const *push_names;
 	int n_push;
@@ -55,17 +72,20 @@ void rt_pool_heartbeat(struct rt_pool *p, const struct rt_worker_info *info);
 
 /* Claims agent's live session for this worker. announce_only (after Redis
  * came back): take it only if no other worker holds it, supersede nobody.
- * done gets the new epoch, or 0 when Redis failed or (announce) declined. */
+ * A pinned agent keeps the primary it named; for the others the router
+ * decides in the same script (sticky; else the first worker of the agent's
+ * ring order under the load bound) and done gets that primary. done gets
+ * the new epoch, or 0 when Redis failed or (announce) declined. */
 struct rt_claim {
 	const char *agent;
-	const char *primary; /* resolved worker name or "" */
+	const char *primary; /* pinned: the resolved worker name or "" */
 	int pinned;
 	const char *primary_as_sent;
-	int on_primary;
+	const char *hint; /* router-assigned: the store's (or session's) record, or "" */
 	int persist;
 	int64_t since_ms;
 };
-typedef void (*rt_claim_fn)(void *arg, uint64_t epoch);
+typedef void (*rt_claim_fn)(void *arg, uint64_t epoch, const char *primary);
 int rt_pool_claim(struct rt_pool *p, const struct rt_claim *c, int announce_only, rt_claim_fn done,
 		  void *arg) __attribute__((warn_unused_result));
 /* The session of that epoch ended (a newer one is left alone). */
@@ -93,5 +113,48 @@ void rt_pool_account(struct rt_pool *p, const char *agent, const char *result, i
 /* The same on any command connection, in the name of worker. */
 void rt_account(struct rt_redis *r, const char *prefix, const char *worker, const char *agent,
 		const char *result, int64_t latency_ms);
+
+/* ---- the router (gateway.md "Router") ---- */
+
+/* The pool as the last refresh (every heartbeat) saw it. */
+struct rt_view_worker {
+	char name[65];
+	char node[65];
+	char address[300]; /* first advertised HOST:PORT */
+	int tls;
+	int capacity;
+	int alive;   /* heartbeat present */
+	int serving; /* alive and not draining */
+	int64_t last_seen_ms;
+	int64_t assigned; /* router-assigned agents */
+};
+struct rt_view {
+	int n;
+	struct rt_view_worker w[RT_VIEW_MAX];
+	int64_t updated_ms; /* 0: never refreshed */
+};
+const struct rt_view *rt_pool_view(const struct rt_pool *p);
+
+/* Writes the serving workers in agent's ring order as indexes into the
+ * view; returns how many. */
+int rt_pool_order(const struct rt_pool *p, const char *agent, int *order);
+
+/* Moves every router-assigned agent of worker from (this worker when it
+ * drains, or one down longer than reassign_after) to others, batch by
+ * batch; connected agents get REASSIGN through their session's worker.
+ * Returns -1 when Redis is down (on_swept is then not called). */
+int rt_pool_sweep_away(struct rt_pool *p, const char *from) __attribute__((warn_unused_result));
+
+/* The script that sets an agent's primary for an operator (admin PUT):
+ * EVAL it with 0 keys and ARGV prefix, agent, worker. It answers
+ * {status, old primary}: 0 set (REASSIGN published to the worker holding
+ * the agent's session, if it moved), 1 set for an agent Redis had no
+ * record of, 2 refused: the agent names its own primary, 3 unknown worker. */
+const char *rt_set_primary_script(void);
+
+/* Refill after Redis lost its data: each agents[i] without any record in
+ * Redis gets primaries[i] as its router-assigned primary (no one moves). */
+void rt_pool_refill(struct rt_pool *p, const char *const *agents, const char *const *primaries,
+		    int n);
 
 #endif

@@ -342,6 +342,40 @@ static const char *const migrations[] = {
     "  token_sha256 bytea NOT NULL CHECK (octet_length(token_sha256) = 32),\n"
     "  created_ms bigint NOT NULL);\n",
 
+    /* 4: router assignments (gateway.md "Redis": Redis is never the only
+     * record): the primary the router gave each agent that names none,
+     * returned at HELLO so that an emptied Redis is refilled without
+     * moving anyone; qa_assign records a batch of moves. */
+    "ALTER TABLE qa_agents ADD COLUMN assigned text;\n"
+    "DROP FUNCTION qa_hello(text, text, text, bigint);\n"
+    "CREATE FUNCTION qa_hello(p_agent text, p_primary text, p_worker text, p_now bigint)\n"
+    "RETURNS TABLE (name text, advertise text, tls boolean, pending bigint, assigned text)\n"
+    "LANGUAGE plpgsql AS $$\n"
+    "#variable_conflict use_column\n"
+    "DECLARE\n"
+    "  n bigint;\n"
+    "  asg text;\n"
+    "BEGIN\n"
+    "  INSERT INTO qa_agents AS a (agent_id, first_seen_ms, last_hello_ms, primary_sent, "
+    "last_worker)\n"
+    "  VALUES (p_agent, p_now, p_now, p_primary, p_worker)\n"
+    "  ON CONFLICT (agent_id) DO UPDATE\n"
+    "    SET last_hello_ms = p_now, primary_sent = p_primary, last_worker = p_worker\n"
+    "  RETURNING a.assigned INTO asg;\n"
+    "  SELECT count(*) INTO n FROM qa_messages m\n"
+    "   WHERE m.recipient = p_agent AND m.status = 1\n"
+    "     AND (m.expires_ms = 0 OR m.expires_ms > p_now);\n"
+    "  RETURN QUERY SELECT w.name, w.advertise, w.tls, n, coalesce(asg, '')\n"
+    "    FROM qa_workers w ORDER BY w.name;\n"
+    "END $$;\n"
+    "CREATE FUNCTION qa_assign(p_agents text[], p_primaries text[]) RETURNS integer\n"
+    "LANGUAGE sql AS $$\n"
+    "  WITH u AS (UPDATE qa_agents a SET assigned = x.p\n"
+    "    FROM unnest(p_agents, p_primaries) AS x(a, p)\n"
+    "    WHERE a.agent_id = x.a RETURNING 1)\n"
+    "  SELECT count(*)::integer FROM u;\n"
+    "$$;\n",
+
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))
