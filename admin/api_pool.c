@@ -103,6 +103,7 @@ struct workers_ctx {
 	json_t **hash;        /* HGETALL P worker:NAME, per name */
 	json_t **info;        /* HGETALL P workerinfo:NAME: node and address, kept when down */
 	long long *primaries; /* SCARD P primaries:NAME, per name */
+	long long *assigned;  /* SCARD P assigned:NAME: the router's load, per name */
 	int failed;           /* a Redis reply is missing: answer from local state */
 };
 
@@ -118,6 +119,7 @@ static void workers_ctx_free(void *p)
 	free(c->names);
 	free(c->hash);
 	free(c->primaries);
+	free(c->assigned);
 	free(c);
 }
 
@@ -148,6 +150,8 @@ static json_t *pool_entry(struct adm_req *r, struct workers_ctx *c, int i)
 		json_object_set_new(e, "sessions",
 		                    json_is_null(sessions) ? json_integer(0) : sessions);
 		json_object_set_new(e, "load", adm_hash_num(h, "load"));
+		json_object_set_new(e, "syncs_per_s", adm_hash_num(h, "syncs_per_s"));
+		json_object_set_new(e, "capacity", adm_hash_int(h, "capacity"));
 		json_object_set_new(e, "updated_ms", adm_hash_int(h, "updated_ms"));
 	} else {
 		/* The heartbeat hash expired: down. What this node knows of its
@@ -164,8 +168,13 @@ static json_t *pool_entry(struct adm_req *r, struct workers_ctx *c, int i)
 		json_object_set_new(e, "state", json_string("down"));
 		json_object_set_new(e, "sessions", json_integer(0));
 		json_object_set_new(e, "load", json_null());
+		json_object_set_new(e, "syncs_per_s", json_null());
+		json_object_set_new(e, "capacity", adm_hash_int(info, "capacity"));
 		json_object_set_new(e, "updated_ms", json_null());
+		json_object_set_new(e, "last_seen_ms", adm_hash_int(info, "last_seen_ms"));
 	}
+	json_object_set_new(e, "assigned", c->assigned[i] >= 0 ? json_integer(c->assigned[i])
+	                                                       : json_null());
 	json_object_set_new(e, "primaries",
 	                    c->primaries[i] >= 0 ? json_integer(c->primaries[i])
 	                                         : adm_hash_int(h, "primaries"));
@@ -213,6 +222,12 @@ static void on_worker_primaries(struct adm_req *r, redisReply *reply, int i)
 	c->primaries[i] = adm_int_from_reply(reply);
 }
 
+static void on_worker_assigned(struct adm_req *r, redisReply *reply, int i)
+{
+	struct workers_ctx *c = r->ctx;
+	c->assigned[i] = adm_int_from_reply(reply);
+}
+
 static void on_worker_names(struct adm_req *r, redisReply *reply, int idx)
 {
 	struct workers_ctx *c = r->ctx;
@@ -222,7 +237,8 @@ static void on_worker_names(struct adm_req *r, redisReply *reply, int idx)
 	c->hash = calloc(n ? n : 1, sizeof(json_t *));
 	c->info = calloc(n ? n : 1, sizeof(json_t *));
 	c->primaries = calloc(n ? n : 1, sizeof(long long));
-	if (!names || !c->names || !c->hash || !c->info || !c->primaries) {
+	c->assigned = calloc(n ? n : 1, sizeof(long long));
+	if (!names || !c->names || !c->hash || !c->info || !c->primaries || !c->assigned) {
 		c->failed = 1;
 		json_decref(names);
 		return;
@@ -241,15 +257,18 @@ static void workers_fetch(struct adm_req *r)
 {
 	struct workers_ctx *c = r->ctx;
 	for (int i = 0; i < c->n && !c->failed; i++) {
-		char hkey[256], pkey[256];
+		char hkey[256], pkey[256], akey[256];
 		adm_key(r, hkey, sizeof(hkey), "worker:%s", c->names[i]);
 		adm_key(r, pkey, sizeof(pkey), "primaries:%s", c->names[i]);
+		adm_key(r, akey, sizeof(akey), "assigned:%s", c->names[i]);
 		c->primaries[i] = -1;
+		c->assigned[i] = -1;
 		char ikey[256];
 		adm_key(r, ikey, sizeof(ikey), "workerinfo:%s", c->names[i]);
 		if (adm_redis(r, on_worker_hash, i, "HGETALL", hkey, NULL) != 0 ||
 		    adm_redis(r, on_worker_info, i, "HGETALL", ikey, NULL) != 0 ||
-		    adm_redis(r, on_worker_primaries, i, "SCARD", pkey, NULL) != 0)
+		    adm_redis(r, on_worker_primaries, i, "SCARD", pkey, NULL) != 0 ||
+		    adm_redis(r, on_worker_assigned, i, "SCARD", akey, NULL) != 0)
 			c->failed = 1;
 	}
 	adm_then(r, workers_done);
