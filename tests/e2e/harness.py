@@ -512,12 +512,15 @@ class Gateway:
     def write_config(self) -> None:
         # drain_timeout short: teardown's SIGTERM should not wait the default 10 s
         lines = ["[node]", f"name = {self.node}", "auth = off", "drain_timeout = 2", ""]
-        for w, p in self.ports.items():
-            lines += [f"[worker {w}]", f"listen = 127.0.0.1:{p}", f"advertise = 127.0.0.1:{p}", ""]
-        lines += ["[store]", f"conninfo = {self.store.conninfo}", ""]
-        # [redis] and [admin] are written once, with the caller's keys merged in; other
-        # sections given by the caller follow as their own blocks (as before)
+        # [worker NAME], [redis] and [admin] are written once, with the caller's keys
+        # (e.g. sections={"worker ml1": {"capacity": 2}}) merged in; other sections given
+        # by the caller follow as their own blocks (as before)
         extra = {k: dict(v) for k, v in self.sections.items()}
+        for w, p in self.ports.items():
+            wk = {"listen": f"127.0.0.1:{p}", "advertise": f"127.0.0.1:{p}"}
+            wk.update(extra.pop(f"worker {w}", {}))
+            lines += [f"[worker {w}]"] + [f"{k} = {v}" for k, v in wk.items()] + [""]
+        lines += ["[store]", f"conninfo = {self.store.conninfo}", ""]
         redis = {}
         if self.redis is not None:
             redis = {"host": "127.0.0.1", "port": self.redis.port, "prefix": self.redis_prefix}
