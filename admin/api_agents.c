@@ -333,7 +333,7 @@ static void primary_done(struct adm_req *r)
 	char prefix[128];
 	adm_key(r, prefix, sizeof(prefix), "%s", "");
 	if (adm_redis(r, on_primary_set, 0, "EVAL", rt_set_primary_script(), "0", prefix, id,
-		      c->worker, NULL) != 0) {
+	              c->worker, NULL) != 0) {
 		adm_reply_error(r, 503, "redis_unavailable",
 		                "Redis is unavailable: primaries cannot be changed");
 		return;

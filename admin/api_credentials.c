@@ -43,15 +43,16 @@ void adm_post_agent(struct adm_req *r)
 	json_object_foreach(body, key, v)
 	{
 		if (strcmp(key, "agent") != 0) {
-			adm_reply_bad_field(r, key, "unknown field \"%s\" (the body is {\"agent\":ID})",
-			                    key);
+			adm_reply_bad_field(
+			    r, key, "unknown field \"%s\" (the body is {\"agent\":ID})", key);
 			json_decref(body);
 			return;
 		}
 	}
 	const char *id = json_string_value(json_object_get(body, "agent"));
 	if (!id || !qs_valid_agent_id(id, strlen(id))) {
-		adm_reply_bad_field(r, "agent", "\"agent\" must be an agent id (1..120 of [A-Za-z0-9._-])");
+		adm_reply_bad_field(r, "agent",
+		                    "\"agent\" must be an agent id (1..120 of [A-Za-z0-9._-])");
 		json_decref(body);
 		return;
 	}
@@ -123,8 +124,9 @@ static void on_listed(struct adm_req *r, const PGresult *res, const char *err)
 	json_t *list = json_array();
 	for (int i = 0; i < PQntuples(res); i++) {
 		json_t *e = json_object();
-		json_object_set_new(e, "agent", json_stringn(PQgetvalue(res, i, 0),
-		                                             (size_t)PQgetlength(res, i, 0)));
+		json_object_set_new(
+		    e, "agent",
+		    json_stringn(PQgetvalue(res, i, 0), (size_t)PQgetlength(res, i, 0)));
 		json_object_set_new(e, "created_ms", json_integer(st_get_int8(res, i, 1)));
 		json_array_append_new(list, e);
 	}

@@ -173,8 +173,8 @@ static json_t *pool_entry(struct adm_req *r, struct workers_ctx *c, int i)
 		json_object_set_new(e, "updated_ms", json_null());
 		json_object_set_new(e, "last_seen_ms", adm_hash_int(info, "last_seen_ms"));
 	}
-	json_object_set_new(e, "assigned", c->assigned[i] >= 0 ? json_integer(c->assigned[i])
-	                                                       : json_null());
+	json_object_set_new(e, "assigned",
+	                    c->assigned[i] >= 0 ? json_integer(c->assigned[i]) : json_null());
 	json_object_set_new(e, "primaries",
 	                    c->primaries[i] >= 0 ? json_integer(c->primaries[i])
 	                                         : adm_hash_int(h, "primaries"));
@@ -341,8 +341,8 @@ static void command_elsewhere(struct adm_req *r)
 	char channel[256];
 	adm_key(r, channel, sizeof(channel), "ctl:%s", name);
 	if (adm_redis(r, NULL, 0, "PUBLISH", channel, c->verb, NULL) != 0) {
-		adm_reply_error(r, 503, "redis_unavailable", "Redis is unavailable: cannot reach %s",
-		                name);
+		adm_reply_error(r, 503, "redis_unavailable",
+		                "Redis is unavailable: cannot reach %s", name);
 		return;
 	}
 	gw_log(GW_LOG_INFO, "admin: %s worker %s (node %s) through the pool", c->verb, name,

@@ -396,7 +396,8 @@ int gw_config_load(const char *path, struct gw_config *c, char *err, size_t errl
 			         "%s: [node] key \"auth\": auth = off is allowed only when every "
 			         "listener is on loopback, and [worker %s] (line %d) listens on %s "
 			         "(not loopback)",
-			         path, c->workers[i].name, c->workers[i].line, c->workers[i].listen);
+			         path, c->workers[i].name, c->workers[i].line,
+			         c->workers[i].listen);
 			return -1;
 		}
 	if (!c->admin_token[0] && !gw_sockaddr_is_loopback((struct sockaddr *)&c->admin_sa)) {

@@ -3,7 +3,7 @@
 
 const char *const gw_push_result_names[GW_PUSH_N] = {
 #define GW_PUSH_NAME(e, name) name,
-	GW_PUSH_RESULTS(GW_PUSH_NAME)
+    GW_PUSH_RESULTS(GW_PUSH_NAME)
 #undef GW_PUSH_NAME
 };
 

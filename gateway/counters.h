@@ -43,14 +43,16 @@ enum gw_push_result {
 #define GW_PUSH_ENUM(e, name) GW_PUSH_##e,
 	GW_PUSH_RESULTS(GW_PUSH_ENUM)
 #undef GW_PUSH_ENUM
-	GW_PUSH_N
+	    GW_PUSH_N
 };
 
 extern const char *const gw_push_result_names[GW_PUSH_N];
 
 /* Histogram buckets (seconds), shared by every histogram. */
 #define GW_HIST_BUCKETS                                                                            \
-	{0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0}
+	{                                                                                          \
+		0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0       \
+	}
 #define GW_HIST_N 13
 
 struct gw_histogram {
@@ -65,10 +67,11 @@ struct gw_counters {
 #define GW_COUNTER_FIELD(f, name, label, help) _Atomic uint64_t f;
 	GW_COUNTERS(GW_COUNTER_FIELD)
 #undef GW_COUNTER_FIELD
-	_Atomic uint64_t errors[12];       /* ERROR frames sent, by code 1..11 */
-	_Atomic uint64_t push[GW_PUSH_N];  /* push results */
-	struct gw_histogram push_latency;  /* commit -> PUSH_ACK (qagw_push_latency_seconds) */
-	struct gw_histogram store_commit;  /* UPLOAD statement round trip (qagw_store_commit_seconds) */
+	_Atomic uint64_t errors[12];      /* ERROR frames sent, by code 1..11 */
+	_Atomic uint64_t push[GW_PUSH_N]; /* push results */
+	struct gw_histogram push_latency; /* commit -> PUSH_ACK (qagw_push_latency_seconds) */
+	struct gw_histogram
+	    store_commit; /* UPLOAD statement round trip (qagw_store_commit_seconds) */
 };
 
 /* Gauges a worker keeps current for other threads (admin port). */

@@ -29,7 +29,7 @@ static int usage(void)
 }
 
 static PGresult *run(PGconn *pg, const char *sql, int n, const char *const *values,
-		     const int *lengths, const int *formats)
+                     const int *lengths, const int *formats)
 {
 	return PQexecParams(pg, sql, n, NULL, values, lengths, formats, 0);
 }
@@ -63,15 +63,18 @@ int gw_credentials_cli(const struct gw_config *c, int argc, char **argv)
 			const char *v[3] = {id, (const char *)sha, now};
 			int len[3] = {0, 32, 0}, fmt[3] = {0, 1, 0};
 			r = run(pg,
-				"INSERT INTO qa_credentials (agent_id, token_sha256, created_ms)"
-				" VALUES ($1, $2, $3) ON CONFLICT (agent_id) DO NOTHING",
-				3, v, len, fmt);
+			        "INSERT INTO qa_credentials (agent_id, token_sha256, created_ms)"
+			        " VALUES ($1, $2, $3) ON CONFLICT (agent_id) DO NOTHING",
+			        3, v, len, fmt);
 			if (PQresultStatus(r) != PGRES_COMMAND_OK)
 				fprintf(stderr, "qagw: %s", PQresultErrorMessage(r));
 			else if (strcmp(PQcmdTuples(r), "1") != 0)
-				fprintf(stderr, "qagw: agent %s already has a token (remove it first)\n", id);
+				fprintf(stderr,
+				        "qagw: agent %s already has a token (remove it first)\n",
+				        id);
 			else {
-				printf("%s\n", token); /* shown once: the store keeps only its hash */
+				printf("%s\n",
+				       token); /* shown once: the store keeps only its hash */
 				rc = 0;
 			}
 			memset(token, 0, sizeof(token));
@@ -86,8 +89,8 @@ int gw_credentials_cli(const struct gw_config *c, int argc, char **argv)
 		else
 			rc = 0;
 	} else if (strcmp(verb, "list") == 0) {
-		r = run(pg, "SELECT agent_id, created_ms FROM qa_credentials ORDER BY agent_id", 0, NULL,
-			NULL, NULL);
+		r = run(pg, "SELECT agent_id, created_ms FROM qa_credentials ORDER BY agent_id", 0,
+		        NULL, NULL, NULL);
 		if (PQresultStatus(r) != PGRES_TUPLES_OK) {
 			fprintf(stderr, "qagw: %s", PQresultErrorMessage(r));
 		} else {

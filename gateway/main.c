@@ -88,16 +88,19 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
 	} else {
 		c = fresh;
 		atomic_store(&gw_log_threshold, gw_log_parse_level(fresh->log_level));
-		snprintf(n->node.conf.log_level, sizeof(n->node.conf.log_level), "%s", fresh->log_level);
+		snprintf(n->node.conf.log_level, sizeof(n->node.conf.log_level), "%s",
+		         fresh->log_level);
 		gw_log(GW_LOG_INFO, "SIGHUP: configuration reloaded (log_level %s)",
 		       fresh->log_level);
 	}
 	if (n->tls) {
 		if (gw_tls_reload(n->tls, c->tls_cert, c->tls_key, err, sizeof(err)) != 0)
 			gw_log(GW_LOG_ERROR,
-			       "SIGHUP: TLS certificate not reloaded, keeping the old one: %s", err);
+			       "SIGHUP: TLS certificate not reloaded, keeping the old one: %s",
+			       err);
 		else
-			gw_log(GW_LOG_INFO, "SIGHUP: TLS certificate reloaded from %s", c->tls_cert);
+			gw_log(GW_LOG_INFO, "SIGHUP: TLS certificate reloaded from %s",
+			       c->tls_cert);
 	}
 	free(fresh);
 }
@@ -174,7 +177,8 @@ int main(int argc, char **argv)
 	event_add(sighup, NULL);
 	for (int i = 0; i < n.node.conf.n_workers && !n.tls; i++)
 		if (n.node.conf.workers[i].tls &&
-		    !(n.tls = gw_tls_new(n.node.conf.tls_cert, n.node.conf.tls_key, err, sizeof(err))))
+		    !(n.tls =
+		          gw_tls_new(n.node.conf.tls_cert, n.node.conf.tls_key, err, sizeof(err))))
 			die(err);
 	for (int i = 0; i < n.node.conf.n_workers; i++) {
 		n.node.workers[i] = gw_worker_new(&n.node.conf, i, err, sizeof(err));
@@ -192,8 +196,9 @@ int main(int argc, char **argv)
 		if (gw_worker_start(n.node.workers[i]) != 0)
 			die("cannot start a worker thread");
 
-	gw_log(GW_LOG_INFO, "node %s: %d workers, admin on %s, store schema v%d", n.node.conf.node_name,
-	       n.node.n_workers, n.node.conf.admin_listen, st_schema_version());
+	gw_log(GW_LOG_INFO, "node %s: %d workers, admin on %s, store schema v%d",
+	       n.node.conf.node_name, n.node.n_workers, n.node.conf.admin_listen,
+	       st_schema_version());
 
 	event_base_dispatch(n.node.base);
 

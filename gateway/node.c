@@ -29,7 +29,7 @@ struct notify_route {
 };
 
 static void on_routed(void *arg, int failed, int delivered, const char *target,
-		      const char *session_worker)
+                      const char *session_worker)
 {
 	struct notify_route *nr = arg;
 	struct gw_node *n = nr->n;
@@ -44,7 +44,7 @@ static void on_routed(void *arg, int failed, int delivered, const char *target,
 	if (r != GW_PUSH_N) {
 		gw_count_push(w, r);
 		rt_account(n->redis, n->conf.redis_prefix, w->wc->name, nr->agent,
-			   gw_push_result_names[r], -1);
+		           gw_push_result_names[r], -1);
 	}
 	free(nr);
 }
@@ -62,7 +62,7 @@ static void on_claimed(void *arg, redisReply *r)
 	struct gw_node *n = nr->n;
 	gw_count_push(n->workers[0], GW_PUSH_ROUTED);
 	if (rt_route(n->redis, n->conf.redis_prefix, nr->agent, nr->commit_ms, 1, n->conf.push_any,
-		     on_routed, nr) != 0) {
+	             on_routed, nr) != 0) {
 		gw_count_push(n->workers[0], GW_PUSH_FAILED);
 		free(nr);
 	}
@@ -84,7 +84,7 @@ static void on_notify(void *arg, const char *channel, const char *payload)
 	}
 	nr->commit_ms = commit;
 	if (rt_redis_command(n->redis, on_claimed, nr, "SET %snotified:%s 1 NX EX 60",
-			     n->conf.redis_prefix, nr->id) != 0) {
+	                     n->conf.redis_prefix, nr->id) != 0) {
 		gw_count_push(n->workers[0], GW_PUSH_FAILED); /* Redis down: no push */
 		free(nr);
 	}
@@ -115,7 +115,7 @@ int gw_node_start_services(struct gw_node *n)
 		return -1;
 	st_conn_on_notify(n->store, on_notify, n);
 	n->redis = rt_redis_new(n->base, n->conf.redis_host, n->conf.redis_port,
-				n->conf.redis_password, name, NULL, NULL);
+	                        n->conf.redis_password, name, NULL, NULL);
 	return n->redis ? 0 : -1;
 }
 

@@ -11,7 +11,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void account(struct gw_worker *w, const char *agent, enum gw_push_result r, int64_t latency_ms)
+static void account(struct gw_worker *w, const char *agent, enum gw_push_result r,
+                    int64_t latency_ms)
 {
 	gw_count_push(w, r);
 	if (w->pool)
@@ -24,7 +25,7 @@ struct route_arg {
 };
 
 static void on_routed(void *arg, int failed, int delivered, const char *target,
-		      const char *session_worker)
+                      const char *session_worker)
 {
 	struct route_arg *ra = arg;
 	struct gw_worker *w = ra->w;
@@ -34,7 +35,8 @@ static void on_routed(void *arg, int failed, int delivered, const char *target,
 		account(w, ra->agent, GW_PUSH_NO_SESSION, -1); /* no primary, no session */
 	else if (delivered == 0) /* the target worker is down: nobody decided */
 		account(w, ra->agent,
-			session_worker[0] ? GW_PUSH_SUPPRESSED_OFF_PRIMARY : GW_PUSH_NO_SESSION, -1);
+		        session_worker[0] ? GW_PUSH_SUPPRESSED_OFF_PRIMARY : GW_PUSH_NO_SESSION,
+		        -1);
 	/* else the target worker counts what became of it */
 	free(ra);
 }
@@ -50,7 +52,8 @@ void gw_push_route(struct gw_worker *w, const char *agent, int64_t commit_ms, in
 	if (!ra || !w->pool ||
 	    rt_pool_route(w->pool, agent, commit_ms, n, w->conf->push_any, on_routed, ra) != 0) {
 		free(ra);
-		gw_count_push(w, GW_PUSH_FAILED); /* Redis is down: the agent learns at its next sync */
+		gw_count_push(
+		    w, GW_PUSH_FAILED); /* Redis is down: the agent learns at its next sync */
 	}
 }
 
@@ -65,7 +68,8 @@ static void send_push(struct gw_session *s, int pending, int64_t commit_ms)
 	s->push_commit_ms = commit_ms;
 	s->coalesce_until_ms = gw_now_ms() + 2000LL * s->w->conf->heartbeat;
 	account(s->w, s->agent, GW_PUSH_SENT, -1);
-	gw_slog(GW_LOG_DEBUG, s, "PUSH %llu (pending %d)", (unsigned long long)f.u.push.push_id, pending);
+	gw_slog(GW_LOG_DEBUG, s, "PUSH %llu (pending %d)", (unsigned long long)f.u.push.push_id,
+	        pending);
 }
 
 /* Whether a PUSH may go on this session at all (policy and session kind). */
@@ -79,12 +83,13 @@ static enum gw_push_result push_refusal(const struct gw_session *s)
 }
 
 void gw_push_deliver(struct gw_worker *w, const char *agent, int64_t commit_ms, int n,
-		     const char *session_worker)
+                     const char *session_worker)
 {
 	struct gw_session *s = gw_session_find(w, agent);
 	if (!s || s->state == GW_S_CLOSING) {
 		int elsewhere = session_worker[0] && strcmp(session_worker, w->wc->name) != 0;
-		account(w, agent, elsewhere ? GW_PUSH_SUPPRESSED_OFF_PRIMARY : GW_PUSH_NO_SESSION, -1);
+		account(w, agent, elsewhere ? GW_PUSH_SUPPRESSED_OFF_PRIMARY : GW_PUSH_NO_SESSION,
+		        -1);
 		return;
 	}
 	if (s->state == GW_S_AWAIT_HELLO || s->state == GW_S_WELCOMING) {
@@ -154,5 +159,6 @@ void gw_push_supersede(struct gw_worker *w, const char *agent, uint64_t epoch)
 	HASH_DEL(w->by_agent, s);
 	s->in_agent_map = 0;
 	s->epoch = 0; /* the newer session owns the Redis entry now */
-	gw_session_error(s, QS_E_SUPERSEDED, "a newer session of agent %s took over elsewhere", agent);
+	gw_session_error(s, QS_E_SUPERSEDED, "a newer session of agent %s took over elsewhere",
+	                 agent);
 }

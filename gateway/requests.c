@@ -21,8 +21,8 @@ struct upload_req {
 	uint16_t count;
 	uint8_t (*ids)[16];
 	uint8_t *results;
-	uint16_t *sent;     /* sent[k] = index in the batch of the store's row k+1 */
-	char (*rcpt)[121];  /* rcpt[k]: recipient of the store's row k+1 (for pushes) */
+	uint16_t *sent;    /* sent[k] = index in the batch of the store's row k+1 */
+	char (*rcpt)[121]; /* rcpt[k]: recipient of the store's row k+1 (for pushes) */
 	int n_sent;
 	int64_t started_ms; /* submit time, for qagw_store_commit_seconds */
 };
@@ -92,9 +92,10 @@ static void finish_welcome(struct gw_session *s)
 	s->gauged = 1;
 	atomic_fetch_add(&s->w->gauges.sessions, 1);
 	atomic_fetch_add(&s->w->gauges.on_primary, s->on_primary);
-	gw_slog(GW_LOG_INFO, s, "HELLO: primary \"%s\" -> %s, on_primary %d, persist %d, epoch %llu",
-		s->primary_sent, s->primary[0] ? s->primary : "(unresolved)", s->on_primary, s->persist,
-		(unsigned long long)s->epoch);
+	gw_slog(GW_LOG_INFO, s,
+	        "HELLO: primary \"%s\" -> %s, on_primary %d, persist %d, epoch %llu",
+	        s->primary_sent, s->primary[0] ? s->primary : "(unresolved)", s->on_primary,
+	        s->persist, (unsigned long long)s->epoch);
 	gw_push_after_welcome(s);
 	gw_session_request_done(s);
 }
@@ -104,8 +105,8 @@ static void finish_welcome(struct gw_session *s)
  * agent's ring order; while the router has no view of the pool (Redis
  * down), every known worker by name. ws gives each worker's streams. */
 int gw_server_list(struct gw_worker *w, const char *agent, const char *primary,
-		   const struct gw_known_worker *ws, int n, struct qs_server *servers,
-		   char (*streams)[320])
+                   const struct gw_known_worker *ws, int n, struct qs_server *servers,
+                   char (*streams)[320])
 {
 	const char *names[RT_VIEW_MAX + 1];
 	int nn = 0;
@@ -158,8 +159,8 @@ static void send_welcome(struct gw_session *s)
 	wl->server = qs_str_c(w->wc->name);
 	wl->primary = qs_str_c(s->primary);
 	wl->on_primary = (uint8_t)s->on_primary;
-	wl->n_servers = (uint16_t)gw_server_list(w, s->agent, s->primary, s->known, n, servers,
-						 streams);
+	wl->n_servers =
+	    (uint16_t)gw_server_list(w, s->agent, s->primary, s->known, n, servers, streams);
 	wl->servers = servers;
 	wl->max_frame = w->conf->max_frame;
 	wl->max_batch = (uint16_t)w->conf->max_batch;
@@ -211,13 +212,13 @@ static void claim_session(struct gw_session *s)
 	if (w->pool && rt_pool_is_up(w->pool)) {
 		struct gw_ticket *t = malloc(sizeof(*t));
 		struct rt_claim c = {
-			.agent = s->agent,
-			.primary = s->primary,
-			.pinned = is_pinned(s),
-			.primary_as_sent = s->primary_sent,
-			.hint = s->primary, /* unpinned: the store's record */
-			.persist = s->persist,
-			.since_ms = s->since_ms,
+		    .agent = s->agent,
+		    .primary = s->primary,
+		    .pinned = is_pinned(s),
+		    .primary_as_sent = s->primary_sent,
+		    .hint = s->primary, /* unpinned: the store's record */
+		    .persist = s->persist,
+		    .since_ms = s->since_ms,
 		};
 		if (t) {
 			t->s = s;
@@ -263,7 +264,8 @@ static void on_hello(void *arg, const PGresult *res, const char *err)
 	} else { /* the store's record of the router's assignment, if it names a worker */
 		char hint[65] = "";
 		if (n > 0)
-			snprintf(hint, sizeof(hint), "%.*s", PQgetlength(res, 0, 4), PQgetvalue(res, 0, 4));
+			snprintf(hint, sizeof(hint), "%.*s", PQgetlength(res, 0, 4),
+			         PQgetvalue(res, 0, 4));
 		int known = 0;
 		for (int i = 0; i < n && !known; i++)
 			known = strcmp(ws[i].name, hint) == 0;
@@ -292,8 +294,8 @@ static void start_hello(struct gw_session *s)
 	st_params_text(&p, s->primary_sent, strlen(s->primary_sent));
 	st_params_text(&p, w->wc->name, strlen(w->wc->name));
 	st_params_int8(&p, gw_now_ms());
-	submit(s, "SELECT name, advertise, tls, pending, assigned FROM qa_hello($1, $2, $3, $4)", &p,
-	       on_hello);
+	submit(s, "SELECT name, advertise, tls, pending, assigned FROM qa_hello($1, $2, $3, $4)",
+	       &p, on_hello);
 }
 
 /* gateway.md "Authentication": the SHA-256 of the HELLO token against the
@@ -312,7 +314,8 @@ static void on_credentials(void *arg, const PGresult *res, const char *err)
 	int match = CRYPTO_memcmp(stored, s->token_sha256, 32) == 0;
 	s->op = NULL;
 	if (!known || !match) {
-		gw_slog(GW_LOG_WARN, s, "HELLO refused: %s", known ? "wrong token" : "unknown agent");
+		gw_slog(GW_LOG_WARN, s, "HELLO refused: %s",
+		        known ? "wrong token" : "unknown agent");
 		gw_session_error(s, QS_E_AUTH, "unknown agent or wrong token");
 		return;
 	}
@@ -392,7 +395,8 @@ static void route_pushes(struct gw_worker *w, const struct upload_req *u, int64_
 			continue;
 		int first = 1, n = 0;
 		for (int j = 0; j < u->n_sent; j++) {
-			if (u->results[u->sent[j]] != QS_R_STORED || strcmp(u->rcpt[j], u->rcpt[k]) != 0)
+			if (u->results[u->sent[j]] != QS_R_STORED ||
+			    strcmp(u->rcpt[j], u->rcpt[k]) != 0)
 				continue;
 			if (j < k) {
 				first = 0;

@@ -346,7 +346,8 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	if (s->state == GW_S_AWAIT_HELLO) {
-		gw_session_error(s, QS_E_TIMEOUT, "no HELLO within %d s", s->w->conf->hello_timeout);
+		gw_session_error(s, QS_E_TIMEOUT, "no HELLO within %d s",
+		                 s->w->conf->hello_timeout);
 		return;
 	}
 	if (s->state == GW_S_CLOSING) {
@@ -366,8 +367,8 @@ void gw_session_accept(struct gw_worker *w, int fd, const char *peer, const char
 	if (s && w->wc->tls && w->tls) {
 		SSL *ssl = gw_tls_ssl(w->tls);
 		if (ssl)
-			bev = bufferevent_openssl_socket_new(w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
-			                                     BEV_OPT_CLOSE_ON_FREE);
+			bev = bufferevent_openssl_socket_new(
+			    w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
 		if (bev)
 			bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
 		else if (ssl)
@@ -422,12 +423,12 @@ void gw_session_accept(struct gw_worker *w, int fd, const char *peer, const char
 		return;
 	}
 	if (s->ipc && s->ipc->n > conf->max_pending_hello_per_ip) {
-		gw_session_error(s, QS_E_OVERLOADED, "too many connections awaiting HELLO from %s", ip);
+		gw_session_error(s, QS_E_OVERLOADED, "too many connections awaiting HELLO from %s",
+		                 ip);
 		return;
 	}
-	struct timeval deadline = {s->state == GW_S_TLS_HANDSHAKE ? conf->tls_handshake_timeout
-	                                                          : conf->hello_timeout,
-	                           0};
+	struct timeval deadline = {
+	    s->state == GW_S_TLS_HANDSHAKE ? conf->tls_handshake_timeout : conf->hello_timeout, 0};
 	evtimer_add(s->timer, &deadline);
 }
 
@@ -459,8 +460,9 @@ void gw_session_register(struct gw_session *s)
 	if (old) {
 		HASH_DEL(w->by_agent, old);
 		old->in_agent_map = 0;
-		gw_session_error(old, QS_E_SUPERSEDED, "a newer session of agent %s took over on worker %s",
-				 s->agent, w->wc->name);
+		gw_session_error(old, QS_E_SUPERSEDED,
+		                 "a newer session of agent %s took over on worker %s", s->agent,
+		                 w->wc->name);
 	}
 	HASH_ADD_STR(w->by_agent, agent, s);
 	s->in_agent_map = 1;

@@ -19,11 +19,11 @@ struct st_op;
 
 enum gw_session_state {
 	GW_S_TLS_HANDSHAKE, /* accepted on a TLS worker; handshake deadline armed */
-	GW_S_AWAIT_HELLO, /* accepted (and TLS done); no HELLO yet; the hello deadline is armed */
-	GW_S_WELCOMING,   /* HELLO read; the store is registering the agent */
-	GW_S_READY,       /* WELCOME sent; the next request may be read */
-	GW_S_BUSY,        /* a request's store statement is in flight; later requests wait */
-	GW_S_CLOSING,     /* ERROR (or BYE) handled: flushing output, then freed; reads nothing */
+	GW_S_AWAIT_HELLO,   /* accepted (and TLS done); no HELLO yet; the hello deadline is armed */
+	GW_S_WELCOMING,     /* HELLO read; the store is registering the agent */
+	GW_S_READY,         /* WELCOME sent; the next request may be read */
+	GW_S_BUSY,          /* a request's store statement is in flight; later requests wait */
+	GW_S_CLOSING,       /* ERROR (or BYE) handled: flushing output, then freed; reads nothing */
 };
 
 struct gw_session {
@@ -38,10 +38,10 @@ struct gw_session {
 	char primary[65];       /* resolved worker name, "" if unresolved */
 	int on_primary;
 	int persist;
-	int peer_eof;           /* the agent half-closed: finish what was read, then close */
-	int64_t clock_shift_ms; /* server clock at HELLO - agent's now_ms */
+	int peer_eof;             /* the agent half-closed: finish what was read, then close */
+	int64_t clock_shift_ms;   /* server clock at HELLO - agent's now_ms */
 	uint8_t token_sha256[32]; /* of the HELLO token: the token itself is never kept */
-	uint64_t id;            /* holds delivered messages in the store (held_by) */
+	uint64_t id;              /* holds delivered messages in the store (held_by) */
 	int64_t since_ms;
 	struct st_op *op;  /* the in-flight store statement, if any */
 	void *req;         /* what the in-flight UPLOAD needs at completion */
@@ -50,18 +50,18 @@ struct gw_session {
 	char pending_text[160];
 
 	/* Pool registration (docs/design.md "Redis"). */
-	UT_hash_handle hh;        /* in w->by_agent from HELLO on: one session per agent here */
+	UT_hash_handle hh;       /* in w->by_agent from HELLO on: one session per agent here */
 	struct gw_ip_count *ipc; /* while awaiting HELLO: this source address's count */
 	int in_agent_map;
-	int gauged; /* counted in w->gauges (WELCOME written) */
-	uint64_t epoch;           /* this live session's epoch in Redis; 0 if not registered */
-	struct gw_ticket *ticket; /* Redis claim in flight (its s is cleared if we go first) */
-	struct qs_buf welcome;    /* encoded WELCOME, written once the claim is done */
+	int gauged;                    /* counted in w->gauges (WELCOME written) */
+	uint64_t epoch;                /* this live session's epoch in Redis; 0 if not registered */
+	struct gw_ticket *ticket;      /* Redis claim in flight (its s is cleared if we go first) */
+	struct qs_buf welcome;         /* encoded WELCOME, written once the claim is done */
 	struct gw_known_worker *known; /* HELLO to WELCOME: the workers the store knows */
 	int n_known;
-	int awaiting_reassign;       /* draining here: REASSIGN, not ERROR draining, is coming */
+	int awaiting_reassign;        /* draining here: REASSIGN, not ERROR draining, is coming */
 	struct event *reassign_timer; /* REASSIGN sent: closed 5 s later */
-	int64_t pending_at_hello; /* pending messages when the store answered HELLO */
+	int64_t pending_at_hello;     /* pending messages when the store answered HELLO */
 
 	/* Push (protocol.md PUSH/PUSH_ACK). */
 	uint64_t push_seq;         /* last push_id used on this session */
@@ -83,8 +83,8 @@ struct gw_known_worker;
  * this worker) first, then the serving workers in the agent's ring order.
  * ws: the workers to take streams from; servers and streams hold n + 1. */
 int gw_server_list(struct gw_worker *w, const char *agent, const char *primary,
-		   const struct gw_known_worker *ws, int n, struct qs_server *servers,
-		   char (*streams)[320]);
+                   const struct gw_known_worker *ws, int n, struct qs_server *servers,
+                   char (*streams)[320]);
 /* The router moved the agent of s to primary: REASSIGN, closed 5 s later. */
 void gw_session_reassign(struct gw_session *s, const char *primary);
 
@@ -97,7 +97,7 @@ void gw_session_register(struct gw_session *s);
 /* Push (push.c). */
 void gw_push_route(struct gw_worker *w, const char *agent, int64_t commit_ms, int n);
 void gw_push_deliver(struct gw_worker *w, const char *agent, int64_t commit_ms, int n,
-		     const char *session_worker);
+                     const char *session_worker);
 void gw_push_after_welcome(struct gw_session *s);
 void gw_push_ack(struct gw_session *s, uint64_t push_id);
 void gw_push_fetched(struct gw_session *s);

@@ -15,7 +15,7 @@ typedef struct ssl_st SSL;
 struct gw_tls *gw_tls_new(const char *cert, const char *key, char *err, size_t errlen);
 /* Loads cert and key into a new context; on failure keeps the old one and says why. */
 int gw_tls_reload(struct gw_tls *t, const char *cert, const char *key, char *err, size_t errlen)
-	__attribute__((warn_unused_result));
+    __attribute__((warn_unused_result));
 /* A new server SSL from the current context (thread-safe), or NULL. */
 SSL *gw_tls_ssl(struct gw_tls *t);
 void gw_tls_free(struct gw_tls *t);

@@ -103,6 +103,7 @@ static void tell_sessions(struct gw_worker *w, const char *why)
 	int moving = 0;
 	if (w->pool) {
 		heartbeat(w); /* "draining" first: the router's scripts skip this worker */
+		rt_pool_set_leaving(w->pool, 1);
 		moving = rt_pool_sweep_away(w->pool, w->wc->name) == 0;
 	}
 	w->sweeping_self = moving;
@@ -183,6 +184,8 @@ static void resume(struct gw_worker *w)
 	}
 	w->drained = 0;
 	atomic_store(&w->gauges.draining, 0);
+	if (w->pool)
+		rt_pool_set_leaving(w->pool, 0);
 	gw_log(GW_LOG_INFO, "worker %s: resumed, accepting on %s", w->wc->name, w->wc->listen);
 }
 
@@ -211,33 +214,46 @@ static void heartbeat(struct gw_worker *w)
 		return;
 	char address[300];
 	snprintf(address, sizeof(address), strchr(w->wc->adv[0].host, ':') ? "[%s]:%u" : "%s:%u",
-		 w->wc->adv[0].host, w->wc->adv[0].port);
+	         w->wc->adv[0].host, w->wc->adv[0].port);
 	uint64_t push[GW_PUSH_N];
 	for (int i = 0; i < GW_PUSH_N; i++)
 		push[i] = atomic_load_explicit(&w->counters.push[i], memory_order_relaxed);
-	/* Requests per second over the last 10 heartbeats. */
+	/* Requests per second over the last 10 s: one sample a second. */
 	uint64_t req = atomic_load_explicit(&w->counters.requests, memory_order_relaxed);
-	int oldest = (w->req_hist_i + 1) % 10;
-	w->req_hist[w->req_hist_i] = req;
-	w->req_hist_i = oldest;
-	double rate = (double)(req - (w->req_hist[oldest] ? w->req_hist[oldest] : req)) / 10.0;
+	int64_t now = gw_now_ms();
+	int last = (w->req_hist_i + 9) % 10;
+	if (w->req_ms[last] == 0 || now - w->req_ms[last] >= 1000) {
+		w->req_hist[w->req_hist_i] = req;
+		w->req_ms[w->req_hist_i] = now;
+		w->req_hist_i = (w->req_hist_i + 1) % 10;
+	}
+	int oldest = w->req_ms[w->req_hist_i] ? w->req_hist_i : 0;
+	double span_s = (double)(now - w->req_ms[oldest]) / 1000.0;
+	double rate = span_s >= 1.0 ? (double)(req - w->req_hist[oldest]) / span_s : 0.0;
 	struct rt_worker_info info = {
-		.address = address,
-		.listen = w->wc->listen,
-		.state = w->drained || w->stopping ? "draining" : "serving",
-		.sessions = sessions,
-		.on_primary = on_primary,
-		.syncs_per_s = rate,
-		.push = push,
-		.push_names = gw_push_result_names,
-		.n_push = GW_PUSH_N,
+	    .address = address,
+	    .listen = w->wc->listen,
+	    .state = w->drained || w->stopping ? "draining" : "serving",
+	    .sessions = sessions,
+	    .on_primary = on_primary,
+	    .syncs_per_s = rate,
+	    .push = push,
+	    .push_names = gw_push_result_names,
+	    .n_push = GW_PUSH_N,
 	};
 	rt_pool_heartbeat(w->pool, &info);
 }
 
+/* Every 250 ms for the first 5 s (the pool's view settles while the
+ * workers of a starting node register), then every second. */
 static void on_heartbeat(evutil_socket_t fd, short what, void *arg)
 {
-	heartbeat(arg);
+	struct gw_worker *w = arg;
+	heartbeat(w);
+	if (w->fast_beats > 0 && --w->fast_beats == 0) {
+		struct timeval second = {1, 0};
+		event_add(w->heartbeat_timer, &second);
+	}
 }
 
 static void on_announced(void *arg, uint64_t epoch, const char *primary)
@@ -285,8 +301,9 @@ static void announce_sessions(struct gw_worker *w)
 			break;
 		t->s = s;
 		s->ticket = t;
-		struct rt_claim c = {s->agent,   s->primary, s->primary_sent[0] != 0, s->primary_sent,
-				     s->primary, s->persist, s->since_ms};
+		struct rt_claim c = {s->agent,        s->primary, s->primary_sent[0] != 0,
+		                     s->primary_sent, s->primary, s->persist,
+		                     s->since_ms};
 		if (rt_pool_claim(w->pool, &c, 1, on_announced, t) != 0) {
 			s->ticket = NULL;
 			free(t);
@@ -325,7 +342,7 @@ static void on_recorded(void *arg, const PGresult *res, const char *err)
 }
 
 void gw_worker_record_assignments(struct gw_worker *w, const char *const *agents,
-				  const char *const *primaries, int n)
+                                  const char *const *primaries, int n)
 {
 	struct st_params p = {0};
 	struct st_array a, pr;
@@ -343,10 +360,18 @@ void gw_worker_record_assignments(struct gw_worker *w, const char *const *agents
 	st_params_clear(&p);
 }
 
-static void on_pool_moved(void *arg, const char *const *agents, const char *const *primaries,
-			  int n)
+/* Moves this worker's router made: recorded in the store; the sessions
+ * here get their REASSIGN at once (the pool's reassign message, on the
+ * other connection, may come after the drain has ended). */
+static void on_pool_moved(void *arg, const char *const *agents, const char *const *primaries, int n)
 {
-	gw_worker_record_assignments(arg, agents, primaries, n);
+	struct gw_worker *w = arg;
+	gw_worker_record_assignments(w, agents, primaries, n);
+	for (int i = 0; i < n; i++) {
+		struct gw_session *s = gw_session_find(w, agents[i]);
+		if (s)
+			gw_session_reassign(s, primaries[i]);
+	}
 }
 
 static void on_pool_swept(void *arg, const char *from, int moved, int failed)
@@ -392,9 +417,9 @@ static void on_pool_wiped(void *arg)
 		return;
 	struct st_params none = {0};
 	if (!st_submit(w->store,
-		       "SELECT agent_id, assigned FROM qa_agents\n"
-		       " WHERE assigned <> '' AND coalesce(primary_sent, '') = ''",
-		       &none, on_refill_rows, w))
+	               "SELECT agent_id, assigned FROM qa_agents\n"
+	               " WHERE assigned <> '' AND coalesce(primary_sent, '') = ''",
+	               &none, on_refill_rows, w))
 		gw_log(GW_LOG_WARN, "worker %s: store down: Redis not refilled", w->wc->name);
 }
 
@@ -407,7 +432,6 @@ static void on_pool_command(void *arg, const char *command)
 	else
 		resume(w);
 }
-
 
 #define PURGE_INTERVAL_S 60
 #define PURGE_BATCH      1000
@@ -464,12 +488,13 @@ static void on_store_state(void *arg, int up)
 
 static int bind_listener(struct gw_worker *w, char *err, size_t errlen)
 {
-	w->listener = evconnlistener_new_bind(w->base, on_accept, w,
-					      LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
-					      1024, (const struct sockaddr *)&w->wc->sa, (int)w->wc->sa_len);
+	w->listener = evconnlistener_new_bind(
+	    w->base, on_accept, w,
+	    LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, 1024,
+	    (const struct sockaddr *)&w->wc->sa, (int)w->wc->sa_len);
 	if (!w->listener) {
-		snprintf(err, errlen, "worker %s: cannot listen on %s: %s", w->wc->name, w->wc->listen,
-			 strerror(errno));
+		snprintf(err, errlen, "worker %s: cannot listen on %s: %s", w->wc->name,
+		         w->wc->listen, strerror(errno));
 		return -1;
 	}
 	evconnlistener_set_error_cb(w->listener, on_accept_error);
@@ -509,17 +534,18 @@ struct gw_worker *gw_worker_new(const struct gw_config *conf, int index, char *e
 		evtimer_add(w->purge_timer, &tv);
 	}
 	w->store = st_conn_new(w->base, conf->conninfo, w->wc->name, on_store_state, w);
-	struct rt_pool_conf pc = {conf->redis_host,  conf->redis_port, conf->redis_password,
-				  conf->redis_prefix, w->wc->name,     conf->node_name,
-				  w->wc->capacity,    w->wc->tls,      conf->epsilon,
-				  conf->reassign_after};
-	struct rt_pool_hooks hooks = {on_pool_push,     on_pool_supersede, on_pool_state,
-				      on_pool_command,  on_pool_reassign,  on_pool_moved,
-				      on_pool_swept,    on_pool_wiped};
+	struct rt_pool_conf pc = {conf->redis_host,    conf->redis_port, conf->redis_password,
+	                          conf->redis_prefix,  w->wc->name,      conf->node_name,
+	                          w->wc->capacity,     w->wc->tls,       conf->epsilon,
+	                          conf->reassign_after};
+	struct rt_pool_hooks hooks = {on_pool_push,    on_pool_supersede, on_pool_state,
+	                              on_pool_command, on_pool_reassign,  on_pool_moved,
+	                              on_pool_swept,   on_pool_wiped};
 	w->pool = rt_pool_new(w->base, &pc, &hooks, w);
 	w->heartbeat_timer = event_new(w->base, -1, EV_PERSIST, on_heartbeat, w);
-	struct timeval second = {1, 0};
-	event_add(w->heartbeat_timer, &second);
+	struct timeval quarter = {0, 250000};
+	w->fast_beats = 20;
+	event_add(w->heartbeat_timer, &quarter);
 	if (!w->store) {
 		snprintf(err, errlen, "worker %s: out of memory", w->wc->name);
 		return NULL;

@@ -36,12 +36,13 @@ struct gw_worker {
 	struct event_base *base;
 	struct evconnlistener *listener; /* NULL once draining */
 	struct st_conn *store;
-	struct rt_pool *pool;          /* Redis routing state (docs/design.md) */
-	struct gw_session *by_agent;   /* uthash: sessions past HELLO, by agent id */
+	struct rt_pool *pool;              /* Redis routing state (docs/design.md) */
+	struct gw_session *by_agent;       /* uthash: sessions past HELLO, by agent id */
 	struct gw_ip_count *pending_by_ip; /* uthash: connections awaiting HELLO, by source */
 	struct gw_tls *tls;                /* the node's TLS context (tls = on), else NULL */
-	struct event *heartbeat_timer; /* registry heartbeat and push figures, every 1 s */
-	int drained;                   /* admin drain: not listening until resumed */
+	struct event *heartbeat_timer;     /* registry heartbeat and push figures, every 1 s */
+	int fast_beats;                    /* heartbeats left at 250 ms after start */
+	int drained;                       /* admin drain: not listening until resumed */
 	struct event *command_ev;
 	_Atomic int commands;
 	struct event *drain_timer;
@@ -55,9 +56,10 @@ struct gw_worker {
 	struct qs_limits limits;
 	struct qs_buf scratch; /* encoding buffer, reused by every session of this worker */
 	struct gw_counters counters;
-	uint64_t req_hist[10]; /* the requests counter, one sample per heartbeat */
+	uint64_t req_hist[10]; /* the requests counter, one sample a second */
+	int64_t req_ms[10];    /* when each sample was taken (0: none yet) */
 	int req_hist_i;
-	int sweeping_self;     /* draining: the router is moving this worker's agents */
+	int sweeping_self; /* draining: the router is moving this worker's agents */
 	struct gw_gauges gauges;
 };
 
@@ -73,7 +75,7 @@ void gw_worker_join_and_free(struct gw_worker *w);
 void gw_worker_session_gone(struct gw_worker *w);
 /* Records router assignments in the store (best effort, logged). */
 void gw_worker_record_assignments(struct gw_worker *w, const char *const *agents,
-				  const char *const *primaries, int n);
+                                  const char *const *primaries, int n);
 int64_t gw_now_ms(void);
 
 #endif

@@ -7,13 +7,26 @@
 #include "router/rt_redis.h"
 #include "router/rt_ring.h"
 
+#include <event2/event.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#define HEARTBEAT_EXPIRY_MS 3000 /* PEXPIRE of P worker:NAME */
+
 struct rt_sweep;
+
+/* A reassign from the pool, held until a view of the pool read after it
+ * arrived is in: the REASSIGN's server list must not name a worker that
+ * was draining when the router moved the agent. */
+struct rt_held {
+	struct rt_held *next;
+	uint64_t need; /* views_done needed (0: no refresh sent yet) */
+	char agent[130];
+	char primary[80];
+};
 
 struct rt_pool {
 	struct rt_redis *cmd; /* commands and scripts */
@@ -26,18 +39,22 @@ struct rt_pool {
 	int capacity;
 	int tls;
 	char eps[32]; /* epsilon as "%.17g": the scripts compute with the same double */
-	int64_t reassign_after_ms;
+	int64_t reassign_after_ms; /* counted from when the worker is down: heartbeat expiry */
 	struct rt_pool_hooks hooks;
 	void *arg;
 	int freeing; /* rt_pool_free under way: sweeps end without hooks */
 
 	/* The router's view of the pool, refreshed with each heartbeat. */
 	struct rt_view view;
-	struct rt_ring ring;  /* over the serving workers of the view */
+	struct rt_ring ring;        /* over the serving workers of the view */
 	int ring_view[RT_VIEW_MAX]; /* ring index -> view index */
-	char ring_sig[2048];  /* "name:capacity ..." of the serving workers the ring was built on */
-	int joined;           /* the rebalance for this worker's joining was started */
+	char ring_sig[2048]; /* "name:capacity ..." of the serving workers the ring was built on */
+	int joined;          /* the rebalance for this worker's joining was started */
 	struct rt_sweep *sweeps;
+	struct event *held_ev; /* sends one view refresh for the reassigns held meanwhile */
+	struct rt_held *held, **held_tail;
+	uint64_t views_sent, views_done;
+	int leaving; /* draining or stopping (rt_pool_set_leaving) */
 };
 
 /* Shared by the router's scripts (each passes the prefix as ARGV[1]):
@@ -47,220 +64,261 @@ struct rt_pool {
  * is under ceil((1 + eps) * total * capacity / capacity sum), computed in
  * the same order as rt_bound; keepable() says whether an assignment stays:
  * its worker serves, or is down for less than reassign_after. */
-#define ROUTER_LUA                                                                                  \
+#define ROUTER_LUA                                                                                 \
 	"local P = ARGV[1]\n"                                                                      \
 	"local function pool()\n"                                                                  \
-	"  local pl = {cap = {}, load = {}, sum = 0, total = 0}\n"                                \
-	"  for _, n in ipairs(redis.call('SMEMBERS', P..'workers')) do\n"                         \
-	"    local h = redis.call('HMGET', P..'worker:'..n, 'state', 'capacity')\n"               \
-	"    if h[1] == 'serving' then\n"                                                         \
-	"      local c = tonumber(h[2]) or 1\n"                                                   \
-	"      pl.cap[n] = c\n"                                                                   \
-	"      pl.sum = pl.sum + c\n"                                                             \
-	"      pl.load[n] = redis.call('SCARD', P..'assigned:'..n)\n"                             \
-	"      pl.total = pl.total + pl.load[n]\n"                                                \
-	"    end\n"                                                                               \
-	"  end\n"                                                                                 \
-	"  return pl\n"                                                                           \
-	"end\n"                                                                                   \
-	"local function bound(pl, n, total, eps)\n"                                               \
-	"  return math.ceil((1 + eps) * total * pl.cap[n] / pl.sum)\n"                            \
-	"end\n"                                                                                   \
-	"local function pick(pl, order, total, eps)\n"                                            \
-	"  local function fits(n) return pl.cap[n] ~= nil and pl.load[n] < bound(pl, n, total, eps) end\n" \
-	"  for n in string.gmatch(order, '%S+') do if fits(n) then return n end end\n"            \
-	"  local rest = {}\n"                                                                     \
-	"  for n in pairs(pl.cap) do rest[#rest + 1] = n end\n"                                   \
-	"  table.sort(rest)\n"                                                                    \
-	"  for _, n in ipairs(rest) do if fits(n) then return n end end\n"                        \
-	"  return ''\n"                                                                           \
-	"end\n"                                                                                   \
-	"local function keepable(w, now, ra)\n"                                                   \
-	"  if w == '' then return false end\n"                                                    \
-	"  local st = redis.call('HGET', P..'worker:'..w, 'state')\n"                             \
-	"  if st then return st == 'serving' end\n"                                               \
-	"  local seen = tonumber(redis.call('HGET', P..'workerinfo:'..w, 'last_seen_ms') or '0') or 0\n" \
-	"  return seen > 0 and now - seen < ra\n"                                                 \
-	"end\n"                                                                                   \
-	"local function set_primary(a, old, new)\n"                                               \
-	"  if old ~= '' then\n"                                                                   \
-	"    redis.call('SREM', P..'assigned:'..old, a)\n"                                        \
-	"    redis.call('SREM', P..'primaries:'..old, a)\n"                                       \
-	"  end\n"                                                                                 \
-	"  if new ~= '' then\n"                                                                   \
-	"    redis.call('SADD', P..'assigned:'..new, a)\n"                                        \
-	"    redis.call('SADD', P..'primaries:'..new, a)\n"                                       \
-	"  end\n"                                                                                 \
-	"  redis.call('HSET', P..'agent:'..a, 'primary', new, 'pinned', '0')\n"                   \
-	"end\n"                                                                                   \
-	"local function tell(a, new)\n"                                                           \
-	"  local sw = redis.call('HGET', P..'agent:'..a, 'worker')\n"                             \
-	"  if sw and sw ~= '' and redis.call('EXISTS', P..'worker:'..sw) == 1 then\n"             \
-	"    redis.call('PUBLISH', P..'ctl:'..sw, 'reassign '..a..' '..new)\n"                    \
-	"  end\n"                                                                                 \
+	"  local pl = {cap = {}, load = {}, sum = 0, total = 0}\n"                                 \
+	"  for _, n in ipairs(redis.call('SMEMBERS', P..'workers')) do\n"                          \
+	"    local h = redis.call('HMGET', P..'worker:'..n, 'state', 'capacity')\n"                \
+	"    if h[1] == 'serving' then\n"                                                          \
+	"      local c = tonumber(h[2]) or 1\n"                                                    \
+	"      pl.cap[n] = c\n"                                                                    \
+	"      pl.sum = pl.sum + c\n"                                                              \
+	"      pl.load[n] = redis.call('SCARD', P..'assigned:'..n)\n"                              \
+	"      pl.total = pl.total + pl.load[n]\n"                                                 \
+	"    end\n"                                                                                \
+	"  end\n"                                                                                  \
+	"  return pl\n"                                                                            \
+	"end\n"                                                                                    \
+	"local function bound(pl, n, total, eps)\n"                                                \
+	"  return math.ceil((1 + eps) * total * pl.cap[n] / pl.sum)\n"                             \
+	"end\n"                                                                                    \
+	"local function pick(pl, order, total, eps)\n"                                             \
+	"  local function fits(n) return pl.cap[n] ~= nil and pl.load[n] < bound(pl, n, total, "   \
+	"eps) end\n"                                                                               \
+	"  for n in string.gmatch(order, '%S+') do if fits(n) then return n end end\n"             \
+	"  local rest = {}\n"                                                                      \
+	"  for n in pairs(pl.cap) do rest[#rest + 1] = n end\n"                                    \
+	"  table.sort(rest)\n"                                                                     \
+	"  for _, n in ipairs(rest) do if fits(n) then return n end end\n"                         \
+	"  return ''\n"                                                                            \
+	"end\n"                                                                                    \
+	"local function keepable(w, now, ra)\n"                                                    \
+	"  if w == '' then return false end\n"                                                     \
+	"  local st = redis.call('HGET', P..'worker:'..w, 'state')\n"                              \
+	"  if st then return st == 'serving' end\n"                                                \
+	"  local seen = tonumber(redis.call('HGET', P..'workerinfo:'..w, 'last_seen_ms') or '0') " \
+	"or 0\n"                                                                                   \
+	"  return seen > 0 and now - seen < ra\n"                                                  \
+	"end\n"                                                                                    \
+	"local function set_primary(a, old, new)\n"                                                \
+	"  if old ~= '' then\n"                                                                    \
+	"    redis.call('SREM', P..'assigned:'..old, a)\n"                                         \
+	"    redis.call('SREM', P..'primaries:'..old, a)\n"                                        \
+	"  end\n"                                                                                  \
+	"  if new ~= '' then\n"                                                                    \
+	"    redis.call('SADD', P..'assigned:'..new, a)\n"                                         \
+	"    redis.call('SADD', P..'primaries:'..new, a)\n"                                        \
+	"  end\n"                                                                                  \
+	"  local sw = redis.call('HGET', P..'agent:'..a, 'worker') or ''\n"                        \
+	"  redis.call('HSET', P..'agent:'..a, 'primary', new, 'pinned', '0',\n"                    \
+	"    'on_primary', (sw ~= '' and sw == new) and '1' or '0')\n"                             \
+	"end\n"                                                                                    \
+	"local function tell(a, new)\n"                                                            \
+	"  local sw = redis.call('HGET', P..'agent:'..a, 'worker')\n"                              \
+	"  if sw and sw ~= '' and redis.call('EXISTS', P..'worker:'..sw) == 1 then\n"              \
+	"    redis.call('PUBLISH', P..'ctl:'..sw, 'reassign '..a..' '..new)\n"                     \
+	"  end\n"                                                                                  \
 	"end\n"
 
 /* KEYS[1] agent hash, KEYS[2] epoch counter. ARGV: 1 prefix, 2 agent,
  * 3 worker, 4 node, 5 primary (pinned), 6 pinned, 7 primary_as_sent,
  * 8 persist, 9 since_ms, 10 announce_only, 11 eps, 12 now_ms,
- * 13 reassign_after_ms, 14 hint, 15 ring order. Returns {epoch, primary}
- * (epoch 0 when an announce finds the session held elsewhere). A hint is
+ * 13 ms since the last heartbeat after which a lost worker's agents move, 14 hint, 15 ring order.
+ * Returns {epoch, primary} (epoch 0 when an announce finds the session held elsewhere). A hint is
  * used only when Redis has no record of the agent (refill from the store). */
 static const char claim_lua[] =
-	ROUTER_LUA
-	"local a = ARGV[2]\n"
-	"local old = redis.call('HMGET', KEYS[1], 'worker', 'epoch', 'primary', 'pinned')\n"
-	"local ow, oe, op, opin = old[1] or '', old[2] or '0', old[3] or '', old[4] or ''\n"
-	"if ARGV[10] == '1' and ow ~= '' and ow ~= ARGV[3] then return {0, ''} end\n"
-	"local primary = ARGV[5]\n"
-	"if ARGV[6] == '1' then\n"
-	"  if op ~= '' then\n"
-	"    redis.call('SREM', P..'assigned:'..op, a)\n"
-	"    redis.call('SREM', P..'primaries:'..op, a)\n"
-	"  end\n"
-	"  if primary ~= '' then redis.call('SADD', P..'primaries:'..primary, a) end\n"
-	"  redis.call('HSET', KEYS[1], 'primary', primary, 'pinned', '1')\n"
-	"else\n"
-	"  local cur = ''\n"
-	"  if opin == '0' then cur = op elseif opin == '' then cur = ARGV[14] end\n"
-	"  local now, ra = tonumber(ARGV[12]), tonumber(ARGV[13])\n"
-	"  if keepable(cur, now, ra) then primary = cur\n"
-	"  else\n"
-	"    if op ~= '' then\n"
-	"      redis.call('SREM', P..'assigned:'..op, a)\n"
-	"      redis.call('SREM', P..'primaries:'..op, a)\n"
-	"      op = ''\n"
-	"    end\n"
-	"    local pl = pool()\n"
-	"    primary = pick(pl, ARGV[15], pl.total + 1, tonumber(ARGV[11]))\n"
-	"  end\n"
-	"  set_primary(a, op, primary)\n"
-	"end\n"
-	"local onp = (primary ~= '' and primary == ARGV[3]) and '1' or '0'\n"
-	"local epoch = redis.call('INCR', KEYS[2])\n"
-	"redis.call('HSET', KEYS[1], 'worker', ARGV[3], 'node', ARGV[4],\n"
-	"  'primary_as_sent', ARGV[7], 'on_primary', onp, 'persist', ARGV[8],\n"
-	"  'since_ms', ARGV[9], 'epoch', epoch)\n"
-	"if ARGV[10] ~= '1' and ow ~= '' and ow ~= ARGV[3] then\n"
-	"  redis.call('PUBLISH', P..'ctl:'..ow, 'supersede '..a..' '..oe)\n"
-	"end\n"
-	"return {epoch, primary}\n";
+    ROUTER_LUA "local a = ARGV[2]\n"
+               "local old = redis.call('HMGET', KEYS[1], 'worker', 'epoch', 'primary', 'pinned')\n"
+               "local ow, oe, op, opin = old[1] or '', old[2] or '0', old[3] or '', old[4] or ''\n"
+               "if ARGV[10] == '1' and ow ~= '' and ow ~= ARGV[3] then return {0, ''} end\n"
+               "local primary = ARGV[5]\n"
+               "if ARGV[6] == '1' then\n"
+               "  if op ~= '' then\n"
+               "    redis.call('SREM', P..'assigned:'..op, a)\n"
+               "    redis.call('SREM', P..'primaries:'..op, a)\n"
+               "  end\n"
+               "  if primary ~= '' then redis.call('SADD', P..'primaries:'..primary, a) end\n"
+               "  redis.call('HSET', KEYS[1], 'primary', primary, 'pinned', '1')\n"
+               "else\n"
+               "  local cur = ''\n"
+               "  if opin == '0' then cur = op elseif opin == '' then cur = ARGV[14] end\n"
+               "  local now, ra = tonumber(ARGV[12]), tonumber(ARGV[13])\n"
+               "  if keepable(cur, now, ra) then primary = cur\n"
+               "  else\n"
+               "    if op ~= '' then\n"
+               "      redis.call('SREM', P..'assigned:'..op, a)\n"
+               "      redis.call('SREM', P..'primaries:'..op, a)\n"
+               "      op = ''\n"
+               "    end\n"
+               "    local pl = pool()\n"
+               "    primary = pick(pl, ARGV[15], pl.total + 1, tonumber(ARGV[11]))\n"
+               "  end\n"
+               "  set_primary(a, op, primary)\n"
+               "end\n"
+               "local onp = (primary ~= '' and primary == ARGV[3]) and '1' or '0'\n"
+               "local epoch = redis.call('INCR', KEYS[2])\n"
+               "redis.call('HSET', KEYS[1], 'worker', ARGV[3], 'node', ARGV[4],\n"
+               "  'primary_as_sent', ARGV[7], 'on_primary', onp, 'persist', ARGV[8],\n"
+               "  'since_ms', ARGV[9], 'epoch', epoch)\n"
+               "if ARGV[10] ~= '1' and ow ~= '' and ow ~= ARGV[3] then\n"
+               "  redis.call('PUBLISH', P..'ctl:'..ow, 'supersede '..a..' '..oe)\n"
+               "end\n"
+               "return {epoch, primary}\n";
 
 /* A sweep's batch away from a drained or lost worker. ARGV: 1 prefix,
  * 2 from, 3 eps, then (agent, ring order) pairs. Returns the moves as
  * {agent, primary, ...}, or {'!serving'} when from serves (again). */
-static const char move_away_lua[] =
-	ROUTER_LUA
-	"local from, eps = ARGV[2], tonumber(ARGV[3])\n"
-	"if redis.call('HGET', P..'worker:'..from, 'state') == 'serving' then return {'!serving'} end\n"
-	"local pl, out = pool(), {}\n"
-	"for i = 4, #ARGV, 2 do\n"
-	"  local a = ARGV[i]\n"
-	"  local h = redis.call('HMGET', P..'agent:'..a, 'primary', 'pinned')\n"
-	"  if h[1] == from and h[2] == '0' then\n"
-	"    local new = pick(pl, ARGV[i + 1], pl.total + 1, eps)\n"
-	"    if new ~= '' then\n"
-	"      set_primary(a, from, new)\n"
-	"      pl.load[new] = pl.load[new] + 1\n"
-	"      pl.total = pl.total + 1\n"
-	"      tell(a, new)\n"
-	"      out[#out + 1] = a\n"
-	"      out[#out + 1] = new\n"
-	"    end\n"
-	"  else\n"
-	"    redis.call('SREM', P..'assigned:'..from, a)\n"
-	"  end\n"
-	"end\n"
-	"return out\n";
+static const char move_away_lua[] = ROUTER_LUA
+    "local from, eps = ARGV[2], tonumber(ARGV[3])\n"
+    "if redis.call('HGET', P..'worker:'..from, 'state') == 'serving' then return {'!serving'} end\n"
+    "local pl, out = pool(), {}\n"
+    "for i = 4, #ARGV, 2 do\n"
+    "  local a = ARGV[i]\n"
+    "  local h = redis.call('HMGET', P..'agent:'..a, 'primary', 'pinned')\n"
+    "  if h[1] == from and h[2] == '0' then\n"
+    "    local new = pick(pl, ARGV[i + 1], pl.total + 1, eps)\n"
+    "    if new ~= '' then\n"
+    "      set_primary(a, from, new)\n"
+    "      pl.load[new] = pl.load[new] + 1\n"
+    "      pl.total = pl.total + 1\n"
+    "      tell(a, new)\n"
+    "      out[#out + 1] = a\n"
+    "      out[#out + 1] = new\n"
+    "    end\n"
+    "  else\n"
+    "    redis.call('SREM', P..'assigned:'..from, a)\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
 
 /* A joining worker's rebalance batch: agents of from whose ring order
  * starts with target move to it while its load is under the bound (the
  * total does not change: these are moves). ARGV: 1 prefix, 2 from,
  * 3 target, 4 eps, then agents. Returns {agent, target, ...}. */
 static const char move_to_lua[] =
-	ROUTER_LUA
-	"local from, target, eps = ARGV[2], ARGV[3], tonumber(ARGV[4])\n"
-	"local pl, out = pool(), {}\n"
-	"if not pl.cap[target] or not pl.cap[from] then return out end\n"
-	"for i = 5, #ARGV do\n"
-	"  local a = ARGV[i]\n"
-	"  local h = redis.call('HMGET', P..'agent:'..a, 'primary', 'pinned')\n"
-	"  if h[1] == from and h[2] == '0' and pl.load[target] < bound(pl, target, pl.total, eps) then\n"
-	"    set_primary(a, from, target)\n"
-	"    pl.load[target] = pl.load[target] + 1\n"
-	"    pl.load[from] = pl.load[from] - 1\n"
-	"    tell(a, target)\n"
-	"    out[#out + 1] = a\n"
-	"    out[#out + 1] = target\n"
-	"  end\n"
-	"end\n"
-	"return out\n";
+    ROUTER_LUA "local from, target, eps = ARGV[2], ARGV[3], tonumber(ARGV[4])\n"
+               "local pl, out = pool(), {}\n"
+               "if not pl.cap[target] or not pl.cap[from] then return out end\n"
+               "for i = 5, #ARGV do\n"
+               "  local a = ARGV[i]\n"
+               "  local h = redis.call('HMGET', P..'agent:'..a, 'primary', 'pinned')\n"
+               "  if h[1] == from and h[2] == '0' and pl.load[target] < bound(pl, target, "
+               "pl.total, eps) then\n"
+               "    set_primary(a, from, target)\n"
+               "    pl.load[target] = pl.load[target] + 1\n"
+               "    pl.load[from] = pl.load[from] - 1\n"
+               "    tell(a, target)\n"
+               "    out[#out + 1] = a\n"
+               "    out[#out + 1] = target\n"
+               "  end\n"
+               "end\n"
+               "return out\n";
 
 /* Admin PUT: ARGV 1 prefix, 2 agent, 3 worker. Returns {status, old}:
  * 0 set, 1 agent unknown to Redis (set anyway), 2 pinned, 3 unknown worker. */
 static const char set_primary_lua[] =
-	ROUTER_LUA
-	"local a, w = ARGV[2], ARGV[3]\n"
-	"if redis.call('SISMEMBER', P..'workers', w) == 0 then return {3, ''} end\n"
-	"local h = redis.call('HMGET', P..'agent:'..a, 'primary', 'pinned')\n"
-	"if h[2] == '1' then return {2, h[1] or ''} end\n"
-	"local old = h[1] or ''\n"
-	"set_primary(a, old, w)\n"
-	"if old ~= w then tell(a, w) end\n"
-	"return {h[2] and 0 or 1, old}\n";
+    ROUTER_LUA "local a, w = ARGV[2], ARGV[3]\n"
+               "if redis.call('SISMEMBER', P..'workers', w) == 0 then return {3, ''} end\n"
+               "local h = redis.call('HMGET', P..'agent:'..a, 'primary', 'pinned')\n"
+               "if h[2] == '1' then return {2, h[1] or ''} end\n"
+               "local old = h[1] or ''\n"
+               "set_primary(a, old, w)\n"
+               "if old ~= w then tell(a, w) end\n"
+               "return {h[2] and 0 or 1, old}\n";
 
 /* Refill from the store: ARGV 1 prefix, then (agent, primary) pairs; only
  * agents Redis has no primary for. Returns how many were set. */
 static const char refill_lua[] =
-	ROUTER_LUA
-	"local n = 0\n"
-	"for i = 2, #ARGV, 2 do\n"
-	"  if not redis.call('HGET', P..'agent:'..ARGV[i], 'primary') then\n"
-	"    set_primary(ARGV[i], '', ARGV[i + 1])\n"
-	"    n = n + 1\n"
-	"  end\n"
-	"end\n"
-	"return n\n";
+    ROUTER_LUA "local n = 0\n"
+               "for i = 2, #ARGV, 2 do\n"
+               "  if not redis.call('HGET', P..'agent:'..ARGV[i], 'primary') then\n"
+               "    set_primary(ARGV[i], '', ARGV[i + 1])\n"
+               "    n = n + 1\n"
+               "  end\n"
+               "end\n"
+               "return n\n";
 
 /* The pool as the router sees it. ARGV[1] prefix. Returns per worker
  * {name, alive, state, capacity, node, address, tls, last_seen_ms, assigned}. */
 static const char view_lua[] =
-	"local P = ARGV[1]\n"
-	"local out = {}\n"
-	"for _, n in ipairs(redis.call('SMEMBERS', P..'workers')) do\n"
-	"  local h = redis.call('HMGET', P..'worker:'..n, 'state', 'capacity', 'node', 'address', 'tls')\n"
-	"  local i = redis.call('HMGET', P..'workerinfo:'..n, 'capacity', 'node', 'address', 'tls',\n"
-	"    'last_seen_ms')\n"
-	"  out[#out + 1] = {n, h[1] and '1' or '0', h[1] or 'down', h[2] or i[1] or '1',\n"
-	"    h[3] or i[2] or '', h[4] or i[3] or '', h[5] or i[4] or '0', i[5] or '0',\n"
-	"    tostring(redis.call('SCARD', P..'assigned:'..n))}\n"
-	"end\n"
-	"return out\n";
+    "local P = ARGV[1]\n"
+    "local out = {}\n"
+    "for _, n in ipairs(redis.call('SMEMBERS', P..'workers')) do\n"
+    "  local h = redis.call('HMGET', P..'worker:'..n, 'state', 'capacity', 'node', 'address', "
+    "'tls')\n"
+    "  local i = redis.call('HMGET', P..'workerinfo:'..n, 'capacity', 'node', 'address', 'tls',\n"
+    "    'last_seen_ms')\n"
+    "  out[#out + 1] = {n, h[1] and '1' or '0', h[1] or 'down', h[2] or i[1] or '1',\n"
+    "    h[3] or i[2] or '', h[4] or i[3] or '', h[5] or i[4] or '0', i[5] or '0',\n"
+    "    tostring(redis.call('SCARD', P..'assigned:'..n))}\n"
+    "end\n"
+    "return out\n";
 
 /* KEYS[1] agent hash. ARGV[1] epoch. */
 static const char release_lua[] =
-	"if redis.call('HGET', KEYS[1], 'epoch') == ARGV[1] then\n"
-	"  redis.call('HSET', KEYS[1], 'worker', '', 'on_primary', '0', 'persist', '0')\n"
-	"end\n"
-	"return 0\n";
+    "if redis.call('HGET', KEYS[1], 'epoch') == ARGV[1] then\n"
+    "  redis.call('HSET', KEYS[1], 'worker', '', 'on_primary', '0', 'persist', '0')\n"
+    "end\n"
+    "return 0\n";
 
 /* KEYS[1] agent hash. ARGV: 1 prefix, 2 agent, 3 commit_ms, 4 n, 5 policy.
  * Returns {target, session worker, subscribers reached}. */
 static const char route_lua[] =
-	"local h = redis.call('HMGET', KEYS[1], 'primary', 'worker')\n"
-	"local target, sw = h[1] or '', h[2] or ''\n"
-	"if sw ~= '' and redis.call('EXISTS', ARGV[1]..'worker:'..sw) == 0 then sw = '' end\n"
-	"if ARGV[5] == 'any' then target = sw end\n"
-	"if target == '' then return {'', sw, 0} end\n"
-	"local n = redis.call('PUBLISH', ARGV[1]..'push:'..target,\n"
-	"  ARGV[2]..' '..ARGV[3]..' '..ARGV[4]..' '..sw)\n"
-	"return {target, sw, n}\n";
+    "local h = redis.call('HMGET', KEYS[1], 'primary', 'worker')\n"
+    "local target, sw = h[1] or '', h[2] or ''\n"
+    "if sw ~= '' and redis.call('EXISTS', ARGV[1]..'worker:'..sw) == 0 then sw = '' end\n"
+    "if ARGV[5] == 'any' then target = sw end\n"
+    "if target == '' then return {'', sw, 0} end\n"
+    "local n = redis.call('PUBLISH', ARGV[1]..'push:'..target,\n"
+    "  ARGV[2]..' '..ARGV[3]..' '..ARGV[4]..' '..sw)\n"
+    "return {target, sw, n}\n";
 
 static int64_t now_ms(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_REALTIME, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void refresh_view(struct rt_pool *p);
+
+static void hold_reassign(struct rt_pool *p, const char *agent, const char *primary)
+{
+	struct rt_held *h = calloc(1, sizeof(*h));
+	if (!h)
+		return;
+	snprintf(h->agent, sizeof(h->agent), "%s", agent);
+	snprintf(h->primary, sizeof(h->primary), "%s", primary);
+	*p->held_tail = h;
+	p->held_tail = &h->next;
+	if (!evtimer_pending(p->held_ev, NULL))
+		event_active(p->held_ev, EV_TIMEOUT, 0);
+}
+
+/* Hands over the held reassigns whose view is in (all of them: force). */
+static void release_held(struct rt_pool *p, int force)
+{
+	while (p->held && (force || (p->held->need && p->held->need <= p->views_done))) {
+		struct rt_held *h = p->held;
+		p->held = h->next;
+		if (!p->held)
+			p->held_tail = &p->held;
+		if (!p->freeing && p->hooks.on_reassign)
+			p->hooks.on_reassign(p->arg, h->agent, h->primary);
+		free(h);
+	}
+}
+
+static void on_held(evutil_socket_t fd, short what, void *arg)
+{
+	struct rt_pool *p = arg;
+	refresh_view(p);
+	for (struct rt_held *h = p->held; h; h = h->next)
+		if (!h->need)
+			h->need = p->views_sent;
+	if (!rt_redis_is_up(p->cmd))
+		release_held(p, 1);
 }
 
 static void on_message(void *arg, const char *channel, const char *msg, size_t len)
@@ -270,18 +328,20 @@ static void on_message(void *arg, const char *channel, const char *msg, size_t l
 	if (strcmp(channel, p->ch_push) == 0) {
 		long long commit = 0;
 		int n = 0;
-		if (sscanf(msg, "%129s %lld %d %79s", agent, &commit, &n, sw) >= 3 && p->hooks.on_push)
+		if (sscanf(msg, "%129s %lld %d %79s", agent, &commit, &n, sw) >= 3 &&
+		    p->hooks.on_push)
 			p->hooks.on_push(p->arg, agent, (int64_t)commit, n, sw);
 		return;
 	}
 	if (strcmp(channel, p->ch_ctl) == 0) {
 		unsigned long long epoch = 0;
-		if (sscanf(msg, "supersede %129s %llu", agent, &epoch) == 2 && p->hooks.on_supersede)
+		if (sscanf(msg, "supersede %129s %llu", agent, &epoch) == 2 &&
+		    p->hooks.on_supersede)
 			p->hooks.on_supersede(p->arg, agent, (uint64_t)epoch);
-		else if (sscanf(msg, "reassign %129s %79s", agent, sw) == 2 && p->hooks.on_reassign)
-			p->hooks.on_reassign(p->arg, agent, sw);
+		else if (sscanf(msg, "reassign %129s %79s", agent, sw) == 2)
+			hold_reassign(p, agent, sw);
 		else if ((strcmp(msg, "drain") == 0 || strcmp(msg, "resume") == 0) &&
-			 p->hooks.on_command)
+		         p->hooks.on_command)
 			p->hooks.on_command(p->arg, msg);
 	}
 }
@@ -296,8 +356,6 @@ static void on_sub_state(void *arg, int up)
 		gw_log(GW_LOG_WARN, "redis %s: cannot subscribe", p->worker);
 }
 
-static void refresh_view(struct rt_pool *p);
-
 static void on_cmd_state(void *arg, int up)
 {
 	struct rt_pool *p = arg;
@@ -308,7 +366,7 @@ static void on_cmd_state(void *arg, int up)
 }
 
 struct rt_pool *rt_pool_new(struct event_base *base, const struct rt_pool_conf *conf,
-			    const struct rt_pool_hooks *hooks, void *arg)
+                            const struct rt_pool_hooks *hooks, void *arg)
 {
 	struct rt_pool *p = calloc(1, sizeof(*p));
 	if (!p)
@@ -321,14 +379,19 @@ struct rt_pool *rt_pool_new(struct event_base *base, const struct rt_pool_conf *
 	p->capacity = conf->capacity > 0 ? conf->capacity : 1;
 	p->tls = conf->tls;
 	snprintf(p->eps, sizeof(p->eps), "%.17g", conf->epsilon);
-	p->reassign_after_ms = (int64_t)conf->reassign_after * 1000;
+	/* A worker is down once its heartbeat key expires (3 s after its last
+	 * heartbeat); reassign_after counts from then. */
+	p->reassign_after_ms = (int64_t)conf->reassign_after * 1000 + HEARTBEAT_EXPIRY_MS;
 	p->hooks = *hooks;
 	p->arg = arg;
+	p->held_tail = &p->held;
+	p->held_ev = evtimer_new(base, on_held, p);
 	char name[96];
 	snprintf(name, sizeof(name), "%s/sub", conf->worker);
 	p->sub = rt_redis_new(base, conf->host, conf->port, conf->password, name, on_sub_state, p);
-	p->cmd = rt_redis_new(base, conf->host, conf->port, conf->password, conf->worker, on_cmd_state, p);
-	if (!p->sub || !p->cmd) {
+	p->cmd = rt_redis_new(base, conf->host, conf->port, conf->password, conf->worker,
+	                      on_cmd_state, p);
+	if (!p->sub || !p->cmd || !p->held_ev) {
 		rt_pool_free(p);
 		return NULL;
 	}
@@ -343,6 +406,9 @@ void rt_pool_free(struct rt_pool *p)
 	rt_redis_free(p->cmd);
 	rt_redis_free(p->sub);
 	rt_ring_free(&p->ring);
+	release_held(p, 1);
+	if (p->held_ev)
+		event_free(p->held_ev);
 	free(p);
 }
 
@@ -372,21 +438,28 @@ void rt_pool_heartbeat(struct rt_pool *p, const struct rt_worker_info *info)
 	/* load: the live signal the router's operators watch, sessions plus
 	 * requests per second over the last 10 s, per unit of capacity. */
 	snprintf(load, sizeof(load), "%.2f", (info->sessions + info->syncs_per_s) / p->capacity);
-	const char *argv[] = {"HSET",       key,           "node",       p->node,     "address",
-			      info->address, "listen",      info->listen, "state",    info->state,
-			      "sessions",   sessions,      "on_primary", onp,         "load",
-			      load,         "syncs_per_s", syncs,        "capacity", cap,
-			      "tls",        p->tls ? "1" : "0", "updated_ms", now};
+	const char *argv[] = {"HSET",        key,
+	                      "node",        p->node,
+	                      "address",     info->address,
+	                      "listen",      info->listen,
+	                      "state",       info->state,
+	                      "sessions",    sessions,
+	                      "on_primary",  onp,
+	                      "load",        load,
+	                      "syncs_per_s", syncs,
+	                      "capacity",    cap,
+	                      "tls",         p->tls ? "1" : "0",
+	                      "updated_ms",  now};
 	int argc = (int)(sizeof(argv) / sizeof(argv[0]));
 	rt_redis_commandv(p->cmd, NULL, NULL, argc, argv, NULL);
-	rt_redis_command(p->cmd, NULL, NULL, "PEXPIRE %s 3000", key);
+	rt_redis_command(p->cmd, NULL, NULL, "PEXPIRE %s %d", key, HEARTBEAT_EXPIRY_MS);
 	rt_redis_command(p->cmd, NULL, NULL, "SADD %sworkers %s", p->prefix, p->worker);
 	/* What the pool keeps knowing of a worker once it is down. */
 	rt_redis_command(p->cmd, NULL, NULL,
-			 "HSET %sworkerinfo:%s node %s address %s listen %s capacity %d tls %d "
-			 "last_seen_ms %s",
-			 p->prefix, p->worker, p->node, info->address, info->listen, p->capacity,
-			 p->tls, now);
+	                 "HSET %sworkerinfo:%s node %s address %s listen %s capacity %d tls %d "
+	                 "last_seen_ms %s",
+	                 p->prefix, p->worker, p->node, info->address, info->listen, p->capacity,
+	                 p->tls, now);
 
 	/* The push counters, as a snapshot (pool-wide figures within 1 s). */
 	const char *hv[2 + 2 * 16];
@@ -404,12 +477,12 @@ void rt_pool_heartbeat(struct rt_pool *p, const struct rt_worker_info *info)
 	rt_redis_commandv(p->cmd, NULL, NULL, hc, hv, NULL);
 	/* A marker that only an emptied Redis lacks. */
 	rt_redis_command(p->cmd, on_marker, p, "SET %smarker:%s %s NX", p->prefix, p->worker,
-			 p->node);
+	                 p->node);
 	refresh_view(p);
 }
 
 void rt_pool_refill(struct rt_pool *p, const char *const *agents, const char *const *primaries,
-		    int n)
+                    int n)
 {
 	const char **argv = malloc(sizeof(*argv) * (size_t)(4 + 2 * n));
 	if (!argv)
@@ -438,7 +511,8 @@ static void on_claimed(void *arg, redisReply *r)
 	uint64_t epoch = 0;
 	const char *primary = "";
 	if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
-	    r->element[0]->type == REDIS_REPLY_INTEGER && r->element[1]->type == REDIS_REPLY_STRING) {
+	    r->element[0]->type == REDIS_REPLY_INTEGER &&
+	    r->element[1]->type == REDIS_REPLY_STRING) {
 		if (r->element[0]->integer > 0)
 			epoch = (uint64_t)r->element[0]->integer;
 		primary = r->element[1]->str;
@@ -458,7 +532,8 @@ static void order_string(const struct rt_pool *p, const char *agent, char *out, 
 	size_t used = 0;
 	out[0] = 0;
 	for (int i = 0; i < k; i++) {
-		int r = snprintf(out + used, n - used, "%s%s", i ? " " : "", p->view.w[order[i]].name);
+		int r =
+		    snprintf(out + used, n - used, "%s%s", i ? " " : "", p->view.w[order[i]].name);
 		if (r < 0 || (size_t)r >= n - used) {
 			out[used] = 0;
 			return;
@@ -468,7 +543,7 @@ static void order_string(const struct rt_pool *p, const char *agent, char *out, 
 }
 
 int rt_pool_claim(struct rt_pool *p, const struct rt_claim *c, int announce_only, rt_claim_fn done,
-		  void *arg)
+                  void *arg)
 {
 	struct claim_ctx *ctx = malloc(sizeof(*ctx));
 	if (!ctx)
@@ -486,27 +561,27 @@ int rt_pool_claim(struct rt_pool *p, const struct rt_claim *c, int announce_only
 	if (!c->pinned)
 		order_string(p, c->agent, order, sizeof(order));
 	const char *argv[] = {"EVAL",
-			      claim_lua,
-			      "2",
-			      key,
-			      ekey,
-			      p->prefix,
-			      c->agent,
-			      p->worker,
-			      p->node,
-			      c->pinned ? c->primary : "",
-			      c->pinned ? "1" : "0",
-			      c->primary_as_sent,
-			      c->persist ? "1" : "0",
-			      since,
-			      announce_only ? "1" : "0",
-			      p->eps,
-			      now,
-			      ra,
-			      c->hint ? c->hint : "",
-			      order};
+	                      claim_lua,
+	                      "2",
+	                      key,
+	                      ekey,
+	                      p->prefix,
+	                      c->agent,
+	                      p->worker,
+	                      p->node,
+	                      c->pinned ? c->primary : "",
+	                      c->pinned ? "1" : "0",
+	                      c->primary_as_sent,
+	                      c->persist ? "1" : "0",
+	                      since,
+	                      announce_only ? "1" : "0",
+	                      p->eps,
+	                      now,
+	                      ra,
+	                      c->hint ? c->hint : "",
+	                      order};
 	if (rt_redis_commandv(p->cmd, on_claimed, ctx, (int)(sizeof(argv) / sizeof(argv[0])), argv,
-			      NULL) != 0) {
+	                      NULL) != 0) {
 		free(ctx);
 		return -1;
 	}
@@ -531,24 +606,26 @@ static void on_routed(void *arg, redisReply *r)
 {
 	struct route_ctx *c = arg;
 	if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
-	    r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_STRING) {
+	    r->element[0]->type != REDIS_REPLY_STRING ||
+	    r->element[1]->type != REDIS_REPLY_STRING) {
 		if (r && r->type == REDIS_REPLY_ERROR)
 			gw_log(GW_LOG_ERROR, "redis: route script failed: %s", r->str);
 		c->done(c->arg, 1, 0, "", "");
 	} else {
-		c->done(c->arg, 0, (int)r->element[2]->integer, r->element[0]->str, r->element[1]->str);
+		c->done(c->arg, 0, (int)r->element[2]->integer, r->element[0]->str,
+		        r->element[1]->str);
 	}
 	free(c);
 }
 
 int rt_pool_route(struct rt_pool *p, const char *agent, int64_t commit_ms, int n, int policy_any,
-		  rt_route_fn done, void *arg)
+                  rt_route_fn done, void *arg)
 {
 	return rt_route(p->cmd, p->prefix, agent, commit_ms, n, policy_any, done, arg);
 }
 
 int rt_route(struct rt_redis *r, const char *prefix, const char *agent, int64_t commit_ms, int n,
-	     int policy_any, rt_route_fn done, void *arg)
+             int policy_any, rt_route_fn done, void *arg)
 {
 	struct route_ctx *ctx = malloc(sizeof(*ctx));
 	if (!ctx)
@@ -559,8 +636,9 @@ int rt_route(struct rt_redis *r, const char *prefix, const char *agent, int64_t 
 	snprintf(key, sizeof(key), "%sagent:%s", prefix, agent);
 	snprintf(commit, sizeof(commit), "%" PRId64, commit_ms);
 	snprintf(count, sizeof(count), "%d", n);
-	const char *argv[] = {"EVAL", route_lua, "1", key, prefix, agent, commit, count,
-			      policy_any ? "any" : "primary"};
+	const char *argv[] = {"EVAL", route_lua, "1",
+	                      key,    prefix,    agent,
+	                      commit, count,     policy_any ? "any" : "primary"};
 	if (rt_redis_commandv(r, on_routed, ctx, 9, argv, NULL) != 0) {
 		free(ctx);
 		return -1;
@@ -574,7 +652,7 @@ void rt_pool_account(struct rt_pool *p, const char *agent, const char *result, i
 }
 
 void rt_account(struct rt_redis *r, const char *prefix, const char *worker, const char *agent,
-		const char *result, int64_t latency_ms)
+                const char *result, int64_t latency_ms)
 {
 	if (!rt_redis_is_up(r))
 		return;
@@ -584,21 +662,24 @@ void rt_account(struct rt_redis *r, const char *prefix, const char *worker, cons
 	    strcmp(result, "failed") != 0)
 		rt_redis_command(r, NULL, NULL, "HINCRBY %s %s 1", key, result);
 	if (latency_ms >= 0) {
-		rt_redis_command(r, NULL, NULL, "HSET %s last_latency_ms %" PRId64, key, latency_ms);
+		rt_redis_command(r, NULL, NULL, "HSET %s last_latency_ms %" PRId64, key,
+		                 latency_ms);
 		rt_redis_command(r, NULL, NULL, "LPUSH %spushlat:%s %" PRId64, prefix, worker,
-				 latency_ms);
+		                 latency_ms);
 		rt_redis_command(r, NULL, NULL, "LTRIM %spushlat:%s 0 999", prefix, worker);
 	}
 	char ev[400];
 	if (latency_ms >= 0)
 		snprintf(ev, sizeof(ev),
-			 "{\"ts_ms\":%" PRId64 ",\"agent\":\"%s\",\"worker\":\"%s\",\"result\":\"%s\","
-			 "\"latency_ms\":%" PRId64 "}",
-			 now_ms(), agent, worker, result, latency_ms);
+		         "{\"ts_ms\":%" PRId64
+		         ",\"agent\":\"%s\",\"worker\":\"%s\",\"result\":\"%s\","
+		         "\"latency_ms\":%" PRId64 "}",
+		         now_ms(), agent, worker, result, latency_ms);
 	else
 		snprintf(ev, sizeof(ev),
-			 "{\"ts_ms\":%" PRId64 ",\"agent\":\"%s\",\"worker\":\"%s\",\"result\":\"%s\"}",
-			 now_ms(), agent, worker, result);
+		         "{\"ts_ms\":%" PRId64
+		         ",\"agent\":\"%s\",\"worker\":\"%s\",\"result\":\"%s\"}",
+		         now_ms(), agent, worker, result);
 	rt_redis_command(r, NULL, NULL, "LPUSH %spushevents %s", prefix, ev);
 	rt_redis_command(r, NULL, NULL, "LTRIM %spushevents 0 99", prefix);
 }
@@ -612,9 +693,19 @@ static void str_field(const redisReply *r, char *out, size_t n)
 
 static int64_t int_field(const redisReply *r)
 {
-	return r->type == REDIS_REPLY_STRING ? strtoll(r->str, NULL, 10)
+	return r->type == REDIS_REPLY_STRING    ? strtoll(r->str, NULL, 10)
 	       : r->type == REDIS_REPLY_INTEGER ? r->integer
-					       : 0;
+	                                        : 0;
+}
+
+/* Draining or stopping: this worker is out of its own view at once (the
+ * pool's says so within a heartbeat), so that the REASSIGNs it sends do not
+ * name it. */
+static void mark_self_leaving(struct rt_pool *p)
+{
+	for (int i = 0; i < p->view.n; i++)
+		if (strcmp(p->view.w[i].name, p->worker) == 0)
+			p->view.w[i].serving = 0;
 }
 
 /* Rebuilds the ring when the serving workers or their capacities changed. */
@@ -668,8 +759,13 @@ static void check_pool(struct rt_pool *p);
 static void on_view(void *arg, redisReply *r)
 {
 	struct rt_pool *p = arg;
-	if (!r || r->type != REDIS_REPLY_ARRAY || p->freeing)
+	if (p->freeing)
 		return;
+	p->views_done++;
+	if (!r || r->type != REDIS_REPLY_ARRAY) {
+		release_held(p, 0);
+		return;
+	}
 	struct rt_view *v = &p->view;
 	int n = 0;
 	for (size_t i = 0; i < r->elements && n < RT_VIEW_MAX; i++) {
@@ -693,14 +789,27 @@ static void on_view(void *arg, redisReply *r)
 	}
 	v->n = n;
 	v->updated_ms = now_ms();
+	if (p->leaving)
+		mark_self_leaving(p);
 	rebuild_ring(p);
+	release_held(p, 0);
 	check_pool(p);
 }
 
 static void refresh_view(struct rt_pool *p)
 {
 	const char *argv[] = {"EVAL", view_lua, "0", p->prefix};
-	rt_redis_commandv(p->cmd, on_view, p, 4, argv, NULL);
+	if (rt_redis_commandv(p->cmd, on_view, p, 4, argv, NULL) == 0)
+		p->views_sent++;
+}
+
+void rt_pool_set_leaving(struct rt_pool *p, int leaving)
+{
+	p->leaving = leaving;
+	if (leaving) {
+		mark_self_leaving(p);
+		rebuild_ring(p);
+	}
 }
 
 /* A sweep walks one worker's router-assigned agents (SSCAN) and moves
@@ -730,9 +839,10 @@ static void sweep_end(struct rt_sweep *s, int failed)
 		}
 	if (!p->freeing) {
 		if (s->moved || failed)
-			gw_log(failed ? GW_LOG_WARN : GW_LOG_INFO, "router %s: %s %s: %d agents moved%s",
-			       p->worker, s->to_self ? "rebalance from" : "moved agents away from",
-			       s->from, s->moved, failed ? " (redis failed; will retry)" : "");
+			gw_log(failed ? GW_LOG_WARN : GW_LOG_INFO,
+			       "router %s: %s %s: %d agents moved%s", p->worker,
+			       s->to_self ? "rebalance from" : "moved agents away from", s->from,
+			       s->moved, failed ? " (redis failed; will retry)" : "");
 		if (!s->to_self && p->hooks.on_swept)
 			p->hooks.on_swept(p->arg, s->from, s->moved, failed);
 	}
@@ -837,7 +947,7 @@ static void sweep_scan(struct rt_sweep *s)
 {
 	struct rt_pool *p = s->p;
 	if (rt_redis_command(p->cmd, on_scanned, s, "SSCAN %sassigned:%s %s COUNT %d", p->prefix,
-			     s->from, s->cursor, SWEEP_BATCH) != 0)
+	                     s->from, s->cursor, SWEEP_BATCH) != 0)
 		sweep_end(s, 1);
 }
 
@@ -881,7 +991,8 @@ static void on_sweep_lock(void *arg, redisReply *r)
 	struct rt_pool *p = probe->p;
 	if (r && r->type == REDIS_REPLY_STATUS && !p->freeing) {
 		gw_log(GW_LOG_WARN, "router %s: worker %s down for over %lld s: moving its agents",
-		       p->worker, probe->from, (long long)(p->reassign_after_ms / 1000));
+		       p->worker, probe->from,
+		       (long long)((p->reassign_after_ms - HEARTBEAT_EXPIRY_MS) / 1000));
 		if (start_sweep(p, probe->from, 0) != 0)
 			gw_log(GW_LOG_WARN, "router %s: cannot move %s's agents now", p->worker,
 			       probe->from);
@@ -906,7 +1017,7 @@ static void check_pool(struct rt_pool *p)
 		probe->p = p;
 		snprintf(probe->from, sizeof(probe->from), "%s", v->name);
 		if (rt_redis_command(p->cmd, on_sweep_lock, probe, "SET %ssweep:%s %s NX PX 10000",
-				     p->prefix, v->name, p->worker) != 0)
+		                     p->prefix, v->name, p->worker) != 0)
 			free(probe);
 	}
 	/* Joining (start or resume): take over the agents whose ring order

@@ -18,7 +18,7 @@ struct rt_pool_hooks {
 	/* A push for agent, n messages committed at commit_ms; session_worker
 	 * is the worker holding its live session per Redis ("" if none). */
 	void (*on_push)(void *arg, const char *agent, int64_t commit_ms, int n,
-			const char *session_worker);
+	                const char *session_worker);
 	/* End agent's session of that epoch here: a newer one exists. */
 	void (*on_supersede)(void *arg, const char *agent, uint64_t epoch);
 	/* Redis came up (re-register, re-announce) or went down. */
@@ -44,14 +44,14 @@ struct rt_pool_conf {
 	const char *prefix;
 	const char *worker; /* this worker's name */
 	const char *node;
-	int capacity;      /* router weight */
-	int tls;           /* the worker's listener speaks TLS */
-	double epsilon;    /* bounded-load slack */
+	int capacity;       /* router weight */
+	int tls;            /* the worker's listener speaks TLS */
+	double epsilon;     /* bounded-load slack */
 	int reassign_after; /* seconds a worker may be down before its agents move */
 };
 
 struct rt_pool *rt_pool_new(struct event_base *base, const struct rt_pool_conf *conf,
-			    const struct rt_pool_hooks *hooks, void *arg);
+                            const struct rt_pool_hooks *hooks, void *arg);
 void rt_pool_free(struct rt_pool *p);
 int rt_pool_is_up(const struct rt_pool *p);
 
@@ -63,7 +63,7 @@ struct rt_worker_info {
 	const char *state; /* "serving" or "draining" */
 	int sessions;
 	int on_primary;
-	double syncs_per_s; /* requests answered per second, over the last 10 s */
+	double syncs_per_s;   /* requests answered per second, over the last 10 s */
 	const uint64_t *push; /* GW_PUSH_N counters, in GW_PUSH_RESULTS order */
 	const char *const *push_names;
 	int n_push;
@@ -87,7 +87,7 @@ struct rt_claim {
 };
 typedef void (*rt_claim_fn)(void *arg, uint64_t epoch, const char *primary);
 int rt_pool_claim(struct rt_pool *p, const struct rt_claim *c, int announce_only, rt_claim_fn done,
-		  void *arg) __attribute__((warn_unused_result));
+                  void *arg) __attribute__((warn_unused_result));
 /* The session of that epoch ended (a newer one is left alone). */
 void rt_pool_release(struct rt_pool *p, const char *agent, uint64_t epoch);
 
@@ -96,15 +96,15 @@ void rt_pool_release(struct rt_pool *p, const char *agent, uint64_t epoch);
  * it (0: target down or none), target ("" when there is nowhere to send),
  * the worker holding the agent's session ("" if none); or failed = 1. */
 typedef void (*rt_route_fn)(void *arg, int failed, int delivered, const char *target,
-			    const char *session_worker);
+                            const char *session_worker);
 int rt_pool_route(struct rt_pool *p, const char *agent, int64_t commit_ms, int n, int policy_any,
-		  rt_route_fn done, void *arg) __attribute__((warn_unused_result));
+                  rt_route_fn done, void *arg) __attribute__((warn_unused_result));
 
 /* The same routing on any command connection (the node's main thread
  * routes server-side messages with it). */
 struct rt_redis;
 int rt_route(struct rt_redis *r, const char *prefix, const char *agent, int64_t commit_ms, int n,
-	     int policy_any, rt_route_fn done, void *arg) __attribute__((warn_unused_result));
+             int policy_any, rt_route_fn done, void *arg) __attribute__((warn_unused_result));
 
 /* Pool-wide accounting: an agent's push counter (HINCRBY P agentpush:A),
  * a latency sample (latency_ms >= 0: P pushlat:NAME and the agent's
@@ -112,7 +112,7 @@ int rt_route(struct rt_redis *r, const char *prefix, const char *agent, int64_t 
 void rt_pool_account(struct rt_pool *p, const char *agent, const char *result, int64_t latency_ms);
 /* The same on any command connection, in the name of worker. */
 void rt_account(struct rt_redis *r, const char *prefix, const char *worker, const char *agent,
-		const char *result, int64_t latency_ms);
+                const char *result, int64_t latency_ms);
 
 /* ---- the router (gateway.md "Router") ---- */
 
@@ -139,6 +139,10 @@ const struct rt_view *rt_pool_view(const struct rt_pool *p);
  * view; returns how many. */
 int rt_pool_order(const struct rt_pool *p, const char *agent, int *order);
 
+/* This worker drains or stops (1), or serves again (0): out of its own
+ * view at once. */
+void rt_pool_set_leaving(struct rt_pool *p, int leaving);
+
 /* Moves every router-assigned agent of worker from (this worker when it
  * drains, or one down longer than reassign_after) to others, batch by
  * batch; connected agents get REASSIGN through their session's worker.
@@ -155,6 +159,6 @@ const char *rt_set_primary_script(void);
 /* Refill after Redis lost its data: each agents[i] without any record in
  * Redis gets primaries[i] as its router-assigned primary (no one moves). */
 void rt_pool_refill(struct rt_pool *p, const char *const *agents, const char *const *primaries,
-		    int n);
+                    int n);
 
 #endif

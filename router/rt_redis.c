@@ -30,7 +30,7 @@ struct rt_redis {
 	struct event *retry;
 	rt_state_fn on_state;
 	void *arg;
-	int was_up; /* logged "lost" only for a connection that had come up */
+	int was_up;           /* logged "lost" only for a connection that had come up */
 	rt_message_fn sub_fn; /* subscriber connections: where messages go */
 	void *sub_arg;
 };
@@ -62,8 +62,8 @@ static void on_connect(const redisAsyncContext *ac, int status)
 {
 	struct rt_redis *r = ac->data;
 	if (status != REDIS_OK) {
-		gw_log(GW_LOG_DEBUG, "redis %s: connect to %s:%d failed: %s", r->name, r->host, r->port,
-		       ac->errstr);
+		gw_log(GW_LOG_DEBUG, "redis %s: connect to %s:%d failed: %s", r->name, r->host,
+		       r->port, ac->errstr);
 		r->ac = NULL; /* hiredis frees it */
 		arm_retry(r);
 		return;
@@ -102,7 +102,8 @@ static void connect_now(struct rt_redis *r)
 {
 	redisAsyncContext *ac = redisAsyncConnect(r->host, r->port);
 	if (!ac || ac->err) {
-		gw_log(GW_LOG_DEBUG, "redis %s: cannot connect: %s", r->name, ac ? ac->errstr : "out of memory");
+		gw_log(GW_LOG_DEBUG, "redis %s: cannot connect: %s", r->name,
+		       ac ? ac->errstr : "out of memory");
 		if (ac)
 			redisAsyncFree(ac);
 		arm_retry(r);
@@ -125,7 +126,8 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
 }
 
 struct rt_redis *rt_redis_new(struct event_base *base, const char *host, int port,
-			      const char *password, const char *name, rt_state_fn on_state, void *arg)
+                              const char *password, const char *name, rt_state_fn on_state,
+                              void *arg)
 {
 	struct rt_redis *r = calloc(1, sizeof(*r));
 	if (!r)
@@ -210,7 +212,7 @@ int rt_redis_command(struct rt_redis *r, rt_reply_fn fn, void *arg, const char *
 }
 
 int rt_redis_commandv(struct rt_redis *r, rt_reply_fn fn, void *arg, int argc, const char **argv,
-		      const size_t *argvlen)
+                      const size_t *argvlen)
 {
 	if (!rt_redis_is_up(r))
 		return -1;
@@ -234,13 +236,15 @@ static void on_message(redisAsyncContext *ac, void *reply, void *privdata)
 	if (!rep || !r->sub_fn)
 		return;
 	if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 3 &&
-	    rep->element[0]->type == REDIS_REPLY_STRING && strcmp(rep->element[0]->str, "message") == 0 &&
+	    rep->element[0]->type == REDIS_REPLY_STRING &&
+	    strcmp(rep->element[0]->str, "message") == 0 &&
 	    rep->element[2]->type == REDIS_REPLY_STRING)
-		r->sub_fn(r->sub_arg, rep->element[1]->str, rep->element[2]->str, rep->element[2]->len);
+		r->sub_fn(r->sub_arg, rep->element[1]->str, rep->element[2]->str,
+		          rep->element[2]->len);
 }
 
 int rt_redis_subscribe(struct rt_redis *r, const char *const *channels, int n, rt_message_fn fn,
-		       void *arg)
+                       void *arg)
 {
 	if (!rt_redis_is_up(r) || n < 1 || n > 15)
 		return -1;

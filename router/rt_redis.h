@@ -20,22 +20,22 @@ typedef void (*rt_reply_fn)(void *arg, redisReply *r);
 typedef void (*rt_state_fn)(void *arg, int up);
 
 struct rt_redis *rt_redis_new(struct event_base *base, const char *host, int port,
-			      const char *password, const char *name, rt_state_fn on_state,
-			      void *arg);
+                              const char *password, const char *name, rt_state_fn on_state,
+                              void *arg);
 void rt_redis_free(struct rt_redis *r);
 int rt_redis_is_up(const struct rt_redis *r);
 
 /* Sends a command (hiredis format string). Returns 0, or -1 when the
  * connection is down (fn is then never called). fn may be NULL. */
 int rt_redis_command(struct rt_redis *r, rt_reply_fn fn, void *arg, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 int rt_redis_commandv(struct rt_redis *r, rt_reply_fn fn, void *arg, int argc, const char **argv,
-		      const size_t *argvlen);
+                      const size_t *argvlen);
 
 /* Subscriber connections: fn is called for every message on the channels
  * (message payload in msg, its length in len). Re-subscribe on each up. */
 typedef void (*rt_message_fn)(void *arg, const char *channel, const char *msg, size_t len);
 int rt_redis_subscribe(struct rt_redis *r, const char *const *channels, int n, rt_message_fn fn,
-		       void *arg);
+                       void *arg);
 
 #endif

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define POINTS_PER_CAPACITY 100
+#define POINTS_PER_CAPACITY   100
 #define MAX_POINTS_PER_WORKER 10000
 
 static uint64_t hash64(const char *s, size_t len)
@@ -127,7 +127,7 @@ int64_t rt_bound(int64_t total, int cap, int64_t cap_sum, double eps)
 }
 
 int rt_pick(const int *order, int n, const int64_t *load, const int *cap, int64_t cap_sum,
-	    int64_t total, double eps)
+            int64_t total, double eps)
 {
 	for (int i = 0; i < n; i++) {
 		int w = order[i];

@@ -50,6 +50,6 @@ int64_t rt_bound(int64_t total, int cap, int64_t cap_sum, double eps);
  * total agents, or -1 when none is (cap_sum 0, or loads that do not add
  * up to less than total). */
 int rt_pick(const int *order, int n, const int64_t *load, const int *cap, int64_t cap_sum,
-	    int64_t total, double eps);
+            int64_t total, double eps);
 
 #endif

@@ -318,6 +318,13 @@ def test_drain_reassigns_ml1_agents_within_5s_then_every_agent_pushed(qagw, runs
                             fail=False)
     t_moved = time.monotonic() - t0
     stuck = {i: r for i, r in moved.items() if not on_primary(r, ("ml2", "ml3"))}
+    # Redis records the new session before WELCOME is written, and the agent logs its
+    # WELCOME event after reading it: give the events the time to catch up (bounded).
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(
+            first_welcome_on_primary(events_since(by_id[aid], t0_ms), ("ml2", "ml3")) is None
+            for aid in on_ml1):
+        time.sleep(0.05)
 
     # From each moved agent's own account: REASSIGN received (log), session closed for it
     # (stdout), then a WELCOME on the new primary with on_primary 1; the last one's time.
