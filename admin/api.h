@@ -23,6 +23,9 @@ void adm_post_agent(struct adm_req *r);
 void adm_delete_agent_token(struct adm_req *r);
 void adm_put_agent_primary(struct adm_req *r);
 
+/* api_offprimary.c: agents whose primary is down or draining */
+void adm_get_agents_off_primary(struct adm_req *r);
+
 /* api_messages.c */
 void adm_post_message(struct adm_req *r);
 void adm_get_message(struct adm_req *r);
