@@ -117,6 +117,15 @@ int gw_server_list(struct gw_worker *w, const char *agent, const char *primary,
 		int k = rt_pool_order(w->pool, agent, order);
 		for (int i = 0; i < k; i++)
 			names[nn++] = v->w[order[i]].name;
+		/* Workers the view has not seen yet (a node starting): not known to be
+		 * down, so listed last. */
+		for (int i = 0; i < n && nn < RT_VIEW_MAX + 1; i++) {
+			int seen = 0;
+			for (int j = 0; j < v->n && !seen; j++)
+				seen = strcmp(v->w[j].name, ws[i].name) == 0;
+			if (!seen)
+				names[nn++] = ws[i].name;
+		}
 	} else {
 		for (int i = 0; i < n && nn < RT_VIEW_MAX + 1; i++)
 			names[nn++] = ws[i].name;

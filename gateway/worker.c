@@ -407,20 +407,27 @@ static void on_refill_rows(void *arg, const PGresult *res, const char *err)
 	       w->wc->name, n);
 }
 
-/* Redis lost its state: tell it about the sessions here again; the node's
- * first worker refills the router's assignments from the store. */
+static void refill_from_store(struct gw_worker *w)
+{
+	struct st_params none = {0};
+	w->refill_pending = !st_submit(w->store,
+	                               "SELECT agent_id, assigned FROM qa_agents\n"
+	                               " WHERE assigned <> '' AND coalesce(primary_sent, '') = ''",
+	                               &none, on_refill_rows, w);
+	if (w->refill_pending)
+		gw_log(GW_LOG_INFO, "worker %s: Redis is refilled once the store is up",
+		       w->wc->name);
+}
+
+/* Redis lost its state (or this is its first sight of this worker): tell
+ * it about the sessions here again; the node's first worker refills the
+ * router's assignments from the store. */
 static void on_pool_wiped(void *arg)
 {
 	struct gw_worker *w = arg;
 	announce_sessions(w);
-	if (w->index != 0)
-		return;
-	struct st_params none = {0};
-	if (!st_submit(w->store,
-	               "SELECT agent_id, assigned FROM qa_agents\n"
-	               " WHERE assigned <> '' AND coalesce(primary_sent, '') = ''",
-	               &none, on_refill_rows, w))
-		gw_log(GW_LOG_WARN, "worker %s: store down: Redis not refilled", w->wc->name);
+	if (w->index == 0)
+		refill_from_store(w);
 }
 
 static void on_pool_command(void *arg, const char *command)
@@ -476,6 +483,8 @@ static void on_store_state(void *arg, int up)
 	atomic_store(&w->gauges.store_up, up);
 	gw_log(up ? GW_LOG_INFO : GW_LOG_WARN, "worker %s: store %s", w->wc->name,
 	       up ? "up" : "down");
+	if (up && w->refill_pending)
+		refill_from_store(w);
 	/* The listener is bound at start but accepts only once the store has
 	 * been reached: a worker that never had a store serves nobody. Later
 	 * outages are answered per request (store_unavailable). */

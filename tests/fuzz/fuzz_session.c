@@ -113,16 +113,21 @@ static int array_count(const struct st_params *p, int i)
 static PGresult *fake_result(const char *sql, const struct st_params *p)
 {
 	if (strstr(sql, "qa_hello(")) {
-		static const Oid t[] = {ST_OID_TEXT, ST_OID_TEXT, ST_OID_BOOL, ST_OID_INT8};
-		PGresult *r = result(4, t);
+		static const Oid t[] = {ST_OID_TEXT, ST_OID_TEXT, ST_OID_BOOL, ST_OID_INT8,
+		                        ST_OID_TEXT};
+		/* The router's record in the store: none, a known worker, or a stale name. */
+		const char *assigned = (fake_mode & 64) ? ((fake_mode & 128) ? "gone" : "ml2") : "";
+		PGresult *r = result(5, t);
 		set(r, 0, 0, "ml1", 3);
 		set(r, 0, 1, "127.0.0.1:1", 11);
 		set(r, 0, 2, "\0", 1);
 		set8(r, 0, 3, fake_mode & 1); /* something pending: a PUSH after WELCOME */
+		set(r, 0, 4, assigned, strlen(assigned));
 		set(r, 1, 0, "ml2", 3);
 		set(r, 1, 1, "[::1]:2, localhost:3", 20);
 		set(r, 1, 2, "\1", 1);
 		set8(r, 1, 3, 0);
+		set(r, 1, 4, assigned, strlen(assigned));
 		return r;
 	}
 	if (strstr(sql,
