@@ -59,7 +59,8 @@ struct gw_worker {
 	uint64_t req_hist[10]; /* the requests counter, one sample a second */
 	int64_t req_ms[10];    /* when each sample was taken (0: none yet) */
 	int req_hist_i;
-	int sweeping_self; /* draining: the router is moving this worker's agents */
+	int sweeping_self;  /* draining: the router is moving this worker's agents */
+	int refill_pending; /* Redis needs the store's assignments; the store was down */
 	struct gw_gauges gauges;
 };
 
