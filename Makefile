@@ -14,11 +14,15 @@ BUILD   ?= build
 PKGS_GW    = libevent libevent_pthreads libevent_openssl openssl hiredis libpq jansson inih
 PKGS_AGENT = sqlite3 uuid jansson openssl
 PKGS_TEST  = cmocka
+# qabench (bench/): libmosquitto-dev, libnats-dev besides the above.
+PKGS_BENCH = libevent libevent_openssl openssl libpq libmosquitto libnats
 
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS_GW) $(PKGS_AGENT) 2>/dev/null)
 LIBS_GW    := $(shell pkg-config --libs $(PKGS_GW) 2>/dev/null) -lpthread -lm
 LIBS_AGENT := $(shell pkg-config --libs $(PKGS_AGENT) 2>/dev/null)
 LIBS_TEST  := $(shell pkg-config --libs $(PKGS_TEST) 2>/dev/null)
+BENCH_CFLAGS := $(shell pkg-config --cflags $(PKGS_BENCH) 2>/dev/null)
+LIBS_BENCH := $(shell pkg-config --libs $(PKGS_BENCH) 2>/dev/null) -lpthread -lm
 
 WARN    = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 CFLAGS ?= -O2 -g
@@ -32,6 +36,7 @@ GW_SRC    = $(filter-out gateway/main.c,$(wildcard gateway/*.c))
 ROUTER_SRC = $(wildcard router/*.c)
 AGENT_SRC = $(filter-out agent/qaagent.c,$(wildcard agent/*.c))
 UNIT_SRC  = $(wildcard tests/unit/test_*.c)
+BENCH_SRC = $(wildcard bench/*.c)
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
@@ -40,6 +45,7 @@ LIBGW     = $(BUILD)/libqagw.a
 LIBAGENT  = $(BUILD)/libqaagent.a
 QAGW      = $(BUILD)/qagw
 QAAGENT   = $(BUILD)/qaagent
+QABENCH   = $(BUILD)/qabench
 UNIT_BINS = $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_SRC))
 
 FUZZ_SRC  = $(wildcard tests/fuzz/fuzz_*.c)
@@ -48,7 +54,7 @@ FUZZ_SECONDS ?= 60
 
 .PHONY: all deps certs run services stop-services test test-unit test-fuzz test-e2e test-asan fuzz clean format format-check
 
-all: $(QAGW) $(QAAGENT) $(UNIT_BINS)
+all: $(QAGW) $(QAAGENT) $(QABENCH) $(UNIT_BINS)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -71,6 +77,13 @@ $(QAGW): $(call obj,gateway/main.c) $(LIBGW) $(LIBPROTO)
 
 $(QAAGENT): $(call obj,agent/qaagent.c) $(LIBAGENT) $(LIBPROTO)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_AGENT)
+
+$(BUILD)/obj/bench/%.o: bench/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) $(BENCH_CFLAGS) -c $< -o $@
+
+$(QABENCH): $(call obj,$(BENCH_SRC)) $(LIBPROTO)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_BENCH)
 
 # Unit tests link only the module they test: test_proto_* the codec,
 # test_agent_* libqaagent, test_gw_* the gateway library (gateway, store, admin).

@@ -10,6 +10,7 @@ PKGS=(
   libjansson-dev libinih-dev uuid-dev libcmocka-dev uthash-dev
   postgresql-15 redis-server sqlite3
   python3 python3-pytest python3-psycopg2
+  libmosquitto-dev libnats-dev mosquitto nats-server gnuplot-nox
 )
 
 installed() {

@@ -1,0 +1,2 @@
+/* Placeholder while the client is being written (issue 7). */
+#include "bench/qb_agent.h"

@@ -1,0 +1,14 @@
+/* Placeholder while the mode is being written (issue 7). */
+#include "bench/qb.h"
+
+int qb_mode_mqtt_push(const struct qb_opts *o)
+{
+	fprintf(stderr, "qabench: mode not built yet\n");
+	return 2;
+}
+
+int qb_mode_mqtt_idle(const struct qb_opts *o)
+{
+	fprintf(stderr, "qabench: mode not built yet\n");
+	return 2;
+}
