@@ -409,6 +409,14 @@ def test_sigkill_of_node_moves_its_agents_to_live_primaries(qagw, runs, uid, tmp
     n2.kill()  # SIGKILL
     moved = wait_on_primary(n1, on_ml3, ("ml1", "ml2"), 30, runs, "after SIGKILL of n2")
     t_moved = time.monotonic() - t0
+    # The router's move already counts a session on the new primary as on it in Redis
+    # (an agent on its alternate ml1 that becomes its primary), before the REASSIGN and
+    # the reconnection the agent logs: give its events the time to catch up (bounded).
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(
+            first_welcome_on_primary(events_since(by_id[aid], t0_ms), ("ml1", "ml2")) is None
+            for aid in on_ml3):
+        time.sleep(0.05)
 
     off_primary_first, got_reassign, late, took = [], [], [], {}
     for aid in on_ml3:
