@@ -269,18 +269,28 @@ static void on_assign_recorded(struct adm_req *r, const PGresult *res, const cha
 		       r->params.v[0], err);
 }
 
+static void reply_redis_down(struct adm_req *r)
+{
+	adm_reply_error(r, 503, "redis_unavailable",
+	                "Redis is unavailable: primaries cannot be changed");
+}
+
+static void reply_pinned(struct adm_req *r, const char *id)
+{
+	adm_reply_error(r, 409, "pinned",
+	                "agent %s names its own primary: the router never moves it", id);
+}
+
 static void primary_set_done(struct adm_req *r)
 {
 	struct primary_ctx *c = r->ctx;
 	const char *id = r->params.v[0];
 	if (c->redis_failed) {
-		adm_reply_error(r, 503, "redis_unavailable",
-		                "Redis is unavailable: primaries cannot be changed");
+		reply_redis_down(r);
 		return;
 	}
 	if (c->set_status == 2) { /* pinned meanwhile */
-		adm_reply_error(r, 409, "pinned",
-		                "agent %s names its own primary: the router never moves it", id);
+		reply_pinned(r, id);
 		return;
 	}
 	if (c->set_status == 3) {
@@ -289,13 +299,9 @@ static void primary_set_done(struct adm_req *r)
 	}
 	gw_log(GW_LOG_INFO, "admin: primary of %s set to %s", id, c->worker);
 	struct st_params p = {0};
-	struct st_array a, w;
-	st_array_begin(&a, ST_OID_TEXT);
-	st_array_begin(&w, ST_OID_TEXT);
-	st_array_add(&a, id, strlen(id));
-	st_array_add(&w, c->worker, strlen(c->worker));
-	st_params_array(&p, &a, ST_OID_TEXT_ARRAY);
-	st_params_array(&p, &w, ST_OID_TEXT_ARRAY);
+	const char *agents[1] = {id}, *workers[1] = {c->worker};
+	st_params_text_array(&p, agents, 1);
+	st_params_text_array(&p, workers, 1);
 	if (adm_store(r, on_assign_recorded, "SELECT qa_assign($1, $2)", &p) != 0)
 		gw_log(GW_LOG_WARN, "admin: store down: assignment of %s not recorded", id);
 	st_params_clear(&p);
@@ -311,8 +317,7 @@ static void primary_done(struct adm_req *r)
 	struct primary_ctx *c = r->ctx;
 	const char *id = r->params.v[0];
 	if (c->redis_failed) {
-		adm_reply_error(r, 503, "redis_unavailable",
-		                "Redis is unavailable: primaries cannot be changed");
+		reply_redis_down(r);
 		return;
 	}
 	if (json_object_size(c->agent) == 0) {
@@ -322,8 +327,7 @@ static void primary_done(struct adm_req *r)
 	}
 	const char *pinned = json_string_value(json_object_get(c->agent, "pinned"));
 	if (pinned && strcmp(pinned, "1") == 0) {
-		adm_reply_error(r, 409, "pinned",
-		                "agent %s names its own primary: the router never moves it", id);
+		reply_pinned(r, id);
 		return;
 	}
 	if (!c->is_worker) {
@@ -334,8 +338,7 @@ static void primary_done(struct adm_req *r)
 	adm_key(r, prefix, sizeof(prefix), "%s", "");
 	if (adm_redis(r, on_primary_set, 0, "EVAL", rt_set_primary_script(), "0", prefix, id,
 	              c->worker, NULL) != 0) {
-		adm_reply_error(r, 503, "redis_unavailable",
-		                "Redis is unavailable: primaries cannot be changed");
+		reply_redis_down(r);
 		return;
 	}
 	adm_then(r, primary_set_done);

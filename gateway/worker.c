@@ -345,15 +345,8 @@ void gw_worker_record_assignments(struct gw_worker *w, const char *const *agents
                                   const char *const *primaries, int n)
 {
 	struct st_params p = {0};
-	struct st_array a, pr;
-	st_array_begin(&a, ST_OID_TEXT);
-	st_array_begin(&pr, ST_OID_TEXT);
-	for (int i = 0; i < n; i++) {
-		st_array_add(&a, agents[i], strlen(agents[i]));
-		st_array_add(&pr, primaries[i], strlen(primaries[i]));
-	}
-	st_params_array(&p, &a, ST_OID_TEXT_ARRAY);
-	st_params_array(&p, &pr, ST_OID_TEXT_ARRAY);
+	st_params_text_array(&p, agents, n);
+	st_params_text_array(&p, primaries, n);
 	if (!st_submit(w->store, "SELECT qa_assign($1, $2)", &p, on_recorded, w))
 		gw_log(GW_LOG_WARN, "worker %s: store down: %d router assignments not recorded",
 		       w->wc->name, n);

@@ -476,6 +476,15 @@ void st_params_array(struct st_params *p, struct st_array *a, Oid array_oid)
 	a->buf = NULL;
 }
 
+void st_params_text_array(struct st_params *p, const char *const *v, int n)
+{
+	struct st_array a;
+	st_array_begin(&a, ST_OID_TEXT);
+	for (int i = 0; i < n; i++)
+		st_array_add(&a, v[i], strlen(v[i]));
+	st_params_array(p, &a, ST_OID_TEXT_ARRAY);
+}
+
 void st_params_clear(struct st_params *p)
 {
 	for (int i = 0; i < p->n; i++)

@@ -63,6 +63,8 @@ void st_array_add_int2(struct st_array *a, int16_t v);
 void st_array_add_int8(struct st_array *a, int64_t v);
 /* Finishes a and appends it as the next parameter (taking its buffer). */
 void st_params_array(struct st_params *p, struct st_array *a, Oid array_oid);
+/* Appends text[] of the n strings v as the next parameter. */
+void st_params_text_array(struct st_params *p, const char *const *v, int n);
 void st_params_clear(struct st_params *p);
 
 /* Sends one statement (binary results). Returns the operation, or NULL when
