@@ -171,6 +171,14 @@ static void on_read(struct bufferevent *bev, void *arg)
 	struct qb_agent *a = arg;
 	a->in_cb = 1;
 	read_frames(a);
+	SSL *ssl = a->bev ? bufferevent_openssl_get_ssl(a->bev) : NULL;
+	/* SSL_MODE_RELEASE_BUFFERS leaves the 16 KiB write buffer that the
+	 * post-handshake messages (TLS 1.3 session tickets) made SSL_read set
+	 * up; SSL_free_buffers drops both buffers when nothing is pending in
+	 * them (it does nothing otherwise). An idle TLS agent: about 18 KiB of
+	 * OpenSSL's memory instead of 34 KiB. */
+	if (ssl)
+		SSL_free_buffers(ssl);
 	a->in_cb = 0;
 	if (a->free_late)
 		qb_agent_free(a);
