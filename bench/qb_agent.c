@@ -17,6 +17,7 @@
 #include "bench/qb.h"
 
 #include <arpa/inet.h>
+#include <stdbool.h>
 #include <errno.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -25,6 +26,7 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <openssl/err.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,6 +46,7 @@ struct qb_agent {
 	uint8_t state;     /* enum qb_agent_state */
 	uint8_t in_cb;     /* inside one of this agent's libevent callbacks */
 	uint8_t free_late; /* qb_agent_free was called during in_cb */
+	uint8_t connected; /* connect (and TLS handshake) done */
 };
 
 static const struct qs_limits limits = {QS_DEFAULT_MAX_FRAME, QS_DEFAULT_MAX_BATCH};
@@ -187,14 +190,23 @@ static void on_read(struct bufferevent *bev, void *arg)
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct qb_agent *a = arg;
-	if (what & BEV_EVENT_CONNECTED)
+	if (what & BEV_EVENT_CONNECTED) {
+		a->connected = 1;
 		return;
+	}
 	a->in_cb = 1;
 	if (what & BEV_EVENT_EOF) {
 		/* Frames that arrived with the EOF are still owed to the owner. */
+		int e = EVUTIL_SOCKET_ERROR();
 		read_frames(a);
-		if (!a->free_late)
+		if (!a->free_late && !a->connected) { /* a TLS connect that failed */
+			snprintf(why_buf, sizeof(why_buf), "connection failed: %s",
+			         e ? evutil_socket_error_to_string(e)
+			           : "closed before the handshake");
+			close_agent(a, why_buf);
+		} else if (!a->free_late) {
 			close_agent(a, "connection closed by server");
+		}
 	} else if (what & BEV_EVENT_ERROR) {
 		char err[160];
 		int e = EVUTIL_SOCKET_ERROR();
@@ -219,8 +231,11 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 		qb_agent_free(a);
 }
 
-/* A non-blocking socket, bound to src_ip if given, with its connect started. */
-static int start_connect(const struct qb_agent_conf *c, char *err, size_t errlen)
+/* A non-blocking socket, bound to src_ip if given, and the address to
+ * connect it to (bufferevent_socket_connect does, so that a failed connect
+ * is reported as such and nothing is written before it succeeds). */
+static int make_socket(const struct qb_agent_conf *c, struct sockaddr_storage *dstp,
+                       socklen_t *dlenp, char *err, size_t errlen)
 {
 	struct sockaddr_storage dst = {0}, src = {0};
 	socklen_t dlen, slen = 0;
@@ -272,17 +287,21 @@ static int start_connect(const struct qb_agent_conf *c, char *err, size_t errlen
 			return -1;
 		}
 	}
-	if (connect(fd, (struct sockaddr *)&dst, dlen) != 0 && errno != EINPROGRESS) {
-		snprintf(err, errlen, "connect %s:%d: %s", c->host, c->port, strerror(errno));
-		close(fd);
-		return -1;
-	}
+	*dstp = dst;
+	*dlenp = dlen;
 	return fd;
 }
 
 struct qb_agent *qb_agent_new(struct event_base *base, const struct qb_agent_conf *c,
                               const struct qb_agent_cbs *cbs, void *user)
 {
+	/* A write to a connection the server reset (or a connect that
+	 * failed) must be an error event, not SIGPIPE killing the bench. */
+	static bool sigpipe_ignored;
+	if (!sigpipe_ignored) {
+		signal(SIGPIPE, SIG_IGN);
+		sigpipe_ignored = true;
+	}
 	char err[200];
 	struct qb_agent *a = calloc(1, sizeof(*a));
 	if (!a) {
@@ -292,7 +311,9 @@ struct qb_agent *qb_agent_new(struct event_base *base, const struct qb_agent_con
 	a->cbs = *cbs;
 	a->user = user;
 	a->state = QB_A_HELLO;
-	int fd = start_connect(c, err, sizeof(err));
+	struct sockaddr_storage dst;
+	socklen_t dlen;
+	int fd = make_socket(c, &dst, &dlen, err, sizeof(err));
 	if (fd < 0) {
 		fprintf(stderr, "qabench: agent %s: %s\n", c->agent_id, err);
 		free(a);
@@ -307,7 +328,7 @@ struct qb_agent *qb_agent_new(struct event_base *base, const struct qb_agent_con
 			free(a);
 			return NULL;
 		}
-		/* The handshake's first write waits for the connect to finish. */
+		/* The handshake starts once the connect below has finished. */
 		a->bev = bufferevent_openssl_socket_new(base, fd, ssl, BUFFEREVENT_SSL_CONNECTING,
 		                                        BEV_OPT_CLOSE_ON_FREE);
 		if (a->bev) /* a peer closing without close_notify is an EOF, not an error */
@@ -324,6 +345,13 @@ struct qb_agent *qb_agent_new(struct event_base *base, const struct qb_agent_con
 		return NULL;
 	}
 	bufferevent_setcb(a->bev, on_read, NULL, on_event, a);
+	if (bufferevent_socket_connect(a->bev, (struct sockaddr *)&dst, (int)dlen) != 0) {
+		fprintf(stderr, "qabench: agent %s: connect %s:%d: %s\n", c->agent_id, c->host,
+		        c->port, strerror(errno));
+		release_bev(a);
+		free(a);
+		return NULL;
+	}
 	struct qs_frame hello = {.type = QS_HELLO};
 	hello.u.hello.version = QS_VERSION;
 	hello.u.hello.agent_id = qs_str_c(c->agent_id);
