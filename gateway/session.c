@@ -19,6 +19,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/random.h>
 
 #define CLOSE_GRACE_S 5 /* most time given to flush an ERROR to a peer */
@@ -364,6 +366,10 @@ void gw_session_accept(struct gw_worker *w, int fd, const char *peer, const char
 {
 	struct gw_session *s = calloc(1, sizeof(*s));
 	struct bufferevent *bev = NULL;
+	/* Responses are small frames written as they are ready: Nagle would hold
+	 * an UPLOAD_ACK behind the agent's delayed ACK. */
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	if (s && w->wc->tls && w->tls) {
 		SSL *ssl = gw_tls_ssl(w->tls);
 		if (ssl)
