@@ -9,8 +9,9 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
-#define GW_MAX_WORKERS   64
-#define GW_MAX_ADVERTISE 8
+#define GW_MAX_STORE_CONNS 32
+#define GW_MAX_WORKERS     64
+#define GW_MAX_ADVERTISE   8
 
 struct gw_addr {
 	char host[256]; /* as written, without IPv6 brackets */
@@ -45,6 +46,7 @@ struct gw_config {
 	char conninfo[2048];
 	int max_pending;
 	int keep_days;
+	int store_connections; /* per worker */
 	/* [redis] */
 	char redis_host[256];
 	int redis_port;

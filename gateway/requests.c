@@ -56,7 +56,7 @@ static void store_failed(struct gw_session *s, const char *why)
 
 static int submit(struct gw_session *s, const char *sql, struct st_params *p, st_done_fn done)
 {
-	struct st_op *op = st_submit(s->w->store, sql, p, done, s);
+	struct st_op *op = st_submit(gw_worker_store(s->w), sql, p, done, s);
 	st_params_clear(p);
 	if (!op) {
 		store_failed(s, "store connection is down");

@@ -16,6 +16,20 @@
 #include <string.h>
 #include <time.h>
 
+struct st_conn *gw_worker_store(struct gw_worker *w)
+{
+	struct st_conn *best = w->stores[0];
+	int best_n = -1;
+	for (int i = 0; i < w->n_stores; i++) {
+		int n = st_conn_inflight(w->stores[i]);
+		if (st_conn_is_up(w->stores[i]) && (best_n < 0 || n < best_n)) {
+			best = w->stores[i];
+			best_n = n;
+		}
+	}
+	return best;
+}
+
 int64_t gw_now_ms(void)
 {
 	struct timespec ts;
@@ -347,7 +361,7 @@ void gw_worker_record_assignments(struct gw_worker *w, const char *const *agents
 	struct st_params p = {0};
 	st_params_text_array(&p, agents, n);
 	st_params_text_array(&p, primaries, n);
-	if (!st_submit(w->store, "SELECT qa_assign($1, $2)", &p, on_recorded, w))
+	if (!st_submit(gw_worker_store(w), "SELECT qa_assign($1, $2)", &p, on_recorded, w))
 		gw_log(GW_LOG_WARN, "worker %s: store down: %d router assignments not recorded",
 		       w->wc->name, n);
 	st_params_clear(&p);
@@ -403,7 +417,7 @@ static void on_refill_rows(void *arg, const PGresult *res, const char *err)
 static void refill_from_store(struct gw_worker *w)
 {
 	struct st_params none = {0};
-	w->refill_pending = !st_submit(w->store,
+	w->refill_pending = !st_submit(gw_worker_store(w),
 	                               "SELECT agent_id, assigned FROM qa_agents\n"
 	                               " WHERE assigned <> '' AND coalesce(primary_sent, '') = ''",
 	                               &none, on_refill_rows, w);
@@ -466,13 +480,16 @@ static void on_purge_timer(evutil_socket_t fd, short what, void *arg)
 	struct st_params p = {0};
 	st_params_int8(&p, gw_now_ms() - (int64_t)w->conf->keep_days * 86400 * 1000);
 	st_params_int4(&p, PURGE_BATCH);
-	w->purge_op = st_submit(w->store, "SELECT qa_purge($1, $2)", &p, on_purged, w);
+	w->purge_op = st_submit(gw_worker_store(w), "SELECT qa_purge($1, $2)", &p, on_purged, w);
 	st_params_clear(&p);
 }
 
 static void on_store_state(void *arg, int up)
 {
 	struct gw_worker *w = arg;
+	w->stores_up += up ? 1 : -1;
+	if (w->stores_up != (up ? 1 : 0))
+		return; /* the store was (and stays) reachable through another connection */
 	atomic_store(&w->gauges.store_up, up);
 	gw_log(up ? GW_LOG_INFO : GW_LOG_WARN, "worker %s: store %s", w->wc->name,
 	       up ? "up" : "down");
@@ -535,7 +552,16 @@ struct gw_worker *gw_worker_new(const struct gw_config *conf, int index, char *e
 		struct timeval tv = {5, 0};
 		evtimer_add(w->purge_timer, &tv);
 	}
-	w->store = st_conn_new(w->base, conf->conninfo, w->wc->name, on_store_state, w);
+	w->n_stores = conf->store_connections > 0 ? conf->store_connections : 1;
+	for (int i = 0; i < w->n_stores; i++) {
+		char name[96];
+		snprintf(name, sizeof(name), "%s/%d", w->wc->name, i);
+		w->stores[i] = st_conn_new(w->base, conf->conninfo, name, on_store_state, w);
+		if (!w->stores[i]) {
+			snprintf(err, errlen, "worker %s: out of memory", w->wc->name);
+			return NULL;
+		}
+	}
 	struct rt_pool_conf pc = {conf->redis_host,    conf->redis_port, conf->redis_password,
 	                          conf->redis_prefix,  w->wc->name,      conf->node_name,
 	                          w->wc->capacity,     w->wc->tls,       conf->epsilon,
@@ -548,10 +574,6 @@ struct gw_worker *gw_worker_new(const struct gw_config *conf, int index, char *e
 	struct timeval quarter = {0, 250000};
 	w->fast_beats = 20;
 	event_add(w->heartbeat_timer, &quarter);
-	if (!w->store) {
-		snprintf(err, errlen, "worker %s: out of memory", w->wc->name);
-		return NULL;
-	}
 	return w;
 }
 
@@ -582,7 +604,8 @@ void gw_worker_join_and_free(struct gw_worker *w)
 	while ((s = TAILQ_FIRST(&w->sessions)))
 		gw_session_free(s);
 	rt_pool_free(w->pool);
-	st_conn_free(w->store);
+	for (int i = 0; i < w->n_stores; i++)
+		st_conn_free(w->stores[i]);
 	event_free(w->heartbeat_timer);
 	if (w->listener)
 		evconnlistener_free(w->listener);

@@ -34,8 +34,10 @@ struct gw_worker {
 	int index;
 	pthread_t thread;
 	struct event_base *base;
-	struct evconnlistener *listener; /* NULL once draining */
-	struct st_conn *store;
+	struct evconnlistener *listener;            /* NULL once draining */
+	struct st_conn *stores[GW_MAX_STORE_CONNS]; /* [store] connections of this worker */
+	int n_stores;
+	int stores_up;
 	struct rt_pool *pool;              /* Redis routing state (docs/design.md) */
 	struct gw_session *by_agent;       /* uthash: sessions past HELLO, by agent id */
 	struct gw_ip_count *pending_by_ip; /* uthash: connections awaiting HELLO, by source */
@@ -71,6 +73,10 @@ int gw_worker_start(struct gw_worker *w) __attribute__((warn_unused_result));
 /* From the main thread: post a command; the worker acts on its own thread. */
 void gw_worker_post(struct gw_worker *w, enum gw_command cmd);
 void gw_worker_join_and_free(struct gw_worker *w);
+
+/* The connection of this worker's store with the fewest statements in
+ * flight among those up (the first one when none is: its submit fails). */
+struct st_conn *gw_worker_store(struct gw_worker *w);
 
 /* Worker-thread internals used by sessions. */
 void gw_worker_session_gone(struct gw_worker *w);

@@ -43,6 +43,7 @@ struct st_conn {
 	int broken;          /* a send failed: fail everything on the next tick */
 	int backoff_ms;
 	TAILQ_HEAD(, st_op) inflight;
+	int n_inflight;
 	st_state_fn on_state;
 	void *state_arg;
 	st_notify_fn on_notify;
@@ -86,6 +87,7 @@ static void conn_lost(struct st_conn *c, const char *why)
 	struct st_op *op;
 	while ((op = TAILQ_FIRST(&c->inflight))) {
 		TAILQ_REMOVE(&c->inflight, op, link);
+		c->n_inflight--;
 		if (op->done)
 			op->done(op->arg, NULL, why);
 		if (op->res)
@@ -99,6 +101,7 @@ static void conn_lost(struct st_conn *c, const char *why)
 static void complete(struct st_conn *c, struct st_op *op)
 {
 	TAILQ_REMOVE(&c->inflight, op, link);
+	c->n_inflight--;
 	if (op->done) {
 		if (op->failed || !op->res)
 			op->done(op->arg, NULL,
@@ -316,6 +319,11 @@ void st_conn_on_notify(struct st_conn *c, st_notify_fn fn, void *arg)
 	c->notify_arg = arg;
 }
 
+int st_conn_inflight(const struct st_conn *c)
+{
+	return c->n_inflight;
+}
+
 int st_conn_is_up(const struct st_conn *c)
 {
 	return c->state == ST_UP && !c->broken;
@@ -341,6 +349,7 @@ struct st_op *st_submit(struct st_conn *c, const char *sql, const struct st_para
 	op->done = done;
 	op->arg = arg;
 	TAILQ_INSERT_TAIL(&c->inflight, op, link);
+	c->n_inflight++;
 	flush(c);
 	return op;
 }

@@ -25,6 +25,8 @@ struct st_conn *st_conn_new(struct event_base *base, const char *conninfo, const
                             st_state_fn on_state, void *state_arg);
 void st_conn_free(struct st_conn *c);
 int st_conn_is_up(const struct st_conn *c);
+/* Statements sent and not yet answered. */
+int st_conn_inflight(const struct st_conn *c);
 
 /* LISTEN support: fn gets every notification (channel, payload) that
  * arrives on this connection. The LISTEN itself is an ordinary statement,

@@ -295,8 +295,9 @@ static void setup(void)
 	w->base = event_base_new();
 	if (!w->base)
 		abort();
-	w->store = st_conn_new(w->base, conf.conninfo, w->wc->name, on_store_state, w);
-	if (!w->store)
+	w->n_stores = 1;
+	w->stores[0] = st_conn_new(w->base, conf.conninfo, w->wc->name, on_store_state, w);
+	if (!w->stores[0])
 		abort();
 	w->pool = NULL; /* no Redis: sessions are not claimed for the pool */
 	w->accepting = 1;
