@@ -224,7 +224,9 @@ static void heartbeat(struct gw_worker *w)
 		sessions++;
 		on_primary += s->on_primary;
 	}
-	if (!w->pool)
+	/* A worker joins the pool (the router may give it agents) once it
+	 * accepts, i.e. once its store was first reached. */
+	if (!w->pool || !w->accepting)
 		return;
 	char address[300];
 	snprintf(address, sizeof(address), strchr(w->wc->adv[0].host, ':') ? "[%s]:%u" : "%s:%u",
@@ -502,6 +504,7 @@ static void on_store_state(void *arg, int up)
 		w->accepting = 1;
 		evconnlistener_enable(w->listener);
 		gw_log(GW_LOG_INFO, "worker %s: accepting on %s", w->wc->name, w->wc->listen);
+		heartbeat(w);
 	}
 }
 
