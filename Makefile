@@ -52,7 +52,7 @@ FUZZ_SRC  = $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS = $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps certs run services stop-services test test-unit test-fuzz test-e2e test-asan fuzz clean format format-check
+.PHONY: all deps certs run services stop-services bench bench-quick test test-unit test-fuzz test-e2e test-asan fuzz clean format format-check
 
 all: $(QAGW) $(QAAGENT) $(QABENCH) $(UNIT_BINS)
 
@@ -135,6 +135,18 @@ run: deps certs
 
 stop-services:
 	bash scripts/services.sh stop run
+
+# Benchmarks (issue 7, docs/benchmarks.md): bench/run.py starts PostgreSQL, Redis, qagw and
+# the peers (Mosquitto, nats-server, openssl s_server) on loopback, runs every scenario and
+# writes bench/results/LATEST.json, LATEST.md and latency.png. bench: <= 10 min; bench-quick:
+# <= 2 min (shorter phases, fewer agents and sessions).
+bench: deps certs
+	$(MAKE) all
+	$(PYTHON) bench/run.py --profile full
+
+bench-quick: deps certs
+	$(MAKE) all
+	$(PYTHON) bench/run.py --profile quick
 
 test: deps certs
 	$(MAKE) all $(FUZZ_BINS)
