@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <event2/event.h>
 #include <event2/listener.h>
+#include <malloc.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -266,6 +267,11 @@ static void on_heartbeat(evutil_socket_t fd, short what, void *arg)
 {
 	struct gw_worker *w = arg;
 	heartbeat(w);
+	/* Handshakes and bursts of sessions leave freed memory in glibc's
+	 * arenas that RSS keeps counting: the node's first worker hands it back
+	 * to the system once a second (malloc_trim covers every arena). */
+	if (w->index == 0)
+		malloc_trim(0);
 	if (w->fast_beats > 0 && --w->fast_beats == 0) {
 		struct timeval second = {1, 0};
 		event_add(w->heartbeat_timer, &second);
