@@ -15,6 +15,7 @@
  * client closes first, so its TIME_WAIT sockets pile up per source address);
  * --src-prefix none turns that off. */
 #include "bench/qb.h"
+#include "bench/qb_agent.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -49,25 +50,15 @@ struct hs_thread {
 	pthread_t tid;
 };
 
+/* qabench's client context, without resumption of any kind: every
+ * handshake is a full one. */
 static SSL_CTX *hs_client_ctx(const char *ca_file)
 {
-	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
+	SSL_CTX *ctx = qb_tls_client_ctx(ca_file);
 	if (!ctx)
 		return NULL;
-	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-	/* No resumption of any kind: every handshake is a full one. */
 	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_TICKET);
-	if (ca_file) {
-		if (SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
-			fprintf(stderr, "qabench handshakes: cannot load CA %s\n", ca_file);
-			SSL_CTX_free(ctx);
-			return NULL;
-		}
-		SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, NULL);
-	} else {
-		SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
-	}
 	return ctx;
 }
 
