@@ -621,7 +621,7 @@ void gw_req_fetch(struct gw_session *s, const struct qs_fetch *f)
 	st_params_int8(&p, gw_now_ms());
 	submit(s,
 	       "SELECT seq, id, sender, queue, priority, created_ms, expires_ms, props, body,"
-	       " delivery_count, more FROM qa_fetch($1, $2, $3, $4, $5)",
+	       " delivery_count, more FROM qa_fetch_async($1, $2, $3, $4, $5)",
 	       &p, on_fetch);
 }
 
@@ -656,7 +656,7 @@ void gw_req_deliver_ack(struct gw_session *s, const struct qs_deliver_ack *a)
 	st_params_array(&p, &seqs, ST_OID_INT8_ARRAY);
 	st_params_int8(&p, gw_now_ms());
 	s->req_count = a->count;
-	submit(s, "SELECT qa_ack($1, $2, $3)", &p, on_deliver_ack);
+	submit(s, "SELECT qa_ack_async($1, $2, $3)", &p, on_deliver_ack);
 }
 
 static void on_status(void *arg, const PGresult *res, const char *err)

@@ -194,21 +194,24 @@ static const char move_away_lua[] = ROUTER_LUA
 
 /* A joining worker's rebalance batch: agents of from whose ring order
  * starts with target move to it while its load is under the bound (the
- * total does not change: these are moves). ARGV: 1 prefix, 2 from,
- * 3 target, 4 eps, then agents. Returns {agent, target, ...}. */
+ * total does not change: these are moves). Agents with a live session
+ * stay where they are: a rebalance never interrupts a session. ARGV:
+ * 1 prefix, 2 from, 3 target, 4 eps, then agents. Returns
+ * {agent, target, ...}. */
 static const char move_to_lua[] =
     ROUTER_LUA "local from, target, eps = ARGV[2], ARGV[3], tonumber(ARGV[4])\n"
                "local pl, out = pool(), {}\n"
                "if not pl.cap[target] or not pl.cap[from] then return out end\n"
                "for i = 5, #ARGV do\n"
                "  local a = ARGV[i]\n"
-               "  local h = redis.call('HMGET', P..'agent:'..a, 'primary', 'pinned')\n"
-               "  if h[1] == from and h[2] == '0' and pl.load[target] < bound(pl, target, "
-               "pl.total, eps) then\n"
+               "  local h = redis.call('HMGET', P..'agent:'..a, 'primary', 'pinned', 'worker')\n"
+               "  local live = h[3] and h[3] ~= '' and\n"
+               "    redis.call('EXISTS', P..'worker:'..h[3]) == 1\n"
+               "  if h[1] == from and h[2] == '0' and not live and\n"
+               "     pl.load[target] < bound(pl, target, pl.total, eps) then\n"
                "    set_primary(a, from, target)\n"
                "    pl.load[target] = pl.load[target] + 1\n"
                "    pl.load[from] = pl.load[from] - 1\n"
-               "    tell(a, target)\n"
                "    out[#out + 1] = a\n"
                "    out[#out + 1] = target\n"
                "  end\n"

@@ -376,6 +376,29 @@ static const char *const migrations[] = {
     "  SELECT count(*)::integer FROM u;\n"
     "$$;\n",
 
+    /* 5: FETCH and DELIVER_ACK commit asynchronously (synchronous_commit
+     * off for their transaction only). What a PostgreSQL crash can forget
+     * of them is a hold or an acknowledgement from the last moments: the
+     * message is delivered again, and its id makes that harmless. UPLOAD,
+     * STATUS and server-side sends stay synchronous: their commit is what
+     * an acknowledgement promises. */
+    "CREATE FUNCTION qa_fetch_async(p_agent text, p_session bigint, p_max_count integer,\n"
+    "    p_max_bytes bigint, p_now bigint)\n"
+    "RETURNS TABLE (seq bigint, id uuid, sender text, queue text, priority smallint,\n"
+    "    created_ms bigint, expires_ms bigint, props bytea, body bytea, delivery_count integer,\n"
+    "    more boolean)\n"
+    "LANGUAGE plpgsql AS $$\n"
+    "BEGIN\n"
+    "  PERFORM set_config('synchronous_commit', 'off', true);\n"
+    "  RETURN QUERY SELECT * FROM qa_fetch(p_agent, p_session, p_max_count, p_max_bytes, p_now);\n"
+    "END $$;\n"
+    "CREATE FUNCTION qa_ack_async(p_agent text, p_seqs bigint[], p_now bigint) RETURNS integer\n"
+    "LANGUAGE plpgsql AS $$\n"
+    "BEGIN\n"
+    "  PERFORM set_config('synchronous_commit', 'off', true);\n"
+    "  RETURN qa_ack(p_agent, p_seqs, p_now);\n"
+    "END $$;\n",
+
 };
 
 #define N_MIGRATIONS ((int)(sizeof(migrations) / sizeof(migrations[0])))

@@ -150,7 +150,7 @@ static PGresult *fake_result(const char *sql, const struct st_params *p)
 		}
 		return r;
 	}
-	if (strstr(sql, "qa_fetch(")) { /* one message (none if the mode says so) */
+	if (strstr(sql, "qa_fetch")) { /* one message (none if the mode says so) */
 		static const Oid t[] = {ST_OID_INT8,  ST_OID_UUID, ST_OID_TEXT, ST_OID_TEXT,
 		                        ST_OID_INT2,  ST_OID_INT8, ST_OID_INT8, ST_OID_BYTEA,
 		                        ST_OID_BYTEA, ST_OID_INT4, ST_OID_BOOL};
@@ -171,7 +171,7 @@ static PGresult *fake_result(const char *sql, const struct st_params *p)
 		set(r, 0, 10, (fake_mode & 8) ? "\1" : "\0", 1);
 		return r;
 	}
-	if (strstr(sql, "qa_ack(") || strstr(sql, "qa_status(")) {
+	if (strstr(sql, "qa_ack") || strstr(sql, "qa_status(")) {
 		static const Oid t[] = {ST_OID_INT4};
 		PGresult *r = result(1, t);
 		set4(r, 0, 0, 1);
