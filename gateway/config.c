@@ -52,6 +52,7 @@ static const struct key_def keys[] = {
     {"store", "max_pending", K_INT, C(max_pending), "100000", 0, 1, 2000000000, NULL},
     {"store", "keep_days", K_INT, C(keep_days), "7", 0, 0, 36500, NULL},
     {"store", "connections", K_INT, C(store_connections), "4", 0, 1, GW_MAX_STORE_CONNS, NULL},
+    {"store", "timeout", K_INT, C(store_timeout), "15", 0, 0, 3600, NULL},
     {"redis", "host", K_STR, C(redis_host), "127.0.0.1", 0, 0, 0, NULL},
     {"redis", "port", K_INT, C(redis_port), "6379", 0, 1, 65535, NULL},
     {"redis", "prefix", K_STR, C(redis_prefix), "qagw:", 0, 0, 0, NULL},

@@ -47,6 +47,7 @@ struct gw_config {
 	int max_pending;
 	int keep_days;
 	int store_connections; /* per worker */
+	int store_timeout;     /* seconds without an answer before a connection is dropped */
 	/* [redis] */
 	char redis_host[256];
 	int redis_port;

@@ -570,6 +570,7 @@ struct gw_worker *gw_worker_new(const struct gw_config *conf, int index, char *e
 			snprintf(err, errlen, "worker %s: out of memory", w->wc->name);
 			return NULL;
 		}
+		st_conn_set_timeout(w->stores[i], conf->store_timeout * 1000);
 	}
 	struct rt_pool_conf pc = {conf->redis_host,    conf->redis_port, conf->redis_password,
 	                          conf->redis_prefix,  w->wc->name,      conf->node_name,

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
+#include <time.h>
 
 enum st_state {
 	ST_DOWN,       /* no connection; the retry timer is armed */
@@ -29,6 +30,7 @@ struct st_op {
 	PGresult *res;
 	int failed;
 	char err[200];
+	struct timespec sent; /* CLOCK_MONOTONIC, for the answer deadline */
 };
 
 struct st_conn {
@@ -48,6 +50,8 @@ struct st_conn {
 	void *state_arg;
 	st_notify_fn on_notify;
 	void *notify_arg;
+	int timeout_ms;         /* no answer within this: the connection is dropped (0: never) */
+	struct event *watchdog; /* checks the oldest statement in flight, every second */
 };
 
 #define BACKOFF_MIN_MS 250
@@ -271,6 +275,32 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
 		start_connect(c);
 }
 
+/* A store that stops answering (a network partition, a hung server) never
+ * errors by itself: the oldest statement in flight past the timeout drops
+ * the connection, which fails every statement in flight (store_unavailable
+ * for their sessions; nothing is acknowledged) and reconnects. */
+static void on_watchdog(evutil_socket_t fd, short what, void *arg)
+{
+	struct st_conn *c = arg;
+	struct st_op *op = TAILQ_FIRST(&c->inflight);
+	if (!c->timeout_ms || c->state != ST_UP || !op)
+		return;
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	int64_t ms = (int64_t)(now.tv_sec - op->sent.tv_sec) * 1000 +
+	             (now.tv_nsec - op->sent.tv_nsec) / 1000000;
+	if (ms >= c->timeout_ms) {
+		char why[96];
+		snprintf(why, sizeof(why), "no answer for %lld ms (store timeout)", (long long)ms);
+		conn_lost(c, why);
+	}
+}
+
+void st_conn_set_timeout(struct st_conn *c, int ms)
+{
+	c->timeout_ms = ms;
+}
+
 struct st_conn *st_conn_new(struct event_base *base, const char *conninfo, const char *name,
                             st_state_fn on_state, void *state_arg)
 {
@@ -286,6 +316,9 @@ struct st_conn *st_conn_new(struct event_base *base, const char *conninfo, const
 	TAILQ_INIT(&c->inflight);
 	c->retry = evtimer_new(base, on_retry, c);
 	c->wr = event_new(base, -1, EV_WRITE, on_writable, c);
+	c->watchdog = event_new(base, -1, EV_PERSIST, on_watchdog, c);
+	struct timeval second = {1, 0};
+	event_add(c->watchdog, &second);
 	c->state = ST_DOWN;
 	start_connect(c);
 	return c;
@@ -307,6 +340,7 @@ void st_conn_free(struct st_conn *c)
 		event_free(c->io);
 	event_free(c->wr);
 	event_free(c->retry);
+	event_free(c->watchdog);
 	if (c->pg)
 		PQfinish(c->pg);
 	free(c->conninfo);
@@ -348,6 +382,7 @@ struct st_op *st_submit(struct st_conn *c, const char *sql, const struct st_para
 	}
 	op->done = done;
 	op->arg = arg;
+	clock_gettime(CLOCK_MONOTONIC, &op->sent);
 	TAILQ_INSERT_TAIL(&c->inflight, op, link);
 	c->n_inflight++;
 	flush(c);

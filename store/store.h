@@ -25,6 +25,10 @@ struct st_conn *st_conn_new(struct event_base *base, const char *conninfo, const
                             st_state_fn on_state, void *state_arg);
 void st_conn_free(struct st_conn *c);
 int st_conn_is_up(const struct st_conn *c);
+/* Drops the connection (failing what is in flight, then reconnecting) when
+ * a statement has had no answer for ms milliseconds; 0 (the default):
+ * never. */
+void st_conn_set_timeout(struct st_conn *c, int ms);
 /* Statements sent and not yet answered. */
 int st_conn_inflight(const struct st_conn *c);
 
