@@ -364,6 +364,8 @@ static void on_cmd_state(void *arg, int up)
 	struct rt_pool *p = arg;
 	if (up)
 		refresh_view(p);
+	else if (!p->freeing)
+		rt_redis_reset(p->sub); /* a silent server: the subscriber cannot tell by itself */
 	if (p->hooks.on_state)
 		p->hooks.on_state(p->arg, up);
 }

@@ -14,6 +14,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #define BACKOFF_MIN_MS 250
 #define BACKOFF_MAX_MS 2000
@@ -33,7 +34,20 @@ struct rt_redis {
 	int was_up;           /* logged "lost" only for a connection that had come up */
 	rt_message_fn sub_fn; /* subscriber connections: where messages go */
 	void *sub_arg;
+	/* A Redis that stops answering (a partition, a stopped server) does not
+	 * close the connection: commands without a reply for timeout_ms drop it. */
+	int timeout_ms;
+	int n_pending;            /* commands sent, reply not yet in */
+	int64_t pending_since_ms; /* the last reply (or the first send) since n_pending > 0 */
+	struct event *watchdog;
 };
+
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static void connect_now(struct rt_redis *r);
 
@@ -76,6 +90,7 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
 {
 	struct rt_redis *r = ac->data;
 	r->ac = NULL; /* hiredis frees it */
+	r->n_pending = 0;
 	if (r->up || r->was_up)
 		gw_log(GW_LOG_WARN, "redis %s: connection lost: %s", r->name,
 		       status == REDIS_OK ? "closed" : ac->errstr);
@@ -125,6 +140,32 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
 		connect_now(r);
 }
 
+static void on_watchdog(evutil_socket_t fd, short what, void *arg)
+{
+	struct rt_redis *r = arg;
+	if (!r->ac || !r->up || r->n_pending == 0 || r->timeout_ms <= 0)
+		return;
+	int64_t waited = mono_ms() - r->pending_since_ms;
+	if (waited < r->timeout_ms)
+		return;
+	gw_log(GW_LOG_WARN, "redis %s: no reply for %lld ms (%d commands waiting): reconnecting",
+	       r->name, (long long)waited, r->n_pending);
+	/* Pending callbacks run with NULL (their callers count a failure), then
+	 * on_disconnect arms the reconnect. */
+	rt_redis_reset(r);
+}
+
+void rt_redis_reset(struct rt_redis *r)
+{
+	if (r->ac)
+		redisAsyncFree(r->ac); /* on_disconnect: state down, reconnect armed */
+}
+
+void rt_redis_set_timeout(struct rt_redis *r, int ms)
+{
+	r->timeout_ms = ms;
+}
+
 struct rt_redis *rt_redis_new(struct event_base *base, const char *host, int port,
                               const char *password, const char *name, rt_state_fn on_state,
                               void *arg)
@@ -141,6 +182,10 @@ struct rt_redis *rt_redis_new(struct event_base *base, const char *host, int por
 	r->arg = arg;
 	r->backoff_ms = BACKOFF_MIN_MS;
 	r->retry = evtimer_new(base, on_retry, r);
+	r->timeout_ms = RT_REDIS_DEFAULT_TIMEOUT_MS;
+	r->watchdog = event_new(base, -1, EV_PERSIST, on_watchdog, r);
+	struct timeval second = {1, 0};
+	event_add(r->watchdog, &second);
 	connect_now(r);
 	return r;
 }
@@ -152,6 +197,7 @@ void rt_redis_free(struct rt_redis *r)
 	r->on_state = NULL;
 	event_free(r->retry);
 	r->retry = NULL;
+	event_free(r->watchdog);
 	if (r->ac) {
 		redisAsyncContext *ac = r->ac;
 		r->ac = NULL;
@@ -173,31 +219,42 @@ int rt_redis_is_up(const struct rt_redis *r)
 struct pending {
 	rt_reply_fn fn;
 	void *arg;
+	struct rt_redis *r; /* valid while hiredis may call back (rt_redis_free runs them first) */
 };
 
 static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
 	struct pending *p = privdata;
+	if (p->r->n_pending > 0)
+		p->r->n_pending--;
+	p->r->pending_since_ms = mono_ms();
 	if (p->fn)
 		p->fn(p->arg, reply);
 	free(p);
 }
 
-static struct pending *pending_new(rt_reply_fn fn, void *arg)
+static struct pending *pending_new(struct rt_redis *r, rt_reply_fn fn, void *arg)
 {
 	struct pending *p = malloc(sizeof(*p));
 	if (p) {
 		p->fn = fn;
 		p->arg = arg;
+		p->r = r;
 	}
 	return p;
+}
+
+static void sent(struct rt_redis *r)
+{
+	if (r->n_pending++ == 0)
+		r->pending_since_ms = mono_ms();
 }
 
 int rt_redis_command(struct rt_redis *r, rt_reply_fn fn, void *arg, const char *fmt, ...)
 {
 	if (!rt_redis_is_up(r))
 		return -1;
-	struct pending *p = pending_new(fn, arg);
+	struct pending *p = pending_new(r, fn, arg);
 	if (!p)
 		return -1;
 	va_list ap;
@@ -208,6 +265,7 @@ int rt_redis_command(struct rt_redis *r, rt_reply_fn fn, void *arg, const char *
 		free(p);
 		return -1;
 	}
+	sent(r);
 	return 0;
 }
 
@@ -216,13 +274,14 @@ int rt_redis_commandv(struct rt_redis *r, rt_reply_fn fn, void *arg, int argc, c
 {
 	if (!rt_redis_is_up(r))
 		return -1;
-	struct pending *p = pending_new(fn, arg);
+	struct pending *p = pending_new(r, fn, arg);
 	if (!p)
 		return -1;
 	if (redisAsyncCommandArgv(r->ac, on_reply, p, argc, argv, argvlen) != REDIS_OK) {
 		free(p);
 		return -1;
 	}
+	sent(r);
 	return 0;
 }
 

@@ -25,6 +25,13 @@ struct rt_redis *rt_redis_new(struct event_base *base, const char *host, int por
 void rt_redis_free(struct rt_redis *r);
 int rt_redis_is_up(const struct rt_redis *r);
 
+/* Commands without a reply for this long drop the connection (their
+ * callbacks get NULL) and it reconnects; 0: never. */
+#define RT_REDIS_DEFAULT_TIMEOUT_MS 5000
+void rt_redis_set_timeout(struct rt_redis *r, int ms);
+/* Drops the connection now (pending callbacks get NULL); it reconnects. */
+void rt_redis_reset(struct rt_redis *r);
+
 /* Sends a command (hiredis format string). Returns 0, or -1 when the
  * connection is down (fn is then never called). fn may be NULL. */
 int rt_redis_command(struct rt_redis *r, rt_reply_fn fn, void *arg, const char *fmt, ...)
