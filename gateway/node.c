@@ -111,6 +111,8 @@ int gw_node_start_services(struct gw_node *n)
 	char name[80];
 	snprintf(name, sizeof(name), "%s/node", n->conf.node_name);
 	n->store = st_conn_new(n->base, n->conf.conninfo, name, on_store_state, n);
+	if (n->store)
+		st_conn_set_timeout(n->store, n->conf.store_timeout * 1000);
 	if (!n->store)
 		return -1;
 	st_conn_on_notify(n->store, on_notify, n);

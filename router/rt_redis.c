@@ -39,6 +39,7 @@ struct rt_redis {
 	int timeout_ms;
 	int n_pending;            /* commands sent, reply not yet in */
 	int64_t pending_since_ms; /* the last reply (or the first send) since n_pending > 0 */
+	int64_t connect_ms;       /* when the current connect started */
 	struct event *watchdog;
 };
 
@@ -104,7 +105,9 @@ static void on_auth(redisAsyncContext *ac, void *reply, void *privdata)
 {
 	struct rt_redis *r = privdata;
 	redisReply *rep = reply;
-	if (!rep || rep->type == REDIS_REPLY_ERROR) {
+	if (!rep) /* the connection is going (freed or broken): nothing to do here */
+		return;
+	if (rep->type == REDIS_REPLY_ERROR) {
 		gw_log(GW_LOG_ERROR, "redis %s: AUTH refused%s%s", r->name, rep ? ": " : "",
 		       rep ? rep->str : "");
 		redisAsyncDisconnect(ac);
@@ -126,6 +129,7 @@ static void connect_now(struct rt_redis *r)
 	}
 	ac->data = r;
 	r->ac = ac;
+	r->connect_ms = mono_ms();
 	redisLibeventAttach(ac, r->base);
 	redisAsyncSetConnectCallback(ac, on_connect);
 	redisAsyncSetDisconnectCallback(ac, on_disconnect);
@@ -143,6 +147,13 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
 static void on_watchdog(evutil_socket_t fd, short what, void *arg)
 {
 	struct rt_redis *r = arg;
+	if (r->ac && !r->up && r->timeout_ms > 0 && mono_ms() - r->connect_ms >= r->timeout_ms) {
+		/* A silent host holds a connect for the kernel's SYN retries. */
+		gw_log(GW_LOG_WARN, "redis %s: connect timed out after %d ms", r->name,
+		       r->timeout_ms);
+		rt_redis_reset(r);
+		return;
+	}
 	if (!r->ac || !r->up || r->n_pending == 0 || r->timeout_ms <= 0)
 		return;
 	int64_t waited = mono_ms() - r->pending_since_ms;
@@ -157,8 +168,18 @@ static void on_watchdog(evutil_socket_t fd, short what, void *arg)
 
 void rt_redis_reset(struct rt_redis *r)
 {
-	if (r->ac)
-		redisAsyncFree(r->ac); /* on_disconnect: state down, reconnect armed */
+	redisAsyncContext *ac = r->ac;
+	if (!ac)
+		return;
+	/* Connected: on_disconnect (called by the free) marks it down and arms the
+	 * reconnect. Still connecting: hiredis calls neither callback. */
+	int connected = (ac->c.flags & REDIS_CONNECTED) != 0;
+	redisAsyncFree(ac);
+	if (!connected) {
+		r->ac = NULL;
+		if (r->retry && !evtimer_pending(r->retry, NULL))
+			arm_retry(r);
+	}
 }
 
 void rt_redis_set_timeout(struct rt_redis *r, int ms)

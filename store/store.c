@@ -50,8 +50,11 @@ struct st_conn {
 	void *state_arg;
 	st_notify_fn on_notify;
 	void *notify_arg;
-	int timeout_ms;         /* no answer within this: the connection is dropped (0: never) */
-	struct event *watchdog; /* checks the oldest statement in flight, every second */
+	int timeout_ms; /* no answer (or connect) within this: the connection is dropped (0: never)
+	                 */
+	struct timespec connect_started;
+	struct timespec last_probe; /* idle probe (SELECT 1) */
+	struct event *watchdog;     /* checks the oldest statement in flight, every second */
 };
 
 #define BACKOFF_MIN_MS 250
@@ -227,11 +230,14 @@ static void poll_connect(evutil_socket_t fd, short what, void *arg)
 	case PGRES_POLLING_OK:
 		break;
 	default: {
-		char why[200];
+		/* One line per host tried (multi-host conninfo): joined with "; ". */
+		char why[400];
 		snprintf(why, sizeof(why), "%s", PQerrorMessage(c->pg));
-		char *nl = strchr(why, '\n');
-		if (nl)
-			*nl = 0;
+		size_t n = strlen(why);
+		while (n && (why[n - 1] == '\n' || why[n - 1] == ' '))
+			why[--n] = 0;
+		for (char *p = why; (p = strchr(p, '\n'));)
+			*p = ';';
 		gw_log(GW_LOG_WARN, "store %s: connect failed: %s (retry in %d ms)", c->name, why,
 		       c->backoff_ms);
 		conn_lost(c, why);
@@ -261,6 +267,7 @@ static void start_connect(struct st_conn *c)
 		return;
 	}
 	c->state = ST_CONNECTING;
+	clock_gettime(CLOCK_MONOTONIC, &c->connect_started);
 	wait_connect(c, EV_WRITE);
 }
 
@@ -279,16 +286,44 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
  * errors by itself: the oldest statement in flight past the timeout drops
  * the connection, which fails every statement in flight (store_unavailable
  * for their sessions; nothing is acknowledged) and reconnects. */
+static int64_t ms_since(const struct timespec *t)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (int64_t)(now.tv_sec - t->tv_sec) * 1000 + (now.tv_nsec - t->tv_nsec) / 1000000;
+}
+
+/* Also: a connect that takes longer than the timeout is abandoned (libpq's
+ * connect_timeout does not apply to a non-blocking connect: a silent host
+ * would hold it for the kernel's SYN retries), and an idle connection is
+ * probed with SELECT 1 every timeout/2, so that a dead one (the node's
+ * LISTEN connection is idle for long stretches) is noticed. */
 static void on_watchdog(evutil_socket_t fd, short what, void *arg)
 {
 	struct st_conn *c = arg;
-	struct st_op *op = TAILQ_FIRST(&c->inflight);
-	if (!c->timeout_ms || c->state != ST_UP || !op)
+	if (!c->timeout_ms)
 		return;
-	struct timespec now;
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	int64_t ms = (int64_t)(now.tv_sec - op->sent.tv_sec) * 1000 +
-	             (now.tv_nsec - op->sent.tv_nsec) / 1000000;
+	if (c->state == ST_CONNECTING) {
+		if (ms_since(&c->connect_started) >= c->timeout_ms) {
+			gw_log(GW_LOG_WARN, "store %s: connect timed out after %d ms", c->name,
+			       c->timeout_ms);
+			conn_lost(c, "connect timed out");
+		}
+		return;
+	}
+	if (c->state != ST_UP)
+		return;
+	struct st_op *op = TAILQ_FIRST(&c->inflight);
+	if (!op) {
+		if (ms_since(&c->last_probe) >= c->timeout_ms / 2) {
+			struct st_params none = {0};
+			clock_gettime(CLOCK_MONOTONIC, &c->last_probe);
+			if (!st_submit(c, "SELECT 1", &none, NULL, NULL))
+				return; /* the send failed: the connection is being dropped */
+		}
+		return;
+	}
+	int64_t ms = ms_since(&op->sent);
 	if (ms >= c->timeout_ms) {
 		char why[96];
 		snprintf(why, sizeof(why), "no answer for %lld ms (store timeout)", (long long)ms);
