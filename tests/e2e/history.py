@@ -19,16 +19,21 @@ What counts:
 - **lost**: acked but never received. Only meaningful after a drain: the agents keep
   syncing and the test keeps calling `recv` for a bounded time (`History.drain`).
 - **duplicated**: ids handed to the application more than once.
+- **unaccounted** (in `details()`): ids a qaagent `send` printed (recorded with
+  `History.sent`) that are in neither its outbox nor its sent_log: a client store that
+  dropped a queued message.
 
 API (one History per test; every agent that sends or receives is registered):
 
     h = History()
     h.add(agent)                       # a harness.Agent (qaagent); its store is read
+    h.sent(agent.id, mid)              # optional: an id `qaagent send` printed (unaccounted)
     h.recv(agent, queue=None)          # `qaagent recv` now; records the ids handed out
     h.collect()                        # re-read sent_log/outbox of every qaagent store
     rep = h.drain(timeout=30)          # recv from all, collect, until nothing is in flight
     print(rep.line())                  # history: acked=N received=N lost=0 duplicated=0 pending=N
-    rep.assert_ok()                    # lost == 0, duplicated == 0, every recipient known
+    rep.assert_ok()                    # lost == 0, duplicated == 0, unaccounted == 0,
+                                       # every recipient known
 
     rec = h.py("agentX")               # Python client (qasync.Client) recorder
     rec.upload(client, msgs)           # UPLOAD; records queued ids and the ack results
@@ -84,21 +89,25 @@ class Report:
     pending: int
     refused: int = 0
     untracked: int = 0
+    unaccounted: int = 0
     lost_ids: List[str] = dataclasses.field(default_factory=list)
     duplicated_ids: List[str] = dataclasses.field(default_factory=list)
     untracked_ids: List[str] = dataclasses.field(default_factory=list)
+    unaccounted_ids: List[str] = dataclasses.field(default_factory=list)
 
     def line(self) -> str:
         return (f"history: acked={self.acked} received={self.received} lost={self.lost} "
                 f"duplicated={self.duplicated} pending={self.pending}")
 
     def details(self) -> str:
-        return (f"{self.line()} refused={self.refused} untracked={self.untracked}; lost e.g. "
-                f"{self.lost_ids[:5]}, duplicated e.g. {self.duplicated_ids[:5]}, untracked "
-                f"e.g. {self.untracked_ids[:5]}")
+        return (f"{self.line()} refused={self.refused} untracked={self.untracked} "
+                f"unaccounted={self.unaccounted}; lost e.g. {self.lost_ids[:5]}, duplicated "
+                f"e.g. {self.duplicated_ids[:5]}, untracked e.g. {self.untracked_ids[:5]}, "
+                f"unaccounted e.g. {self.unaccounted_ids[:5]}")
 
     def assert_ok(self) -> None:
-        assert self.lost == 0 and self.duplicated == 0 and self.untracked == 0, self.details()
+        assert (self.lost == 0 and self.duplicated == 0 and self.untracked == 0
+                and self.unaccounted == 0), self.details()
 
 
 class QaAgentStore:
@@ -168,6 +177,8 @@ class History:
         self._snap_out: Dict[str, Dict[str, str]] = {}  # qaagent: outbox snapshot
         self._handed: Counter = Counter()  # id -> times handed to the application
         self._handed_to: Dict[str, str] = {}  # id -> the agent it was handed to
+        self._sent: Dict[str, Dict[str, float]] = {}  # qaagent: id -> when recorded
+        self._collected_at: Dict[str, float] = {}  # qaagent: start of its last collect
 
     # --------------------------------------------------------------- registration
 
@@ -189,6 +200,11 @@ class History:
     def queued(self, agent_id: str, mid, to: str) -> None:
         with self._lock:
             self._queued.setdefault(agent_id, {})[canonical(mid)] = to
+
+    def sent(self, agent_id: str, mid) -> None:
+        """An id a qaagent `send` of agent_id printed (it is in the outbox now)."""
+        with self._lock:
+            self._sent.setdefault(agent_id, {})[canonical(mid)] = time.monotonic()
 
     def ack(self, agent_id: str, mid, result: int) -> None:
         """A final UPLOAD_ACK result (quota is not final: ignored)."""
@@ -224,9 +240,12 @@ class History:
             if a is None:
                 continue
             st = QaAgentStore(a.db)
-            sent, out = st.sent_log(), st.outbox()
+            t0 = time.monotonic()
+            out = st.outbox()  # outbox first: a message moving to sent_log meanwhile is seen
+            sent = st.sent_log()
             with self._lock:
                 self._snap_sent[aid], self._snap_out[aid] = sent, out
+                self._collected_at[aid] = t0
 
     # --------------------------------------------------------------- the check
 
@@ -250,13 +269,19 @@ class History:
                 pending += sum(1 for mid in q if mid not in self._acks.get(aid, {}))
             handed = Counter(self._handed)
             known = set(self.agents)
+            unaccounted = sorted(
+                mid for aid, ids in self._sent.items() for mid, t in ids.items()
+                if t < self._collected_at.get(aid, -1.0)
+                and mid not in self._snap_out.get(aid, {})
+                and mid not in self._snap_sent.get(aid, {}))
         untracked = sorted(m for m, to in acked.items() if to and to not in known)
         lost = sorted(m for m, to in acked.items() if m not in handed and m not in untracked)
         dups = sorted(m for m, n in handed.items() if n > 1)
         return Report(acked=len(acked), received=len(handed), lost=len(lost),
                       duplicated=len(dups), pending=pending, refused=refused,
-                      untracked=len(untracked), lost_ids=lost, duplicated_ids=dups,
-                      untracked_ids=untracked)
+                      untracked=len(untracked), unaccounted=len(unaccounted), lost_ids=lost,
+                      duplicated_ids=dups, untracked_ids=untracked,
+                      unaccounted_ids=unaccounted)
 
     def drain(self, timeout: float = 30.0, interval: float = 0.5, queue: Optional[str] = None,
               poll: Optional[Callable[[], None]] = None, need_pending_zero: bool = True) -> Report:

@@ -1,0 +1,505 @@
+"""Traffic under faults (issue 8): the machinery of tests/e2e/test_faults.py and of
+`make soak`, which runs this file's test_soak for SOAK_SECONDS (default 600).
+
+Traffic: N (>= 20) `qaagent run` agents (-policy automatic, -fd 0.5) over the pool of
+two_node_pool: n1 (ml1, ml2) and n2 (ml3); agent i lists the three workers starting at
+worker i mod 3. Sender threads queue messages with `qaagent send -policy ondemand` from a
+random agent to another (queue `q`); each `run` uploads its outbox within 0.5 s, pushes
+bring them to the recipients, and a thread plays the applications: `qaagent recv` of
+every agent all along (recorded in a history.History, with every agent's client store).
+`Traffic.drain` goes on taking what arrives until nothing acknowledged is missing, bounded.
+
+Faults (class Faults): SIGKILL of a node and restart, SIGTERM (graceful drain) and
+restart, and (with a private PostgreSQL at synchronous_commit=on) an immediate stop of
+PostgreSQL and restart. "Mid-batch": slow_uploads makes every insert statement into the
+messages table sleep 30 ms (a trigger the test creates), and a node fault can wait until
+pg_stat_activity shows one of that node's qa_upload calls running (upload_in_flight; the
+nodes' connections carry application_name=qagw-NODE).
+
+`batch_atomicity` compares the server store with the agents' sent logs: qa_upload runs
+one UPLOAD frame in one transaction, with one created_ms for all its rows, and the agent
+resolves one UPLOAD_ACK in one SQLite transaction, with one done_ms; so a (sender,
+created_ms) group of rows is what one UPLOAD committed, a (agent, done_ms) group of the
+sent log what one UPLOAD_ACK acknowledged.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+import signal
+import threading
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import harness
+from history import History, QaAgentStore, Report, canonical
+from test_failover import json_lines, stop_run
+
+WORKERS = ("ml1", "ml2", "ml3")
+QUEUE = "q"
+
+
+class NodeStore(harness.Store):
+    """A Store whose conninfo names the node (application_name=qagw-NODE), so that
+    pg_stat_activity tells which node's query is running."""
+
+    def __init__(self, store: harness.Store, node: str) -> None:
+        super().__init__(store.server, store.dbname)
+        self.app = f"qagw-{node}"
+
+    @property
+    def conninfo(self) -> str:
+        return f"{super().conninfo} application_name={self.app}"
+
+
+def two_node_pool(qagw, store: harness.Store, **kw) -> Dict[str, harness.Gateway]:
+    """n1 (ml1, ml2) and n2 (ml3), one pool on store (each node's connections named, see
+    NodeStore); returned as {worker: its gateway}."""
+    n1 = qagw(workers=("ml1", "ml2"), node="n1", store_=NodeStore(store, "n1"), **kw)
+    n2 = qagw(workers=("ml3",), node="n2", store_=NodeStore(store, "n2"), **kw)
+    return {"ml1": n1, "ml2": n1, "ml3": n2}
+
+
+def slow_uploads(store: harness.Store, seconds: float) -> None:
+    """Every INSERT statement into the messages table sleeps `seconds` first (a statement
+    trigger, created by the test): an UPLOAD stays in the store long enough for a fault
+    to land while it is in flight."""
+    t = store.messages_table()
+    store.query("CREATE FUNCTION qa_test_slow() RETURNS trigger LANGUAGE plpgsql AS "
+                f"$$ BEGIN PERFORM pg_sleep({float(seconds)}); RETURN NULL; END $$")
+    store.query(f"CREATE TRIGGER qa_test_slow BEFORE INSERT ON {t} FOR EACH STATEMENT "
+                "EXECUTE FUNCTION qa_test_slow()")
+
+
+def upload_in_flight(store: harness.Store, node: str, timeout: float = 5.0) -> bool:
+    """Waits until a qa_upload of node's connections is running in PostgreSQL (committed
+    or not, its UPLOAD_ACK has not been sent); False after timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        n = store.scalar("select count(*) from pg_stat_activity where application_name = %s "
+                         "and state = 'active' and query like %s", [f"qagw-{node}", "%qa_upload(%"])
+        if int(n) > 0:
+            return True
+        time.sleep(0.005)
+    return False
+
+
+def nodes_of(gws: Dict[str, harness.Gateway]) -> List[harness.Gateway]:
+    out = []
+    for g in gws.values():
+        if g not in out:
+            out.append(g)
+    return out
+
+
+class Traffic:
+    """N qaagent runs exchanging messages; see the module's docstring."""
+
+    def __init__(self, gws: Dict[str, harness.Gateway], agent_factory, uid: str,
+                 tmp_path: Path, n_agents: int = 20, senders: int = 3,
+                 send_pause: float = 0.02, seed: Optional[str] = None,
+                 verbose: Optional[bool] = None) -> None:
+        self.gws = gws
+        self.tmp = Path(tmp_path)
+        self.h = History()
+        self.agents = []
+        for i in range(n_agents):
+            order = [WORKERS[(i + k) % 3] for k in range(3)]
+            a = agent_factory(f"f{i:02d}-{uid}", *[gws[w].stream(w) for w in order],
+                              extra=["-fd", "0.5"])
+            self.agents.append(a)
+            self.h.add(a)
+        # QAGW_FAULTS_VERBOSE=1: the runs log every frame (-v) into run-ID.stderr
+        self.verbose = bool(os.environ.get("QAGW_FAULTS_VERBOSE")) if verbose is None else verbose
+        self.n_senders = senders
+        self.send_pause = send_pause
+        self.seed = seed or uid
+        self.late, self.late_detail = 0, ""  # set by drain()
+        self.procs: Dict[str, object] = {}
+        self.lines: Dict[str, object] = {}
+        self.events: Dict[str, List[dict]] = {a.id: [] for a in self.agents}
+        self.sent = 0
+        self.send_errors: List[str] = []
+        self._stop = threading.Event()
+        self._threads: List[threading.Thread] = []
+        self._count_lock = threading.Lock()
+
+    # ----------------------------------------------------------- the run processes
+
+    def _start_run(self, a) -> None:
+        p = a.popen("run", policy="automatic", verbose=self.verbose,
+                    stderr_path=self.tmp / f"run-{a.id}.stderr")
+        self.procs[a.id] = p
+        self.lines[a.id] = json_lines(p)
+
+    def start(self) -> "Traffic":
+        for a in self.agents:
+            self._start_run(a)
+        for k in range(self.n_senders):
+            t = threading.Thread(target=self._sender, args=(random.Random(f"{self.seed}-{k}"),),
+                                 daemon=True)
+            t.start()
+            self._threads.append(t)
+        t = threading.Thread(target=self._taker, daemon=True)
+        t.start()
+        self._threads.append(t)
+        return self
+
+    def _taker(self) -> None:
+        """The applications: take what arrived, agent after agent, all along."""
+        while not self._stop.is_set():
+            try:
+                self.take()
+            except AssertionError as e:
+                self.send_errors.append(f"recv: {str(e)[-2000:]}")
+                return
+            self._stop.wait(0.5)
+
+    def _sender(self, rng: random.Random) -> None:
+        n = len(self.agents)
+        while not self._stop.is_set():
+            i = rng.randrange(n)
+            j = (i + 1 + rng.randrange(n - 1)) % n
+            frm, to = self.agents[i], self.agents[j]
+            try:
+                mid = frm.send(f"{to.id}\\{QUEUE}", f"fault traffic {frm.id} -> {to.id}")
+            except AssertionError as e:  # a send that failed to queue is a failure
+                self.send_errors.append(str(e)[-2000:])
+                return
+            self.h.sent(frm.id, mid)
+            with self._count_lock:
+                self.sent += 1
+            if self.send_pause:
+                time.sleep(self.send_pause)
+
+    def take(self) -> None:
+        """The applications take what arrived so far (`qaagent recv` of every agent; the
+        STATUS reports it queues become traffic too). A thread does it all along."""
+        for a in self.agents:
+            self.h.recv(a, QUEUE)
+
+    def progress(self, t: float) -> str:
+        self.h.collect()
+        r = self.h.report()
+        return (f"t={t:.0f}s queued={self.sent} acked={r.acked} received={r.received} "
+                f"duplicated={r.duplicated} pending={r.pending}")
+
+    def stop_sending(self) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(30)
+        assert not self.send_errors, self.send_errors[:3]
+
+    def pump_events(self) -> None:
+        for aid, q in self.lines.items():
+            while True:
+                try:
+                    ev = q.get_nowait()
+                except Exception:
+                    break
+                if ev is not None:
+                    self.events[aid].append(ev)
+
+    def check_alive(self) -> None:
+        self.pump_events()
+        for aid, p in self.procs.items():
+            assert p.poll() is None, (
+                f"qaagent run {aid} exited {p.returncode}:\n"
+                f"{harness.tail(self.tmp / f'run-{aid}.stderr', 30)}\n"
+                f"events: {self.events[aid][-8:]}")
+
+    def stop_runs(self) -> Dict[str, int]:
+        rcs = {aid: stop_run(p) for aid, p in self.procs.items()}
+        self.pump_events()
+        return rcs
+
+    # ----------------------------------------------------------- the end
+
+    def drain(self, run_timeout: float = 25.0, sync_timeout: float = 20.0) -> Report:
+        """The bounded drain: first with the runs up (they transmit on their own: pushes,
+        -policy automatic, the STATUS reports `recv` queues) for run_timeout; what is still
+        missing or pending then is counted in self.late and fetched by stopping the runs
+        and syncing every agent (retried while a sync exits 1) for sync_timeout. The report
+        after that is final. The runs must exit 0 (SIGTERM)."""
+        self.check_alive()
+        rep = self.h.drain(timeout=run_timeout, queue=QUEUE)
+        self.late = rep.lost + rep.pending
+        self.late_detail = rep.details()
+        self.check_alive()
+        rcs = self.stop_runs()
+        assert all(rc == 0 for rc in rcs.values()), rcs
+        self.sync_failures = 0
+
+        def sync_all():
+            for a in self.agents:
+                r = a.run("sync", timeout=60)
+                if r.rc != 0:
+                    self.sync_failures += 1
+                    assert r.rc == 1, repr(r)  # unreachable for now: tried again
+        return self.h.drain(timeout=sync_timeout, queue=QUEUE, poll=sync_all)
+
+    def run_received_dupes(self) -> int:
+        """Ids that `run` reported as new to the inbox more than once for one agent (the
+        inbox's dedup failing): must be 0."""
+        n = 0
+        for aid, evs in self.events.items():
+            c = Counter(i for e in evs if e.get("event") == "received" for i in e.get("ids", []))
+            n += sum(1 for v in c.values() if v > 1)
+        return n
+
+    def closed_reasons(self) -> Dict[str, int]:
+        """How the agents' sessions ended (`closed` events): the reason without what was
+        awaited and without the ERROR's text, e.g. {"ERROR draining": 12,
+        "connection closed by the server": 9}."""
+        c: Counter = Counter()
+        for evs in self.events.values():
+            for e in evs:
+                if e.get("event") == "closed":
+                    r = re.sub(r"^waiting \d+ ms for \w+ from \S+: ", "", str(e.get("reason", "")))
+                    c[re.split(r"[:(]", r, 1)[0].strip()] += 1
+        return dict(c.most_common())
+
+    def sessions(self) -> int:
+        return sum(1 for evs in self.events.values() for e in evs if e.get("event") == "welcome")
+
+    def server_pending(self, store) -> int:
+        return int(store.scalar(f"select count(*) from {store.messages_table()} "
+                                "where recipient = any(%s) and status = 1 and queue = %s",
+                                [[a.id for a in self.agents], QUEUE]))
+
+
+# --------------------------------------------------------------- batch atomicity
+
+
+def batch_atomicity(store, agents) -> Dict[str, int]:
+    """Compares what each UPLOAD committed (server rows grouped by sender and created_ms)
+    with what each UPLOAD_ACK acknowledged (sent-log rows grouped by agent and done_ms).
+
+    - upload_tx: transactions that stored traffic;
+    - whole: those whose every row the sender holds as `stored`, under one ack;
+    - committed_unacked: transactions with a row the sender never got `stored` for (its
+      ack was lost, so the retry said `duplicate`): a commit whose UPLOAD_ACK did not
+      arrive. Expected after SIGKILL (the kill fell between commit and ack, "mid-batch");
+      never after SIGTERM alone;
+    - split_ack: transactions acknowledged by more than one UPLOAD_ACK;
+    - acked_missing: ids acked `stored` with no row in the server store (a loss at the
+      store);
+    - ack_multi_tx: UPLOAD_ACK groups whose stored ids come from more than one transaction
+      (only possible if two acks of one agent fell in the same millisecond);
+    - duplicate_results: sent-log rows with result duplicate.
+    """
+    logs = {a.id: sent_log_full(a) for a in agents}
+    rows = store.query(f"select id::text, sender, created_ms from {store.messages_table()} "
+                       "where sender_is_agent and sender = any(%s)", [list(logs)])
+    tx: Dict[tuple, set] = defaultdict(set)
+    row_tx: Dict[str, tuple] = {}
+    for mid, sender, created in rows:
+        tx[(sender, int(created))].add(mid)
+        row_tx[mid] = (sender, int(created))
+    out = Counter(upload_tx=len(tx))
+    for (sender, _), mids in tx.items():
+        got = [logs[sender].get(m, (None, None, None)) for m in mids]
+        results = {r for _, r, _ in got}
+        acks = {d for _, _, d in got}
+        if results == {0} and len(acks) == 1:
+            out["whole"] += 1
+        elif results != {0}:
+            out["committed_unacked"] += 1
+        else:
+            out["split_ack"] += 1
+    groups: Dict[tuple, set] = defaultdict(set)
+    for aid, log in logs.items():
+        for mid, (_, res, done) in log.items():
+            if res == 1:
+                out["duplicate_results"] += 1
+            if res != 0:
+                continue
+            groups[(aid, done)].add(mid)
+            if mid not in row_tx:
+                out["acked_missing"] += 1
+    for mids in groups.values():
+        if len({row_tx[m] for m in mids if m in row_tx}) > 1:
+            out["ack_multi_tx"] += 1
+    for k in ("whole", "committed_unacked", "split_ack", "acked_missing", "ack_multi_tx",
+              "duplicate_results"):
+        out.setdefault(k, 0)
+    return dict(out)
+
+
+def sent_log_full(agent) -> Dict[str, tuple]:
+    """{id: (address, result, done_ms)} of agent's sent log."""
+    return {canonical(i): (a, int(r), int(d)) for i, a, r, d in QaAgentStore(agent.db)._rows(
+        "SELECT id, address, result, done_ms FROM sent_log")}
+
+
+def atomicity_line(b: Dict[str, int]) -> str:
+    return ("batches: " + " ".join(f"{k}={b[k]}" for k in (
+        "upload_tx", "whole", "committed_unacked", "split_ack", "acked_missing",
+        "ack_multi_tx", "duplicate_results")))
+
+
+# --------------------------------------------------------------- faults
+
+
+class Faults:
+    """Fault actions on the pool, each logged with its time (self.log)."""
+
+    def __init__(self, gws: Dict[str, harness.Gateway], pg: Optional[harness.PgServer] = None,
+                 t0: Optional[float] = None) -> None:
+        self.nodes = nodes_of(gws)
+        self.pg = pg
+        self.t0 = t0 or time.monotonic()
+        self.log: List[str] = []
+        self.counts: Counter = Counter()
+
+    def _note(self, what: str) -> None:
+        self.log.append(f"{time.monotonic() - self.t0:7.2f}s {what}")
+
+    def _wait_in_flight(self, gw, store) -> str:
+        if store is None:
+            return ""
+        caught = upload_in_flight(store, gw.node)
+        self.counts["in_flight" if caught else "not_in_flight"] += 1
+        return " (an UPLOAD in flight)" if caught else " (no UPLOAD seen in flight in 5 s)"
+
+    def kill_node(self, gw, down_s: float, in_flight_of: Optional[harness.Store] = None) -> None:
+        """SIGKILL, down for down_s, restart. With in_flight_of (the store): the kill
+        waits until one of the node's UPLOADs is running in PostgreSQL (mid-batch)."""
+        how = self._wait_in_flight(gw, in_flight_of)
+        gw.kill(signal.SIGKILL)
+        self._note(f"SIGKILL {gw.node}{how}")
+        self.counts["sigkill"] += 1
+        time.sleep(down_s)
+        gw.start()
+        self._note(f"started {gw.node}")
+
+    def term_node(self, gw, down_s: float, in_flight_of: Optional[harness.Store] = None) -> None:
+        """SIGTERM: the node drains (in-flight requests answered, then ERROR draining or
+        REASSIGN) and must exit 0 within drain_timeout; restart after down_s. With
+        in_flight_of: sent while one of the node's UPLOADs is running in PostgreSQL."""
+        how = self._wait_in_flight(gw, in_flight_of)
+        t = time.monotonic()
+        rc = gw.stop(grace=15)
+        self._note(f"SIGTERM {gw.node}{how}: exit {rc} after {time.monotonic() - t:.2f}s")
+        assert rc == 0, f"qagw {gw.node} exited {rc} on SIGTERM:\n{harness.tail(gw.log, 30)}"
+        self.counts["sigterm"] += 1
+        time.sleep(down_s)
+        gw.start()
+        self._note(f"started {gw.node}")
+
+    def crash_pg(self, down_s: float) -> None:
+        """PostgreSQL stopped in immediate mode (no shutdown checkpoint, backends quit at
+        once: a crash as far as the data is concerned), restarted after down_s."""
+        assert self.pg is not None
+        self.pg.stop("immediate")
+        self._note("PostgreSQL stop -m immediate")
+        self.counts["pg_crash"] += 1
+        time.sleep(down_s)
+        self.pg.start()
+        self._note("PostgreSQL started")
+
+
+def set_synchronous_commit(pg: harness.PgServer, value: str, **more: str) -> str:
+    """ALTER SYSTEM synchronous_commit (and more settings), reload; returns SHOW's answer."""
+    pg.admin_sql(f"alter system set synchronous_commit = '{value}'")
+    for k, v in more.items():
+        pg.admin_sql(f"alter system set {k} = '{v}'")
+    pg.admin_sql("select pg_reload_conf()")
+    time.sleep(0.3)
+    return pg.admin_sql("show synchronous_commit")
+
+
+# --------------------------------------------------------------- the mixed scenario
+
+
+def mixed(qagw, agent, uid, tmp_path, pg, seconds: float, n_agents: int = 20) -> dict:
+    """All the faults of test_faults.py interleaved with traffic for `seconds`: SIGKILL of
+    a node and SIGTERM of a node (each while one of its UPLOADs is in PostgreSQL, the
+    store slowed by 30 ms an insert), both nodes killed at once, PostgreSQL crashed (at
+    synchronous_commit=on, the safe setting). Returns the figures; asserts nothing lost,
+    nothing duplicated, nothing pending, every node and agent alive, no UPLOAD
+    acknowledged in parts and nothing acked missing from the store."""
+    assert set_synchronous_commit(pg, "on") == "on"
+    db = pg.create_database(f"qagw_soak_{uid}")
+    gws = two_node_pool(qagw, db)
+    nodes = nodes_of(gws)
+    slow_uploads(db, 0.03)  # so that node faults can wait for an UPLOAD in flight
+    tr = Traffic(gws, agent, uid, tmp_path, n_agents=n_agents)
+    rng = random.Random(uid)
+    t0 = time.monotonic()
+    faults = Faults(gws, pg=pg, t0=t0)
+    tr.start()
+    kinds = ["kill", "term", "kill_both", "pg"]
+    try:
+        time.sleep(2.0)
+        i = 0
+        next_progress = t0 + 60
+        while time.monotonic() - t0 < seconds - 4:
+            tr.check_alive()
+            if time.monotonic() >= next_progress:
+                print(f"\nmixed progress: {tr.progress(time.monotonic() - t0)}, faults "
+                      f"{dict(faults.counts)}", flush=True)
+                next_progress += 60
+            kind = kinds[i % len(kinds)] if i < len(kinds) else rng.choice(kinds + ["kill"])
+            i += 1
+            if kind == "kill":
+                faults.kill_node(rng.choice(nodes), rng.uniform(0.3, 2.0), in_flight_of=db)
+            elif kind == "term":
+                faults.term_node(rng.choice(nodes), rng.uniform(0.3, 2.0), in_flight_of=db)
+            elif kind == "kill_both":
+                for g in nodes:
+                    g.kill(signal.SIGKILL)
+                faults._note("SIGKILL both nodes")
+                faults.counts["sigkill_both"] += 1
+                time.sleep(rng.uniform(0.5, 2.0))
+                for g in nodes:
+                    g.start()
+                faults._note("started both nodes")
+            else:
+                faults.crash_pg(rng.uniform(0.5, 2.0))
+            # short runs (make test) keep faults closer together, to fit every kind in
+            time.sleep(rng.uniform(2.0, 5.0) if seconds >= 120 else rng.uniform(1.0, 2.0))
+        traffic_s = time.monotonic() - t0
+        tr.stop_sending()
+        rep = tr.drain()
+    finally:
+        tr._stop.set()
+        for p in tr.procs.values():
+            if p.poll() is None:
+                stop_run(p)
+    (tmp_path / "faults.log").write_text("\n".join(faults.log) + "\n")
+    batches = batch_atomicity(db, tr.agents)
+    figures = {
+        "seconds": round(traffic_s, 1), "agents": len(tr.agents), "sent": tr.sent,
+        "faults": dict(faults.counts), "sessions": tr.sessions(), "late": tr.late,
+        "report": rep, "batches": batches, "server_pending": tr.server_pending(db),
+        "run_received_dupes": tr.run_received_dupes(),
+    }
+    print(f"\nmixed: {figures['seconds']}s, {len(tr.agents)} agents, {tr.sent} messages queued, "
+          f"faults {dict(faults.counts)}, {figures['sessions']} sessions, late (only after "
+          f"an explicit sync) {tr.late}\n  sessions closed: {tr.closed_reasons()}")
+    print(atomicity_line(batches))
+    print(rep.line())
+    rep.assert_ok()
+    assert rep.pending == 0, rep.details()
+    assert rep.acked == tr.sent, f"{tr.sent} queued, {rep.acked} acked: {rep.details()}"
+    assert figures["server_pending"] == 0
+    assert figures["run_received_dupes"] == 0
+    assert batches["acked_missing"] == 0 and batches["split_ack"] == 0, batches
+    for g in nodes:
+        assert g.alive(), f"qagw {g.node} died:\n{harness.tail(g.log, 30)}"
+    return figures
+
+
+def soak_seconds(default: float) -> float:
+    return float(os.environ.get("SOAK_SECONDS") or default)
+
+
+def test_soak(qagw, agent, uid, tmp_path, private_pg):
+    """`make soak`: the mixed scenario for SOAK_SECONDS (default 600 s), bounded by it
+    (plus start-up and a drain of at most ~45 s)."""
+    mixed(qagw, agent, uid, tmp_path, private_pg, soak_seconds(600))
