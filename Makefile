@@ -52,7 +52,7 @@ FUZZ_SRC  = $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS = $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps certs run services stop-services bench bench-quick test test-unit test-fuzz test-e2e test-asan fuzz clean format format-check
+.PHONY: all deps certs run services stop-services bench bench-quick test test-unit test-fuzz test-e2e test-long test-asan fuzz clean format format-check
 
 all: $(QAGW) $(QAAGENT) $(QABENCH) $(UNIT_BINS)
 
@@ -163,7 +163,11 @@ test-fuzz: $(FUZZ_BINS)
 	  tail -1 $(BUILD)/fuzz/$$n.log; done
 
 test-e2e: $(QAGW) $(QAAGENT)
-	$(PYTHON) -m pytest -q tests/e2e
+	$(PYTHON) -m pytest -q -m "not long" tests/e2e
+
+# The long fault scenarios (marked `long`; make test runs a shorter variant of each fault).
+test-long: $(QAGW) $(QAAGENT)
+	$(PYTHON) -m pytest -q -s -m long tests/e2e
 
 # The mixed fault scenario of tests/e2e/soak.py (issue 8) for SOAK_SECONDS (whole seconds,
 # default 600): node SIGKILL and SIGTERM, both nodes killed, PostgreSQL crashed, under the
@@ -173,6 +177,7 @@ SOAK_SECONDS ?= 600
 .PHONY: soak
 soak: $(QAGW) $(QAAGENT)
 	SOAK_SECONDS=$(SOAK_SECONDS) timeout $$(( $(SOAK_SECONDS) + 300 )) $(PYTHON) -m pytest -q -s tests/e2e/soak.py
+	$(MAKE) test-long
 
 # The unit and e2e suites against an ASan+UBSan build in build-asan/ (slow: not part of
 # `make test`). Sanitizer reports of every process (qagw, qaagent, unit tests) go to
@@ -194,7 +199,7 @@ test-asan: deps certs
 	  { $(ASAN_ENV) $(MAKE) --no-print-directory BUILD=$(ASAN_BUILD) CFLAGS="$(ASAN_FLAGS)" \
 	    LDFLAGS="$(ASAN_FLAGS)" test-unit || echo "== test-unit failed" >$(ASAN_BUILD)/failed.log; } \
 	    2>&1 | tee $(ASAN_BUILD)/unit.log; \
-	  { $(ASAN_ENV) $(PYTHON) -m pytest -q --basetemp=$(ASAN_BUILD)/pytest tests/e2e || \
+	  { $(ASAN_ENV) $(PYTHON) -m pytest -q -m "not long" --basetemp=$(ASAN_BUILD)/pytest tests/e2e || \
 	    echo "== test-e2e failed" >>$(ASAN_BUILD)/failed.log; } 2>&1 | tee $(ASAN_BUILD)/e2e.log; \
 	  if [ -s $(ASAN_BUILD)/failed.log ]; then cat $(ASAN_BUILD)/failed.log; rc=1; fi; \
 	  found=$$(grep -rlE '$(ASAN_GREP)' $(ASAN_REPORT) $(ASAN_BUILD)/pytest $(ASAN_BUILD)/unit.log \

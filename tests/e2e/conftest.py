@@ -172,6 +172,9 @@ def pytest_configure(config):
     # A CI timeout or `kill` sends SIGTERM: turn it into an interrupt so that fixture
     # teardown still stops the gateways and the PostgreSQL cluster this run started.
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    config.addinivalue_line(
+        "markers", "long: a long fault scenario, run by `make test-long` and `make soak`, not by "
+        "`make test` (which runs a shorter variant of the same fault)")
 
 
 @pytest.fixture(scope="session")

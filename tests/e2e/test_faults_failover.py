@@ -403,6 +403,7 @@ def test_store_failover_to_promoted_standby(repl_pair, qagw, agent, uid, tmp_pat
 STANDBY_DOWN_S = 15
 
 
+@pytest.mark.long
 def test_sync_standby_lost_commits_hang(repl_pair, qagw, agent, uid, tmp_path):
     """The other side of synchronous replication: the standby dies, the primary lives.
     Every commit that must wait for the standby (an upload: synchronous_commit = on)

@@ -571,7 +571,8 @@ def run_partition(net, pool, agent, tmp_path, uid, target: str, n2_store_keys=No
             assert all(v == 0 for v in rcs.values()), rcs
 
 
-@pytest.mark.parametrize("mitigation", ["store-timeout-3s", "libpq-tcp-user-timeout"])
+@pytest.mark.parametrize("mitigation", [
+    "store-timeout-3s", pytest.param("libpq-tcp-user-timeout", marks=pytest.mark.long)])
 def test_partition_node_from_postgres(net, pool, agent, tmp_path, uid, mitigation):
     """n2 loses PostgreSQL for CUT_S seconds (blackhole): n2 answers store_unavailable and
     acknowledges nothing, n1 keeps serving, n2 recovers after the heal, nothing acked is
@@ -595,6 +596,7 @@ LONG_CUT_S = 25
 RECOVERY_BOUND_S = 5  # connect attempts bounded to ~3 s, retried within 2 s
 
 
+@pytest.mark.long
 def test_partition_long_cut_recovery_with_store_timeout_only(net, pool, agent, tmp_path, uid):
     """A 25 s cut between n2 and PostgreSQL with `[store] timeout = 3` and a plain
     conninfo: n2 stores again within RECOVERY_BOUND_S of the heal, as it does with
@@ -611,6 +613,7 @@ def test_partition_long_cut_recovery_with_store_timeout_only(net, pool, agent, t
         f"n2 stored again {took} s after the heal (bound {RECOVERY_BOUND_S} s)"
 
 
+@pytest.mark.long
 def test_partition_node_from_redis(net, pool, agent, tmp_path, uid):
     """n2 loses Redis for CUT_S seconds (blackhole), PostgreSQL stays reachable: n2 goes
     on storing (syncs go on), its pushes fail and /healthz says degraded (redis) once its
