@@ -167,8 +167,11 @@ def test_draining_primary_lists_pinned_agents_and_router_moves_the_others(qagw, 
         assert status == 202, (status, body)
 
         def ready(body):
+            # The endpoint reads counts and members in separate rounds: wait until both
+            # show the router's move (R's script moves it out of both sets at once).
             ws, ag = by_worker(body), by_agent(body)
-            return ws.get("ml3", {}).get("state") == "draining" and P in ag and R not in ag
+            return (ws.get("ml3", {}).get("state") == "draining" and P in ag and R not in ag
+                    and ws.get("ml3", {}).get("primaries") == 1)
         for gw in (n1, n2):
             body = poll(lambda: off_primary(gw), ready, 5,
                         f"ml3 draining, P listed, R moved, on {gw.node}")
