@@ -10,8 +10,8 @@ BUILD   ?= build
 #   libevent libevent_pthreads libevent_openssl -> libevent-dev
 #   openssl -> libssl-dev   hiredis -> libhiredis-dev   libpq -> libpq-dev
 #   sqlite3 -> libsqlite3-dev   jansson -> libjansson-dev   inih -> libinih-dev
-#   uuid -> uuid-dev   cmocka -> libcmocka-dev
-PKGS_GW    = libevent libevent_pthreads libevent_openssl openssl hiredis libpq jansson inih
+#   uuid -> uuid-dev   cmocka -> libcmocka-dev   libsystemd -> libsystemd-dev (sd_notify)
+PKGS_GW    = libevent libevent_pthreads libevent_openssl openssl hiredis libpq jansson inih libsystemd
 PKGS_AGENT = sqlite3 uuid jansson openssl
 PKGS_TEST  = cmocka
 # qabench (bench/): libmosquitto-dev, libnats-dev besides the above.
@@ -26,7 +26,9 @@ LIBS_BENCH := $(shell pkg-config --libs $(PKGS_BENCH) 2>/dev/null) -lpthread -lm
 
 WARN    = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 CFLAGS ?= -O2 -g
-ALL_CFLAGS = -std=c17 -D_GNU_SOURCE $(WARN) $(CFLAGS) -I. $(PKG_CFLAGS) -MMD -MP
+VERSION   := $(shell cat VERSION)
+ALL_CFLAGS = -std=c17 -D_GNU_SOURCE $(WARN) $(CFLAGS) -I. $(PKG_CFLAGS) -MMD -MP \
+             -DQAGW_VERSION='"$(VERSION)"'
 LDFLAGS ?=
 
 PROTO_SRC = $(wildcard proto/*.c)
@@ -52,13 +54,24 @@ FUZZ_SRC  = $(wildcard tests/fuzz/fuzz_*.c)
 FUZZ_BINS = $(patsubst tests/fuzz/%.c,$(BUILD)/fuzz/%,$(FUZZ_SRC))
 FUZZ_SECONDS ?= 60
 
-.PHONY: all deps certs run services stop-services bench bench-quick test test-unit test-fuzz test-e2e test-long test-asan fuzz clean format format-check
+.PHONY: all deps browser-deps certs run services stop-services bench bench-quick test test-unit test-fuzz test-e2e test-long test-asan fuzz clean format format-check
 
-all: $(QAGW) $(QAAGENT) $(QABENCH) $(UNIT_BINS)
+MANPAGES  = docs/qagw.8 docs/qaagent.1
+
+all: $(QAGW) $(QAAGENT) $(QABENCH) $(UNIT_BINS) $(MANPAGES)
+
+# The man pages: docs/NAME.in is the hand-written page; scripts/mkman.py fills in the
+# version and (for qagw.8) every key of conf/qagw.conf with its default and comment.
+# The built pages are committed, so `man ./docs/qagw.8` works in a fresh clone.
+docs/%: docs/%.in scripts/mkman.py conf/qagw.conf VERSION
+	$(PYTHON) scripts/mkman.py $< conf/qagw.conf VERSION > $@.tmp && mv $@.tmp $@
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+# the programs that print the version (--version) are rebuilt when it changes
+$(BUILD)/obj/gateway/main.o $(BUILD)/obj/agent/qaagent.o: VERSION
 
 $(LIBPROTO): $(call obj,$(PROTO_SRC))
 	@mkdir -p $(dir $@)
@@ -121,6 +134,17 @@ $(BUILD)/fuzz/fuzz_session: tests/fuzz/fuzz_session.c $(PROTO_SRC) $(GW_SRC) $(R
 
 deps:
 	@bash scripts/install-deps.sh
+	@$(MAKE) --no-print-directory browser-deps
+
+# playwright-core for the dashboard's browser test (tests/browser/package-lock.json). Not
+# fatal: without npm or the registry, tests/e2e/test_dashboard.py is skipped and says why.
+browser-deps:
+	@if [ -f tests/browser/package-lock.json ]; then \
+	  if [ tests/browser/node_modules/.package-lock.json -nt tests/browser/package-lock.json ]; then :; \
+	  elif command -v npm >/dev/null && (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error); then \
+	    echo "browser-deps: playwright-core installed in tests/browser/node_modules"; \
+	  else echo "browser-deps: could not install playwright-core (npm ci failed): the browser test will be skipped" >&2; fi; \
+	fi
 
 # Dev CA and server certificate for TLS workers (conf/qagw.conf's [tls] cert and key);
 # made once, kept out of git. conf/make-dev-certs.sh --force DIR remakes them.
@@ -163,7 +187,7 @@ test-fuzz: $(FUZZ_BINS)
 	  tail -1 $(BUILD)/fuzz/$$n.log; done
 
 test-e2e: $(QAGW) $(QAAGENT)
-	$(PYTHON) -m pytest -q -m "not long" tests/e2e
+	$(PYTHON) -m pytest -q -rs -m "not long" tests/e2e
 
 # The long fault scenarios (marked `long`; make test runs a shorter variant of each fault).
 test-long: $(QAGW) $(QAAGENT)

@@ -11,7 +11,12 @@ PKGS=(
   postgresql-15 redis-server sqlite3
   python3 python3-pytest python3-psycopg2
   libmosquitto-dev libnats-dev mosquitto nats-server gnuplot-nox
+  libsystemd-dev man-db systemd
 )
+# Wanted but not required: the dashboard's browser test (tests/e2e/test_dashboard.py)
+# drives Debian's Chromium through playwright-core (npm, tests/browser/); where either
+# cannot be installed the test is skipped and says why.
+OPTIONAL_PKGS=(chromium)
 
 installed() {
   [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null)" = installed ]
@@ -21,8 +26,15 @@ missing=()
 for p in "${PKGS[@]}"; do
   installed "$p" || missing+=("$p")
 done
+optional=()
+for p in "${OPTIONAL_PKGS[@]}"; do
+  installed "$p" || optional+=("$p")
+done
+# npm installs playwright-core for the browser test; Debian's nodejs/npm if the machine
+# has no Node.js of its own.
+command -v npm >/dev/null 2>&1 || optional+=(nodejs npm)
 
-if [ ${#missing[@]} -eq 0 ]; then
+if [ ${#missing[@]} -eq 0 ] && [ ${#optional[@]} -eq 0 ]; then
   echo "install-deps: all ${#PKGS[@]} packages present"
   exit 0
 fi
@@ -33,7 +45,7 @@ if [ "$(id -u)" -ne 0 ]; then
   SUDO=(sudo)
 fi
 
-echo "install-deps: installing ${missing[*]}"
+echo "install-deps: installing ${missing[*]} ${optional[*]}"
 export DEBIAN_FRONTEND=noninteractive
 # Debian's postgresql and redis-server packages start their services from maintainer
 # scripts; we run our own instances on our own ports, so keep invoke-rc.d from starting
@@ -52,6 +64,12 @@ trap cleanup EXIT
 "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
   apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confdef \
   -o Dpkg::Options::=--force-confold "${missing[@]}"
+for p in "${optional[@]}"; do
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+    apt-get install -y -q --no-install-recommends -o Dpkg::Options::=--force-confdef \
+    -o Dpkg::Options::=--force-confold "$p" ||
+    echo "install-deps: optional package $p could not be installed (its test will be skipped)" >&2
+done
 
 still=()
 for p in "${missing[@]}"; do installed "$p" || still+=("$p"); done
