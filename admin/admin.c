@@ -34,6 +34,7 @@ static const struct adm_route routes[] = {
     {ADM_DELETE, "/api/agents/{}/token", adm_delete_agent_token, ADM_TOKEN},
     {ADM_PUT, "/api/agents/{}/primary", adm_put_agent_primary, ADM_TOKEN},
     {ADM_GET, "/api/agents-off-primary", adm_get_agents_off_primary, ADM_TOKEN},
+    {ADM_GET, "/api/agents-near-quota", adm_get_agents_near_quota, ADM_TOKEN},
     {ADM_GET, "/api/push", adm_get_push, ADM_TOKEN},
     {ADM_POST, "/api/messages", adm_post_message, ADM_TOKEN},
     {ADM_GET, "/api/messages/{}", adm_get_message, ADM_TOKEN},

@@ -26,6 +26,9 @@ void adm_put_agent_primary(struct adm_req *r);
 /* api_offprimary.c: agents whose primary is down or draining */
 void adm_get_agents_off_primary(struct adm_req *r);
 
+/* api_quota.c: recipients nearest their max_pending quota */
+void adm_get_agents_near_quota(struct adm_req *r);
+
 /* api_messages.c */
 void adm_post_message(struct adm_req *r);
 void adm_get_message(struct adm_req *r);

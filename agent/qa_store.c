@@ -4,6 +4,7 @@
 #include "agent/qa_store.h"
 
 #include <sqlite3.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -647,4 +648,98 @@ int qa_store_queue_mark(struct qa_store *st, uint64_t *mark, struct qa_error *e)
 		*mark = (uint64_t)sqlite3_column_int64(s, 0);
 	sqlite3_finalize(s);
 	return rc == SQLITE_ROW ? 0 : db_fail(st, e, "read queue mark");
+}
+
+/* The note's props name the message as 32 lowercase hex digits: the SQL
+ * picks candidates by substring, the decoder checks the exact property. */
+static int note_status(const void *props, size_t len, const char *hex, int *status)
+{
+	struct qs_props p;
+	if (qs_decode_props(props, len, &p) != 0)
+		return 0;
+	int match = 0, code = 0;
+	for (uint16_t i = 0; i < p.n; i++) {
+		const struct qs_str *k = &p.v[i].key, *v = &p.v[i].value;
+		if (k->len == 19 && memcmp(k->ptr, "ias_StatusMessageId", 19) == 0)
+			match = v->len == 32 && memcmp(v->ptr, hex, 32) == 0;
+		else if (k->len == 10 && memcmp(k->ptr, "ias_Status", 10) == 0 && v->len > 0 &&
+		         v->len < 4) {
+			char num[4] = {0};
+			memcpy(num, v->ptr, v->len);
+			code = atoi(num);
+		}
+	}
+	free(p.v);
+	if (match && code > 0)
+		*status = code;
+	return match && code > 0;
+}
+
+int qa_store_message_status(struct qa_store *st, const uint8_t id[16], struct qa_msg_status *out,
+                            struct qa_error *e)
+{
+	static const char out_sql[] =
+	    "SELECT address, queued_ms, attempts FROM outbox WHERE id = ?1";
+	static const char log_sql[] = "SELECT address, result, done_ms FROM sent_log WHERE id = ?1";
+	static const char note_sql[] =
+	    "SELECT props, created_ms FROM inbox WHERE queue = 'system' AND instr(props, ?1) > 0"
+	    " ORDER BY created_ms, rid";
+	char hex[33];
+	for (int i = 0; i < 16; i++)
+		snprintf(hex + 2 * i, 3, "%02x", id[i]);
+	memset(out, 0, sizeof *out);
+	out->result = -1;
+	sqlite3_stmt *s;
+	if (exec(st, "BEGIN", e) != 0)
+		return -1;
+	if (prepare(st, out_sql, &s, e) != 0)
+		goto fail;
+	bind_blob(s, 1, id, 16);
+	if (sqlite3_step(s) == SQLITE_ROW) {
+		out->found = out->queued = 1;
+		out->address = strdup((const char *)sqlite3_column_text(s, 0));
+		out->queued_ms = sqlite3_column_int64(s, 1);
+		out->attempts = sqlite3_column_int(s, 2);
+	}
+	sqlite3_finalize(s);
+	if (prepare(st, log_sql, &s, e) != 0)
+		goto fail;
+	bind_blob(s, 1, id, 16);
+	if (sqlite3_step(s) == SQLITE_ROW) {
+		out->found = 1;
+		if (!out->address)
+			out->address = strdup((const char *)sqlite3_column_text(s, 0));
+		out->result = sqlite3_column_int(s, 1);
+		out->done_ms = sqlite3_column_int64(s, 2);
+	}
+	sqlite3_finalize(s);
+	if (prepare(st, note_sql, &s, e) != 0)
+		goto fail;
+	bind_blob(s, 1, hex, 32);
+	int rc;
+	while ((rc = sqlite3_step(s)) == SQLITE_ROW) {
+		int code;
+		if (note_status(sqlite3_column_blob(s, 0), (size_t)sqlite3_column_bytes(s, 0), hex,
+		                &code)) {
+			out->notes++;
+			out->status = code;
+			out->status_ms = sqlite3_column_int64(s, 1);
+		}
+	}
+	sqlite3_finalize(s);
+	if (rc != SQLITE_DONE) {
+		db_fail(st, e, "read status notes");
+		goto fail;
+	}
+	return commit(st, e);
+fail:
+	rollback(st);
+	qa_msg_status_free(out);
+	return -1;
+}
+
+void qa_msg_status_free(struct qa_msg_status *m)
+{
+	free(m->address);
+	m->address = NULL;
 }

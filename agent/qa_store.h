@@ -131,6 +131,25 @@ int qa_store_meta_get(struct qa_store *st, const char *key, char **value, struct
 int qa_store_meta_set(struct qa_store *st, const char *key, const char *value, struct qa_error *e)
     __attribute__((warn_unused_result));
 
+/* What this client store knows of one message it sent (qaagent status ID): the
+ * outbox while it waits for its UPLOAD_ACK, the sent log after, and the status
+ * notes the server sent to this agent's system queue (ias_StatusMessageId). */
+struct qa_msg_status {
+	int found;         /* 0: no message with this id was queued in this store */
+	int queued;        /* 1: still in the outbox */
+	char *address;     /* malloc'd */
+	int64_t queued_ms; /* outbox: when queued */
+	int attempts;      /* outbox: uploads tried */
+	int result;        /* the UPLOAD_ACK result (enum qs_result); -1 while queued */
+	int64_t done_ms;   /* when that result came */
+	int status;        /* the latest status note's code (20, 30, 40, 50, 60); 0 none */
+	int64_t status_ms; /* the server's time of that status */
+	int notes;         /* how many status notes arrived for it */
+};
+int qa_store_message_status(struct qa_store *st, const uint8_t id[16], struct qa_msg_status *out,
+                            struct qa_error *e) __attribute__((warn_unused_result));
+void qa_msg_status_free(struct qa_msg_status *m);
+
 int qa_store_counts(struct qa_store *st, struct qa_store_counts *c, struct qa_error *e)
     __attribute__((warn_unused_result));
 

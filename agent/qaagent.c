@@ -1,6 +1,7 @@
 /* qaagent: the command-line program over libqaagent (docs/agent.md). Parses
  * the command line, calls the library, prints results as JSON for scripts
  * and maps failures to exit codes. No protocol or store logic lives here. */
+#include <ctype.h>
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
@@ -34,8 +35,9 @@ static const char usage_text[] =
     "  send ADDRESS BODY [--priority P] [--expires-in S] [--prop K=V]...\n"
     "  sync\n"
     "  recv [QUEUE] [--wait S]\n"
-    "  status\n"
+    "  status [MESSAGE_ID]\n"
     "  run [--for SECONDS] [--count N]\n"
+    "qaagent --version prints the version\n"
     "STREAM: tcpip(host=H;port=P) | tls(host=H;port=P;trusted_certificates=CA.pem)\n"
     "        | auto(host=H;port=P[;tls=on;trusted_certificates=CA.pem])\n";
 
@@ -349,10 +351,100 @@ static int cmd_recv(struct cli *c, int argc, char **argv)
 	return rc;
 }
 
+/* A message id as the canonical UUID or 32 hex digits (like the admin port). */
+static int parse_message_id(const char *text, uint8_t id[16])
+{
+	if (strlen(text) == 36)
+		return uuid_parse(text, id);
+	if (strlen(text) != 32)
+		return -1;
+	for (int i = 0; i < 16; i++) {
+		unsigned v;
+		if (!isxdigit((unsigned char)text[2 * i]) ||
+		    !isxdigit((unsigned char)text[2 * i + 1]) ||
+		    sscanf(text + 2 * i, "%2x", &v) != 1)
+			return -1;
+		id[i] = (uint8_t)v;
+	}
+	return 0;
+}
+
+static const char *status_name(int code)
+{
+	switch (code) {
+	case 1:
+		return "pending";
+	case 20:
+		return "transmitted";
+	case 30:
+		return "expired";
+	case 40:
+		return "canceled";
+	case 50:
+		return "unreceivable";
+	case 60:
+		return "received";
+	}
+	return "unknown";
+}
+
+/* status ID: what became of one message this agent sent, as far as its client
+ * store knows: queued (outbox), the upload's result, and the latest status the
+ * server reported through the system queue. Exit 1 names an id never sent here. */
+static int cmd_message_status(struct cli *c, const char *text)
+{
+	uint8_t id[16];
+	if (parse_message_id(text, id) != 0)
+		return usage_error("status: bad message id \"%s\": a UUID or 32 hex digits", text);
+	int rc = open_agent(c);
+	if (rc != 0)
+		return rc;
+	struct qa_msg_status m;
+	struct qa_error e;
+	if (qa_store_message_status(c->agent.store, id, &m, &e) != 0)
+		return fail(c, "status: ", &e);
+	char canon[37];
+	uuid_unparse_lower(id, canon);
+	if (!m.found) {
+		fprintf(stderr, "qaagent: status: message %s was not sent from this client store\n",
+		        canon);
+		return EXIT_UNREACHABLE;
+	}
+	json_t *o = json_object();
+	json_object_set_new(o, "id", json_string(canon));
+	json_object_set_new(o, "address", jstr(m.address, strlen(m.address)));
+	/* queued: waiting for its UPLOAD_ACK; stored: in the server store; refused:
+	 * the server did not take it (result says why) */
+	const char *state = m.queued                           ? "queued"
+	                    : (m.result == 0 || m.result == 1) ? "stored"
+	                                                       : "refused";
+	json_object_set_new(o, "state", json_string(state));
+	if (m.queued) {
+		json_object_set_new(o, "queued_ms", json_integer((json_int_t)m.queued_ms));
+		json_object_set_new(o, "attempts", json_integer(m.attempts));
+	}
+	json_object_set_new(
+	    o, "result", m.result >= 0 ? json_string(qa_sync_result_name(m.result)) : json_null());
+	json_object_set_new(o, "result_ms",
+	                    m.result >= 0 ? json_integer((json_int_t)m.done_ms) : json_null());
+	/* without a note, a stored message is pending as far as this device knows */
+	int code = m.status ? m.status : (!m.queued && m.result <= 1) ? 1 : 0;
+	json_object_set_new(o, "status", code ? json_integer(code) : json_null());
+	json_object_set_new(o, "status_name", code ? json_string(status_name(code)) : json_null());
+	json_object_set_new(o, "status_ms",
+	                    m.status ? json_integer((json_int_t)m.status_ms) : json_null());
+	json_object_set_new(o, "status_notes", json_integer(m.notes));
+	qa_msg_status_free(&m);
+	return print_json(o) == 0 ? EXIT_OK : EXIT_LOCAL;
+}
+
 static int cmd_status(struct cli *c, int argc, char **argv)
 {
-	if (argc > 1)
-		return usage_error("status takes no arguments (got \"%s\")", argv[1]);
+	if (argc > 2)
+		return usage_error("status takes at most one argument, a message id (got \"%s\")",
+		                   argv[2]);
+	if (argc == 2)
+		return cmd_message_status(c, argv[1]);
 	int rc = open_agent(c);
 	if (rc != 0)
 		return rc;
@@ -501,6 +593,10 @@ int main(int argc, char **argv)
 	if (argc < 2) {
 		fputs(usage_text, stderr);
 		return EXIT_USAGE;
+	}
+	if (argc == 2 && strcmp(argv[1], "--version") == 0) {
+		printf("qaagent %s\n", QAGW_VERSION);
+		return EXIT_OK;
 	}
 	qa_config_init(&c.cfg);
 	if (qa_config_parse(&c.cfg, argc, argv, &cmd, err, sizeof err) != 0) {

@@ -14,11 +14,13 @@
 #include <strings.h>
 
 enum key_type {
-	K_STR,    /* copied into a char array of .size bytes */
-	K_INT,    /* int within [min, max] */
-	K_U32,    /* uint32_t within [min, max] */
-	K_DOUBLE, /* double within [min, max] (as given) */
-	K_CHOICE, /* int: index of the value in .choices ("a|b") */
+	K_STR,      /* copied into a char array of .size bytes */
+	K_INT,      /* int within [min, max] */
+	K_U32,      /* uint32_t within [min, max] */
+	K_DOUBLE,   /* double within [min, max] (as given) */
+	K_CHOICE,   /* int: index of the value in .choices ("a|b") */
+	K_DURATION, /* int64_t milliseconds: N with a unit s|m|h|d; a bare N is in the unit
+	             * .choices names; [min, max] in seconds */
 };
 
 /* One configuration key. Worker keys (section "worker") land in
@@ -43,6 +45,7 @@ static const struct key_def keys[] = {
     {"node", "auth", K_CHOICE, C(auth_off), "token", 0, 0, 0, "token|off"},
     {"node", "drain_timeout", K_INT, C(drain_timeout), "10", 0, 0, 3600, NULL},
     {"node", "log_level", K_CHOICE, C(log_level), "info", 1, 0, 0, NULL},
+    {"node", "log_file", K_STR, C(log_file), "", 1, 0, 0, NULL},
     {"worker", "listen", K_STR, W(listen), "", 0, 0, 0, NULL},
     {"worker", "advertise", K_STR, W(advertise), "", 0, 0, 0, NULL},
     {"worker", "tls", K_CHOICE, W(tls), "off", 0, 0, 0, "off|on"},
@@ -50,7 +53,7 @@ static const struct key_def keys[] = {
     {"store", "conninfo", K_STR, C(conninfo), "host=127.0.0.1 port=5432 dbname=qagw user=qagw", 0,
      0, 0, NULL},
     {"store", "max_pending", K_INT, C(max_pending), "100000", 0, 1, 2000000000, NULL},
-    {"store", "keep_days", K_INT, C(keep_days), "7", 0, 0, 36500, NULL},
+    {"store", "keep_days", K_DURATION, C(keep_ms), "7", 0, 0, 36500.0 * 86400, "d"},
     {"store", "connections", K_INT, C(store_connections), "4", 0, 1, GW_MAX_STORE_CONNS, NULL},
     {"store", "timeout", K_INT, C(store_timeout), "15", 0, 0, 3600, NULL},
     {"redis", "host", K_STR, C(redis_host), "127.0.0.1", 0, 0, 0, NULL},
@@ -133,6 +136,24 @@ static const char *set_value(const struct key_def *k, void *base, const char *va
 		if (errno || end == value || *end || v < k->min || v > k->max)
 			return "not a number in range";
 		*(double *)dst = v;
+		return NULL;
+	}
+	case K_DURATION: {
+		errno = 0;
+		long long v = strtoll(value, &end, 10);
+		const char *unit = *end ? end : k->choices;
+		static const struct {
+			char unit;
+			long long seconds;
+		} units[] = {{'s', 1}, {'m', 60}, {'h', 3600}, {'d', 86400}};
+		long long mul = 0;
+		for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++)
+			if (unit[0] == units[i].unit && unit[1] == '\0')
+				mul = units[i].seconds;
+		if (errno || end == value || mul == 0 || v < 0 || v > k->max / (double)mul ||
+		    v * mul < k->min)
+			return "not a duration in range (N with a unit s, m, h or d)";
+		*(int64_t *)dst = v * mul * 1000;
 		return NULL;
 	}
 	case K_CHOICE:

@@ -39,13 +39,14 @@ struct gw_config {
 	int auth_off; /* auth = off */
 	int drain_timeout;
 	char log_level[16];
+	char log_file[1024]; /* empty: stderr; else appended to, reopened on SIGHUP */
 	/* [worker NAME] */
 	struct gw_worker_conf workers[GW_MAX_WORKERS];
 	int n_workers;
 	/* [store] */
 	char conninfo[2048];
 	int max_pending;
-	int keep_days;
+	int64_t keep_ms; /* keep_days: how long final messages are kept */
 	int store_connections; /* per worker */
 	int store_timeout;     /* seconds without an answer before a connection is dropped */
 	/* [redis] */

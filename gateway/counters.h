@@ -26,7 +26,11 @@
 	X(sessions_accepted, "qagw_sessions_accepted_total", "", "Connections accepted")           \
 	X(store_failures, "qagw_store_failures_total", "", "Requests answered store_unavailable")  \
 	X(requests, "qagw_requests_total", "", "Agent requests answered (the load signal)")        \
-	X(reassigned, "qagw_reassign_total", "", "REASSIGN sent to agents the router moved")
+	X(reassigned, "qagw_reassign_total", "", "REASSIGN sent to agents the router moved")       \
+	X(messages_expired, "qagw_messages_expired_total", "",                                     \
+	  "Pending messages expired by the lifecycle job (status 30, sender told)")                \
+	X(messages_purged, "qagw_messages_purged_total", "",                                       \
+	  "Final messages older than keep_days deleted by the lifecycle job")
 
 /* Push results (gateway.md "Push"; docs/design.md "Push accounting"):
  * X(enum suffix, result label). Rendered as qagw_push_total{worker,result}. */

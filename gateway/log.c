@@ -1,15 +1,27 @@
 /* Leveled logging; see log.h. */
 #include "gateway/log.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 _Atomic int gw_log_threshold = GW_LOG_INFO;
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
+/* syslog priorities (err, warning, info, debug) for journald's "<N>" prefix */
+static const int level_priority[] = {3, 4, 6, 7};
+
+/* 1: fd 2 is the journal's stream, so journald stamps the time itself. */
+static _Atomic int to_journal = -1; /* -1: not looked at yet */
+static _Atomic int to_file;
+static int original_stderr = -1; /* main thread only, set by the first gw_log_open */
 
 int gw_log_parse_level(const char *name)
 {
@@ -19,19 +31,53 @@ int gw_log_parse_level(const char *name)
 	return -1;
 }
 
+/* systemd sets JOURNAL_STREAM=DEV:INODE for a stderr connected to the
+ * journal; it is inherited by children whose stderr is elsewhere, so the
+ * descriptor itself is compared. */
+static int stderr_is_journal(void)
+{
+	const char *js = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+	if (!js || sscanf(js, "%llu:%llu", &dev, &ino) != 2 || fstat(STDERR_FILENO, &st) != 0)
+		return 0;
+	return (unsigned long long)st.st_dev == dev && (unsigned long long)st.st_ino == ino;
+}
+
+static void write_all(int fd, const char *p, size_t len)
+{
+	while (len > 0) {
+		ssize_t w = write(fd, p, len);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			return; /* nowhere to report it */
+		p += w;
+		len -= (size_t)w;
+	}
+}
+
 void gw_logf(int level, const char *fmt, ...)
 {
 	char line[2048];
-	struct timespec ts;
-	struct tm tm;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
-	int n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s ",
-	                 tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-	                 tm.tm_sec, ts.tv_nsec / 1000000,
-	                 level_names[level < 0   ? 0
-	                             : level > 3 ? 3
-	                                         : level]);
+	int lv = level < 0 ? 0 : level > 3 ? 3 : level;
+	int journal = atomic_load_explicit(&to_journal, memory_order_relaxed);
+	if (journal < 0) {
+		journal = stderr_is_journal();
+		atomic_store(&to_journal, journal);
+	}
+	int n;
+	if (journal && !atomic_load_explicit(&to_file, memory_order_relaxed)) {
+		n = snprintf(line, sizeof(line), "<%d>%-5s ", level_priority[lv], level_names[lv]);
+	} else {
+		struct timespec ts;
+		struct tm tm;
+		clock_gettime(CLOCK_REALTIME, &ts);
+		gmtime_r(&ts.tv_sec, &tm);
+		n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s ",
+		             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
+		             tm.tm_sec, ts.tv_nsec / 1000000, level_names[lv]);
+	}
 	va_list ap;
 	va_start(ap, fmt);
 	int m = vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
@@ -40,7 +86,50 @@ void gw_logf(int level, const char *fmt, ...)
 	if (len > sizeof(line) - 2)
 		len = sizeof(line) - 2;
 	line[len++] = '\n';
-	/* One write per line keeps lines from different threads whole. */
-	fwrite(line, 1, len, stderr);
-	fflush(stderr);
+	/* One write per line keeps lines from different threads whole (and,
+	 * with O_APPEND, lines of several writers of one file). */
+	write_all(STDERR_FILENO, line, len);
+}
+
+int gw_log_open(const char *path, char *err, size_t errlen)
+{
+	if (original_stderr < 0) {
+		original_stderr = fcntl(STDERR_FILENO, F_DUPFD_CLOEXEC, 3);
+		if (original_stderr < 0) {
+			snprintf(err, errlen, "cannot keep stderr: %s", strerror(errno));
+			return -1;
+		}
+		atomic_store(&to_journal, stderr_is_journal());
+	}
+	int fd = original_stderr;
+	if (path && path[0]) {
+		fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
+		if (fd < 0) {
+			snprintf(err, errlen, "log_file %s: cannot open: %s", path,
+			         strerror(errno));
+			return -1;
+		}
+	}
+	/* dup2 swaps descriptor 2 in one step: a line written by another
+	 * thread at this moment lands whole in the old file or the new one. */
+	int rc = dup2(fd, STDERR_FILENO);
+	int saved = errno;
+	if (fd != original_stderr)
+		close(fd);
+	if (rc < 0) {
+		snprintf(err, errlen, "log_file %s: dup2: %s", path ? path : "", strerror(saved));
+		return -1;
+	}
+	atomic_store(&to_file, fd != original_stderr);
+	return 0;
+}
+
+int gw_log_to_file(void)
+{
+	return atomic_load(&to_file);
+}
+
+int gw_log_original_stderr(void)
+{
+	return original_stderr >= 0 ? original_stderr : STDERR_FILENO;
 }

@@ -1,10 +1,15 @@
-/* Leveled logging for qagw: one line per event on stderr, with a UTC
- * timestamp and level. The level is checked before anything is formatted and
- * can be changed at run time (SIGHUP reload) from any thread. */
+/* Leveled logging for qagw: one line per event, with a UTC timestamp and
+ * level, written with one write(2) to file descriptor 2. That descriptor is
+ * stderr, or the [node] log_file dup2'ed over it (gw_log_open), so a reopen
+ * on SIGHUP swaps the file under every thread at once. When stderr is the
+ * journal (JOURNAL_STREAM), lines carry a syslog priority prefix instead of
+ * our timestamp. The level is checked before anything is formatted and can be
+ * changed at run time (SIGHUP reload) from any thread. */
 #ifndef GW_LOG_H
 #define GW_LOG_H
 
 #include <stdatomic.h>
+#include <stddef.h>
 
 enum gw_log_level {
 	GW_LOG_ERROR = 0,
@@ -18,6 +23,19 @@ extern _Atomic int gw_log_threshold;
 /* Returns the level for "error", "warn", "info" or "debug", or -1. */
 int gw_log_parse_level(const char *name);
 void gw_logf(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Main thread only. Directs the log to path (opened O_APPEND, created 0640
+ * if missing) or, for "" or NULL, back to the stderr the process started
+ * with. Called again with the same path it reopens the file (logrotate).
+ * Returns 0, or -1 with err (the log stays where it was). */
+int gw_log_open(const char *path, char *err, size_t errlen) __attribute__((warn_unused_result));
+
+/* 1 while the log goes to a file rather than to the original stderr. */
+int gw_log_to_file(void);
+
+/* The stderr the process started with (a terminal, the journal), for the
+ * few messages an operator must see there even when logging to a file. */
+int gw_log_original_stderr(void);
 
 #define gw_log(level, ...)                                                                         \
 	do {                                                                                       \

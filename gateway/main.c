@@ -1,8 +1,12 @@
 /* qagw: one node of the pool. The main thread loads the configuration,
  * migrates the store, binds every listener, starts one thread per worker,
  * serves the admin port and handles signals (SIGTERM/SIGINT drain, SIGHUP
- * reload). Fatal errors stop the process only here, at start. */
+ * reload and log reopen), telling the service manager (sd_notify) as it goes.
+ * Fatal errors stop the process only here, at start; the exit codes are
+ * enum gw_exit (cli.h). The same program runs the command-line subcommands
+ * (--check, agent ..., workers, agents ID). */
 #include "admin/admin.h"
+#include "gateway/cli.h"
 #include "gateway/config.h"
 #include "gateway/credentials.h"
 #include "gateway/log.h"
@@ -29,20 +33,38 @@ struct node {
 	int stopping;
 };
 
-static void usage(void)
+static const char usage_text[] =
+    "usage: qagw -c FILE                      run a node (SIGTERM/SIGINT: drain and stop,\n"
+    "                                         SIGHUP: reload log level, log file, TLS)\n"
+    "       qagw -c FILE --check              validate the configuration and exit\n"
+    "       qagw -c FILE agent add ID         provision an agent (prints its token once)\n"
+    "       qagw -c FILE agent remove ID\n"
+    "       qagw -c FILE agent list\n"
+    "       qagw -c FILE workers [--json]     the pool's workers, from the admin port\n"
+    "       qagw -c FILE agents ID [--json]   one agent, from the admin port\n"
+    "       qagw --version | -V               print the version and exit\n"
+    "       qagw --help | -h                  print this help and exit\n"
+    "exit codes: 0 ok or stopped cleanly, 1 runtime failure, 2 usage error or invalid\n"
+    "configuration, 3 request refused by the admin port, 4 admin port unreachable\n";
+
+static void usage(const char *why)
 {
-	fprintf(stderr, "usage: qagw -c FILE [--check]\n"
-	                "       qagw -c FILE agent add ID | agent remove ID | agent list\n"
-	                "  -c FILE    configuration file (see conf/qagw.conf)\n"
-	                "  --check    validate the configuration and exit\n");
-	exit(2);
+	if (why)
+		fprintf(stderr, "qagw: %s\n", why);
+	fputs(usage_text, stderr);
+	exit(GW_EXIT_USAGE);
 }
 
+/* A failure at start: logged, and also written to the stderr qagw was
+ * started with when the log goes to a file (the operator at a terminal). */
 static void die(const char *what)
 {
 	gw_log(GW_LOG_ERROR, "qagw: %s", what);
-	fprintf(stderr, "qagw: %s\n", what);
-	exit(1);
+	if (gw_log_to_file())
+		dprintf(gw_log_original_stderr(), "qagw: %s\n", what);
+	else if (!gw_log_enabled(GW_LOG_ERROR))
+		fprintf(stderr, "qagw: %s\n", what);
+	exit(GW_EXIT_FAILURE);
 }
 
 static void on_stop_check(evutil_socket_t fd, short what, void *arg)
@@ -62,9 +84,10 @@ static void on_term(evutil_socket_t sig, short what, void *arg)
 	if (n->stopping) {
 		gw_log(GW_LOG_WARN, "second signal %d: exiting without waiting for the drain",
 		       (int)sig);
-		_exit(1);
+		_exit(GW_EXIT_FAILURE);
 	}
 	n->stopping = 1;
+	gw_node_notify_stopping(&n->node);
 	gw_log(GW_LOG_INFO, "signal %d: draining and stopping", (int)sig);
 	for (int i = 0; i < n->node.n_workers; i++)
 		gw_worker_post(n->node.workers[i], GW_CMD_STOP);
@@ -72,8 +95,26 @@ static void on_term(evutil_socket_t sig, short what, void *arg)
 	event_add(n->stop_check, &tv);
 }
 
-/* SIGHUP: the reloadable keys (log level, TLS certificate) from a fresh
- * parse; a file or a certificate that does not load keeps what is in force. */
+/* Points the log at log_file ("" = stderr), reopening it; keeps the log
+ * where it was when the file cannot be opened. */
+static int reopen_log(struct gw_config *conf, const char *log_file)
+{
+	char err[1200];
+	if (gw_log_open(log_file, err, sizeof(err)) != 0) {
+		gw_log(GW_LOG_ERROR, "SIGHUP: log not reopened, keeping %s: %s",
+		       conf->log_file[0] ? conf->log_file : "stderr", err);
+		return -1;
+	}
+	if (log_file != conf->log_file)
+		snprintf(conf->log_file, sizeof(conf->log_file), "%s", log_file);
+	gw_log(GW_LOG_INFO, "SIGHUP: log reopened (%s)",
+	       conf->log_file[0] ? conf->log_file : "stderr");
+	return 0;
+}
+
+/* SIGHUP: the reloadable keys (log level, log file, TLS certificate) from a
+ * fresh parse; a file or a certificate that does not load keeps what is in
+ * force. The log file is reopened either way (logrotate renames it first). */
 static void on_hup(evutil_socket_t sig, short what, void *arg)
 {
 	struct node *n = arg;
@@ -81,12 +122,15 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
 	char err[1024];
 	if (!fresh)
 		return;
+	gw_node_notify_reloading(&n->node);
 	const struct gw_config *c = &n->node.conf;
 	if (gw_config_load(n->node.conf.path, fresh, err, sizeof(err)) != 0) {
+		(void)reopen_log(&n->node.conf, n->node.conf.log_file);
 		gw_log(GW_LOG_ERROR, "SIGHUP: configuration not reloaded, keeping the old one: %s",
 		       err);
 	} else {
 		c = fresh;
+		(void)reopen_log(&n->node.conf, fresh->log_file);
 		atomic_store(&gw_log_threshold, gw_log_parse_level(fresh->log_level));
 		snprintf(n->node.conf.log_level, sizeof(n->node.conf.log_level), "%s",
 		         fresh->log_level);
@@ -103,52 +147,91 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
 			       c->tls_cert);
 	}
 	free(fresh);
+	gw_node_notify_reloaded(&n->node);
 }
 
 int main(int argc, char **argv)
 {
 	const char *path = NULL;
-	int check = 0;
+	int check = 0, json = 0;
+	const char *command = NULL; /* "agent", "workers", "agents" */
+	const char *agent_id = NULL;
 	char **agent_cmd = NULL;
 	int agent_argc = 0;
 	for (int i = 1; i < argc; i++) {
-		if (strcmp(argv[i], "-c") == 0 && i + 1 < argc)
+		const char *a = argv[i];
+		if (strcmp(a, "--version") == 0 || strcmp(a, "-V") == 0) {
+			printf("qagw %s\n", QAGW_VERSION);
+			return GW_EXIT_OK;
+		} else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+			fputs(usage_text, stdout);
+			return GW_EXIT_OK;
+		} else if (strcmp(a, "-c") == 0) {
+			if (i + 1 >= argc)
+				usage("-c needs a FILE");
 			path = argv[++i];
-		else if (strcmp(argv[i], "--check") == 0)
+		} else if (strcmp(a, "--check") == 0 && !command) {
 			check = 1;
-		else if (strcmp(argv[i], "agent") == 0) {
+		} else if (strcmp(a, "--json") == 0 && command && strcmp(command, "agent") != 0) {
+			json = 1;
+		} else if (strcmp(a, "agent") == 0 && !command) {
+			/* the rest is agent add|remove|list's (credentials.c) */
+			command = a;
 			agent_cmd = argv + i + 1;
 			agent_argc = argc - i - 1;
 			break;
-		} else
-			usage();
+		} else if (strcmp(a, "workers") == 0 && !command) {
+			command = a;
+		} else if (strcmp(a, "agents") == 0 && !command) {
+			command = a;
+			if (i + 1 >= argc || argv[i + 1][0] == '-')
+				usage("agents needs an agent ID");
+			agent_id = argv[++i];
+		} else {
+			char why[300];
+			snprintf(why, sizeof(why), "unknown option or argument \"%.200s\"", a);
+			usage(why);
+		}
 	}
 	if (!path)
-		usage();
+		usage("-c FILE is required");
+	if (check && command)
+		usage("--check does not go with a subcommand");
 
 	static struct node n;
 	char err[2048];
 	if (gw_config_load(path, &n.node.conf, err, sizeof(err)) != 0) {
 		fprintf(stderr, "qagw: %s\n", err);
-		return 1;
+		return GW_EXIT_USAGE;
 	}
+	if (command && strcmp(command, "workers") == 0)
+		return gw_cli_workers(&n.node.conf, json);
+	if (command && strcmp(command, "agents") == 0)
+		return gw_cli_agent(&n.node.conf, agent_id, json);
 	if (agent_cmd) {
 		/* Provisioning needs the schema: migrate first (idempotent). */
 		if (st_startup(n.node.conf.conninfo, 5, NULL, 0, err, sizeof(err)) != 0) {
 			fprintf(stderr, "qagw: %s\n", err);
-			return 1;
+			return GW_EXIT_FAILURE;
 		}
 		return gw_credentials_cli(&n.node.conf, agent_argc, agent_cmd);
 	}
 	if (check) {
 		printf("qagw: %s: configuration ok (%d workers)\n", path, n.node.conf.n_workers);
-		return 0;
+		return GW_EXIT_OK;
+	}
+	if (gw_log_open(n.node.conf.log_file, err, sizeof(err)) != 0) {
+		fprintf(stderr, "qagw: %s\n", err);
+		return GW_EXIT_FAILURE;
 	}
 	atomic_store(&gw_log_threshold, gw_log_parse_level(n.node.conf.log_level));
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGHUP, SIG_IGN); /* until the main loop handles it (store start-up may wait) */
 	if (evthread_use_pthreads() != 0)
 		die("libevent has no pthreads support");
+	gw_log(GW_LOG_INFO, "qagw %s starting: node %s, pid %ld, configuration %s", QAGW_VERSION,
+	       n.node.conf.node_name, (long)getpid(), path);
+	gw_node_notify_status("starting: migrating the store schema");
 
 	struct st_worker_row rows[GW_MAX_WORKERS];
 	for (int i = 0; i < n.node.conf.n_workers; i++) {
@@ -196,8 +279,11 @@ int main(int argc, char **argv)
 		if (gw_worker_start(n.node.workers[i]) != 0)
 			die("cannot start a worker thread");
 
-	gw_log(GW_LOG_INFO, "node %s: %d workers, admin on %s, store schema v%d",
-	       n.node.conf.node_name, n.node.n_workers, n.node.conf.admin_listen,
+	if (gw_node_watch_ready(&n.node) != 0)
+		die("cannot create the readiness timer");
+
+	gw_log(GW_LOG_INFO, "qagw %s node %s: %d workers, admin on %s, store schema v%d",
+	       QAGW_VERSION, n.node.conf.node_name, n.node.n_workers, n.node.conf.admin_listen,
 	       st_schema_version());
 
 	event_base_dispatch(n.node.base);
@@ -213,5 +299,5 @@ int main(int argc, char **argv)
 	event_free(n.stop_check);
 	event_base_free(n.node.base);
 	gw_log(GW_LOG_INFO, "node %s: stopped", n.node.conf.node_name);
-	return 0;
+	return GW_EXIT_OK;
 }

@@ -8,9 +8,12 @@
 #include "router/rt_redis.h"
 #include "store/store.h"
 
+#include <event2/event.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <systemd/sd-daemon.h>
+#include <time.h>
 
 struct gw_worker *gw_node_worker(struct gw_node *n, const char *name)
 {
@@ -123,8 +126,112 @@ int gw_node_start_services(struct gw_node *n)
 
 void gw_node_stop_services(struct gw_node *n)
 {
+	if (n->ready_timer)
+		event_free(n->ready_timer);
+	n->ready_timer = NULL;
 	rt_redis_free(n->redis);
 	st_conn_free(n->store);
 	n->redis = NULL;
 	n->store = NULL;
+}
+
+/* ---- service manager notifications (sd_notify) ---- */
+
+#define READY_POLL_US 50000
+
+/* On the worker's thread: the only place w->accepting may be read. */
+static void on_probe(evutil_socket_t fd, short what, void *arg)
+{
+	struct gw_ready_probe *p = arg;
+	atomic_store(&p->state, p->node->workers[p->index]->accepting ? 2 : 0);
+}
+
+static void serving_status(struct gw_node *n, char *out, size_t len)
+{
+	int k = snprintf(out, len, "serving: node %s, %d worker%s (", n->conf.node_name,
+	                 n->n_workers, n->n_workers == 1 ? "" : "s");
+	for (int i = 0; i < n->n_workers && k > 0 && (size_t)k < len; i++)
+		k += snprintf(out + k, len - (size_t)k, "%s%s", i ? " " : "",
+		              n->workers[i]->wc->name);
+	if (k > 0 && (size_t)k < len)
+		snprintf(out + k, len - (size_t)k, "), admin on %s", n->conf.admin_listen);
+}
+
+static void on_ready_poll(evutil_socket_t fd, short what, void *arg)
+{
+	struct gw_node *n = arg;
+	int accepting = 0;
+	for (int i = 0; i < n->n_workers; i++) {
+		struct gw_ready_probe *p = &n->probes[i];
+		int expected = 0;
+		if (atomic_load(&p->state) == 2) {
+			accepting++;
+		} else if (atomic_compare_exchange_strong(&p->state, &expected, 1)) {
+			struct timeval now = {0, 0};
+			if (event_base_once(n->workers[i]->base, -1, EV_TIMEOUT, on_probe, p,
+			                    &now) != 0)
+				atomic_store(&p->state, 0); /* asked again next time */
+		}
+	}
+	if (accepting < n->n_workers)
+		return;
+	event_del(n->ready_timer);
+	n->ready = 1;
+	char status[512];
+	serving_status(n, status, sizeof(status));
+	sd_notifyf(0, "READY=1\nSTATUS=%s", status);
+	gw_log(GW_LOG_INFO, "node %s: ready (%s)", n->conf.node_name, status);
+}
+
+int gw_node_watch_ready(struct gw_node *n)
+{
+	for (int i = 0; i < n->n_workers; i++) {
+		n->probes[i].node = n;
+		n->probes[i].index = i;
+		atomic_store(&n->probes[i].state, 0);
+	}
+	n->ready_timer = event_new(n->base, -1, EV_PERSIST, on_ready_poll, n);
+	struct timeval tv = {0, READY_POLL_US};
+	if (!n->ready_timer || event_add(n->ready_timer, &tv) != 0)
+		return -1;
+	sd_notify(0, "STATUS=starting: waiting for every worker to accept");
+	return 0;
+}
+
+static unsigned long long monotonic_usec(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (unsigned long long)ts.tv_sec * 1000000ULL + (unsigned long long)ts.tv_nsec / 1000;
+}
+
+void gw_node_notify_reloading(struct gw_node *n)
+{
+	/* MONOTONIC_USEC: what Type=notify-reload (systemd 253+) asks for;
+	 * older managers ignore it. */
+	if (n->ready)
+		sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading (SIGHUP)",
+		           monotonic_usec());
+}
+
+void gw_node_notify_reloaded(struct gw_node *n)
+{
+	if (!n->ready)
+		return;
+	char status[512];
+	serving_status(n, status, sizeof(status));
+	sd_notifyf(0, "READY=1\nSTATUS=%s", status);
+}
+
+void gw_node_notify_stopping(struct gw_node *n)
+{
+	if (n->ready_timer)
+		event_del(n->ready_timer);
+	sd_notifyf(0, "STOPPING=1\nSTATUS=draining: node %s stopping (drain_timeout %d s)",
+	           n->conf.node_name, n->conf.drain_timeout);
+}
+
+void gw_node_notify_status(const char *status)
+{
+	sd_notifyf(0, "STATUS=%s", status);
 }

@@ -9,9 +9,11 @@
 #include "gateway/config.h"
 #include "gateway/worker.h"
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 struct event_base;
+struct event;
 struct st_conn;
 struct rt_redis;
 
@@ -23,6 +25,16 @@ struct gw_node {
 	struct st_conn *store;   /* main thread: admin queries, LISTEN qa_send */
 	struct rt_redis *redis;  /* main thread: admin reads, server-side push routing */
 	int64_t started_ms;
+	/* Service manager readiness (sd_notify, main thread): READY=1 once
+	 * every worker accepts. Each probe runs on its worker's loop, which
+	 * alone may read w->accepting, and answers through its state. */
+	struct gw_ready_probe {
+		struct gw_node *node;
+		int index;
+		_Atomic int state; /* 0 idle, 1 asked, 2 the worker accepts */
+	} probes[GW_MAX_WORKERS];
+	struct event *ready_timer; /* polls the probes until READY=1 is sent */
+	int ready;                 /* READY=1 sent (a reload then ends with READY=1 again) */
 };
 
 /* The local worker of that name, or NULL. */
@@ -32,5 +44,19 @@ struct gw_worker *gw_node_worker(struct gw_node *n, const char *name);
  * n->redis on n->base. Returns 0 or -1. */
 int gw_node_start_services(struct gw_node *n) __attribute__((warn_unused_result));
 void gw_node_stop_services(struct gw_node *n);
+
+/* Service manager notifications (sd_notify; no-ops without NOTIFY_SOCKET).
+ * gw_node_watch_ready starts polling the workers (every 50 ms) and sends
+ * READY=1 with a STATUS= line once every one accepts; call it after the
+ * admin port listens and the worker threads run. Returns 0 or -1. */
+int gw_node_watch_ready(struct gw_node *n) __attribute__((warn_unused_result));
+/* RELOADING=1 (SIGHUP) before a reload, READY=1 after it; nothing before the
+ * node was first ready. */
+void gw_node_notify_reloading(struct gw_node *n);
+void gw_node_notify_reloaded(struct gw_node *n);
+/* STOPPING=1: the drain has begun; readiness polling stops. */
+void gw_node_notify_stopping(struct gw_node *n);
+/* A free-form STATUS= line. */
+void gw_node_notify_status(const char *status);
 
 #endif

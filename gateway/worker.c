@@ -3,6 +3,7 @@
 #include "gateway/worker.h"
 
 #include "gateway/log.h"
+#include "gateway/retention.h"
 #include "gateway/session.h"
 #include "router/rt_pool.h"
 #include "store/store.h"
@@ -455,43 +456,6 @@ static void on_pool_command(void *arg, const char *command)
 		resume(w);
 }
 
-#define PURGE_INTERVAL_S 60
-#define PURGE_BATCH      1000
-
-static void on_purged(void *arg, const PGresult *res, const char *err)
-{
-	struct gw_worker *w = arg;
-	w->purge_op = NULL;
-	if (!res) {
-		gw_log(GW_LOG_WARN, "worker %s: retention purge failed: %s", w->wc->name, err);
-		return;
-	}
-	int n = PQntuples(res) == 1 ? st_get_int4(res, 0, 0) : 0;
-	if (n > 0)
-		gw_log(GW_LOG_INFO, "worker %s: purged %d messages older than %d days", w->wc->name,
-		       n, w->conf->keep_days);
-	if (n == PURGE_BATCH) { /* more to go: the next batch soon, not at once */
-		struct timeval tv = {1, 0};
-		evtimer_add(w->purge_timer, &tv);
-	}
-}
-
-/* Retention (gateway.md "Store"): the node's first worker purges final
- * messages older than keep_days, a batch at a time. */
-static void on_purge_timer(evutil_socket_t fd, short what, void *arg)
-{
-	struct gw_worker *w = arg;
-	struct timeval tv = {PURGE_INTERVAL_S, 0};
-	evtimer_add(w->purge_timer, &tv);
-	if (w->purge_op || w->stopping)
-		return;
-	struct st_params p = {0};
-	st_params_int8(&p, gw_now_ms() - (int64_t)w->conf->keep_days * 86400 * 1000);
-	st_params_int4(&p, PURGE_BATCH);
-	w->purge_op = st_submit(gw_worker_store(w), "SELECT qa_purge($1, $2)", &p, on_purged, w);
-	st_params_clear(&p);
-}
-
 static void on_store_state(void *arg, int up)
 {
 	struct gw_worker *w = arg;
@@ -556,10 +520,10 @@ struct gw_worker *gw_worker_new(const struct gw_config *conf, int index, char *e
 	evconnlistener_disable(w->listener); /* until the store is first reached */
 	w->command_ev = event_new(w->base, -1, 0, on_command, w);
 	w->drain_timer = evtimer_new(w->base, on_drain_deadline, w);
-	w->purge_timer = evtimer_new(w->base, on_purge_timer, w);
-	if (index == 0) {
-		struct timeval tv = {5, 0};
-		evtimer_add(w->purge_timer, &tv);
+	/* the node's first worker runs the lifecycle job (retention.h) */
+	if (index == 0 && !(w->retention = gw_retention_new(w))) {
+		snprintf(err, errlen, "worker %s: out of memory", w->wc->name);
+		return NULL;
 	}
 	w->n_stores = conf->store_connections > 0 ? conf->store_connections : 1;
 	for (int i = 0; i < w->n_stores; i++) {
@@ -614,6 +578,7 @@ void gw_worker_join_and_free(struct gw_worker *w)
 	while ((s = TAILQ_FIRST(&w->sessions)))
 		gw_session_free(s);
 	rt_pool_free(w->pool);
+	gw_retention_free(w->retention);
 	for (int i = 0; i < w->n_stores; i++)
 		st_conn_free(w->stores[i]);
 	event_free(w->heartbeat_timer);
@@ -621,7 +586,6 @@ void gw_worker_join_and_free(struct gw_worker *w)
 		evconnlistener_free(w->listener);
 	event_free(w->command_ev);
 	event_free(w->drain_timer);
-	event_free(w->purge_timer);
 	event_base_free(w->base);
 	qs_buf_free(&w->scratch);
 	free(w);

@@ -48,8 +48,7 @@ struct gw_worker {
 	struct event *command_ev;
 	_Atomic int commands;
 	struct event *drain_timer;
-	struct event *purge_timer; /* retention, on the node's first worker only */
-	struct st_op *purge_op;
+	struct gw_retention *retention; /* the lifecycle job, on the node's first worker only */
 	TAILQ_HEAD(, gw_session) sessions;
 	int n_sessions;      /* sessions past HELLO (max_sessions applies) */
 	int n_pending_hello; /* connections still waiting for their HELLO */

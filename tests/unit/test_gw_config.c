@@ -41,7 +41,7 @@ static void test_defaults(void **state)
 	assert_int_equal(conf.heartbeat, 30);
 	assert_int_equal(conf.max_sessions, 100000);
 	assert_int_equal(conf.max_pending, 100000);
-	assert_int_equal(conf.keep_days, 7);
+	assert_int_equal(conf.keep_ms, 7LL * 86400 * 1000);
 	assert_int_equal(conf.redis_port, 6379);
 	assert_string_equal(conf.redis_prefix, "qagw:");
 	assert_string_equal(conf.admin_listen, "127.0.0.1:8439");

@@ -1,0 +1,155 @@
+/* The lifecycle job; see retention.h. One run: qa_expire batches until one
+ * comes back short, then qa_purge batches likewise. After every batch the job
+ * waits PACE times as long as the batch took (at least MIN_PAUSE_MS), so a
+ * purge of millions of rows proceeds at a bounded share of one store
+ * connection while syncs go on through the others; each batch is a short
+ * transaction over at most BATCH rows and skips rows a session has locked. */
+#include "gateway/retention.h"
+
+#include "gateway/log.h"
+#include "gateway/worker.h"
+#include "store/store.h"
+
+#include <event2/event.h>
+#include <stdlib.h>
+
+#define BATCH        1000
+#define PACE         4
+#define MIN_PAUSE_MS 20
+#define FIRST_RUN_S  5
+
+enum step { EXPIRE, PURGE };
+
+struct gw_retention {
+	struct gw_worker *w;
+	struct event *timer;
+	struct st_op *op;
+	int in_run; /* between the first batch of a run and its last */
+	enum step step;
+	int64_t batch_start_ms;
+	int64_t run_start_ms;
+	int64_t run_expired, run_purged;
+};
+
+int64_t gw_retention_interval_ms(int64_t keep_ms)
+{
+	int64_t ms = keep_ms / 4;
+	return ms < 1000 ? 1000 : ms > 60000 ? 60000 : ms;
+}
+
+static void arm(struct gw_retention *r, int64_t ms)
+{
+	struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+	evtimer_add(r->timer, &tv);
+}
+
+static void end_run(struct gw_retention *r)
+{
+	struct gw_worker *w = r->w;
+	r->in_run = 0;
+	if (r->run_expired || r->run_purged)
+		gw_log(GW_LOG_INFO,
+		       "worker %s: retention: expired %lld, purged %lld (final and older than "
+		       "%lld s) in %lld ms",
+		       w->wc->name, (long long)r->run_expired, (long long)r->run_purged,
+		       (long long)(w->conf->keep_ms / 1000),
+		       (long long)(gw_now_ms() - r->run_start_ms));
+	arm(r, gw_retention_interval_ms(w->conf->keep_ms));
+}
+
+static void on_batch(void *arg, const PGresult *res, const char *err)
+{
+	struct gw_retention *r = arg;
+	struct gw_worker *w = r->w;
+	r->op = NULL;
+	if (!res) {
+		gw_log(GW_LOG_WARN, "worker %s: retention %s failed: %s", w->wc->name,
+		       r->step == EXPIRE ? "expiry" : "purge", err);
+		end_run(r);
+		return;
+	}
+	int64_t took = gw_now_ms() - r->batch_start_ms;
+	int n = PQntuples(res) == 1 ? st_get_int4(res, 0, 0) : 0;
+	gw_log(GW_LOG_DEBUG, "worker %s: retention %s batch: %d rows in %lld ms", w->wc->name,
+	       r->step == EXPIRE ? "expiry" : "purge", n, (long long)took);
+	if (r->step == EXPIRE) {
+		gw_count(w, messages_expired, n);
+		r->run_expired += n;
+	} else {
+		gw_count(w, messages_purged, n);
+		r->run_purged += n;
+	}
+	if (n < BATCH) {
+		if (r->step == PURGE) {
+			end_run(r);
+			return;
+		}
+		r->step = PURGE;
+	}
+	int64_t pause = took * PACE;
+	arm(r, pause < MIN_PAUSE_MS ? MIN_PAUSE_MS : pause);
+}
+
+static void submit(struct gw_retention *r)
+{
+	struct gw_worker *w = r->w;
+	int64_t now = gw_now_ms();
+	struct st_params p = {0};
+	const char *sql;
+	if (r->step == EXPIRE) {
+		st_params_int8(&p, now);
+		sql = "SELECT qa_expire($1, $2)";
+	} else {
+		st_params_int8(&p, now - w->conf->keep_ms);
+		sql = "SELECT qa_purge($1, $2)";
+	}
+	st_params_int4(&p, BATCH);
+	r->batch_start_ms = now;
+	r->op = st_submit(gw_worker_store(w), sql, &p, on_batch, r);
+	st_params_clear(&p);
+	if (!r->op) /* the store is down: try again at the next run */
+		end_run(r);
+}
+
+static void on_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct gw_retention *r = arg;
+	if (r->op)
+		return;
+	if (r->w->stopping) {
+		r->in_run = 0;
+		return;
+	}
+	if (!r->in_run) { /* a new run: expiry first, then the purge */
+		r->in_run = 1;
+		r->step = EXPIRE;
+		r->run_start_ms = gw_now_ms();
+		r->run_expired = r->run_purged = 0;
+	}
+	submit(r);
+}
+
+struct gw_retention *gw_retention_new(struct gw_worker *w)
+{
+	struct gw_retention *r = calloc(1, sizeof(*r));
+	if (!r)
+		return NULL;
+	r->w = w;
+	r->timer = evtimer_new(w->base, on_timer, r);
+	if (!r->timer) {
+		free(r);
+		return NULL;
+	}
+	arm(r, FIRST_RUN_S * 1000);
+	return r;
+}
+
+void gw_retention_free(struct gw_retention *r)
+{
+	if (!r)
+		return;
+	if (r->op)
+		st_op_cancel(r->op);
+	event_free(r->timer);
+	free(r);
+}

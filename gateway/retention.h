@@ -1,0 +1,22 @@
+/* The message lifecycle's background job (gateway.md "Store", docs/operations.md
+ * "Retention"): on the node's first worker, it expires due pending messages (status 30,
+ * the sender told) and purges final messages older than keep_days, in small batches
+ * paced so that the job never holds a store connection for more than a fifth of the
+ * time. Runs on the worker's thread. */
+#ifndef GW_RETENTION_H
+#define GW_RETENTION_H
+
+#include <stdint.h>
+
+struct gw_worker;
+struct gw_retention;
+
+/* How often a run starts: keep/4, between 1 s and 60 s. */
+int64_t gw_retention_interval_ms(int64_t keep_ms);
+
+/* Creates the job and schedules its first run 5 s from now. */
+struct gw_retention *gw_retention_new(struct gw_worker *w);
+/* Frees the job; a statement in flight is abandoned (its result ignored). */
+void gw_retention_free(struct gw_retention *r);
+
+#endif
