@@ -105,12 +105,44 @@ static void test_errors(void **state)
 	             "token is empty");
 }
 
+/* keep_days: a bare number is days; s, m, h and d units; up to 36500 days */
+static void test_durations(void **state)
+{
+	static const struct {
+		const char *value;
+		int64_t ms;
+	} ok[] = {{"7", 7LL * 86400000},
+	          {"0", 0},
+	          {"30s", 30000},
+	          {"15m", 900000},
+	          {"12h", 43200000},
+	          {"2d", 2LL * 86400000},
+	          {"36500", 36500LL * 86400000}};
+	for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
+		char text[128];
+		snprintf(text, sizeof(text),
+		         "[worker ml1]\nlisten = 127.0.0.1:1\n[store]\nkeep_days = %s\n",
+		         ok[i].value);
+		assert_int_equal(load(text), 0);
+		assert_int_equal(conf.keep_ms, ok[i].ms);
+	}
+	static const char *const bad[] = {"30x", "-1", "36501", "36501d",
+	                                  "1.5", "s",  "10 s",  "3ss"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		char text[128];
+		snprintf(text, sizeof(text),
+		         "[worker ml1]\nlisten = 127.0.0.1:1\n[store]\nkeep_days = %s\n", bad[i]);
+		expect_error(text, ":4:", "keep_days");
+	}
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_defaults),
 	    cmocka_unit_test(test_full),
 	    cmocka_unit_test(test_errors),
+	    cmocka_unit_test(test_durations),
 	};
 	return cmocka_run_group_tests_name("gateway configuration", tests, NULL, NULL);
 }
