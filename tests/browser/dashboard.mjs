@@ -89,6 +89,7 @@ async function main() {
 		const resp = await page.goto(o.url, { waitUntil: 'load', timeout: o.timeout });
 		out.status = resp ? resp.status() : null;
 		out.contentType = resp ? resp.headers()['content-type'] || null : null;
+		out.csp = resp ? resp.headers()['content-security-policy'] || null : null;
 		if (o.wait === 'load' || !out.contentType || !out.contentType.startsWith('text/html')) {
 			out.bodyText = await page.evaluate(() => document.body ? document.body.innerText : '');
 		} else {

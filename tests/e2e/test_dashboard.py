@@ -88,8 +88,12 @@ def steady(get, what: str, timeout: float = 10.0):
 
 
 def check_common(page: dict, port: int) -> None:
-    """Nothing outside the admin port, no JS error, no failed request, no token in URLs
-    of the API calls (it goes in the Authorization header)."""
+    """Nothing outside the admin port, no JS error, no token in URLs of the API calls (it
+    goes in the Authorization header). The page's Content-Security-Policy keeps the browser
+    from even trying another origin (such a request then never shows among the requests,
+    only as a console error, which the caller checks)."""
+    csp = page.get("csp") or ""
+    assert "default-src 'none'" in csp and "connect-src 'self'" in csp, csp
     origin = f"http://127.0.0.1:{port}/"
     outside = [r["url"] for r in page["requests"] if not r["url"].startswith(origin)]
     assert not outside, f"the page fetched outside the admin port: {outside}"
