@@ -350,8 +350,8 @@ int gw_cli_workers(const struct gw_config *c, int json)
 				width[k] = strlen(cell);
 		}
 		for (size_t k = 0; k < N_WORKER_COLS; k++)
-			printf("%-*s%s", (int)width[k], worker_cols[k].title,
-			       k + 1 < N_WORKER_COLS ? "  " : "\n");
+			printf("%-*s%s", k + 1 < N_WORKER_COLS ? (int)width[k] : 0,
+			       worker_cols[k].title, k + 1 < N_WORKER_COLS ? "  " : "\n");
 		json_array_foreach(list, i, w) for (size_t k = 0; k < N_WORKER_COLS; k++)
 		{
 			scalar(json_object_get(w, worker_cols[k].field), cell, sizeof(cell));

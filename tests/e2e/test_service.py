@@ -236,6 +236,22 @@ def test_log_file_and_reopen_on_sighup(qagw, tmp_path):
     assert rotated.read_text() == old, "the rotated file still grows"
 
 
+@pytest.mark.parametrize("is_journal", [True, False])
+def test_journal_stream_lines_carry_priority_not_time(qagw, is_journal):
+    """stderr being the journal (JOURNAL_STREAM names it): "<6>info  ..." lines, no
+    timestamp; a JOURNAL_STREAM inherited but naming another file: the usual lines."""
+    gw = qagw(workers=("ml1",), start=False)
+    gw.log.touch()
+    st = os.stat(gw.log if is_journal else gw.conf)
+    start_plain(gw, env=dict(os.environ, JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}"))
+    wait_until(lambda: "worker ml1: accepting on" in gw.log_text(), 15, what="accepting")
+    line = next(ln for ln in gw.log_text().splitlines() if "worker ml1: accepting on" in ln)
+    if is_journal:
+        assert line.startswith("<6>info  worker ml1: accepting on"), line
+    else:
+        assert re.match(r"\d{4}-\d\d-\d\dT[\d:.]+Z info  worker ml1: accepting", line), line
+
+
 def test_log_file_unwritable_exits_1(qagw, tmp_path):
     gw = qagw(workers=("ml1",), start=False,
               sections={"node": {"log_file": tmp_path / "nosuch-dir" / "qagw.log"}})
