@@ -17,6 +17,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#ifndef QAGW_VERSION /* the Makefile defines it; builds that do not (fuzz) still link */
+#define QAGW_VERSION "unknown"
+#endif
+
 #define CONNECT_TIMEOUT_MS 3000
 #define REQUEST_TIMEOUT_MS 15000      /* the admin port answers within its own 10 s */
 #define MAX_RESPONSE       (16 << 20) /* bytes */
