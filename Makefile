@@ -117,7 +117,8 @@ $(BUILD)/tests/test_gw_%: $(call obj,tests/unit/test_gw_%.c) $(LIBGW) $(LIBPROTO
 # fuzz_session: a worker's session state machine fed arbitrary frame sequences.
 # UBSan checks stay recoverable (more coverage); halting at run time makes any report a finding.
 FUZZ_ENV = UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
-FUZZ_CFLAGS = -std=c17 -D_GNU_SOURCE -g -O1 -I. $(PKG_CFLAGS) -fsanitize=fuzzer,address,undefined
+FUZZ_CFLAGS = -std=c17 -D_GNU_SOURCE -g -O1 -I. $(PKG_CFLAGS) -DQAGW_VERSION='"$(VERSION)"' \
+              -fsanitize=fuzzer,address,undefined
 $(BUILD)/fuzz/fuzz_frame: tests/fuzz/fuzz_frame.c $(PROTO_SRC)
 	@mkdir -p $(dir $@)
 	$(CLANG) $(FUZZ_CFLAGS) -o $@ $^

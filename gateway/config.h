@@ -46,7 +46,7 @@ struct gw_config {
 	/* [store] */
 	char conninfo[2048];
 	int max_pending;
-	int64_t keep_ms; /* keep_days: how long final messages are kept */
+	int64_t keep_ms;       /* keep_days: how long final messages are kept */
 	int store_connections; /* per worker */
 	int store_timeout;     /* seconds without an answer before a connection is dropped */
 	/* [redis] */
