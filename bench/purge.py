@@ -118,6 +118,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--chunk", type=float, default=15.0, help="seconds of each ingest run")
     ap.add_argument("--baseline-runs", type=int, default=2, help="ingest runs per baseline")
     ap.add_argument("--cap", type=float, default=300.0, help="longest purge phase, s")
+    ap.add_argument("--purger", choices=("node", "dedicated"), default="node",
+                    help="node: the node's retention job (the must-show); dedicated: for "
+                         "diagnosis, the job's pacing on a connection of its own, from here")
     ap.add_argument("--out", default=str(run.RESULTS))
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = ap.parse_args(argv)
@@ -142,7 +145,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         b.start_store()
         sc = scenarios.scenario_purge(b, rows=args.rows, recipients=args.recipients,
                                       chunk_s=args.chunk, baseline_chunks=args.baseline_runs,
-                                      cap_s=args.cap)
+                                      cap_s=args.cap, purger=args.purger)
     except KeyboardInterrupt as e:
         error = f"interrupted ({e})"
     except Exception as e:  # the services are stopped and what was measured is written
