@@ -173,6 +173,13 @@ bench-quick: deps certs
 	$(MAKE) all
 	$(PYTHON) bench/run.py --profile quick
 
+# Issue 10's purge under ingest (bench/purge.py, <= 10 min): 1,000,000 stored messages,
+# ingest with and without the purge of 500,000 of them; writes bench/results/PURGE.{json,md}.
+.PHONY: bench-purge
+bench-purge: deps certs
+	$(MAKE) all
+	QAGW_BUILD=$(BUILD) $(PYTHON) bench/purge.py
+
 test: deps certs
 	$(MAKE) all $(FUZZ_BINS)
 	$(MAKE) test-unit test-fuzz test-e2e

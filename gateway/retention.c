@@ -1,9 +1,11 @@
 /* The lifecycle job; see retention.h. One run: qa_expire batches until one
- * comes back short, then qa_purge batches likewise. After every batch the job
- * waits PACE times as long as the batch took (at least MIN_PAUSE_MS), so a
- * purge of millions of rows proceeds at a bounded share of one store
- * connection while syncs go on through the others; each batch is a short
- * transaction over at most BATCH rows and skips rows a session has locked. */
+ * comes back short, then qa_purge batches likewise. The job has a store
+ * connection of its own, so a batch never waits behind the worker's syncs
+ * nor they behind it, and the time a batch takes is PostgreSQL's. After
+ * every batch the job waits PACE times as long as the batch took (at least
+ * MIN_PAUSE_MS), so a purge of millions of rows uses at most a fifth of one
+ * backend; each batch is a short transaction over at most BATCH rows, found
+ * through an index, that skips rows a session has locked. */
 #include "gateway/retention.h"
 
 #include "gateway/log.h"
@@ -11,6 +13,7 @@
 #include "store/store.h"
 
 #include <event2/event.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #define BATCH        1000
@@ -22,6 +25,7 @@ enum step { EXPIRE, PURGE };
 
 struct gw_retention {
 	struct gw_worker *w;
+	struct st_conn *store; /* the job's own connection */
 	struct event *timer;
 	struct st_op *op;
 	int in_run; /* between the first batch of a run and its last */
@@ -105,7 +109,7 @@ static void submit(struct gw_retention *r)
 	}
 	st_params_int4(&p, BATCH);
 	r->batch_start_ms = now;
-	r->op = st_submit(gw_worker_store(w), sql, &p, on_batch, r);
+	r->op = st_submit(r->store, sql, &p, on_batch, r);
 	st_params_clear(&p);
 	if (!r->op) /* the store is down: try again at the next run */
 		end_run(r);
@@ -135,11 +139,15 @@ struct gw_retention *gw_retention_new(struct gw_worker *w)
 	if (!r)
 		return NULL;
 	r->w = w;
+	char name[96];
+	snprintf(name, sizeof(name), "%s/retention", w->wc->name);
+	r->store = st_conn_new(w->base, w->conf->conninfo, name, NULL, NULL);
 	r->timer = evtimer_new(w->base, on_timer, r);
-	if (!r->timer) {
-		free(r);
+	if (!r->store || !r->timer) {
+		gw_retention_free(r);
 		return NULL;
 	}
+	st_conn_set_timeout(r->store, w->conf->store_timeout * 1000);
 	arm(r, FIRST_RUN_S * 1000);
 	return r;
 }
@@ -150,6 +158,9 @@ void gw_retention_free(struct gw_retention *r)
 		return;
 	if (r->op)
 		st_op_cancel(r->op);
-	event_free(r->timer);
+	if (r->timer)
+		event_free(r->timer);
+	if (r->store)
+		st_conn_free(r->store);
 	free(r);
 }

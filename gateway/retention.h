@@ -1,8 +1,8 @@
 /* The message lifecycle's background job (gateway.md "Store", docs/operations.md
  * "Retention"): on the node's first worker, it expires due pending messages (status 30,
  * the sender told) and purges final messages older than keep_days, in small batches
- * paced so that the job never holds a store connection for more than a fifth of the
- * time. Runs on the worker's thread. */
+ * on a store connection of its own, paced so that it keeps that connection busy at
+ * most a fifth of the time. Runs on the worker's thread. */
 #ifndef GW_RETENTION_H
 #define GW_RETENTION_H
 
