@@ -254,6 +254,26 @@ format:
 format-check:
 	clang-format --dry-run --Werror $(shell git ls-files '*.c' '*.h')
 
+# Installs the programs, man pages, docs, the unit and (only if absent) the configuration:
+# `make install` as root, or `make install DESTDIR=/tmp/stage` to stage a package.
+# docs/service.md has the rest (the qagw user, systemctl).
+PREFIX  ?= /usr/local
+DESTDIR ?=
+.PHONY: install
+install: $(QAGW) $(QAAGENT) $(MANPAGES)
+	install -D -m 0755 $(QAGW) $(DESTDIR)$(PREFIX)/bin/qagw
+	install -D -m 0755 $(QAAGENT) $(DESTDIR)$(PREFIX)/bin/qaagent
+	install -D -m 0644 docs/qagw.8 $(DESTDIR)$(PREFIX)/share/man/man8/qagw.8
+	install -D -m 0644 docs/qaagent.1 $(DESTDIR)$(PREFIX)/share/man/man1/qaagent.1
+	install -d -m 0755 $(DESTDIR)$(PREFIX)/share/doc/qagw
+	install -m 0644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/qagw/
+	install -m 0644 conf/qagw.conf $(DESTDIR)$(PREFIX)/share/doc/qagw/qagw.conf.sample
+	install -D -m 0644 conf/qagw.service $(DESTDIR)/etc/systemd/system/qagw.service
+	@if [ -e $(DESTDIR)/etc/qagw/qagw.conf ]; then \
+	  echo "install: $(DESTDIR)/etc/qagw/qagw.conf exists: kept (the sample is in $(PREFIX)/share/doc/qagw)"; \
+	else install -D -m 0640 conf/qagw.conf $(DESTDIR)/etc/qagw/qagw.conf && \
+	  echo "install: $(DESTDIR)/etc/qagw/qagw.conf from the sample: edit it (absolute paths for [tls] and log_file)"; fi
+
 clean:
 	rm -rf $(BUILD)
 

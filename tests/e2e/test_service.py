@@ -391,3 +391,30 @@ def test_systemd_analyze_verify(tmp_path):
     bad.write_text(text.replace("Type=notify", "Type=notfy"))
     p = verify(bad)
     assert "notfy" in p.stdout, p.stdout
+
+
+def test_make_install_stages_the_tree_and_keeps_an_existing_config(tmp_path):
+    """`make install DESTDIR=...`: programs, man pages, docs, unit and (only when absent)
+    the configuration land where docs/service.md says; a second install keeps an edited
+    configuration."""
+    stage = tmp_path / "stage"
+    argv = ["make", "-s", "--no-print-directory", "install", f"DESTDIR={stage}",
+            f"BUILD={harness.BUILD}"]
+    r = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    usr = stage / "usr" / "local"
+    for rel, mode in (("bin/qagw", 0o755), ("bin/qaagent", 0o755),
+                      ("share/man/man8/qagw.8", 0o644), ("share/man/man1/qaagent.1", 0o644),
+                      ("share/doc/qagw/service.md", 0o644),
+                      ("share/doc/qagw/qagw.conf.sample", 0o644)):
+        f = usr / rel
+        assert f.is_file() and f.stat().st_mode & 0o777 == mode, (rel, oct(f.stat().st_mode))
+    assert (stage / "etc/systemd/system/qagw.service").read_text() == UNIT.read_text()
+    conf = stage / "etc/qagw/qagw.conf"
+    assert conf.stat().st_mode & 0o777 == 0o640
+    v = subprocess.run([str(usr / "bin/qagw"), "--version"], capture_output=True, text=True)
+    assert v.returncode == 0 and v.stdout.strip() == f"qagw {VERSION}", v
+    conf.write_text(conf.read_text() + "\n; edited by the operator\n")
+    r = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "exists: kept" in r.stdout, r.stdout + r.stderr
+    assert conf.read_text().endswith("; edited by the operator\n")
