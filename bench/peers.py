@@ -84,26 +84,34 @@ def _children(pid: int) -> List[int]:
     return out
 
 
-def pin_tree(pid: int, cpus: Set[int]) -> None:
-    """Pins every thread of pid and of its descendants to cpus (what `taskset -a -p` does,
-    over the whole tree): for a server started by someone else (pg_ctl, harness.Gateway),
-    whose threads and children exist already. Threads and children made later inherit."""
-    todo, seen = [pid], set()
+def tree(pid: int) -> List[int]:
+    """pid and its descendants alive now (a server started by someone else: pg_ctl's
+    postmaster and its backends, harness.Gateway), parents before children."""
+    out, todo, seen = [], [pid], set()
     while todo:
         p = todo.pop()
         if p in seen:
             continue
         seen.add(p)
+        out.append(p)
+        todo += _children(p)
+    return out
+
+
+def pin_tree(pid: int, cpus: Set[int]) -> None:
+    """Pins every thread of pid and of its descendants to cpus (what `taskset -a -p` does,
+    over the whole tree), whose threads and children exist already. Threads and children
+    made later inherit."""
+    for p in tree(pid):
         try:
             tids = [int(t) for t in os.listdir(f"/proc/{p}/task")]
         except OSError:
-            continue
+            continue  # a process that just ended
         for t in tids:
             try:
                 os.sched_setaffinity(t, cpus)
             except OSError:
                 pass  # a thread that just ended
-        todo += _children(p)
 
 
 def cpus_allowed(pid: int) -> str:

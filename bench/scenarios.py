@@ -801,17 +801,12 @@ def _cpu0_busy() -> Optional[tuple]:
 def _tree_cpu_s(pid: int) -> float:
     """CPU seconds of pid and its children (PostgreSQL: the postmaster and its backends,
     those alive now)."""
-    total, todo, seen = 0.0, [pid], set()
-    while todo:
-        p = todo.pop()
-        if p in seen:
-            continue
-        seen.add(p)
+    total = 0.0
+    for p in peers.tree(pid):
         try:
             total += peers.cpu_seconds(p)
         except OSError:
-            continue
-        todo += peers._children(p)
+            pass  # a backend that just ended
     return total
 
 
