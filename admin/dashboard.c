@@ -1,8 +1,9 @@
 /* GET /: the dashboard, one self-contained HTML page (inline CSS, script and
  * SVG; no outside assets) that polls /api/workers, /api/push and
  * /api/agents-off-primary every 2 s and shows the workers, the push figures
- * with rates and a chart computed in the page, the agents off their primary
- * and the recent push events; a banner when a fetch fails (docs/admin.md
+ * with rates and a chart computed in the page, the agents off their primary,
+ * the recipients nearest their quota (/api/agents-near-quota, every 30 s) and
+ * the recent push events; a banner when a fetch fails (docs/admin.md
  * "GET / (dashboard)").
  *
  * GET / itself needs the token as a Bearer header or ?token= (admin.c); the
@@ -96,6 +97,12 @@ static const char page[] =
     "<p class=\"note\">Agents whose primary worker is down or draining (GET "
     "/api/agents-off-primary). Pinned agents stay until their primary serves again; "
     "router-assigned ones until the router moves them.</p></section>\n"
+    "<section id=\"sec-quota\"><h2>Nearest their quota <span class=\"note\" "
+    "data-figure=\"quota.max\"></span></h2>\n"
+    "<div class=\"scroll\"><table id=\"quota\"></table></div>\n"
+    "<p class=\"note\"><span data-figure=\"quota.state\"></span> The recipients with "
+    "the most pending messages (GET /api/agents-near-quota, every 30 s: it counts over all "
+    "pending messages). Beyond max_pending, uploads to them get result quota.</p></section>\n"
     "<section id=\"sec-events\"><h2>Recent push events <span class=\"note\" "
     "data-figure=\"events.count\"></span></h2>\n"
     "<div class=\"scroll\"><table id=\"events\"></table></div></section>\n"
@@ -107,7 +114,8 @@ static const char page[] =
     "const SHORT = {routed:'routed',coalesced:'coalesced',sent:'sent',acked:'acked',\n"
     "  suppressed_off_primary:'suppressed (off primary)',no_session:'no "
     "session',failed:'failed'};\n"
-    "const KEEP_MS = 5 * 60 * 1000, POLL_MS = 2000, TOKEN_KEY = 'qagw.admin_token';\n"
+    "const KEEP_MS = 5 * 60 * 1000, POLL_MS = 2000, QUOTA_MS = 30000, TOKEN_KEY = "
+    "'qagw.admin_token';\n"
     "const $ = id => document.getElementById(id);\n"
     "let token = '', prev = null, history_ = [], polls = 0;\n"
     "\n"
@@ -301,20 +309,36 @@ static const char page[] =
     "    ['agent', agents.map(a => a.agent)]);\n"
     "}\n"
     "\n"
-    "let busy = false;\n"
+    "function showQuota(q) {\n"
+    "  const agents = Array.isArray(q.agents) ? q.agents : [];\n"
+    "  setFig('quota.max', 'max_pending ' + num(q.max_pending));\n"
+    "  setFig('quota.state', agents.length ? '' : 'No pending messages.');\n"
+    "  fill('quota', ['agent','pending','of the quota'],\n"
+    "    agents.map(a => [[txt(a.agent),'l','quota.agents.' + a.agent],\n"
+    "      [num(a.pending),'','quota.agents.' + a.agent + '.pending'],\n"
+    "      [typeof a.used === 'number' ? (a.used > 0 && a.used < 0.001 ? '< 0.1' : (a.used * "
+    "100).toFixed(1)) + ' %' : '\\u2013']]));\n"
+    "}\n"
+    "\n"
+    "let busy = false, lastQuota = -Infinity;\n"
     "async function refresh() {\n"
     "  if (busy) return;\n"
     "  busy = true;\n"
     "  const now = Date.now();\n"
-    "  const [w, p, o] = await Promise.allSettled([get('/api/workers'), get('/api/push'),\n"
-    "                                              get('/api/agents-off-primary')]);\n"
+    "  const wantQuota = now - lastQuota >= QUOTA_MS; /* a count over every pending message */\n"
+    "  if (wantQuota) lastQuota = now;\n"
+    "  const [w, p, o, q] = await Promise.allSettled([get('/api/workers'), get('/api/push'),\n"
+    "    get('/api/agents-off-primary'),\n"
+    "    wantQuota ? get('/api/agents-near-quota?limit=10') : Promise.resolve(null)]);\n"
     "  busy = false;\n"
     "  polls++;\n"
     "  document.body.dataset.polls = polls;\n"
     "  if (w.status === 'fulfilled') showWorkers(w.value);\n"
     "  if (p.status === 'fulfilled') showPush(p.value, now);\n"
     "  if (o.status === 'fulfilled') showOffPrimary(o.value);\n"
-    "  const errs = [w, p, o].filter(r => r.status === 'rejected').map(r => r.reason);\n"
+    "  if (q.status === 'fulfilled' && q.value) showQuota(q.value);\n"
+    "  if (q.status === 'rejected') lastQuota = -Infinity; /* try again at the next poll */\n"
+    "  const errs = [w, p, o, q].filter(r => r.status === 'rejected').map(r => r.reason);\n"
     "  const b = $('banner');\n"
     "  if (errs.length) {\n"
     "    let m = 'Refresh failed: ' + errs.map(e => e.message).join('; ');\n"
@@ -338,6 +362,7 @@ static const char page[] =
     "initToken();\n"
     "refresh();\n"
     "setInterval(refresh, POLL_MS);\n"
+
     "</script></body></html>\n";
 
 void adm_get_dashboard(struct adm_req *r)
