@@ -68,22 +68,6 @@ def cpu_count() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def _children(pid: int) -> List[int]:
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{d}/stat").read_text()
-        except OSError:
-            continue
-        # the ppid is the second field after the parenthesised command
-        fields = stat[stat.rfind(")") + 2:].split()
-        if len(fields) > 1 and int(fields[1]) == pid:
-            out.append(int(d))
-    return out
-
-
 def tree(pid: int) -> List[int]:
     """pid and its descendants alive now (a server started by someone else: pg_ctl's
     postmaster and its backends, harness.Gateway), parents before children."""
@@ -94,7 +78,7 @@ def tree(pid: int) -> List[int]:
             continue
         seen.add(p)
         out.append(p)
-        todo += _children(p)
+        todo += harness.children(p)
     return out
 
 

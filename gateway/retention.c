@@ -35,7 +35,8 @@ struct gw_retention {
 	int64_t run_expired, run_purged;
 };
 
-int64_t gw_retention_interval_ms(int64_t keep_ms)
+/* How often a run starts: keep/4, between 1 s and 60 s. */
+static int64_t interval_ms(int64_t keep_ms)
 {
 	int64_t ms = keep_ms / 4;
 	return ms < 1000 ? 1000 : ms > 60000 ? 60000 : ms;
@@ -58,7 +59,7 @@ static void end_run(struct gw_retention *r)
 		       w->wc->name, (long long)r->run_expired, (long long)r->run_purged,
 		       (long long)(w->conf->keep_ms / 1000),
 		       (long long)(gw_now_ms() - r->run_start_ms));
-	arm(r, gw_retention_interval_ms(w->conf->keep_ms));
+	arm(r, interval_ms(w->conf->keep_ms));
 }
 
 static void on_batch(void *arg, const PGresult *res, const char *err)

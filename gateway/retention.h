@@ -11,9 +11,6 @@
 struct gw_worker;
 struct gw_retention;
 
-/* How often a run starts: keep/4, between 1 s and 60 s. */
-int64_t gw_retention_interval_ms(int64_t keep_ms);
-
 /* Creates the job and schedules its first run 5 s from now. */
 struct gw_retention *gw_retention_new(struct gw_worker *w);
 /* Frees the job; a statement in flight is abandoned (its result ignored). */

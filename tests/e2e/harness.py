@@ -48,6 +48,40 @@ def _die_with_parent() -> None:
         pass
 
 
+def children(pid: int) -> List[int]:
+    """The pids whose parent is pid now (from /proc)."""
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{d}/stat").read_text()
+        except OSError:
+            continue
+        # the ppid is the second field after the parenthesised command
+        fields = stat[stat.rfind(")") + 2:].split()
+        if len(fields) > 1 and int(fields[1]) == pid:
+            out.append(int(d))
+    return out
+
+
+def drain_events(lines: Dict[str, "queue.Queue"], events: Dict[str, list],
+                 stamp: Optional[float] = None) -> None:
+    """Moves what each agent's reader thread queued (its `qaagent run` JSON events; None
+    for a line that was not JSON) into events[agent], without waiting; stamps each event's
+    "_t" with stamp when given."""
+    for aid, q in list(lines.items()):
+        while True:
+            try:
+                ev = q.get_nowait()
+            except Exception:  # queue.Empty
+                break
+            if ev is not None:
+                if stamp is not None:
+                    ev["_t"] = stamp
+                events[aid].append(ev)
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nothing listens on right now (the kernel's choice for an ephemeral bind)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:

@@ -195,14 +195,7 @@ class Traffic:
         assert not self.send_errors, self.send_errors[:3]
 
     def pump_events(self) -> None:
-        for aid, q in self.lines.items():
-            while True:
-                try:
-                    ev = q.get_nowait()
-                except Exception:
-                    break
-                if ev is not None:
-                    self.events[aid].append(ev)
+        harness.drain_events(self.lines, self.events)
 
     def check_alive(self) -> None:
         self.pump_events()

@@ -60,9 +60,11 @@ def _assert_clean(tr: Traffic, rep, batches, store, gws) -> None:
         assert g.alive(), f"qagw {g.node} died:\n{harness.tail(g.log, 30)}"
 
 
-def test_sigkill_node_mid_batch(qagw, agent, uid, tmp_path, store):
-    """(1) A node SIGKILLed three times, each time while one of its UPLOADs is running in
-    PostgreSQL (the store made slow: 30 ms an insert statement)."""
+def _node_fault_rounds(qagw, agent, uid, tmp_path, store, fault: str, what: str):
+    """Traffic on a two-node pool with a slow store (30 ms an insert statement, so that a
+    fault lands while an UPLOAD runs in PostgreSQL); fault ("kill_node" or "term_node")
+    hits n1, n2, n1, 4 s apart; then the drain and the history check. Returns
+    (gws, traffic, faults, report, batches), already checked clean."""
     gws = two_node_pool(qagw, store)
     n1, n2 = nodes_of(gws)
     slow_uploads(store, SLOW_INSERT_S)
@@ -72,19 +74,27 @@ def test_sigkill_node_mid_batch(qagw, agent, uid, tmp_path, store):
         for victim in (n1, n2, n1):
             time.sleep(4.0)
             tr.check_alive()
-            faults.kill_node(victim, down_s=1.5, in_flight_of=store)
+            getattr(faults, fault)(victim, down_s=1.5, in_flight_of=store)
         time.sleep(4.0)
         tr.check_alive()
-        rep, batches = _finish(tr, store, faults, tmp_path, "SIGKILL of a node x3")
+        rep, batches = _finish(tr, store, faults, tmp_path, what)
     finally:
         tr.stop_runs()
     _assert_clean(tr, rep, batches, store, gws)
+    assert tr.sent >= MIN_TRAFFIC, f"too little traffic to mean anything: {tr.sent}"
+    return gws, tr, faults, rep, batches
+
+
+def test_sigkill_node_mid_batch(qagw, agent, uid, tmp_path, store):
+    """(1) A node SIGKILLed three times, each time while one of its UPLOADs is running in
+    PostgreSQL (the store made slow: 30 ms an insert statement)."""
+    _, _, faults, _, batches = _node_fault_rounds(qagw, agent, uid, tmp_path, store,
+                                                  "kill_node", "SIGKILL of a node x3")
     assert faults.counts["sigkill"] == 3
     assert faults.counts["in_flight"] >= 2, f"kills not mid-batch: {faults.log}"
     # the signature of a kill between commit and UPLOAD_ACK: committed, ack never arrived,
     # the retry answered `duplicate` -- and the message still delivered once
     assert batches["committed_unacked"] >= 1, batches
-    assert tr.sent >= MIN_TRAFFIC, f"too little traffic to mean anything: {tr.sent}"
 
 
 def test_sigterm_drains_batches_whole(qagw, agent, uid, tmp_path, store):
@@ -92,25 +102,10 @@ def test_sigterm_drains_batches_whole(qagw, agent, uid, tmp_path, store):
     whole or refused having committed nothing (no `duplicate` ever comes back). Each
     SIGTERM is sent while one of the node's UPLOADs is running in PostgreSQL (slow store,
     as in the SIGKILL test)."""
-    gws = two_node_pool(qagw, store)
-    n1, n2 = nodes_of(gws)
-    slow_uploads(store, SLOW_INSERT_S)
-    tr = Traffic(gws, agent, uid, tmp_path, n_agents=TRAFFIC_AGENTS).start()
-    faults = Faults(gws)
-    try:
-        for victim in (n1, n2, n1):
-            time.sleep(4.0)
-            tr.check_alive()
-            faults.term_node(victim, down_s=1.5, in_flight_of=store)
-        time.sleep(4.0)
-        tr.check_alive()
-        rep, batches = _finish(tr, store, faults, tmp_path, "SIGTERM of a node x3")
-    finally:
-        tr.stop_runs()
-    _assert_clean(tr, rep, batches, store, gws)
+    _, _, faults, _, batches = _node_fault_rounds(qagw, agent, uid, tmp_path, store,
+                                                  "term_node", "SIGTERM of a node x3")
     assert faults.counts["sigterm"] == 3
     assert faults.counts["in_flight"] >= 2, f"SIGTERMs not mid-batch: {faults.log}"
-    assert tr.sent >= MIN_TRAFFIC, f"too little traffic to mean anything: {tr.sent}"
     assert batches["whole"] == batches["upload_tx"], batches
     assert batches["committed_unacked"] == 0 and batches["duplicate_results"] == 0, (
         f"an UPLOAD was committed but its UPLOAD_ACK never reached the agent: {batches}")

@@ -104,14 +104,7 @@ class Traffic:
             t.join(30)
 
     def pump(self) -> None:
-        for aid, q in self.lines.items():
-            while True:
-                try:
-                    ev = q.get_nowait()
-                except Exception:
-                    break
-                if ev is not None:
-                    self.events[aid].append(ev)
+        harness.drain_events(self.lines, self.events)
 
     def check_alive(self) -> None:
         for aid, p in self.procs.items():
@@ -217,21 +210,6 @@ class ReplPgServer(PgServer):
         self._as_pg([str(PGBIN / "pg_ctl"), "-D", str(self.data), "-w", "-t", "30", "promote"])
 
 
-def _children(pid: int) -> List[int]:
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{d}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        if int(fields[1]) == pid:
-            out.append(int(d))
-    return out
-
-
 def _alive(pid: int) -> bool:
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
@@ -245,7 +223,7 @@ def sigkill_postmaster(pg: ReplPgServer, grace: float = 5.0) -> dict:
     walsender) notice the postmaster's death by themselves; the time they take is returned,
     and any still alive after grace seconds is SIGKILLed too (counted)."""
     pm = pg.postmaster_pid()
-    kids = _children(pm)
+    kids = harness.children(pm)
     t0 = time.monotonic()
     os.kill(pm, signal.SIGKILL)
     while any(_alive(k) for k in kids) and time.monotonic() - t0 < grace:

@@ -121,16 +121,7 @@ class Fleet:
 
     def pump(self) -> None:
         """Moves every run's JSON events into self.events (each stamped `_t`, monotonic)."""
-        now = time.monotonic()
-        for aid, lines in list(self.lines.items()):
-            while True:
-                try:
-                    ev = lines.get_nowait()
-                except Exception:
-                    break
-                if ev is not None:
-                    ev["_t"] = now
-                    self.events[aid].append(ev)
+        harness.drain_events(self.lines, self.events, stamp=time.monotonic())
 
     def welcomed(self, aid: str, since: float = 0.0) -> bool:
         return any(e.get("event") == "welcome" and e["_t"] >= since for e in self.events[aid])
