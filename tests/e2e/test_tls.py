@@ -258,7 +258,7 @@ def test_sighup_reloads_the_certificate_and_keeps_the_old_one_on_failure(
     # a new valid certificate (and key): served to new connections
     g.tls_cert, g.tls_key = certs / "wrong-host.crt", certs / "wrong-host.key"
     g.write_config()
-    hup_and_wait("reloaded")
+    hup_and_wait("TLS certificate reloaded")  # not "configuration reloaded", logged first
     assert serves_tls(port, ca, f"hup3-{uid}", check_hostname=False) == der(certs / "wrong-host.crt")
 
 
