@@ -32,7 +32,10 @@ ALL_CFLAGS = -std=c17 -D_GNU_SOURCE $(WARN) $(CFLAGS) -I. $(PKG_CFLAGS) -MMD -MP
 LDFLAGS ?=
 
 PROTO_SRC = $(wildcard proto/*.c)
-STORE_SRC = $(wildcard store/*.c)
+STORE_SRC = $(wildcard store/*.c) $(STORE_GEN)
+# store/sql/ (migrations and functions) embedded as C strings (store/sql.h)
+STORE_GEN = $(BUILD)/gen/store_sql.c
+STORE_SQL = $(sort $(wildcard store/sql/migrations/*.sql store/sql/functions/*.sql))
 ADMIN_SRC = $(wildcard admin/*.c)
 GW_SRC    = $(filter-out gateway/main.c,$(wildcard gateway/*.c))
 ROUTER_SRC = $(wildcard router/*.c)
@@ -65,6 +68,10 @@ all: $(QAGW) $(QAAGENT) $(QABENCH) $(UNIT_BINS) $(MANPAGES)
 # The built pages are committed, so `man ./docs/qagw.8` works in a fresh clone.
 docs/%: docs/%.in scripts/mkman.py conf/qagw.conf VERSION
 	$(PYTHON) scripts/mkman.py $< conf/qagw.conf VERSION > $@.tmp && mv $@.tmp $@
+
+$(STORE_GEN): $(STORE_SQL) scripts/embed-sql.sh
+	@mkdir -p $(dir $@)
+	sh scripts/embed-sql.sh $@
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)

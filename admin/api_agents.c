@@ -1,7 +1,7 @@
 /* GET /api/agents/{id} and PUT /api/agents/{id}/primary.
  *
- * An agent's view joins the store (qa_agents: has the pool seen it, its last
- * HELLO; qa_messages: its pending count) with its routing state in Redis
+ * An agent's view joins the store (st_agent: has the pool seen it, its last
+ * HELLO; st_agent_pending: its pending count) with its routing state in Redis
  * (P agent:ID: primary, pin, live session; P agentpush:ID: its push
  * counters, pool-wide). The store is asked first-hand, so the endpoint
  * needs it (503 without); without Redis the routing fields are null and
@@ -14,18 +14,10 @@
 #include "gateway/worker.h"
 #include "proto/qs_codec.h"
 #include "router/rt_pool.h"
-#include "store/store.h"
+#include "store/queries.h"
 
 #include <stdlib.h>
 #include <string.h>
-
-/* Pending = still deliverable: status 1 and not past its expiry (what
- * qa_hello counts for the PUSH after WELCOME). */
-static const char agent_sql[] =
-    "SELECT a.last_hello_ms, a.primary_sent,\n"
-    "       (SELECT count(*) FROM qa_messages m WHERE m.recipient = a.agent_id AND m.status = 1\n"
-    "           AND (m.expires_ms = 0 OR m.expires_ms > $2))\n"
-    "  FROM qa_agents a WHERE a.agent_id = $1";
 
 struct agent_ctx {
 	int store_failed;
@@ -147,25 +139,38 @@ static void agent_done(struct adm_req *r)
 	adm_reply_json(r, 200, j);
 }
 
+static void agent_store_failed(struct agent_ctx *c, const char *err)
+{
+	c->store_failed = 1;
+	snprintf(c->store_err, sizeof(c->store_err), "%s", err ? err : "bad result");
+}
+
 static void on_agent_row(struct adm_req *r, const PGresult *res, const char *err)
 {
 	struct agent_ctx *c = r->ctx;
-	if (!res || PQnfields(res) < 3) {
-		c->store_failed = 1;
-		snprintf(c->store_err, sizeof(c->store_err), "%s", err ? err : "bad result");
+	struct st_agent_row a;
+	int found = res ? st_agent_read(res, &a) : -1;
+	if (found < 0) {
+		agent_store_failed(c, err);
 		return;
 	}
-	if (PQntuples(res) == 0)
+	if (!found)
 		return;
 	c->found = 1;
-	if (!PQgetisnull(res, 0, 0)) {
-		c->has_last_hello = 1;
-		c->last_hello_ms = st_get_int8(res, 0, 0);
-	}
-	if (!PQgetisnull(res, 0, 1) && PQgetlength(res, 0, 1) > 0)
-		c->primary_sent =
-		    json_stringn(PQgetvalue(res, 0, 1), (size_t)PQgetlength(res, 0, 1));
-	c->pending = st_get_int8(res, 0, 2);
+	c->has_last_hello = a.has_last_hello;
+	c->last_hello_ms = a.last_hello_ms;
+	if (a.primary_sent)
+		c->primary_sent = json_stringn(a.primary_sent, a.primary_sent_len);
+}
+
+static void on_agent_pending(struct adm_req *r, const PGresult *res, const char *err)
+{
+	struct agent_ctx *c = r->ctx;
+	int64_t n = res ? st_count_read(res) : -1;
+	if (n < 0)
+		agent_store_failed(c, err);
+	else
+		c->pending = n;
 }
 
 static void on_agent_hash(struct adm_req *r, redisReply *reply, int idx)
@@ -178,6 +183,17 @@ static void on_agent_hash(struct adm_req *r, redisReply *reply, int idx)
 		c->agent = h;
 	else
 		c->push = h;
+}
+
+static struct st_op *submit_agent(struct st_conn *c, const void *id, st_done_fn done, void *arg)
+{
+	return st_agent(c, id, done, arg);
+}
+
+static struct st_op *submit_agent_pending(struct st_conn *c, const void *id, st_done_fn done,
+                                          void *arg)
+{
+	return st_agent_pending(c, id, gw_now_ms(), done, arg);
 }
 
 void adm_get_agent(struct adm_req *r)
@@ -195,12 +211,8 @@ void adm_get_agent(struct adm_req *r)
 	}
 	r->ctx = c;
 	r->ctx_free = agent_ctx_free;
-	struct st_params p = {0};
-	st_params_text(&p, id, strlen(id));
-	st_params_int8(&p, gw_now_ms());
-	int sent = adm_store(r, on_agent_row, agent_sql, &p);
-	st_params_clear(&p);
-	if (sent != 0) {
+	if (adm_store(r, on_agent_row, submit_agent, id) != 0 ||
+	    adm_store(r, on_agent_pending, submit_agent_pending, id) != 0) {
 		adm_reply_error(r, 503, "store_unavailable", "the store is unavailable");
 		return;
 	}
@@ -281,6 +293,16 @@ static void reply_pinned(struct adm_req *r, const char *id)
 	                "agent %s names its own primary: the router never moves it", id);
 }
 
+struct assign_args {
+	const char *agent, *worker;
+};
+
+static struct st_op *submit_assign(struct st_conn *c, const void *args, st_done_fn done, void *arg)
+{
+	const struct assign_args *a = args;
+	return st_assign(c, &a->agent, &a->worker, 1, done, arg);
+}
+
 static void primary_set_done(struct adm_req *r)
 {
 	struct primary_ctx *c = r->ctx;
@@ -298,13 +320,9 @@ static void primary_set_done(struct adm_req *r)
 		return;
 	}
 	gw_log(GW_LOG_INFO, "admin: primary of %s set to %s", id, c->worker);
-	struct st_params p = {0};
-	const char *agents[1] = {id}, *workers[1] = {c->worker};
-	st_params_text_array(&p, agents, 1);
-	st_params_text_array(&p, workers, 1);
-	if (adm_store(r, on_assign_recorded, "SELECT qa_assign($1, $2)", &p) != 0)
+	struct assign_args a = {id, c->worker};
+	if (adm_store(r, on_assign_recorded, submit_assign, &a) != 0)
 		gw_log(GW_LOG_WARN, "admin: store down: assignment of %s not recorded", id);
-	st_params_clear(&p);
 	/* Answer with the agent's JSON, as GET /api/agents/{id} writes it. */
 	r->ctx_free(r->ctx);
 	r->ctx = NULL;

@@ -9,7 +9,7 @@
 #include "gateway/credentials.h"
 #include "gateway/worker.h"
 #include "proto/qs_codec.h"
-#include "store/store.h"
+#include "store/queries.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -21,7 +21,7 @@ static void on_added(struct adm_req *r, const PGresult *res, const char *err)
 		                err ? err : "?");
 		return;
 	}
-	if (PQntuples(res) != 1) {
+	if (!st_credential_changed(res)) {
 		adm_reply_error(r, 409, "exists", "agent %s already has a token (DELETE it first)",
 		                (const char *)r->ctx);
 		return;
@@ -31,6 +31,18 @@ static void on_added(struct adm_req *r, const PGresult *res, const char *err)
 	json_object_set_new(j, "token", json_string((const char *)r->ctx + 128));
 	memset((char *)r->ctx + 128, 0, 65); /* shown once */
 	adm_reply_json(r, 201, j);
+}
+
+struct add_args {
+	const char *agent;
+	const uint8_t *sha256;
+	int64_t created_ms;
+};
+
+static struct st_op *submit_add(struct st_conn *c, const void *args, st_done_fn done, void *arg)
+{
+	const struct add_args *a = args;
+	return st_credential_add(c, a->agent, a->sha256, a->created_ms, done, arg);
 }
 
 void adm_post_agent(struct adm_req *r)
@@ -69,16 +81,9 @@ void adm_post_agent(struct adm_req *r)
 	json_decref(body);
 	r->ctx = ctx;
 	r->ctx_free = free;
-	struct st_params p = {0};
-	st_params_text(&p, ctx, strlen(ctx));
-	st_params_bytea(&p, sha, 32);
-	st_params_int8(&p, gw_now_ms());
-	if (adm_store(r, on_added,
-	              "INSERT INTO qa_credentials (agent_id, token_sha256, created_ms)"
-	              " VALUES ($1, $2, $3) ON CONFLICT (agent_id) DO NOTHING RETURNING agent_id",
-	              &p) != 0)
+	struct add_args a = {ctx, sha, gw_now_ms()};
+	if (adm_store(r, on_added, submit_add, &a) != 0)
 		adm_reply_error(r, 503, "store_unavailable", "the store is unavailable");
-	st_params_clear(&p);
 }
 
 static void on_removed(struct adm_req *r, const PGresult *res, const char *err)
@@ -89,7 +94,7 @@ static void on_removed(struct adm_req *r, const PGresult *res, const char *err)
 		return;
 	}
 	const char *id = r->params.v[0];
-	if (PQntuples(res) != 1) {
+	if (!st_credential_changed(res)) {
 		adm_reply_error(r, 404, "not_found", "agent %s has no token", id);
 		return;
 	}
@@ -99,6 +104,11 @@ static void on_removed(struct adm_req *r, const PGresult *res, const char *err)
 	adm_reply_json(r, 200, j);
 }
 
+static struct st_op *submit_remove(struct st_conn *c, const void *agent, st_done_fn done, void *arg)
+{
+	return st_credential_remove(c, agent, done, arg);
+}
+
 void adm_delete_agent_token(struct adm_req *r)
 {
 	const char *id = r->params.v[0];
@@ -106,12 +116,8 @@ void adm_delete_agent_token(struct adm_req *r)
 		adm_reply_error(r, 404, "not_found", "no such agent");
 		return;
 	}
-	struct st_params p = {0};
-	st_params_text(&p, id, strlen(id));
-	if (adm_store(r, on_removed,
-	              "DELETE FROM qa_credentials WHERE agent_id = $1 RETURNING agent_id", &p) != 0)
+	if (adm_store(r, on_removed, submit_remove, id) != 0)
 		adm_reply_error(r, 503, "store_unavailable", "the store is unavailable");
-	st_params_clear(&p);
 }
 
 static void on_listed(struct adm_req *r, const PGresult *res, const char *err)
@@ -121,22 +127,30 @@ static void on_listed(struct adm_req *r, const PGresult *res, const char *err)
 		                err ? err : "?");
 		return;
 	}
+	int n = st_credential_rows(res);
+	if (n < 0) {
+		adm_reply_error(r, 503, "store_unavailable", "the store gave an unexpected result");
+		return;
+	}
 	json_t *list = json_array();
-	for (int i = 0; i < PQntuples(res); i++) {
+	for (int i = 0; i < n; i++) {
+		struct st_credential cr;
+		st_credential_row(res, i, &cr);
 		json_t *e = json_object();
-		json_object_set_new(
-		    e, "agent",
-		    json_stringn(PQgetvalue(res, i, 0), (size_t)PQgetlength(res, i, 0)));
-		json_object_set_new(e, "created_ms", json_integer(st_get_int8(res, i, 1)));
+		json_object_set_new(e, "agent", json_stringn(cr.agent, cr.agent_len));
+		json_object_set_new(e, "created_ms", json_integer(cr.created_ms));
 		json_array_append_new(list, e);
 	}
 	adm_reply_json(r, 200, list);
 }
 
+static struct st_op *submit_list(struct st_conn *c, const void *none, st_done_fn done, void *arg)
+{
+	return st_credential_list(c, done, arg);
+}
+
 void adm_get_agents(struct adm_req *r)
 {
-	struct st_params p = {0};
-	if (adm_store(r, on_listed,
-	              "SELECT agent_id, created_ms FROM qa_credentials ORDER BY agent_id", &p) != 0)
+	if (adm_store(r, on_listed, submit_list, NULL) != 0)
 		adm_reply_error(r, 503, "store_unavailable", "the store is unavailable");
 }

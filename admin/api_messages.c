@@ -1,5 +1,5 @@
 /* POST /api/messages, GET and DELETE /api/messages/{id}: server-side sends
- * and message status through the store's own functions (store/schema.c):
+ * and message status through the store's own functions (store/queries.h):
  * qa_send commits the message and NOTIFYs qa_send, so the gateways route its
  * push like an uploaded message's; qa_cancel cancels and tells the sender.
  * Every one needs the store: 503 while it is down. */
@@ -10,7 +10,7 @@
 #include "gateway/log.h"
 #include "gateway/node.h"
 #include "gateway/worker.h"
-#include "store/store.h"
+#include "store/queries.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -49,13 +49,14 @@ static void on_sent(struct adm_req *r, const PGresult *res, const char *err)
 			store_down(r, err);
 		return;
 	}
-	if (PQntuples(res) != 1 || PQnfields(res) != 2 || PQgetlength(res, 0, 0) != 16) {
+	uint8_t raw[16];
+	int64_t seq;
+	if (st_sent_read(res, raw, &seq) != 0) {
 		adm_reply_error(r, 500, "internal", "qa_send returned an unexpected result");
 		return;
 	}
 	char id[ADM_UUID_STR], location[64];
-	adm_uuid_format((const uint8_t *)PQgetvalue(res, 0, 0), id);
-	int64_t seq = st_get_int8(res, 0, 1);
+	adm_uuid_format(raw, id);
 	gw_log(GW_LOG_DEBUG, "admin: message %s stored (seq %lld)", id, (long long)seq);
 	json_t *j = json_object();
 	json_object_set_new(j, "id", json_string(id));
@@ -63,6 +64,13 @@ static void on_sent(struct adm_req *r, const PGresult *res, const char *err)
 	snprintf(location, sizeof(location), "/api/messages/%s", id);
 	adm_add_header(r, "Location", location);
 	adm_reply_json(r, 201, j);
+}
+
+static struct st_op *submit_send(struct st_conn *c, const void *args, st_done_fn done, void *arg)
+{
+	const struct adm_send *s = args;
+	return st_send(c, s->to, s->body, s->body_len, s->from, s->priority, s->expires_ms,
+	               s->props_json, done, arg);
 }
 
 void adm_post_message(struct adm_req *r)
@@ -78,16 +86,7 @@ void adm_post_message(struct adm_req *r)
 		json_decref(body);
 		return;
 	}
-	struct st_params p = {0};
-	st_params_text(&p, s.to, strlen(s.to));
-	st_params_text(&p, s.body, s.body_len);
-	st_params_text(&p, s.from, strlen(s.from));
-	st_params_int4(&p, s.priority);
-	st_params_int8(&p, s.expires_ms);
-	st_params_text(&p, s.props_json, strlen(s.props_json));
-	int sent =
-	    adm_store(r, on_sent, "SELECT id, seq FROM qa_send($1, $2, $3, $4, $5, $6::jsonb)", &p);
-	st_params_clear(&p);
+	int sent = adm_store(r, on_sent, submit_send, &s);
 	free(s.props_json);
 	json_decref(body);
 	if (sent != 0) {
@@ -98,19 +97,21 @@ void adm_post_message(struct adm_req *r)
 
 /* ---- GET /api/messages/{id} ---- */
 
-static json_t *text_col(const PGresult *res, int col)
+static json_t *text_or_null(const char *s, size_t n)
 {
-	json_t *s = json_stringn(PQgetvalue(res, 0, col), (size_t)PQgetlength(res, 0, col));
-	return s ? s : json_null();
+	json_t *j = json_stringn(s, n);
+	return j ? j : json_null();
 }
 
 static void on_message(struct adm_req *r, const PGresult *res, const char *err)
 {
-	if (!res || PQnfields(res) != 9) {
+	struct st_message_row m;
+	int found = res ? st_message_read(res, &m) : -1;
+	if (found < 0) {
 		store_down(r, err);
 		return;
 	}
-	if (PQntuples(res) == 0) {
+	if (!found) {
 		adm_reply_error(r, 404, "not_found", "no message %s", r->params.v[0]);
 		return;
 	}
@@ -120,29 +121,34 @@ static void on_message(struct adm_req *r, const PGresult *res, const char *err)
 		return; /* checked before the query */
 	adm_uuid_format(id, canon);
 	/* "to" is the address as sent: RECIPIENT\QUEUE. */
-	size_t rl = (size_t)PQgetlength(res, 0, 1), ql = (size_t)PQgetlength(res, 0, 2);
+	size_t rl = m.recipient_len, ql = m.queue_len;
 	char *to = malloc(rl + ql + 2);
 	if (!to) {
 		adm_reply_error(r, 500, "internal", "out of memory");
 		return;
 	}
-	memcpy(to, PQgetvalue(res, 0, 1), rl);
+	memcpy(to, m.recipient, rl);
 	to[rl] = '\\';
-	memcpy(to + rl + 1, PQgetvalue(res, 0, 2), ql);
+	memcpy(to + rl + 1, m.queue, ql);
 	to[rl + 1 + ql] = 0;
 	json_t *j = json_object();
 	json_object_set_new(j, "id", json_string(canon));
-	json_object_set_new(j, "from", text_col(res, 0));
+	json_object_set_new(j, "from", text_or_null(m.sender, m.sender_len));
 	json_t *tj = json_string(to);
 	json_object_set_new(j, "to", tj ? tj : json_null());
 	free(to);
-	json_object_set_new(j, "status", json_integer(st_get_int2(res, 0, 3)));
-	json_object_set_new(j, "status_ms", json_integer(st_get_int8(res, 0, 4)));
-	json_object_set_new(j, "delivery_count", json_integer(st_get_int4(res, 0, 5)));
-	json_object_set_new(j, "priority", json_integer(st_get_int2(res, 0, 6)));
-	json_object_set_new(j, "created_ms", json_integer(st_get_int8(res, 0, 7)));
-	json_object_set_new(j, "expires_ms", json_integer(st_get_int8(res, 0, 8)));
+	json_object_set_new(j, "status", json_integer(m.status));
+	json_object_set_new(j, "status_ms", json_integer(m.status_ms));
+	json_object_set_new(j, "delivery_count", json_integer(m.delivery_count));
+	json_object_set_new(j, "priority", json_integer(m.priority));
+	json_object_set_new(j, "created_ms", json_integer(m.created_ms));
+	json_object_set_new(j, "expires_ms", json_integer(m.expires_ms));
 	adm_reply_json(r, 200, j);
+}
+
+static struct st_op *submit_message(struct st_conn *c, const void *id, st_done_fn done, void *arg)
+{
+	return st_message(c, id, done, arg);
 }
 
 void adm_get_message(struct adm_req *r)
@@ -150,15 +156,7 @@ void adm_get_message(struct adm_req *r)
 	char id[ADM_UUID_STR];
 	if (path_id(r, id) != 0)
 		return;
-	struct st_params p = {0};
-	st_params_text(&p, id, strlen(id));
-	int sent = adm_store(r, on_message,
-	                     "SELECT sender, recipient, queue, status, status_ms, delivery_count,\n"
-	                     "       priority, created_ms, expires_ms\n"
-	                     "  FROM qa_messages WHERE id = $1::uuid",
-	                     &p);
-	st_params_clear(&p);
-	if (sent != 0)
+	if (adm_store(r, on_message, submit_message, id) != 0)
 		store_down(r, NULL);
 }
 
@@ -166,7 +164,8 @@ void adm_get_message(struct adm_req *r)
 
 static void on_canceled(struct adm_req *r, const PGresult *res, const char *err)
 {
-	if (!res || PQntuples(res) != 1 || PQnfields(res) != 1) {
+	enum st_cancel_result result = res ? st_cancel_read(res) : ST_CANCEL_BAD;
+	if (result == ST_CANCEL_BAD) {
 		store_down(r, err);
 		return;
 	}
@@ -175,16 +174,18 @@ static void on_canceled(struct adm_req *r, const PGresult *res, const char *err)
 	if (adm_uuid_parse(r->params.v[0], id) != 0)
 		return;
 	adm_uuid_format(id, canon);
-	switch (st_get_int4(res, 0, 0)) {
-	case 0:
+	switch (result) {
+	case ST_CANCEL_NONE:
 		adm_reply_error(r, 404, "not_found", "no message %s", canon);
 		return;
-	case 2:
+	case ST_CANCEL_ALREADY:
 		adm_reply_error(r, 409, "already_final",
 		                "message %s is already final (acknowledged, expired, canceled, "
 		                "received or unreceivable)",
 		                canon);
 		return;
+	default: /* ST_CANCEL_DONE */
+		break;
 	}
 	gw_log(GW_LOG_INFO, "admin: message %s canceled", canon);
 	json_t *j = json_object();
@@ -193,16 +194,16 @@ static void on_canceled(struct adm_req *r, const PGresult *res, const char *err)
 	adm_reply_json(r, 200, j);
 }
 
+static struct st_op *submit_cancel(struct st_conn *c, const void *id, st_done_fn done, void *arg)
+{
+	return st_cancel(c, id, gw_now_ms(), done, arg);
+}
+
 void adm_delete_message(struct adm_req *r)
 {
 	char id[ADM_UUID_STR];
 	if (path_id(r, id) != 0)
 		return;
-	struct st_params p = {0};
-	st_params_text(&p, id, strlen(id));
-	st_params_int8(&p, gw_now_ms());
-	int sent = adm_store(r, on_canceled, "SELECT qa_cancel($1::uuid, $2)", &p);
-	st_params_clear(&p);
-	if (sent != 0)
+	if (adm_store(r, on_canceled, submit_cancel, id) != 0)
 		store_down(r, NULL);
 }

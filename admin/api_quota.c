@@ -1,11 +1,11 @@
 /* GET /api/agents-near-quota?limit=N: the recipients with the most pending
  * messages, nearest their max_pending quota first (issue 10; docs/admin.md).
- * One GROUP BY over the pending index: its cost grows with the pending
- * messages of the whole store (docs/operations.md "Retention and quotas"). */
+ * The store ranks them (st_most_pending: its cost grows with the pending
+ * messages of the whole store, docs/operations.md "Retention and quotas"). */
 #include "admin/api.h"
 #include "admin/http.h"
 #include "gateway/node.h"
-#include "store/store.h"
+#include "store/queries.h"
 
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
@@ -17,21 +17,21 @@
 
 static void on_near_quota(struct adm_req *r, const PGresult *res, const char *err)
 {
-	if (!res || PQnfields(res) != 2) {
+	int n = res ? st_pending_rows(res) : -1;
+	if (n < 0) {
 		adm_reply_error(r, 503, "store_unavailable", "the store is unavailable%s%s",
 		                err ? ": " : "", err ? err : "");
 		return;
 	}
 	int max_pending = r->node->conf.max_pending;
 	json_t *list = json_array();
-	for (int i = 0; i < PQntuples(res); i++) {
-		int64_t pending = st_get_int8(res, i, 1);
+	for (int i = 0; i < n; i++) {
+		struct st_pending_row row;
+		st_pending_row(res, i, &row);
 		json_t *a = json_object();
-		json_object_set_new(
-		    a, "agent",
-		    json_stringn(PQgetvalue(res, i, 0), (size_t)PQgetlength(res, i, 0)));
-		json_object_set_new(a, "pending", json_integer(pending));
-		json_object_set_new(a, "used", json_real((double)pending / max_pending));
+		json_object_set_new(a, "agent", json_stringn(row.agent, row.agent_len));
+		json_object_set_new(a, "pending", json_integer(row.pending));
+		json_object_set_new(a, "used", json_real((double)row.pending / max_pending));
 		json_array_append_new(list, a);
 	}
 	json_t *j = json_object();
@@ -59,6 +59,12 @@ static int query_limit(struct adm_req *r)
 	return limit;
 }
 
+static struct st_op *submit_most_pending(struct st_conn *c, const void *limit, st_done_fn done,
+                                         void *arg)
+{
+	return st_most_pending(c, *(const int *)limit, done, arg);
+}
+
 void adm_get_agents_near_quota(struct adm_req *r)
 {
 	int limit = query_limit(r);
@@ -66,14 +72,6 @@ void adm_get_agents_near_quota(struct adm_req *r)
 		adm_reply_bad_field(r, "limit", "limit: an integer 1..%d", QUOTA_LIST_MAX);
 		return;
 	}
-	struct st_params p = {0};
-	st_params_int4(&p, limit);
-	int sent =
-	    adm_store(r, on_near_quota,
-	              "SELECT recipient, count(*)::bigint FROM qa_messages WHERE status = 1\n"
-	              " GROUP BY recipient ORDER BY 2 DESC, 1 LIMIT $1",
-	              &p);
-	st_params_clear(&p);
-	if (sent != 0)
+	if (adm_store(r, on_near_quota, submit_most_pending, &limit) != 0)
 		adm_reply_error(r, 503, "store_unavailable", "the store is unavailable");
 }

@@ -266,7 +266,7 @@ int adm_redis(struct adm_req *r, adm_redis_fn fn, int idx, ...)
 	return 0;
 }
 
-int adm_store(struct adm_req *r, adm_store_fn fn, const char *sql, const struct st_params *p)
+int adm_store(struct adm_req *r, adm_store_fn fn, adm_submit_fn submit, const void *args)
 {
 	if (!adm_req_live(r) || !adm_store_up(r->node))
 		return -1;
@@ -275,7 +275,7 @@ int adm_store(struct adm_req *r, adm_store_fn fn, const char *sql, const struct 
 		return -1;
 	c->r = r;
 	c->store_fn = fn;
-	if (!st_submit(r->node->store, sql, p, on_store_done, c)) {
+	if (!submit(r->node->store, args, on_store_done, c)) {
 		free(c);
 		return -1;
 	}

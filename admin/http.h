@@ -14,6 +14,7 @@
 #define ADM_HTTP_H
 
 #include "admin/route.h"
+#include "store/store.h"
 
 #include <hiredis/hiredis.h>
 #include <jansson.h>
@@ -25,7 +26,6 @@ struct evhttp;
 struct evhttp_request;
 struct event;
 struct gw_node;
-struct st_params;
 
 #define ADM_MAX_PENDING    64        /* requests being served at once; 503 beyond */
 #define ADM_MAX_BODY       (1 << 20) /* request body bytes; 413 beyond */
@@ -104,8 +104,13 @@ json_t *adm_body_object(struct adm_req *r);
  * idx is handed back to fn. Returns 0, or -1 when Redis is down or the
  * command could not be sent (fn is then never called). */
 int adm_redis(struct adm_req *r, adm_redis_fn fn, int idx, ...) __attribute__((sentinel));
-/* One statement on node->store. Returns 0, or -1 when the store is down. */
-int adm_store(struct adm_req *r, adm_store_fn fn, const char *sql, const struct st_params *p);
+/* One statement on node->store: submit sends it on c, calling one of
+ * store/queries.h's functions with the arguments behind args (read during
+ * the call only) and with done and done_arg. Returns 0, or -1 when the
+ * store is down or submit failed. */
+typedef struct st_op *(*adm_submit_fn)(struct st_conn *c, const void *args, st_done_fn done,
+                                       void *done_arg);
+int adm_store(struct adm_req *r, adm_store_fn fn, adm_submit_fn submit, const void *args);
 void adm_then(struct adm_req *r, adm_step_fn next);
 /* Runs fn(r) after ms milliseconds, if r is still live then. */
 void adm_later(struct adm_req *r, adm_step_fn fn, int ms);

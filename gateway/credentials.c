@@ -3,6 +3,7 @@
 
 #include "gateway/config.h"
 #include "proto/qs_codec.h"
+#include "store/queries.h"
 
 #include <libpq-fe.h>
 #include <openssl/rand.h>
@@ -28,10 +29,9 @@ static int usage(void)
 	return 2;
 }
 
-static PGresult *run(PGconn *pg, const char *sql, int n, const char *const *values,
-                     const int *lengths, const int *formats)
+static void print_credential(void *arg, const struct st_credential *cr)
 {
-	return PQexecParams(pg, sql, n, NULL, values, lengths, formats, 0);
+	printf("%.*s %lld\n", (int)cr->agent_len, cr->agent, (long long)cr->created_ms);
 }
 
 int gw_credentials_cli(const struct gw_config *c, int argc, char **argv)
@@ -51,24 +51,18 @@ int gw_credentials_cli(const struct gw_config *c, int argc, char **argv)
 		return 1;
 	}
 	int rc = 1;
-	PGresult *r = NULL;
+	char err[512];
 	if (strcmp(verb, "add") == 0) {
 		char token[65];
 		uint8_t sha[32];
-		char now[24];
-		snprintf(now, sizeof(now), "%lld", (long long)time(NULL) * 1000);
 		if (gw_token_new(token, sha) != 0) {
 			fprintf(stderr, "qagw: no random bytes for a token\n");
 		} else {
-			const char *v[3] = {id, (const char *)sha, now};
-			int len[3] = {0, 32, 0}, fmt[3] = {0, 1, 0};
-			r = run(pg,
-			        "INSERT INTO qa_credentials (agent_id, token_sha256, created_ms)"
-			        " VALUES ($1, $2, $3) ON CONFLICT (agent_id) DO NOTHING",
-			        3, v, len, fmt);
-			if (PQresultStatus(r) != PGRES_COMMAND_OK)
-				fprintf(stderr, "qagw: %s", PQresultErrorMessage(r));
-			else if (strcmp(PQcmdTuples(r), "1") != 0)
+			int added = st_credential_add_sync(pg, id, sha, (int64_t)time(NULL) * 1000,
+			                                   err, sizeof(err));
+			if (added < 0)
+				fprintf(stderr, "qagw: %s\n", err);
+			else if (!added)
 				fprintf(stderr,
 				        "qagw: agent %s already has a token (remove it first)\n",
 				        id);
@@ -80,28 +74,21 @@ int gw_credentials_cli(const struct gw_config *c, int argc, char **argv)
 			memset(token, 0, sizeof(token));
 		}
 	} else if (strcmp(verb, "remove") == 0) {
-		const char *v[1] = {id};
-		r = run(pg, "DELETE FROM qa_credentials WHERE agent_id = $1", 1, v, NULL, NULL);
-		if (PQresultStatus(r) != PGRES_COMMAND_OK)
-			fprintf(stderr, "qagw: %s", PQresultErrorMessage(r));
-		else if (strcmp(PQcmdTuples(r), "1") != 0)
+		int removed = st_credential_remove_sync(pg, id, err, sizeof(err));
+		if (removed < 0)
+			fprintf(stderr, "qagw: %s\n", err);
+		else if (!removed)
 			fprintf(stderr, "qagw: agent %s has no token\n", id);
 		else
 			rc = 0;
 	} else if (strcmp(verb, "list") == 0) {
-		r = run(pg, "SELECT agent_id, created_ms FROM qa_credentials ORDER BY agent_id", 0,
-		        NULL, NULL, NULL);
-		if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-			fprintf(stderr, "qagw: %s", PQresultErrorMessage(r));
-		} else {
-			for (int i = 0; i < PQntuples(r); i++)
-				printf("%s %s\n", PQgetvalue(r, i, 0), PQgetvalue(r, i, 1));
+		if (st_credential_list_sync(pg, print_credential, NULL, err, sizeof(err)) < 0)
+			fprintf(stderr, "qagw: %s\n", err);
+		else
 			rc = 0;
-		}
 	} else {
 		rc = usage();
 	}
-	PQclear(r);
 	PQfinish(pg);
 	return rc;
 }

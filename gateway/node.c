@@ -6,6 +6,7 @@
 #include "gateway/log.h"
 #include "router/rt_pool.h"
 #include "router/rt_redis.h"
+#include "store/queries.h"
 #include "store/store.h"
 
 #include <event2/event.h>
@@ -79,7 +80,7 @@ static void on_notify(void *arg, const char *channel, const char *payload)
 	if (!nr)
 		return;
 	nr->n = n;
-	if (strcmp(channel, "qa_send") != 0 ||
+	if (strcmp(channel, ST_SEND_CHANNEL) != 0 ||
 	    sscanf(payload, "%120s %39s %lld", nr->agent, nr->id, &commit) != 3) {
 		gw_log(GW_LOG_WARN, "store: unexpected notification on %s: %s", channel, payload);
 		free(nr);
@@ -96,7 +97,7 @@ static void on_notify(void *arg, const char *channel, const char *payload)
 static void on_listen(void *arg, const PGresult *res, const char *err)
 {
 	if (!res)
-		gw_log(GW_LOG_WARN, "store: LISTEN qa_send failed: %s", err);
+		gw_log(GW_LOG_WARN, "store: LISTEN " ST_SEND_CHANNEL " failed: %s", err);
 }
 
 static void on_store_state(void *arg, int up)
@@ -104,9 +105,8 @@ static void on_store_state(void *arg, int up)
 	struct gw_node *n = arg;
 	if (!up)
 		return;
-	struct st_params p = {0};
-	if (!st_submit(n->store, "LISTEN qa_send", &p, on_listen, n))
-		gw_log(GW_LOG_WARN, "store: cannot LISTEN qa_send");
+	if (!st_listen_sends(n->store, on_listen, n))
+		gw_log(GW_LOG_WARN, "store: cannot LISTEN " ST_SEND_CHANNEL);
 }
 
 int gw_node_start_services(struct gw_node *n)

@@ -8,6 +8,7 @@
 #include "gateway/worker.h"
 #include "router/rt_pool.h"
 #include "store/store.h"
+#include "store/upload.h"
 
 #include <event2/bufferevent.h>
 #include <openssl/crypto.h>
@@ -54,9 +55,10 @@ static void store_failed(struct gw_session *s, const char *why)
 	gw_session_error(s, QS_E_STORE_UNAVAILABLE, "the message store cannot commit right now");
 }
 
-static int submit(struct gw_session *s, const char *sql, struct st_params *p, st_done_fn done)
+static int submit_on(struct gw_session *s, struct st_conn *c, const char *sql, struct st_params *p,
+                     st_done_fn done)
 {
-	struct st_op *op = st_submit(gw_worker_store(s->w), sql, p, done, s);
+	struct st_op *op = st_submit(c, sql, p, done, s);
 	st_params_clear(p);
 	if (!op) {
 		store_failed(s, "store connection is down");
@@ -64,6 +66,11 @@ static int submit(struct gw_session *s, const char *sql, struct st_params *p, st
 	}
 	gw_session_wait(s, op);
 	return 0;
+}
+
+static int submit(struct gw_session *s, const char *sql, struct st_params *p, st_done_fn done)
+{
+	return submit_on(s, gw_worker_store(s->w), sql, p, done);
 }
 
 static void copy_str(char *dst, size_t cap, struct qs_str v)
@@ -303,8 +310,9 @@ static void start_hello(struct gw_session *s)
 	st_params_text(&p, s->primary_sent, strlen(s->primary_sent));
 	st_params_text(&p, w->wc->name, strlen(w->wc->name));
 	st_params_int8(&p, gw_now_ms());
-	submit(s, "SELECT name, advertise, tls, pending, assigned FROM qa_hello($1, $2, $3, $4)",
-	       &p, on_hello);
+	submit_on(s, gw_worker_hello_store(w),
+	          "SELECT name, advertise, tls, pending, assigned FROM qa_hello($1, $2, $3, $4)", &p,
+	          on_hello);
 }
 
 /* gateway.md "Authentication": the SHA-256 of the HELLO token against the
@@ -363,8 +371,8 @@ void gw_req_hello(struct gw_session *s, const struct qs_hello *h)
 	}
 	struct st_params p = {0};
 	st_params_text(&p, s->agent, strlen(s->agent));
-	submit(s, "SELECT token_sha256 FROM qa_credentials WHERE agent_id = $1", &p,
-	       on_credentials);
+	submit_on(s, gw_worker_hello_store(w),
+	          "SELECT token_sha256 FROM qa_credentials WHERE agent_id = $1", &p, on_credentials);
 }
 
 /* ---- UPLOAD ---- */
@@ -426,16 +434,13 @@ static void on_upload(void *arg, const PGresult *res, const char *err)
 		store_failed(s, err);
 		return;
 	}
-	int n = PQntuples(res);
-	if (n != u->n_sent || PQnfields(res) != 2) {
-		store_failed(s, "unexpected result from qa_upload");
-		return;
-	}
-	for (int i = 0; i < n; i++) {
-		int ord = st_get_int4(res, i, 0);
-		int result = st_get_int2(res, i, 1);
-		if (ord >= 1 && ord <= u->n_sent)
-			u->results[u->sent[ord - 1]] = (uint8_t)result;
+	for (int k = 0; k < u->n_sent; k++) {
+		int result = st_upload_result(res, s->op, k);
+		if (result < 0) {
+			store_failed(s, "unexpected result from qa_upload_group");
+			return;
+		}
+		u->results[u->sent[k]] = (uint8_t)result;
 	}
 	s->op = NULL;
 	int64_t now = gw_now_ms();
@@ -450,14 +455,16 @@ void gw_req_upload(struct gw_session *s, const struct qs_upload *up)
 {
 	struct gw_worker *w = s->w;
 	struct upload_req *u = calloc(1, sizeof(*u));
+	struct st_upload_row *rows = calloc(up->count, sizeof(*rows));
 	if (u) {
 		u->ids = calloc(up->count, 16);
 		u->results = calloc(up->count, 1);
 		u->sent = calloc(up->count, sizeof(*u->sent));
 		u->rcpt = calloc(up->count, sizeof(*u->rcpt));
 	}
-	if (!u || !u->ids || !u->results || !u->sent || !u->rcpt) {
+	if (!u || !rows || !u->ids || !u->results || !u->sent || !u->rcpt) {
 		free_upload(u);
+		free(rows);
 		gw_session_error(s, QS_E_INTERNAL, "out of memory");
 		return;
 	}
@@ -465,15 +472,6 @@ void gw_req_upload(struct gw_session *s, const struct qs_upload *up)
 	u->count = up->count;
 	int64_t now = gw_now_ms();
 	uint32_t too_large = w->conf->max_frame - QS_DELIVER_OVERHEAD;
-	struct st_array ids, rcpt, queue, prio, expires, flag, props, body;
-	st_array_begin(&ids, ST_OID_UUID);
-	st_array_begin(&rcpt, ST_OID_TEXT);
-	st_array_begin(&queue, ST_OID_TEXT);
-	st_array_begin(&prio, ST_OID_INT2);
-	st_array_begin(&expires, ST_OID_INT8);
-	st_array_begin(&flag, ST_OID_INT2);
-	st_array_begin(&props, ST_OID_BYTEA);
-	st_array_begin(&body, ST_OID_BYTEA);
 	for (int i = 0; i < up->count; i++) {
 		const struct qs_msg_out *m = &up->msgs[i];
 		struct qs_str agent, q;
@@ -496,30 +494,24 @@ void gw_req_upload(struct gw_session *s, const struct qs_upload *up)
 		             : m->wire_len > too_large ? QS_R_TOO_LARGE
 		                                       : 0;
 		memcpy(u->rcpt[u->n_sent], agent.ptr, agent.len); /* valid agent id: <= 120 */
+		rows[u->n_sent] = (struct st_upload_row){
+		    .id = m->id,
+		    .rcpt = agent.ptr,
+		    .rcpt_len = agent.len,
+		    .queue = q.ptr,
+		    .queue_len = q.len,
+		    .priority = m->priority,
+		    .expires_ms = exp,
+		    .flag = fl,
+		    .props = m->props_raw.ptr,
+		    .props_len = m->props_raw.len,
+		    .body = m->body.ptr,
+		    .body_len = m->body.len,
+		};
 		u->sent[u->n_sent++] = (uint16_t)i;
-		st_array_add(&ids, m->id, 16);
-		st_array_add(&rcpt, agent.ptr, agent.len);
-		st_array_add(&queue, q.ptr, q.len);
-		st_array_add_int2(&prio, m->priority);
-		st_array_add_int8(&expires, exp);
-		st_array_add_int2(&flag, fl);
-		st_array_add(&props, m->props_raw.ptr, m->props_raw.len);
-		st_array_add(&body, m->body.ptr, m->body.len);
 	}
-	struct st_params p = {0};
-	st_params_text(&p, s->agent, strlen(s->agent));
-	st_params_int8(&p, now);
-	st_params_int4(&p, w->conf->max_pending);
-	st_params_array(&p, &ids, ST_OID_UUID_ARRAY);
-	st_params_array(&p, &rcpt, ST_OID_TEXT_ARRAY);
-	st_params_array(&p, &queue, ST_OID_TEXT_ARRAY);
-	st_params_array(&p, &prio, ST_OID_INT2_ARRAY);
-	st_params_array(&p, &expires, ST_OID_INT8_ARRAY);
-	st_params_array(&p, &flag, ST_OID_INT2_ARRAY);
-	st_params_array(&p, &props, ST_OID_BYTEA_ARRAY);
-	st_params_array(&p, &body, ST_OID_BYTEA_ARRAY);
 	if (u->n_sent == 0) { /* all invalid: nothing to commit */
-		st_params_clear(&p);
+		free(rows);
 		send_upload_ack(s, u);
 		free_upload(u);
 		gw_session_request_done(s);
@@ -527,8 +519,13 @@ void gw_req_upload(struct gw_session *s, const struct qs_upload *up)
 	}
 	s->req = u;
 	u->started_ms = gw_now_ms();
-	submit(s, "SELECT ord, result FROM qa_upload($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-	       &p, on_upload);
+	struct st_op *op = st_upload(w->uploads, s->agent, rows, u->n_sent, on_upload, s);
+	free(rows);
+	if (!op) {
+		store_failed(s, "out of memory");
+		return;
+	}
+	gw_session_wait(s, op);
 }
 
 /* ---- FETCH ---- */

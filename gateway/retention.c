@@ -10,6 +10,7 @@
 
 #include "gateway/log.h"
 #include "gateway/worker.h"
+#include "store/queries.h"
 #include "store/store.h"
 
 #include <event2/event.h>
@@ -74,7 +75,7 @@ static void on_batch(void *arg, const PGresult *res, const char *err)
 		return;
 	}
 	int64_t took = gw_now_ms() - r->batch_start_ms;
-	int n = PQntuples(res) == 1 ? st_get_int4(res, 0, 0) : 0;
+	int n = st_batch_read(res);
 	gw_log(GW_LOG_DEBUG, "worker %s: retention %s batch: %d rows in %lld ms", w->wc->name,
 	       r->step == EXPIRE ? "expiry" : "purge", n, (long long)took);
 	if (r->step == EXPIRE) {
@@ -99,19 +100,11 @@ static void submit(struct gw_retention *r)
 {
 	struct gw_worker *w = r->w;
 	int64_t now = gw_now_ms();
-	struct st_params p = {0};
-	const char *sql;
-	if (r->step == EXPIRE) {
-		st_params_int8(&p, now);
-		sql = "SELECT qa_expire($1, $2)";
-	} else {
-		st_params_int8(&p, now - w->conf->keep_ms);
-		sql = "SELECT qa_purge($1, $2)";
-	}
-	st_params_int4(&p, BATCH);
 	r->batch_start_ms = now;
-	r->op = st_submit(r->store, sql, &p, on_batch, r);
-	st_params_clear(&p);
+	if (r->step == EXPIRE)
+		r->op = st_expire(r->store, now, BATCH, on_batch, r);
+	else
+		r->op = st_purge(r->store, now - w->conf->keep_ms, BATCH, on_batch, r);
 	if (!r->op) /* the store is down: try again at the next run */
 		end_run(r);
 }

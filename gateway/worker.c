@@ -6,6 +6,8 @@
 #include "gateway/retention.h"
 #include "gateway/session.h"
 #include "router/rt_pool.h"
+#include "store/queries.h"
+#include "store/upload.h"
 #include "store/store.h"
 
 #include <arpa/inet.h>
@@ -30,6 +32,17 @@ struct st_conn *gw_worker_store(struct gw_worker *w)
 		}
 	}
 	return best;
+}
+
+struct st_conn *gw_worker_hello_store(struct gw_worker *w)
+{
+	return w->hello_store && st_conn_is_up(w->hello_store) ? w->hello_store
+	                                                        : gw_worker_store(w);
+}
+
+static struct st_conn *pick_store(void *arg)
+{
+	return gw_worker_store(arg);
 }
 
 int64_t gw_now_ms(void)
@@ -367,13 +380,9 @@ static void on_recorded(void *arg, const PGresult *res, const char *err)
 void gw_worker_record_assignments(struct gw_worker *w, const char *const *agents,
                                   const char *const *primaries, int n)
 {
-	struct st_params p = {0};
-	st_params_text_array(&p, agents, n);
-	st_params_text_array(&p, primaries, n);
-	if (!st_submit(gw_worker_store(w), "SELECT qa_assign($1, $2)", &p, on_recorded, w))
+	if (!st_assign(gw_worker_store(w), agents, primaries, n, on_recorded, w))
 		gw_log(GW_LOG_WARN, "worker %s: store down: %d router assignments not recorded",
 		       w->wc->name, n);
-	st_params_clear(&p);
 }
 
 /* Moves this worker's router made: recorded in the store; the sessions
@@ -425,11 +434,7 @@ static void on_refill_rows(void *arg, const PGresult *res, const char *err)
 
 static void refill_from_store(struct gw_worker *w)
 {
-	struct st_params none = {0};
-	w->refill_pending = !st_submit(gw_worker_store(w),
-	                               "SELECT agent_id, assigned FROM qa_agents\n"
-	                               " WHERE assigned <> '' AND coalesce(primary_sent, '') = ''",
-	                               &none, on_refill_rows, w);
+	w->refill_pending = !st_router_assignments(gw_worker_store(w), on_refill_rows, w);
 	if (w->refill_pending)
 		gw_log(GW_LOG_INFO, "worker %s: Redis is refilled once the store is up",
 		       w->wc->name);
@@ -536,6 +541,15 @@ struct gw_worker *gw_worker_new(const struct gw_config *conf, int index, char *e
 		}
 		st_conn_set_timeout(w->stores[i], conf->store_timeout * 1000);
 	}
+	char hname[96];
+	snprintf(hname, sizeof(hname), "%s/hello", w->wc->name);
+	w->hello_store = st_conn_new(w->base, conf->conninfo, hname, NULL, NULL);
+	if (w->hello_store)
+		st_conn_set_timeout(w->hello_store, conf->store_timeout * 1000);
+	if (!w->hello_store || !(w->uploads = st_uploads_new(w->base, pick_store, w, conf->max_pending))) {
+		snprintf(err, errlen, "worker %s: out of memory", w->wc->name);
+		return NULL;
+	}
 	struct rt_pool_conf pc = {conf->redis_host,    conf->redis_port, conf->redis_password,
 	                          conf->redis_prefix,  w->wc->name,      conf->node_name,
 	                          w->wc->capacity,     w->wc->tls,       conf->epsilon,
@@ -579,8 +593,10 @@ void gw_worker_join_and_free(struct gw_worker *w)
 		gw_session_free(s);
 	rt_pool_free(w->pool);
 	gw_retention_free(w->retention);
+	st_uploads_free(w->uploads);
 	for (int i = 0; i < w->n_stores; i++)
 		st_conn_free(w->stores[i]);
+	st_conn_free(w->hello_store);
 	event_free(w->heartbeat_timer);
 	if (w->listener)
 		evconnlistener_free(w->listener);

@@ -17,6 +17,7 @@ struct event_base;
 struct event;
 struct evconnlistener;
 struct st_conn;
+struct st_group;
 struct rt_pool;
 struct gw_tls;
 struct gw_session;
@@ -38,6 +39,8 @@ struct gw_worker {
 	struct st_conn *stores[GW_MAX_STORE_CONNS]; /* [store] connections of this worker */
 	int n_stores;
 	int stores_up;
+	struct st_conn *hello_store; /* HELLO's own: a WELCOME never waits behind bulk work */
+	struct st_group *uploads;    /* group commit of the sessions' UPLOADs (store/upload.h) */
 	struct rt_pool *pool;              /* Redis routing state (docs/design.md) */
 	struct gw_session *by_agent;       /* uthash: sessions past HELLO, by agent id */
 	struct gw_ip_count *pending_by_ip; /* uthash: connections awaiting HELLO, by source */
@@ -76,6 +79,9 @@ void gw_worker_join_and_free(struct gw_worker *w);
 /* The connection of this worker's store with the fewest statements in
  * flight among those up (the first one when none is: its submit fails). */
 struct st_conn *gw_worker_store(struct gw_worker *w);
+/* The connection for HELLO (credentials and qa_hello): its own while it is
+ * up, so that failover under load is not queued behind uploads. */
+struct st_conn *gw_worker_hello_store(struct gw_worker *w);
 
 /* Worker-thread internals used by sessions. */
 void gw_worker_session_gone(struct gw_worker *w);

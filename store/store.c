@@ -7,6 +7,7 @@
  * error: the caller cannot know whether it committed, so it acknowledges
  * nothing and the agent's retry (idempotent by message id) settles it. */
 #include "store/store.h"
+#include "store/store_int.h"
 
 #include "gateway/log.h"
 
@@ -21,16 +22,6 @@ enum st_state {
 	ST_DOWN,       /* no connection; the retry timer is armed */
 	ST_CONNECTING, /* PQconnectPoll in progress on c->io */
 	ST_UP,         /* connected, in pipeline mode: statements may be sent */
-};
-
-struct st_op {
-	TAILQ_ENTRY(st_op) link;
-	st_done_fn done; /* NULL once cancelled */
-	void *arg;
-	PGresult *res;
-	int failed;
-	char err[200];
-	struct timespec sent; /* CLOCK_MONOTONIC, for the answer deadline */
 };
 
 struct st_conn {
@@ -553,6 +544,15 @@ void st_params_array(struct st_params *p, struct st_array *a, Oid array_oid)
 		len = 12;
 	add_param(p, array_oid, a->buf, (int)len);
 	a->buf = NULL;
+}
+
+void st_array_append(struct st_array *dst, const struct st_array *src, size_t from, size_t to,
+                      uint32_t count)
+{
+	arr_put(dst, src->buf + from, to - from);
+	dst->count += count;
+	if (src->failed)
+		dst->failed = 1;
 }
 
 void st_params_text_array(struct st_params *p, const char *const *v, int n)

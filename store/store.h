@@ -69,6 +69,10 @@ void st_array_add_int2(struct st_array *a, int16_t v);
 void st_array_add_int8(struct st_array *a, int64_t v);
 /* Finishes a and appends it as the next parameter (taking its buffer). */
 void st_params_array(struct st_params *p, struct st_array *a, Oid array_oid);
+/* Appends src's elements from byte offset from to to (count of them) to dst:
+ * offsets are a.len before and after the elements were added. */
+void st_array_append(struct st_array *dst, const struct st_array *src, size_t from, size_t to,
+                     uint32_t count);
 /* Appends text[] of the n strings v as the next parameter. */
 void st_params_text_array(struct st_params *p, const char *const *v, int n);
 void st_params_clear(struct st_params *p);

@@ -1,0 +1,25 @@
+-- HELLO: records the agent; returns the known workers (for primary
+-- resolution), its pending count and the router's recorded assignment.
+CREATE OR REPLACE FUNCTION qa_hello(p_agent text, p_primary text, p_worker text, p_now bigint)
+RETURNS TABLE (name text, advertise text, tls boolean, pending bigint, assigned text)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+DECLARE
+  n bigint;
+  asg text;
+BEGIN
+  INSERT INTO qa_agents AS a (agent_id, first_seen_ms, last_hello_ms, primary_sent, last_worker)
+  VALUES (p_agent, p_now, p_now, p_primary, p_worker)
+  ON CONFLICT (agent_id) DO UPDATE
+    SET last_hello_ms = p_now, primary_sent = p_primary, last_worker = p_worker
+  RETURNING a.assigned INTO asg;
+  -- The pending count from the counters (migration 8), not by counting rows;
+  -- 0 when none of them is still live, so that no PUSH announces only
+  -- expired messages.
+  n := CASE WHEN EXISTS (SELECT 1 FROM qa_messages m
+                          WHERE m.recipient = p_agent AND m.status = 1
+                            AND (m.expires_ms = 0 OR m.expires_ms > p_now))
+            THEN greatest(qa_pending(p_agent), 1) ELSE 0 END;
+  RETURN QUERY SELECT w.name, w.advertise, w.tls, n, coalesce(asg, '')
+    FROM qa_workers w ORDER BY w.name;
+END $$;

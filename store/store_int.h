@@ -1,0 +1,22 @@
+/* Private to store/: what an operation is, for the files that make them
+ * (store.c for a statement, group.c for a part of a group statement). */
+#ifndef ST_STORE_INT_H
+#define ST_STORE_INT_H
+
+#include "store/store.h"
+
+#include <sys/queue.h>
+#include <time.h>
+
+struct st_op {
+	TAILQ_ENTRY(st_op) link;
+	st_done_fn done; /* NULL once cancelled */
+	void *arg;
+	PGresult *res;
+	int failed;
+	char err[200];
+	struct timespec sent; /* CLOCK_MONOTONIC, for the answer deadline */
+	int first, n;         /* a group's part: its rows of the group's result */
+};
+
+#endif

@@ -1,0 +1,99 @@
+/* UPLOAD's group statement; see upload.h. */
+#include "store/upload.h"
+
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+enum { C_SENDER, C_ID, C_RCPT, C_QUEUE, C_PRIO, C_EXPIRES, C_FLAG, C_PROPS, C_BODY, N_COLS };
+
+struct uploads {
+	int max_pending;
+};
+
+static int64_t wall_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* $1 the commit's time (created_ms and status_ms of every row), $2 max_pending */
+static void head(struct st_params *p, void *arg)
+{
+	const struct uploads *u = arg;
+	st_params_int8(p, wall_ms());
+	st_params_int4(p, u->max_pending);
+}
+
+struct st_group *st_uploads_new(struct event_base *base, struct st_conn *(*pick)(void *),
+                                void *pick_arg, int max_pending)
+{
+	struct uploads *u = calloc(1, sizeof(*u));
+	if (!u)
+		return NULL;
+	u->max_pending = max_pending;
+	struct st_group_spec spec = {
+	    .sql = "SELECT ord, result FROM qa_upload_group($1, $2, $3, $4, $5, $6, $7, $8, $9, "
+	           "$10, $11)",
+	    .n_cols = N_COLS,
+	    .elem = {ST_OID_TEXT, ST_OID_UUID, ST_OID_TEXT, ST_OID_TEXT, ST_OID_INT2, ST_OID_INT8,
+	             ST_OID_INT2, ST_OID_BYTEA, ST_OID_BYTEA},
+	    .array_type = {ST_OID_TEXT_ARRAY, ST_OID_UUID_ARRAY, ST_OID_TEXT_ARRAY, ST_OID_TEXT_ARRAY,
+	                   ST_OID_INT2_ARRAY, ST_OID_INT8_ARRAY, ST_OID_INT2_ARRAY,
+	                   ST_OID_BYTEA_ARRAY, ST_OID_BYTEA_ARRAY},
+	    .head = head,
+	    .head_arg = u,
+	    .pick = pick,
+	    .pick_arg = pick_arg,
+	    .max_inflight = 1,
+	    .max_bytes = 8u << 20,
+	    .max_rows = 8192,
+	};
+	struct st_group *g = st_group_new(base, &spec);
+	if (!g)
+		free(u);
+	return g;
+}
+
+void st_uploads_free(struct st_group *g)
+{
+	if (!g)
+		return;
+	void *u = st_group_head_arg(g);
+	st_group_free(g);
+	free(u);
+}
+
+struct st_op *st_upload(struct st_group *g, const char *sender, const struct st_upload_row *rows,
+                        int n, st_done_fn done, void *arg)
+{
+	struct st_array *c = st_group_columns(g);
+	if (!c)
+		return NULL;
+	size_t slen = strlen(sender);
+	for (int i = 0; i < n; i++) {
+		const struct st_upload_row *r = &rows[i];
+		st_array_add(&c[C_SENDER], sender, slen);
+		st_array_add(&c[C_ID], r->id, 16);
+		st_array_add(&c[C_RCPT], r->rcpt, r->rcpt_len);
+		st_array_add(&c[C_QUEUE], r->queue, r->queue_len);
+		st_array_add_int2(&c[C_PRIO], r->priority);
+		st_array_add_int8(&c[C_EXPIRES], r->expires_ms);
+		st_array_add_int2(&c[C_FLAG], r->flag);
+		st_array_add(&c[C_PROPS], r->props, r->props_len);
+		st_array_add(&c[C_BODY], r->body, r->body_len);
+	}
+	return st_group_submit(g, n, done, arg);
+}
+
+int st_upload_result(const PGresult *res, const struct st_op *op, int k)
+{
+	int first, n;
+	st_op_rows(op, &first, &n);
+	int row = first + k;
+	if (k < 0 || k >= n || row >= PQntuples(res) || PQnfields(res) != 2 ||
+	    st_get_int4(res, row, 0) != row + 1)
+		return -1;
+	return st_get_int2(res, row, 1);
+}
