@@ -37,6 +37,7 @@ struct st_group {
 	int inflight;
 	size_t mark[ST_MAX_PARAMS];
 	uint64_t n_groups, n_parts;
+	uint64_t filling_gen; /* incremented for each new filling batch */
 };
 
 static struct batch *batch_new(struct st_group *g, int solo)
@@ -84,8 +85,10 @@ static void close_filling(struct st_group *g)
 
 struct st_array *st_group_columns(struct st_group *g)
 {
-	if (!g->filling)
+	if (!g->filling) {
 		g->filling = batch_new(g, 0);
+		g->filling_gen++;
+	}
 	if (!g->filling)
 		return NULL;
 	for (int i = 0; i < g->spec.n_cols; i++)
@@ -160,9 +163,7 @@ static void send_batch(struct st_group *g, struct batch *b)
 	b->n_head = b->p.n;
 	for (int i = 0; i < g->spec.n_cols; i++)
 		st_params_array(&b->p, &b->cols[i], g->spec.array_type[i]);
-	struct st_op *op =
-	    b->conn && st_conn_is_up(b->conn) ? st_submit(b->conn, g->spec.sql, &b->p, on_group_done, b)
-	                                      : NULL;
+	struct st_op *op = b->conn ? st_submit(b->conn, g->spec.sql, &b->p, on_group_done, b) : NULL;
 	if (!op) {
 		batch_free(b, NULL, "store connection is down");
 		return;
@@ -294,4 +295,9 @@ void st_group_stats(const struct st_group *g, uint64_t *groups, uint64_t *parts)
 void *st_group_head_arg(const struct st_group *g)
 {
 	return g->spec.head_arg;
+}
+
+uint64_t st_group_filling(const struct st_group *g)
+{
+	return g->filling_gen;
 }

@@ -58,6 +58,9 @@ struct st_op *st_group_submit(struct st_group *g, int n_rows, st_done_fn done, v
 /* This part's rows of the result passed to its done: first .. first+n-1. */
 void st_op_rows(const struct st_op *op, int *first, int *n);
 
+/* Which group st_group_columns fills: changes each time a new one starts. */
+uint64_t st_group_filling(const struct st_group *g);
+
 /* The spec's head_arg. */
 void *st_group_head_arg(const struct st_group *g);
 

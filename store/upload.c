@@ -7,9 +7,72 @@
 
 enum { C_SENDER, C_ID, C_RCPT, C_QUEUE, C_PRIO, C_EXPIRES, C_FLAG, C_PROPS, C_BODY, N_COLS };
 
+/* The ids of the group being filled, so that an id met again in the same
+ * group is sent with flag 1 (qa_upload_group wants distinct ids among the
+ * rows it inserts): open addressing, cleared when a new group starts. */
 struct uploads {
 	int max_pending;
+	uint64_t gen; /* the group the set describes */
+	uint64_t seed;
+	uint8_t (*ids)[16];
+	uint8_t *used;
+	size_t cap, n; /* cap: a power of two */
 };
+
+/* Ids come from the agents: the slot is a keyed mix of all 16 bytes, so that
+ * no one can choose ids that collide. */
+static size_t slot_of(const struct uploads *u, const uint8_t *id, size_t cap)
+{
+	uint64_t a, b;
+	memcpy(&a, id, 8);
+	memcpy(&b, id + 8, 8);
+	uint64_t h = (a ^ u->seed) * 0x9e3779b97f4a7c15ull;
+	h ^= (b + (h >> 31)) * 0xbf58476d1ce4e5b9ull;
+	h ^= h >> 29;
+	return (size_t)h & (cap - 1);
+}
+
+static int ids_reserve(struct uploads *u, size_t more)
+{
+	if ((u->n + more) * 2 <= u->cap)
+		return 0;
+	size_t cap = u->cap ? u->cap : 1024;
+	while ((u->n + more) * 2 > cap)
+		cap *= 2;
+	uint8_t(*ids)[16] = malloc(cap * 16);
+	uint8_t *used = calloc(cap, 1);
+	if (!ids || !used) {
+		free(ids), free(used);
+		return -1;
+	}
+	for (size_t i = 0; i < u->cap; i++) {
+		if (!u->used[i])
+			continue;
+		size_t j = slot_of(u, u->ids[i], cap);
+		while (used[j])
+			j = (j + 1) & (cap - 1);
+		memcpy(ids[j], u->ids[i], 16);
+		used[j] = 1;
+	}
+	free(u->ids), free(u->used);
+	u->ids = ids, u->used = used, u->cap = cap;
+	return 0;
+}
+
+/* 1 if id was in the set already; else adds it and returns 0. */
+static int ids_seen(struct uploads *u, const uint8_t *id)
+{
+	size_t j = slot_of(u, id, u->cap);
+	while (u->used[j]) {
+		if (memcmp(u->ids[j], id, 16) == 0)
+			return 1;
+		j = (j + 1) & (u->cap - 1);
+	}
+	memcpy(u->ids[j], id, 16);
+	u->used[j] = 1;
+	u->n++;
+	return 0;
+}
 
 static int64_t wall_ms(void)
 {
@@ -33,6 +96,9 @@ struct st_group *st_uploads_new(struct event_base *base, struct st_conn *(*pick)
 	if (!u)
 		return NULL;
 	u->max_pending = max_pending;
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	u->seed = ((uint64_t)ts.tv_nsec << 32) ^ (uint64_t)ts.tv_sec ^ (uint64_t)(uintptr_t)u;
 	struct st_group_spec spec = {
 	    .sql = "SELECT ord, result FROM qa_upload_group($1, $2, $3, $4, $5, $6, $7, $8, $9, "
 	           "$10, $11)",
@@ -60,27 +126,38 @@ void st_uploads_free(struct st_group *g)
 {
 	if (!g)
 		return;
-	void *u = st_group_head_arg(g);
+	struct uploads *u = st_group_head_arg(g);
 	st_group_free(g);
+	free(u->ids), free(u->used);
 	free(u);
 }
 
 struct st_op *st_upload(struct st_group *g, const char *sender, const struct st_upload_row *rows,
                         int n, st_done_fn done, void *arg)
 {
+	struct uploads *u = st_group_head_arg(g);
 	struct st_array *c = st_group_columns(g);
 	if (!c)
+		return NULL;
+	if (u->gen != st_group_filling(g)) {
+		u->gen = st_group_filling(g);
+		if (u->used)
+			memset(u->used, 0, u->cap);
+		u->n = 0;
+	}
+	if (ids_reserve(u, (size_t)n) != 0)
 		return NULL;
 	size_t slen = strlen(sender);
 	for (int i = 0; i < n; i++) {
 		const struct st_upload_row *r = &rows[i];
+		int16_t flag = ids_seen(u, r->id) ? 1 : r->flag;
 		st_array_add(&c[C_SENDER], sender, slen);
 		st_array_add(&c[C_ID], r->id, 16);
 		st_array_add(&c[C_RCPT], r->rcpt, r->rcpt_len);
 		st_array_add(&c[C_QUEUE], r->queue, r->queue_len);
 		st_array_add_int2(&c[C_PRIO], r->priority);
 		st_array_add_int8(&c[C_EXPIRES], r->expires_ms);
-		st_array_add_int2(&c[C_FLAG], r->flag);
+		st_array_add_int2(&c[C_FLAG], flag);
 		st_array_add(&c[C_PROPS], r->props, r->props_len);
 		st_array_add(&c[C_BODY], r->body, r->body_len);
 	}

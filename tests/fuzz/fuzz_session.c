@@ -25,6 +25,7 @@
 #include "gateway/session.h"
 #include "gateway/worker.h"
 #include "store/store.h"
+#include "store/upload.h"
 
 #include <endian.h>
 #include <errno.h>
@@ -140,10 +141,10 @@ static PGresult *fake_result(const char *sql, const struct st_params *p)
 			set(r, 0, 0, sha, 32);
 		return r;
 	}
-	if (strstr(sql, "qa_upload(")) { /* one row per message sent: ord, result */
+	if (strstr(sql, "qa_upload_group(")) { /* one row per message sent: ord, result */
 		static const Oid t[] = {ST_OID_INT4, ST_OID_INT2};
 		PGresult *r = result(2, t);
-		int n = array_count(p, 3);
+		int n = array_count(p, 3); /* $4: the ids */
 		for (int i = 0; i < n; i++) {
 			set4(r, i, 0, i + 1);
 			set2(r, i, 1, (int16_t)((fake_mode >> (i % 16)) & 1 ? 1 : 0));
@@ -255,6 +256,11 @@ static const char config_text[] = "[node]\n"
 static struct gw_config conf;
 static struct gw_worker *w;
 
+static struct st_conn *fake_pick(void *arg)
+{
+	return ((struct gw_worker *)arg)->stores[0];
+}
+
 /* UBSan's defaults for this target: undefined behaviour is a finding (the
  * process stops and libFuzzer keeps the input), not a line in the log. */
 const char *__ubsan_default_options(void);
@@ -298,6 +304,9 @@ static void setup(void)
 	w->n_stores = 1;
 	w->stores[0] = st_conn_new(w->base, conf.conninfo, w->wc->name, on_store_state, w);
 	if (!w->stores[0])
+		abort();
+	w->uploads = st_uploads_new(w->base, fake_pick, w, conf.max_pending); /* group commit */
+	if (!w->uploads)
 		abort();
 	w->pool = NULL; /* no Redis: sessions are not claimed for the pool */
 	w->accepting = 1;
