@@ -30,7 +30,11 @@
 	X(messages_expired, "qagw_messages_expired_total", "",                                     \
 	  "Pending messages expired by the lifecycle job (status 30, sender told)")                \
 	X(messages_purged, "qagw_messages_purged_total", "",                                       \
-	  "Final messages older than keep_days deleted by the lifecycle job")
+	  "Final messages older than keep_days deleted by the lifecycle job")                      \
+	X(store_groups, "qagw_store_groups_total", "kind=\"upload\"",                                \
+	  "Group statements sent: one transaction for the requests of several sessions")           \
+	X(store_group_parts, "qagw_store_group_parts_total", "kind=\"upload\"",                      \
+	  "Requests carried by group statements (parts / groups: the mean group size)")
 
 /* Push results (gateway.md "Push"; docs/design.md "Push accounting"):
  * X(enum suffix, result label). Rendered as qagw_push_total{worker,result}. */

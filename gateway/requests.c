@@ -8,6 +8,7 @@
 #include "gateway/worker.h"
 #include "router/rt_pool.h"
 #include "store/store.h"
+#include "store/agent.h"
 #include "store/upload.h"
 
 #include <event2/bufferevent.h>
@@ -55,22 +56,15 @@ static void store_failed(struct gw_session *s, const char *why)
 	gw_session_error(s, QS_E_STORE_UNAVAILABLE, "the message store cannot commit right now");
 }
 
-static int submit_on(struct gw_session *s, struct st_conn *c, const char *sql, struct st_params *p,
-                     st_done_fn done)
+/* The session waits for op, just submitted; NULL: the store could not take
+ * it, and the session answers store_unavailable. */
+static void waited(struct gw_session *s, struct st_op *op)
 {
-	struct st_op *op = st_submit(c, sql, p, done, s);
-	st_params_clear(p);
 	if (!op) {
 		store_failed(s, "store connection is down");
-		return -1;
+		return;
 	}
 	gw_session_wait(s, op);
-	return 0;
-}
-
-static int submit(struct gw_session *s, const char *sql, struct st_params *p, st_done_fn done)
-{
-	return submit_on(s, gw_worker_store(s->w), sql, p, done);
 }
 
 static void copy_str(char *dst, size_t cap, struct qs_str v)
@@ -256,7 +250,11 @@ static void on_hello(void *arg, const PGresult *res, const char *err)
 		store_failed(s, err);
 		return;
 	}
-	int n = PQntuples(res);
+	int n = st_hello_rows(res);
+	if (n < 0) {
+		store_failed(s, "unexpected result from qa_hello");
+		return;
+	}
 	struct gw_known_worker *ws = calloc((size_t)n + 1, sizeof(*ws));
 	if (!ws) {
 		s->op = NULL;
@@ -264,24 +262,24 @@ static void on_hello(void *arg, const PGresult *res, const char *err)
 		return;
 	}
 	int self = -1;
+	struct st_hello_row row = {0};
 	for (int i = 0; i < n; i++) {
-		snprintf(ws[i].name, sizeof(ws[i].name), "%.*s", PQgetlength(res, i, 0),
-		         PQgetvalue(res, i, 0));
-		snprintf(ws[i].advertise, sizeof(ws[i].advertise), "%.*s", PQgetlength(res, i, 1),
-		         PQgetvalue(res, i, 1));
-		ws[i].tls = *PQgetvalue(res, i, 2) != 0;
+		st_hello_row(res, i, &row);
+		snprintf(ws[i].name, sizeof(ws[i].name), "%.*s", row.name_len, row.name);
+		snprintf(ws[i].advertise, sizeof(ws[i].advertise), "%.*s", row.advertise_len,
+		         row.advertise);
+		ws[i].tls = row.tls;
 		if (strcmp(ws[i].name, w->wc->name) == 0)
 			self = i;
 	}
-	s->pending_at_hello = n > 0 ? st_get_int8(res, 0, 3) : 0;
+	s->pending_at_hello = n > 0 ? row.pending : 0;
 	if (is_pinned(s)) {
 		int prim = gw_resolve_primary(s->primary_sent, strlen(s->primary_sent), ws, n);
 		snprintf(s->primary, sizeof(s->primary), "%s", prim >= 0 ? ws[prim].name : "");
 	} else { /* the store's record of the router's assignment, if it names a worker */
 		char hint[65] = "";
 		if (n > 0)
-			snprintf(hint, sizeof(hint), "%.*s", PQgetlength(res, 0, 4),
-			         PQgetvalue(res, 0, 4));
+			snprintf(hint, sizeof(hint), "%.*s", row.assigned_len, row.assigned);
 		int known = 0;
 		for (int i = 0; i < n && !known; i++)
 			known = strcmp(ws[i].name, hint) == 0;
@@ -305,14 +303,8 @@ static void start_hello(struct gw_session *s)
 {
 	struct gw_worker *w = s->w;
 	gw_session_register(s); /* pushes arriving from now on follow WELCOME */
-	struct st_params p = {0};
-	st_params_text(&p, s->agent, strlen(s->agent));
-	st_params_text(&p, s->primary_sent, strlen(s->primary_sent));
-	st_params_text(&p, w->wc->name, strlen(w->wc->name));
-	st_params_int8(&p, gw_now_ms());
-	submit_on(s, gw_worker_hello_store(w),
-	          "SELECT name, advertise, tls, pending, assigned FROM qa_hello($1, $2, $3, $4)", &p,
-	          on_hello);
+	waited(s, st_hello(gw_worker_hello_store(w), s->agent, s->primary_sent, w->wc->name,
+	                   gw_now_ms(), on_hello, s));
 }
 
 /* gateway.md "Authentication": the SHA-256 of the HELLO token against the
@@ -326,8 +318,8 @@ static void on_credentials(void *arg, const PGresult *res, const char *err)
 		return;
 	}
 	static const uint8_t dummy[32];
-	int known = PQntuples(res) == 1 && PQgetlength(res, 0, 0) == 32;
-	const void *stored = known ? (const void *)PQgetvalue(res, 0, 0) : (const void *)dummy;
+	const uint8_t *stored = dummy;
+	int known = st_credential_read(res, &stored);
 	int match = CRYPTO_memcmp(stored, s->token_sha256, 32) == 0;
 	s->op = NULL;
 	if (!known || !match) {
@@ -369,10 +361,7 @@ void gw_req_hello(struct gw_session *s, const struct qs_hello *h)
 		start_hello(s);
 		return;
 	}
-	struct st_params p = {0};
-	st_params_text(&p, s->agent, strlen(s->agent));
-	submit_on(s, gw_worker_hello_store(w),
-	          "SELECT token_sha256 FROM qa_credentials WHERE agent_id = $1", &p, on_credentials);
+	waited(s, st_credential_get(gw_worker_hello_store(w), s->agent, on_credentials, s));
 }
 
 /* ---- UPLOAD ---- */
@@ -528,6 +517,117 @@ void gw_req_upload(struct gw_session *s, const struct qs_upload *up)
 	gw_session_wait(s, op);
 }
 
+/* ---- holds (protocol.md FETCH: held until acknowledged or the session ends) ----
+ *
+ * A session's holds live here, not in the store: s->held, sorted, with
+ * held_counted[i] set once the store has counted that delivery (a STATUS
+ * counts them). A DELIVER_ACK counts the deliveries it acknowledges; the end
+ * of the session counts those left (qa_delivered), so that a later session
+ * reports the next ias_DeliveryCount. */
+
+static int held_find(const struct gw_session *s, int64_t seq)
+{
+	int lo = 0, hi = s->n_held - 1;
+	while (lo <= hi) {
+		int mid = lo + (hi - lo) / 2;
+		if (s->held[mid] == seq)
+			return mid;
+		if (s->held[mid] < seq)
+			lo = mid + 1;
+		else
+			hi = mid - 1;
+	}
+	return -1;
+}
+
+static void held_remove(struct gw_session *s, int i)
+{
+	memmove(&s->held[i], &s->held[i + 1], (size_t)(s->n_held - i - 1) * sizeof(*s->held));
+	memmove(&s->held_counted[i], &s->held_counted[i + 1], (size_t)(s->n_held - i - 1));
+	s->n_held--;
+}
+
+static int cmp_seq(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+/* Adds n seqs (not held yet, not counted). -1: out of memory. */
+static int held_add(struct gw_session *s, const int64_t *seqs, int n)
+{
+	if (n == 0)
+		return 0;
+	if (s->n_held + n > s->cap_held) {
+		int cap = s->cap_held ? s->cap_held : 64;
+		while (cap < s->n_held + n)
+			cap *= 2;
+		int64_t *h = realloc(s->held, (size_t)cap * sizeof(*h));
+		if (h)
+			s->held = h;
+		uint8_t *c = h ? realloc(s->held_counted, (size_t)cap) : NULL;
+		if (!c)
+			return -1;
+		s->held_counted = c;
+		s->cap_held = cap;
+	}
+	memcpy(&s->held[s->n_held], seqs, (size_t)n * sizeof(*seqs));
+	s->n_held += n;
+	/* sorted again, keeping the counted flags with their seqs: new ones
+	 * are uncounted, so sort seqs and rebuild the flags by lookup */
+	uint8_t *was = malloc((size_t)s->n_held);
+	int64_t *old = malloc((size_t)s->n_held * sizeof(*old));
+	if (!was || !old) {
+		free(was), free(old);
+		s->n_held -= n;
+		return -1;
+	}
+	int n_old = s->n_held - n;
+	memcpy(old, s->held, (size_t)n_old * sizeof(*old));
+	memcpy(was, s->held_counted, (size_t)n_old);
+	qsort(s->held, (size_t)s->n_held, sizeof(*s->held), cmp_seq);
+	for (int i = 0, j = 0; i < s->n_held; i++) { /* old is sorted: merge */
+		while (j < n_old && old[j] < s->held[i])
+			j++;
+		s->held_counted[i] = j < n_old && old[j] == s->held[i] ? was[j] : 0;
+	}
+	free(was), free(old);
+	return 0;
+}
+
+/* The holds whose deliveries the store has not counted: n of them into *out
+ * (malloc'd; NULL if none). */
+static int held_uncounted(const struct gw_session *s, int64_t **out)
+{
+	*out = NULL;
+	int n = 0;
+	for (int i = 0; i < s->n_held; i++)
+		n += !s->held_counted[i];
+	if (!n || !(*out = malloc((size_t)n * sizeof(**out))))
+		return 0;
+	for (int i = 0, k = 0; i < s->n_held; i++)
+		if (!s->held_counted[i])
+			(*out)[k++] = s->held[i];
+	return n;
+}
+
+void gw_req_session_end(struct gw_session *s)
+{
+	int64_t *seqs;
+	int n = s->agent[0] ? held_uncounted(s, &seqs) : 0;
+	if (n > 0) {
+		struct st_op *op = st_delivered(gw_worker_store(s->w), s->agent, seqs, n, gw_now_ms(),
+		                                NULL, NULL);
+		if (!op)
+			gw_slog(GW_LOG_WARN, s,
+			        "store down: %d deliveries not counted (ias_DeliveryCount)", n);
+		free(seqs);
+	}
+	free(s->held), free(s->held_counted);
+	s->held = NULL, s->held_counted = NULL;
+	s->n_held = s->cap_held = 0;
+}
+
 /* ---- FETCH ---- */
 
 static void on_fetch(void *arg, const PGresult *res, const char *err)
@@ -537,27 +637,35 @@ static void on_fetch(void *arg, const PGresult *res, const char *err)
 		store_failed(s, err);
 		return;
 	}
-	int n = PQntuples(res);
+	int n = st_next_rows(res);
+	if (n < 0) {
+		store_failed(s, "unexpected result from qa_next");
+		return;
+	}
 	struct qs_msg_in *msgs = calloc((size_t)n + 1, sizeof(*msgs));
 	struct qs_prop **pv = calloc((size_t)n + 1, sizeof(*pv));
 	char(*counts)[12] = calloc((size_t)n + 1, sizeof(*counts));
-	int ok = msgs && pv && counts;
+	int64_t *seqs = calloc((size_t)n + 1, sizeof(*seqs));
+	int ok = msgs && pv && counts && seqs, more = 0;
 	for (int i = 0; ok && i < n; i++) {
+		struct st_next_row r;
+		st_next_row(res, i, &r);
 		struct qs_msg_in *m = &msgs[i];
-		m->seq = (uint64_t)st_get_int8(res, i, 0);
-		memcpy(m->id, PQgetvalue(res, i, 1), 16);
-		m->from.ptr = PQgetvalue(res, i, 2);
-		m->from.len = (uint16_t)PQgetlength(res, i, 2);
-		m->queue.ptr = PQgetvalue(res, i, 3);
-		m->queue.len = (uint16_t)PQgetlength(res, i, 3);
-		m->priority = (uint8_t)st_get_int2(res, i, 4);
-		m->created_ms = (uint64_t)st_get_int8(res, i, 5);
-		m->expires_ms = (uint64_t)st_get_int8(res, i, 6);
-		m->body.ptr = (const uint8_t *)PQgetvalue(res, i, 8);
-		m->body.len = (uint32_t)PQgetlength(res, i, 8);
+		seqs[i] = r.seq;
+		more = r.more;
+		m->seq = (uint64_t)r.seq;
+		memcpy(m->id, r.id, 16);
+		m->from.ptr = r.sender;
+		m->from.len = (uint16_t)r.sender_len;
+		m->queue.ptr = r.queue;
+		m->queue.len = (uint16_t)r.queue_len;
+		m->priority = (uint8_t)r.priority;
+		m->created_ms = (uint64_t)r.created_ms;
+		m->expires_ms = (uint64_t)r.expires_ms;
+		m->body.ptr = r.body;
+		m->body.len = (uint32_t)r.body_len;
 		struct qs_props stored = {0};
-		if (qs_decode_props((const uint8_t *)PQgetvalue(res, i, 7),
-		                    (size_t)PQgetlength(res, i, 7), &stored) != QS_OK) {
+		if (qs_decode_props(r.props, (size_t)r.props_len, &stored) != QS_OK) {
 			gw_slog(GW_LOG_ERROR, s,
 			        "message seq %llu has corrupt properties in the store",
 			        (unsigned long long)m->seq);
@@ -574,7 +682,7 @@ static void on_fetch(void *arg, const PGresult *res, const char *err)
 		if (stored.n)
 			memcpy(pv[i], stored.v, stored.n * sizeof(struct qs_prop));
 		free(stored.v);
-		snprintf(counts[i], sizeof(counts[i]), "%d", st_get_int4(res, i, 9));
+		snprintf(counts[i], sizeof(counts[i]), "%d", r.delivery_count + 1);
 		pv[i][stored.n].key = qs_str_c("ias_Originator");
 		pv[i][stored.n].value = m->from;
 		pv[i][stored.n + 1].key = qs_str_c("ias_DeliveryCount");
@@ -583,16 +691,16 @@ static void on_fetch(void *arg, const PGresult *res, const char *err)
 		m->props.v = pv[i];
 	}
 	int rc = -1;
-	if (ok) {
+	if (ok && held_add(s, seqs, n) == 0) {
 		struct qs_frame f = {.type = QS_DELIVER};
 		f.u.deliver.count = (uint16_t)n;
 		f.u.deliver.msgs = msgs;
-		f.u.deliver.more = n > 0 && *PQgetvalue(res, 0, 10) != 0;
+		f.u.deliver.more = (uint8_t)more;
 		rc = gw_session_send(s, &f);
 	}
 	for (int i = 0; pv && i < n; i++)
 		free(pv[i]);
-	free(pv), free(msgs), free(counts);
+	free(pv), free(msgs), free(counts), free(seqs);
 	s->op = NULL;
 	if (rc != 0) {
 		gw_session_error(s, QS_E_INTERNAL, "cannot encode DELIVER");
@@ -602,24 +710,31 @@ static void on_fetch(void *arg, const PGresult *res, const char *err)
 	gw_session_request_done(s);
 }
 
+/* A session holds at most this many unacknowledged messages: beyond, FETCH
+ * answers an empty DELIVER (more 1) until some are acknowledged. */
+#define GW_HELD_MAX 8192
+
 void gw_req_fetch(struct gw_session *s, const struct qs_fetch *f)
 {
 	const struct gw_config *conf = s->w->conf;
 	int max_count = f->max_count < 1                 ? 1
 	                : f->max_count > conf->max_batch ? conf->max_batch
 	                                                 : f->max_count;
+	if (max_count > GW_HELD_MAX - s->n_held)
+		max_count = GW_HELD_MAX - s->n_held;
+	if (max_count <= 0) {
+		struct qs_frame d = {.type = QS_DELIVER};
+		d.u.deliver.more = 1;
+		if (gw_session_send(s, &d) != 0)
+			gw_session_error(s, QS_E_INTERNAL, "cannot encode DELIVER");
+		else
+			gw_session_request_done(s);
+		return;
+	}
 	/* The whole DELIVER must fit max_frame: type, count and more take 4. */
 	int64_t max_bytes = f->max_bytes < conf->max_frame - 4 ? f->max_bytes : conf->max_frame - 4;
-	struct st_params p = {0};
-	st_params_text(&p, s->agent, strlen(s->agent));
-	st_params_int8(&p, (int64_t)s->id);
-	st_params_int4(&p, max_count);
-	st_params_int8(&p, max_bytes);
-	st_params_int8(&p, gw_now_ms());
-	submit(s,
-	       "SELECT seq, id, sender, queue, priority, created_ms, expires_ms, props, body,"
-	       " delivery_count, more FROM qa_fetch_async($1, $2, $3, $4, $5)",
-	       &p, on_fetch);
+	waited(s, st_next(gw_worker_store(s->w), s->agent, s->held, s->n_held, max_count, max_bytes,
+	                  gw_now_ms(), on_fetch, s));
 }
 
 /* ---- DELIVER_ACK and STATUS ---- */
@@ -631,7 +746,7 @@ static void on_deliver_ack(void *arg, const PGresult *res, const char *err)
 		store_failed(s, err);
 		return;
 	}
-	int applied = PQntuples(res) == 1 ? st_get_int4(res, 0, 0) : 0;
+	int applied = st_ack_applied(res, s->op);
 	gw_count(s->w, messages_acked, applied);
 	gw_count(s->w, ignored_deliver_ack, s->req_count - applied);
 	s->op = NULL;
@@ -644,16 +759,29 @@ void gw_req_deliver_ack(struct gw_session *s, const struct qs_deliver_ack *a)
 		gw_session_request_done(s);
 		return;
 	}
-	struct st_array seqs;
-	st_array_begin(&seqs, ST_OID_INT8);
-	for (int i = 0; i < a->count; i++)
-		st_array_add_int8(&seqs, (int64_t)a->seqs[i]);
-	struct st_params p = {0};
-	st_params_text(&p, s->agent, strlen(s->agent));
-	st_params_array(&p, &seqs, ST_OID_INT8_ARRAY);
-	st_params_int8(&p, gw_now_ms());
+	int64_t *seqs = malloc(a->count * sizeof(*seqs));
+	uint8_t *count_now = malloc(a->count);
+	if (!seqs || !count_now) {
+		free(seqs), free(count_now);
+		gw_session_error(s, QS_E_INTERNAL, "out of memory");
+		return;
+	}
+	/* Held here: no longer held; its delivery is counted with the ack. */
+	for (int i = 0; i < a->count; i++) {
+		seqs[i] = (int64_t)a->seqs[i];
+		int at = held_find(s, seqs[i]);
+		count_now[i] = at >= 0 && !s->held_counted[at];
+		if (at >= 0)
+			held_remove(s, at);
+	}
 	s->req_count = a->count;
-	submit(s, "SELECT qa_ack_async($1, $2, $3)", &p, on_deliver_ack);
+	struct st_op *op = st_ack(s->w->acks, s->agent, seqs, count_now, a->count, on_deliver_ack, s);
+	free(seqs), free(count_now);
+	if (!op) {
+		store_failed(s, "out of memory");
+		return;
+	}
+	gw_session_wait(s, op);
 }
 
 static void on_status(void *arg, const PGresult *res, const char *err)
@@ -663,9 +791,11 @@ static void on_status(void *arg, const PGresult *res, const char *err)
 		store_failed(s, err);
 		return;
 	}
-	int applied = PQntuples(res) == 1 ? st_get_int4(res, 0, 0) : 0;
+	int applied = st_status_read(res);
 	gw_count(s->w, statuses_applied, applied);
 	gw_count(s->w, ignored_status, s->req_count - applied);
+	if (s->n_held) /* qa_status_held counted them */
+		memset(s->held_counted, 1, (size_t)s->n_held);
 	s->op = NULL;
 	gw_session_request_done(s);
 }
@@ -676,18 +806,21 @@ void gw_req_status(struct gw_session *s, const struct qs_status *st)
 		gw_session_request_done(s);
 		return;
 	}
-	struct st_array ids, codes;
-	st_array_begin(&ids, ST_OID_UUID);
-	st_array_begin(&codes, ST_OID_INT2);
-	for (int i = 0; i < st->count; i++) {
-		st_array_add(&ids, st->entries[i].id, 16);
-		st_array_add_int2(&codes, st->entries[i].status);
+	uint8_t(*ids)[16] = malloc(st->count * 16);
+	int16_t *codes = malloc(st->count * sizeof(*codes));
+	if (!ids || !codes) {
+		free(ids), free(codes);
+		gw_session_error(s, QS_E_INTERNAL, "out of memory");
+		return;
 	}
-	struct st_params p = {0};
-	st_params_text(&p, s->agent, strlen(s->agent));
-	st_params_array(&p, &ids, ST_OID_UUID_ARRAY);
-	st_params_array(&p, &codes, ST_OID_INT2_ARRAY);
-	st_params_int8(&p, gw_now_ms());
+	for (int i = 0; i < st->count; i++) {
+		memcpy(ids[i], st->entries[i].id, 16);
+		codes[i] = st->entries[i].status;
+	}
+	int64_t *held;
+	int n_held = held_uncounted(s, &held);
 	s->req_count = st->count;
-	submit(s, "SELECT qa_status($1, $2, $3, $4)", &p, on_status);
+	waited(s, st_status(gw_worker_store(s->w), s->agent, held, n_held,
+	                    (const uint8_t(*)[16])ids, codes, st->count, gw_now_ms(), on_status, s));
+	free(held), free(ids), free(codes);
 }

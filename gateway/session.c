@@ -59,6 +59,7 @@ void gw_session_free(struct gw_session *s)
 		st_op_cancel(s->op);
 	s->op = NULL;
 	gw_req_abandon(s);
+	gw_req_session_end(s);
 	if (s->state != GW_S_CLOSING)
 		set_state(s, GW_S_CLOSING);
 	if (s->ticket)

@@ -46,6 +46,9 @@ struct gw_session {
 	struct st_op *op;  /* the in-flight store statement, if any */
 	void *req;         /* what the in-flight UPLOAD needs at completion */
 	int req_count;     /* entries of the in-flight DELIVER_ACK or STATUS */
+	int64_t *held;     /* delivered here, not acknowledged: sorted seqs (requests.c) */
+	uint8_t *held_counted; /* the store counted that delivery already */
+	int n_held, cap_held;
 	int pending_error; /* ERROR to send once the in-flight request is answered */
 	char pending_text[160];
 
@@ -144,6 +147,9 @@ void gw_req_deliver_ack(struct gw_session *s, const struct qs_deliver_ack *a);
 void gw_req_status(struct gw_session *s, const struct qs_status *st);
 /* Releases what an unfinished request holds (session closing). */
 void gw_req_abandon(struct gw_session *s);
+/* The session ends: the deliveries it holds and the store has not counted
+ * are counted (qa_delivered, not waited for), and its holds are freed. */
+void gw_req_session_end(struct gw_session *s);
 
 /* Per-session log line: "worker=ml1 peer=1.2.3.4:5 agent=A: ..." */
 #define gw_slog(level, s, fmt, ...)                                                                \

@@ -7,6 +7,7 @@
 #include "gateway/session.h"
 #include "router/rt_pool.h"
 #include "store/queries.h"
+#include "store/agent.h"
 #include "store/upload.h"
 #include "store/store.h"
 
@@ -281,6 +282,10 @@ static void on_heartbeat(evutil_socket_t fd, short what, void *arg)
 {
 	struct gw_worker *w = arg;
 	heartbeat(w);
+	uint64_t groups, parts;
+	st_group_stats(w->uploads, &groups, &parts);
+	atomic_store_explicit(&w->counters.store_groups, groups, memory_order_relaxed);
+	atomic_store_explicit(&w->counters.store_group_parts, parts, memory_order_relaxed);
 	/* Handshakes and bursts of sessions leave freed memory in glibc's
 	 * arenas that RSS keeps counting: the node's first worker hands it back
 	 * to the system once a second (malloc_trim covers every arena). */
@@ -546,7 +551,9 @@ struct gw_worker *gw_worker_new(const struct gw_config *conf, int index, char *e
 	w->hello_store = st_conn_new(w->base, conf->conninfo, hname, NULL, NULL);
 	if (w->hello_store)
 		st_conn_set_timeout(w->hello_store, conf->store_timeout * 1000);
-	if (!w->hello_store || !(w->uploads = st_uploads_new(w->base, pick_store, w, conf->max_pending))) {
+	if (!w->hello_store ||
+	    !(w->uploads = st_uploads_new(w->base, pick_store, w, conf->max_pending)) ||
+	    !(w->acks = st_acks_new(w->base, pick_store, w))) {
 		snprintf(err, errlen, "worker %s: out of memory", w->wc->name);
 		return NULL;
 	}
@@ -594,6 +601,7 @@ void gw_worker_join_and_free(struct gw_worker *w)
 	rt_pool_free(w->pool);
 	gw_retention_free(w->retention);
 	st_uploads_free(w->uploads);
+	st_group_free(w->acks);
 	for (int i = 0; i < w->n_stores; i++)
 		st_conn_free(w->stores[i]);
 	st_conn_free(w->hello_store);

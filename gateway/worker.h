@@ -41,6 +41,7 @@ struct gw_worker {
 	int stores_up;
 	struct st_conn *hello_store; /* HELLO's own: a WELCOME never waits behind bulk work */
 	struct st_group *uploads;    /* group commit of the sessions' UPLOADs (store/upload.h) */
+	struct st_group *acks;       /* ... and of their DELIVER_ACKs (store/agent.h) */
 	struct rt_pool *pool;              /* Redis routing state (docs/design.md) */
 	struct gw_session *by_agent;       /* uthash: sessions past HELLO, by agent id */
 	struct gw_ip_count *pending_by_ip; /* uthash: connections awaiting HELLO, by source */

@@ -124,16 +124,17 @@ int64_t st_count_read(const PGresult *res)
 	return st_get_int8(res, 0, 0);
 }
 
-/* The one place that ranks recipients by pending messages: a GROUP BY over
- * the pending index, whose cost grows with the whole store's pending
- * messages (docs/operations.md "Retention and quotas"). */
+/* The one place that ranks recipients by pending messages, as the quota
+ * counts them: from the counters (migration 8), a scan of one row per
+ * recipient, not of the pending messages. */
 struct st_op *st_most_pending(struct st_conn *c, int32_t limit, st_done_fn done, void *arg)
 {
 	struct st_params p = {0};
 	st_params_int4(&p, limit);
 	return submit(c,
-	              "SELECT recipient, count(*)::bigint FROM qa_messages WHERE status = 1\n"
-	              " GROUP BY recipient ORDER BY 2 DESC, 1 LIMIT $1",
+	              "SELECT i.recipient, i.n - coalesce(o.n, 0) AS pending\n"
+	              "  FROM qa_pending_in i LEFT JOIN qa_pending_out o USING (recipient)\n"
+	              " WHERE i.n - coalesce(o.n, 0) > 0 ORDER BY 2 DESC, 1 LIMIT $1",
 	              &p, done, arg);
 }
 

@@ -99,6 +99,7 @@ int16_t st_get_int2(const PGresult *r, int row, int col);
 #define ST_OID_INT4        23
 #define ST_OID_TEXT        25
 #define ST_OID_UUID        2950
+#define ST_OID_BOOL_ARRAY  1000
 #define ST_OID_BYTEA_ARRAY 1001
 #define ST_OID_INT2_ARRAY  1005
 #define ST_OID_TEXT_ARRAY  1009

@@ -15,7 +15,7 @@
  * wrapped (the Makefile links this target with -Wl,--wrap=...): statements
  * complete asynchronously, one per loop turn and in submission order as the
  * pipelined store does, with results shaped like the store's SQL API
- * (qa_credentials, qa_hello, qa_upload, qa_fetch, qa_ack, qa_status). Which
+ * (qa_credentials, qa_hello, qa_upload_group, qa_next, qa_ack_group, qa_status_held). Which
  * statements fail instead, whether HELLO's token is checked (auth = token;
  * the known agents' token is ""), and whether the real (down) store answers
  * is chosen per input from a hash of its bytes, so the fuzzer reaches the
@@ -25,6 +25,7 @@
 #include "gateway/session.h"
 #include "gateway/worker.h"
 #include "store/store.h"
+#include "store/agent.h"
 #include "store/upload.h"
 
 #include <endian.h>
@@ -151,7 +152,7 @@ static PGresult *fake_result(const char *sql, const struct st_params *p)
 		}
 		return r;
 	}
-	if (strstr(sql, "qa_fetch")) { /* one message (none if the mode says so) */
+	if (strstr(sql, "qa_next(")) { /* one message (none if the mode says so) */
 		static const Oid t[] = {ST_OID_INT8,  ST_OID_UUID, ST_OID_TEXT, ST_OID_TEXT,
 		                        ST_OID_INT2,  ST_OID_INT8, ST_OID_INT8, ST_OID_BYTEA,
 		                        ST_OID_BYTEA, ST_OID_INT4, ST_OID_BOOL};
@@ -168,11 +169,19 @@ static PGresult *fake_result(const char *sql, const struct st_params *p)
 		set8(r, 0, 6, 0);
 		set(r, 0, 7, props, (fake_mode & 4) ? 3 : (int)sizeof(props)); /* 3: corrupt */
 		set(r, 0, 8, "body", 4);
-		set4(r, 0, 9, 1);
+		set4(r, 0, 9, 0); /* deliveries counted before this one */
 		set(r, 0, 10, (fake_mode & 8) ? "\1" : "\0", 1);
 		return r;
 	}
-	if (strstr(sql, "qa_ack") || strstr(sql, "qa_status(")) {
+	if (strstr(sql, "qa_ack_group(")) { /* every row applied: their ords */
+		static const Oid t[] = {ST_OID_INT4};
+		PGresult *r = result(1, t);
+		int n = array_count(p, 2); /* $3: the seqs */
+		for (int i = 0; i < n; i++)
+			set4(r, i, 0, i + 1);
+		return r;
+	}
+	if (strstr(sql, "qa_status_held(") || strstr(sql, "qa_delivered(")) {
 		static const Oid t[] = {ST_OID_INT4};
 		PGresult *r = result(1, t);
 		set4(r, 0, 0, 1);
@@ -306,7 +315,8 @@ static void setup(void)
 	if (!w->stores[0])
 		abort();
 	w->uploads = st_uploads_new(w->base, fake_pick, w, conf.max_pending); /* group commit */
-	if (!w->uploads)
+	w->acks = st_acks_new(w->base, fake_pick, w);
+	if (!w->uploads || !w->acks)
 		abort();
 	w->pool = NULL; /* no Redis: sessions are not claimed for the pool */
 	w->accepting = 1;

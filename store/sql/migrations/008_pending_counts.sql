@@ -29,3 +29,6 @@ CREATE TRIGGER qa_messages_count_del AFTER DELETE ON qa_messages
   REFERENCING OLD TABLE AS ot FOR EACH STATEMENT EXECUTE FUNCTION qa_count_del();
 CREATE TRIGGER qa_messages_count_trunc AFTER TRUNCATE ON qa_messages
   FOR EACH STATEMENT EXECUTE FUNCTION qa_count_trunc();
+-- A FETCH finds its agent's due messages without reading the agent's other pending ones.
+CREATE INDEX qa_messages_expiring_rcpt ON qa_messages (recipient, expires_ms)
+  WHERE status = 1 AND expires_ms <> 0;

@@ -1,0 +1,28 @@
+-- DELIVER_ACKs of many sessions in one statement and one transaction (group commit,
+-- committed asynchronously: what a PostgreSQL crash forgets is delivered again, harmless by
+-- id). Row i acknowledges seq p_seq[i] for agent p_agent[i]; p_held[i]: the acknowledging
+-- session holds it (delivered on that session, its delivery not counted yet: counted now).
+-- A seq not held there counts only if it was delivered before (delivery_count > 0): never
+-- another agent's message, never one already final. Returns the ord of each row applied.
+CREATE OR REPLACE FUNCTION qa_ack_group(p_now bigint, p_agent text[], p_seq bigint[],
+    p_held boolean[])
+RETURNS TABLE (ord integer) LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+BEGIN
+  PERFORM set_config('synchronous_commit', 'off', true);
+  RETURN QUERY
+  WITH inp AS (
+    SELECT DISTINCT ON (t.seq, t.agent) t.agent, t.seq, t.held, t.ord
+      FROM unnest(p_agent, p_seq, p_held) WITH ORDINALITY AS t(agent, seq, held, ord)
+     ORDER BY t.seq, t.agent, t.ord
+  ), u AS (
+    UPDATE qa_messages m
+       SET status = 20, status_ms = p_now, held_by = NULL,
+           delivery_count = m.delivery_count + i.held::integer
+      FROM inp i
+     WHERE m.seq = i.seq AND m.recipient = i.agent AND m.status = 1
+       AND (m.delivery_count > 0 OR i.held)
+    RETURNING i.ord
+  )
+  SELECT u.ord::integer FROM u;
+END $$;

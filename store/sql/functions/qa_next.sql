@@ -1,0 +1,47 @@
+-- One FETCH, as a read (docs/design.md "Delivery"): the most urgent, oldest pending
+-- messages of p_agent except those this session holds (p_held: the session's holds are kept
+-- in its worker's memory), as many as fit in p_max_count and p_max_bytes (at least one),
+-- counting each MSG_IN's exact encoded size including the two server-set properties
+-- (ias_DeliveryCount is delivery_count + 1). `more`: pending messages remain that the
+-- session does not hold. Nothing is written unless some of the agent's messages are due:
+-- those expire first (their senders are told), in a transaction committed asynchronously.
+CREATE OR REPLACE FUNCTION qa_next(p_agent text, p_held bigint[], p_max_count integer,
+    p_max_bytes bigint, p_now bigint)
+RETURNS TABLE (seq bigint, id uuid, sender text, queue text, priority smallint,
+    created_ms bigint, expires_ms bigint, props bytea, body bytea, delivery_count integer,
+    more boolean)
+LANGUAGE plpgsql AS $$
+#variable_conflict use_column
+BEGIN
+  IF EXISTS (SELECT 1 FROM qa_messages m
+              WHERE m.recipient = p_agent AND m.status = 1 AND m.expires_ms <> 0
+                AND m.expires_ms <= p_now) THEN
+    PERFORM set_config('synchronous_commit', 'off', true);
+    PERFORM qa_expire_seqs(ARRAY(
+      SELECT m.seq FROM qa_messages m
+       WHERE m.recipient = p_agent AND m.status = 1 AND m.expires_ms <> 0
+         AND m.expires_ms <= p_now), p_now);
+  END IF;
+  RETURN QUERY
+  WITH cand AS (
+    SELECT m.seq, m.id, m.sender, m.queue, m.priority, m.created_ms, m.expires_ms, m.props,
+           m.body, m.delivery_count,
+           8 + 16 + 2 + octet_length(m.sender) + 2 + octet_length(m.queue) + 1 + 8 + 8
+           + octet_length(m.props) + (2 + 14 + 2 + octet_length(m.sender))
+           + (2 + 17 + 2 + length((m.delivery_count + 1)::text)) + 4 + octet_length(m.body)
+           AS sz
+      FROM qa_messages m
+     WHERE m.recipient = p_agent AND m.status = 1 AND m.seq <> ALL (p_held)
+       AND (m.expires_ms = 0 OR m.expires_ms > p_now)
+     ORDER BY m.priority DESC, m.seq
+     LIMIT p_max_count + 1
+  ), run AS (
+    SELECT c.*, row_number() OVER w AS rn, sum(c.sz) OVER w AS cum
+      FROM cand c WINDOW w AS (ORDER BY c.priority DESC, c.seq)
+  )
+  SELECT r.seq, r.id, r.sender, r.queue, r.priority, r.created_ms, r.expires_ms, r.props,
+         r.body, r.delivery_count, (SELECT count(*) FROM cand) > count(*) OVER ()
+    FROM run r
+   WHERE r.rn <= p_max_count AND (r.rn = 1 OR r.cum <= p_max_bytes)
+   ORDER BY r.priority DESC, r.seq;
+END $$;
