@@ -18,7 +18,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Set
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set
 
 import harness  # tests/e2e/harness.py; run.py puts tests/e2e on sys.path
 
@@ -120,6 +120,22 @@ def cpu_seconds(pid: int) -> float:
     stat = Path(f"/proc/{pid}/stat").read_text()
     fields = stat[stat.rfind(")") + 2:].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU seconds of pid's whole process tree, including the children that have ended: for
+    every process of the tree alive now, utime + stime + cutime + cstime (/proc/PID/stat;
+    cutime and cstime hold the children it has reaped, so a PostgreSQL backend that exits
+    between two readings still counts, through the postmaster)."""
+    total = 0
+    for p in tree(pid):
+        try:
+            stat = Path(f"/proc/{p}/stat").read_text()
+        except OSError:
+            continue  # ended just now: its time is in its parent's cutime from now on
+        f = stat[stat.rfind(")") + 2:].split()
+        total += int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 # ------------------------------------------------------------------ a peer process
@@ -320,8 +336,13 @@ class Qabench:
                     break
         raise NotRun(f"qabench {mode}: no JSON object on stdout ({text[-200:]!r})")
 
-    def run(self, mode: str, opts: Dict[str, object], timeout: float) -> dict:
-        """One bounded run; its JSON object (with the command line under "cmd"), or NotRun."""
+    def run(self, mode: str, opts: Dict[str, object], timeout: float,
+            on_mark: Optional[Callable[[dict], None]] = None) -> dict:
+        """One bounded run; its JSON object (with the command line under "cmd"), or NotRun.
+        With on_mark, the run gets --marks and on_mark is called with each {"mark": ...}
+        line the moment qabench prints it (the window and step boundaries)."""
+        if on_mark is not None:
+            return self._run_marked(mode, {**opts, "marks": True}, timeout, on_mark)
         if not QABENCH.is_file():
             raise NotRun(f"{QABENCH} is not built")
         argv = self.argv(mode, opts)
@@ -336,6 +357,54 @@ class Qabench:
         if p.returncode != 0:
             raise NotRun(self._reason(mode, p.returncode, log))
         out = self._json(mode, p.stdout)
+        out["cmd"] = " ".join(argv[len(taskset(self.cpus)):])
+        return out
+
+    def _run_marked(self, mode: str, opts: Dict[str, object], timeout: float,
+                    on_mark: Callable[[dict], None]) -> dict:
+        if not QABENCH.is_file():
+            raise NotRun(f"{QABENCH} is not built")
+        argv = self.argv(mode, opts)
+        log = self._log(mode)
+        deadline = time.monotonic() + timeout
+        lines: List[str] = []
+        buf = b""
+        with open(log, "wb") as errf:
+            p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                 stderr=errf, preexec_fn=child_setup)
+            try:
+                fd = p.stdout.fileno()
+                while True:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        raise NotRun(f"qabench {mode}: no result within {timeout:.0f} s (killed)")
+                    r, _, _ = select.select([fd], [], [], min(left, 0.5))
+                    if not r:
+                        continue
+                    chunk = os.read(fd, 65536)
+                    if not chunk:
+                        break
+                    buf += chunk
+                    while b"\n" in buf:
+                        raw, buf = buf.split(b"\n", 1)
+                        line = raw.decode(errors="replace").strip()
+                        if line.startswith('{"mark"'):
+                            try:
+                                on_mark(json.loads(line))
+                            except Exception as e:  # a reading that failed: said below
+                                errf.write(f"bench: mark {line}: {e}\n".encode())
+                            continue
+                        lines.append(line)
+                p.wait(max(1.0, deadline - time.monotonic()))
+            except (NotRun, subprocess.TimeoutExpired):
+                p.kill()
+                p.wait(10)
+                raise NotRun(f"qabench {mode}: no result within {timeout:.0f} s (killed)") from None
+            finally:
+                p.stdout.close()
+        if p.returncode != 0:
+            raise NotRun(self._reason(mode, p.returncode, log))
+        out = self._json(mode, "\n".join(lines + [buf.decode(errors="replace")]))
         out["cmd"] = " ".join(argv[len(taskset(self.cpus)):])
         return out
 

@@ -8,9 +8,19 @@
  * every other result, a mismatched ack and a lost connection is an error.
  *
  * Recipients: agent i sends batch k to PREFIX-sink-i.(k % --recipients),
- * one recipient per batch. qa_upload counts each recipient's pending
- * messages (the quota check), so the rotation keeps that count what a
- * recipient that fetches would show instead of growing with the run. */
+ * one recipient per batch (64 agents x 16: 1,024 recipients), so that no
+ * recipient's pending count grows much in a run. With --shared-recipients N
+ * every batch of every agent goes to one of N fixed recipients instead,
+ * RPREFIX.0 .. RPREFIX.(N-1) (RPREFIX: --recipient-prefix, default
+ * PREFIX-shared), agent i's batch k to RPREFIX.((i + k) % N): the backlog
+ * scenario seeds those recipients with pending messages and measures the
+ * same ingest into them and into empty ones.
+ *
+ * --marks: a line {"mark":"window_start"} on stdout when the measured window
+ * opens and {"mark":"window_end"} when it closes, before the result, so that
+ * the orchestrator can read CPU and store counters at those moments; the
+ * messages whose UPLOAD_ACK (stored) came back inside the window, whenever
+ * their batch was sent, are acked_in_window: the work those readings cover. */
 #include "bench/qb.h"
 #include "bench/qb_agent.h"
 
@@ -34,8 +44,9 @@ struct ing_agent {
 struct ingest {
 	struct event_base *base;
 	struct ing_agent *agents;
-	int n_agents, batch, size, recipients;
-	const char *prefix;
+	int n_agents, batch, size, recipients, shared;
+	const char *prefix, *rprefix;
+	bool marks;
 	uint8_t *body;
 	struct qs_msg_out *msgs; /* scratch for one UPLOAD */
 	char *to;                /* scratch: the batch's address */
@@ -44,6 +55,7 @@ struct ingest {
 	int64_t start_us, measure_us, end_us; /* 0 until every agent is welcomed */
 	bool stopping;
 	uint64_t committed, batches, errors, bad_results[8];
+	uint64_t acked_in_window; /* stored results acked in the window, whenever sent */
 	struct qb_lat ack;
 	struct event *timer;
 };
@@ -51,8 +63,12 @@ struct ingest {
 static void send_upload(struct ing_agent *g)
 {
 	struct ingest *r = g->run;
-	snprintf(r->to, 160, "%s-sink-%d.%u\\q", r->prefix, g->idx,
-	         g->batch_no % (uint32_t)r->recipients);
+	if (r->shared)
+		snprintf(r->to, 160, "%s.%u\\q", r->rprefix,
+		         ((uint32_t)g->idx + g->batch_no) % (uint32_t)r->shared);
+	else
+		snprintf(r->to, 160, "%s-sink-%d.%u\\q", r->prefix, g->idx,
+		         g->batch_no % (uint32_t)r->recipients);
 	for (int i = 0; i < r->batch; i++) {
 		struct qs_msg_out *m = &r->msgs[i];
 		qb_uuid(m->id);
@@ -102,6 +118,9 @@ static void on_frame(struct qb_agent *a, const struct qs_frame *f)
 		return;
 	}
 	g->in_flight = false;
+	if (r->measure_us && now >= r->measure_us && now < r->end_us)
+		for (int i = 0; i < ack->count; i++)
+			r->acked_in_window += ack->entries[i].result == QS_R_STORED;
 	if (r->measure_us && g->sent_us >= r->measure_us && now < r->end_us) {
 		r->batches++;
 		qb_lat_add(&r->ack, now - g->sent_us);
@@ -134,6 +153,19 @@ static void on_close(struct qb_agent *a, const char *why)
 		event_base_loopbreak(r->base);
 }
 
+static void on_mark(evutil_socket_t fd, short what, void *arg)
+{
+	printf("{\"mark\":\"%s\"}\n", (const char *)arg);
+	fflush(stdout);
+}
+
+static void mark_at(struct ingest *r, int64_t delay_us, const char *name)
+{
+	struct timeval tv = {(time_t)(delay_us / 1000000), (suseconds_t)(delay_us % 1000000)};
+	if (event_base_once(r->base, -1, EV_TIMEOUT, on_mark, (void *)name, &tv) != 0)
+		fprintf(stderr, "qabench ingest: no timer for the %s mark\n", name);
+}
+
 /* Ticks every 100 ms: starts the clock once every agent is in, then ends the run. */
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
@@ -143,6 +175,10 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 		r->start_us = now;
 		r->measure_us = now + r->warmup_us;
 		r->end_us = r->measure_us + r->seconds_us;
+		if (r->marks) {
+			mark_at(r, r->warmup_us, "window_start");
+			mark_at(r, r->warmup_us + r->seconds_us, "window_end");
+		}
 	}
 	if (r->start_us && now >= r->end_us) {
 		r->stopping = true;
@@ -159,12 +195,17 @@ int qb_mode_ingest(const struct qb_opts *o)
 	r.batch = (int)qb_opt_int(o, "batch", 32);
 	r.size = (int)qb_opt_int(o, "size", 128);
 	r.recipients = (int)qb_opt_int(o, "recipients", 16);
+	r.shared = (int)qb_opt_int(o, "shared-recipients", 0);
+	r.marks = qb_opt_flag(o, "marks");
 	double seconds = qb_opt_double(o, "seconds", 20);
 	double warmup = qb_opt_double(o, "warmup", 2);
 	int tls = qb_opt_flag(o, "tls");
 	const char *ca = qb_opt(o, "ca", NULL);
 	const char *token = qb_opt(o, "token", "");
 	r.prefix = qb_opt(o, "prefix", "ingest");
+	char rprefix_def[140];
+	snprintf(rprefix_def, sizeof(rprefix_def), "%.100s-shared", r.prefix);
+	r.rprefix = qb_opt(o, "recipient-prefix", rprefix_def);
 	double connect_s = qb_opt_double(o, "connect-timeout", 15);
 
 	int ports[64], n_ports = 0;
@@ -179,7 +220,8 @@ int qb_mode_ingest(const struct qb_opts *o)
 		p = *end == ',' ? end + 1 : end;
 	}
 	if (n_ports == 0 || r.n_agents < 1 || r.batch < 1 || r.batch > QS_DEFAULT_MAX_BATCH ||
-	    r.size < 0 || r.recipients < 1 || seconds <= 0 || warmup < 0) {
+	    r.size < 0 || r.recipients < 1 || r.shared < 0 || r.shared > 1000000 ||
+	    strlen(r.prefix) > 100 || strlen(r.rprefix) > 100 || seconds <= 0 || warmup < 0) {
 		fprintf(stderr, "qabench ingest: bad options\n");
 		return 2;
 	}
@@ -254,13 +296,17 @@ int qb_mode_ingest(const struct qb_opts *o)
 	if (ok) {
 		double secs = (double)measured_us / 1e6;
 		printf("{\"mode\":\"ingest\",\"tls\":%s,\"agents\":%d,\"batch\":%d,\"size\":%d,"
-		       "\"seconds\":%.3f,\"committed\":%llu,\"msgs_per_s\":%.1f,\"batches\":%llu,"
+		       "\"shared_recipients\":%d,\"recipient_prefix\":\"%s\",\"seconds\":%.3f,"
+		       "\"committed\":%llu,\"acked_in_window\":%llu,\"msgs_per_s\":%.1f,"
+		       "\"batches\":%llu,"
 		       "\"errors\":%llu,\"closed\":%d,\"results\":{\"duplicate\":%llu,"
 		       "\"invalid\":%llu,\"expired\":%llu,\"too_large\":%llu,\"quota\":%llu,"
 		       "\"conflict\":%llu},",
-		       tls ? "true" : "false", r.n_agents, r.batch, r.size, secs,
-		       (unsigned long long)r.committed, secs > 0 ? (double)r.committed / secs : 0,
-		       (unsigned long long)r.batches, (unsigned long long)r.errors, r.n_closed,
+		       tls ? "true" : "false", r.n_agents, r.batch, r.size, r.shared,
+		       r.shared ? r.rprefix : "", secs, (unsigned long long)r.committed,
+		       (unsigned long long)r.acked_in_window,
+		       secs > 0 ? (double)r.committed / secs : 0, (unsigned long long)r.batches,
+		       (unsigned long long)r.errors, r.n_closed,
 		       (unsigned long long)r.bad_results[QS_R_DUPLICATE],
 		       (unsigned long long)r.bad_results[QS_R_INVALID],
 		       (unsigned long long)r.bad_results[QS_R_EXPIRED],

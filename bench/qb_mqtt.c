@@ -2,12 +2,16 @@
  * scenario 2 (push latency) and scenario 4 (idle sessions), driven through
  * libmosquitto.
  *
+ * mqtt-push measures as qabench push does (bench/qb_push.c): open loop, every
+ * latency from the message's due time on the schedule, the achieved rate
+ * beside the offered one, optionally in steps of rising rate (--steps).
+ *
  * The subscribers (mqtt-push) and the idle sessions (mqtt-idle) are a fleet
  * of clients on one thread's epoll loop (qb_mqfleet.h). mqtt-push runs its
  * single publisher on a second thread with its own poll loop, so publishing
  * on schedule never waits for the subscribers' work; the two threads share
- * nothing but the "sending is over" and "stop" flags (every figure the
- * receiving side needs travels in the payload). */
+ * the schedule (struct mq_sched: per message its due, publish and arrival
+ * times, each written by one thread) and the step and stop flags. */
 #include "bench/qb.h"
 #include "bench/qb_mqfleet.h"
 
@@ -25,21 +29,62 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+/* ---- mqtt-push: the schedule -------------------------------------------- */
+
+/* Open loop, as qabench push: message i of a step of rate R is due at
+ * t0 + i / R whatever the broker does, and every latency starts at the due
+ * time (so a publisher that falls behind shows it as latency). Each step is
+ * --warmup s of unmeasured messages, then --seconds s of measured ones; a
+ * step ends when every message of it has arrived, or --drain s after its last
+ * one was published, and the next starts --gap s later. With --stop-p99-ms P
+ * stepping stops after the first step whose publish -> arrival p99 is P or
+ * more or whose achieved rate is under --stop-achieved of its offered rate. */
+#define MQ_MAX_STEPS 16
+
+struct mq_step {
+	double rate;
+	uint32_t first, count, warm; /* sequence numbers [first, first + count) */
+	int64_t t0;                  /* publisher: when its message 0 was due */
+	/* main thread */
+	uint32_t received; /* distinct messages of the step received */
+	int64_t t_settled;
+	int pass;
+};
+
+/* What the two threads share. steps[k].t0, due_us[] and sent_us[] of step k
+ * are written by the publisher before it raises sent_steps past k, and read
+ * by the main thread only after it has seen that (release/acquire). */
+struct mq_sched {
+	struct mq_step steps[MQ_MAX_STEPS];
+	int n_steps;
+	uint32_t total;
+	int64_t *due_us, *sent_us, *recv_us; /* per sequence number; 0: not yet */
+	atomic_int go_steps;                 /* main -> publisher: steps it may run */
+	atomic_int sent_steps;               /* publisher -> main: steps fully published */
+	int marks;
+};
+
+static int mq_step_of(const struct mq_sched *s, uint32_t seq)
+{
+	for (int k = 0; k < s->n_steps; k++)
+		if (seq < s->steps[k].first + s->steps[k].count)
+			return k;
+	return s->n_steps - 1;
+}
+
 /* ---- mqtt-push: the receiving side (the fleet's thread) ----------------- */
 
 /* What a received PUBLISH is checked and counted against. */
 struct mq_inbox {
-	uint32_t tag;    /* this run's tag: anything else is foreign */
-	uint8_t *seen;   /* per sequence number: received already */
-	uint32_t cap;    /* size of seen */
-	long received;   /* distinct measured messages received */
+	uint32_t tag; /* this run's tag: anything else is foreign */
+	struct mq_sched *sched;
+	long received;   /* distinct messages received (all steps, warmup included) */
 	long duplicates; /* QoS 1 redeliveries */
 	long foreign;    /* not from this run's publisher */
-	struct qb_lat deliver;
 };
 
 /* Payload layout, host byte order (the same process at both ends):
- * [0,4) run tag, [4,8) sequence, [8,16) qb_now_us at publish, [16] measured. */
+ * [0,4) run tag, [4,8) sequence, [8,16) qb_now_us of the due time, [16] measured. */
 #define MQ_HDR 17
 
 static void mq_on_message(void *user, const struct mosquitto_message *m)
@@ -47,7 +92,6 @@ static void mq_on_message(void *user, const struct mosquitto_message *m)
 	int64_t now = qb_now_us();
 	struct mq_inbox *in = user;
 	uint32_t tag, seq;
-	int64_t sent;
 	const uint8_t *p = m->payload;
 	if (m->payloadlen < MQ_HDR) {
 		in->foreign++;
@@ -55,17 +99,14 @@ static void mq_on_message(void *user, const struct mosquitto_message *m)
 	}
 	memcpy(&tag, p, 4);
 	memcpy(&seq, p + 4, 4);
-	memcpy(&sent, p + 8, 8);
-	if (tag != in->tag || seq >= in->cap) {
+	if (tag != in->tag || seq >= in->sched->total) {
 		in->foreign++;
-	} else if (in->seen[seq]) {
+	} else if (in->sched->recv_us[seq]) {
 		in->duplicates++;
 	} else {
-		in->seen[seq] = 1;
-		if (p[16]) {
-			in->received++;
-			qb_lat_add(&in->deliver, now - sent);
-		}
+		in->sched->recv_us[seq] = now;
+		in->sched->steps[mq_step_of(in->sched, seq)].received++;
+		in->received++;
 	}
 }
 
@@ -81,22 +122,20 @@ static uint32_t mq_run_tag(void)
 /* ---- mqtt-push: the publisher thread ------------------------------------ */
 
 /* Owned by the publisher thread while it runs; the main thread reads the
- * figures after joining it. sending_over/stop are the only shared words. */
+ * figures after joining it. The schedule's atomics and stop are shared. */
 struct mq_pub {
-	double rate, warmup, seconds;
 	int size;
-	uint32_t tag, cap;
+	uint32_t tag;
 	const char *topic_prefix;
 	int subscribers;
+	struct mq_sched *sched;
 	struct mosquitto *mosq;
 	bool connected;
-	int64_t sent_us[65536]; /* by mid: publish time, 0 when acked */
+	int64_t due_of_mid[65536]; /* by mid: due time of the message, 0 when acked */
 	uint8_t measured[65536];
-	long sent, sent_measured;
-	struct qb_lat puback;
-	int error;
-	atomic_int sending_over; /* set by the publisher */
-	atomic_int stop;         /* set by the main thread */
+	struct qb_lat puback; /* due -> PUBACK, measured messages */
+	atomic_int error;     /* read by the main thread while the publisher runs */
+	atomic_int stop;      /* set by the main thread */
 };
 
 static void mq_pub_on_connect(struct mosquitto *mosq, void *obj, int rc)
@@ -112,10 +151,10 @@ static void mq_pub_on_publish(struct mosquitto *mosq, void *obj, int mid)
 {
 	struct mq_pub *p = obj;
 	uint16_t k = (uint16_t)mid;
-	if (p->sent_us[k]) {
+	if (p->due_of_mid[k]) {
 		if (p->measured[k])
-			qb_lat_add(&p->puback, qb_now_us() - p->sent_us[k]);
-		p->sent_us[k] = 0;
+			qb_lat_add(&p->puback, qb_now_us() - p->due_of_mid[k]);
+		p->due_of_mid[k] = 0;
 	}
 }
 
@@ -151,34 +190,34 @@ static int mq_pub_service(struct mq_pub *p, int64_t wait_us)
 	return mosquitto_loop_misc(p->mosq) == MOSQ_ERR_SUCCESS ? 0 : -1;
 }
 
-/* Publishes message i: QoS 1, to the next subscriber's topic round robin. */
-static int mq_pub_send(struct mq_pub *p, uint32_t i, int64_t measure_from, int64_t end,
+/* Publishes message seq (due at due): QoS 1, to the next subscriber's topic
+ * round robin. */
+static int mq_pub_send(struct mq_pub *p, uint32_t seq, int64_t due, uint8_t measured,
                        uint8_t *payload)
 {
 	char topic[96];
-	snprintf(topic, sizeof(topic), "%s%u", p->topic_prefix, i % (uint32_t)p->subscribers);
-	int64_t now = qb_now_us();
-	uint8_t measured = now >= measure_from && now < end;
+	snprintf(topic, sizeof(topic), "%s%u", p->topic_prefix, seq % (uint32_t)p->subscribers);
 	memcpy(payload, &p->tag, 4);
-	memcpy(payload + 4, &i, 4);
-	memcpy(payload + 8, &now, 8);
+	memcpy(payload + 4, &seq, 4);
+	memcpy(payload + 8, &due, 8);
 	payload[16] = measured;
 	int mid = 0;
+	p->sched->due_us[seq] = due;
 	int rc = mosquitto_publish(p->mosq, &mid, topic, p->size, payload, 1, false);
 	if (rc != MOSQ_ERR_SUCCESS) {
 		fprintf(stderr, "qabench mqtt-push: publish: %s\n", mosquitto_strerror(rc));
 		return -1;
 	}
-	p->sent_us[(uint16_t)mid] = now;
+	p->sched->sent_us[seq] = qb_now_us();
+	p->due_of_mid[(uint16_t)mid] = due;
 	p->measured[(uint16_t)mid] = measured;
-	p->sent++;
-	p->sent_measured += measured;
 	return 0;
 }
 
 static void *mq_pub_main(void *arg)
 {
 	struct mq_pub *p = arg;
+	struct mq_sched *s = p->sched;
 	uint8_t *payload = calloc(1, (size_t)p->size);
 	int64_t give_up = qb_now_us() + 10000000;
 	while (payload && !p->connected && !p->error && qb_now_us() < give_up)
@@ -187,33 +226,124 @@ static void *mq_pub_main(void *arg)
 	if (!payload || !p->connected)
 		p->error = 1;
 
-	/* Open loop: message i is due at t0 + i/rate whatever the acks do, so a
-	 * broker stall shows as latency, not as a lower send rate. */
-	int64_t t0 = qb_now_us();
-	int64_t measure_from = t0 + (int64_t)(p->warmup * 1e6);
-	int64_t end = measure_from + (int64_t)(p->seconds * 1e6);
-	double step_us = 1e6 / p->rate;
-	uint32_t i = 0;
-	while (!p->error) {
-		int64_t now = qb_now_us();
-		int64_t due = t0 + (int64_t)(i * step_us);
-		if (due >= end || i >= p->cap)
-			break;
-		if (now >= due) {
-			if (mq_pub_send(p, i++, measure_from, end, payload) != 0)
+	for (int k = 0; k < s->n_steps && !p->error; k++) {
+		/* the main thread lets each step go once the previous one is settled */
+		while (!p->error && !atomic_load(&p->stop) && atomic_load(&s->go_steps) <= k)
+			if (mq_pub_service(p, 2000) != 0)
 				p->error = 1;
-			continue;
+		if (p->error || atomic_load(&p->stop))
+			break;
+		struct mq_step *st = &s->steps[k];
+		int64_t t0 = qb_now_us();
+		st->t0 = t0;
+		if (s->marks) {
+			printf("{\"mark\":\"step_start\",\"step\":%d,\"rate\":%.0f}\n", k,
+			       st->rate);
+			fflush(stdout);
 		}
-		if (mq_pub_service(p, due - now) != 0)
-			p->error = 1;
+		double step_us = 1e6 / st->rate;
+		uint32_t i = 0;
+		while (!p->error && i < st->count) {
+			int64_t now = qb_now_us();
+			int64_t due = t0 + (int64_t)(i * step_us);
+			if (now >= due) {
+				if (mq_pub_send(p, st->first + i, due, i >= st->warm, payload) != 0)
+					p->error = 1;
+				i++;
+				continue;
+			}
+			if (mq_pub_service(p, due - now) != 0)
+				p->error = 1;
+		}
+		atomic_store(&s->sent_steps, k + 1);
 	}
-	atomic_store(&p->sending_over, 1);
-	/* Keep collecting PUBACKs until the main thread has waited out the drain. */
+	/* Keep collecting PUBACKs until the main thread is done. */
 	while (!p->error && !atomic_load(&p->stop))
 		if (mq_pub_service(p, 20000) != 0)
 			p->error = 1;
 	free(payload);
 	return NULL;
+}
+
+/* ---- mqtt-push: figures ---------------------------------------------------- */
+
+struct mq_figs {
+	long measured, sent, received, lost;
+	double send_s, sched_s; /* first due -> last publish (+1 interval); the schedule's span */
+	struct qb_lat deliver, queue;
+};
+
+static void mq_figs_add(const struct mq_sched *s, const struct mq_step *st, struct mq_figs *f)
+{
+	uint32_t a = st->first + st->warm, z = st->first + st->count;
+	int64_t end = st->t_settled, last_sent = 0;
+	long sent = 0;
+	for (uint32_t q = a; q < z; q++) {
+		f->measured++;
+		if (!s->sent_us[q]) {
+			f->lost++;
+			continue;
+		}
+		sent++;
+		last_sent = s->sent_us[q];
+		qb_lat_add(&f->queue, s->sent_us[q] - s->due_us[q]);
+		if (s->recv_us[q]) {
+			f->received++;
+			qb_lat_add(&f->deliver, s->recv_us[q] - s->due_us[q]);
+		} else {
+			f->lost++; /* counted at the end of its step: a lower bound */
+			qb_lat_add(&f->deliver, end - s->due_us[q]);
+		}
+	}
+	f->sent += sent;
+	if (sent && z > a) {
+		f->send_s += (double)(last_sent - s->due_us[a]) / 1e6 + 1.0 / st->rate;
+		f->sched_s += (double)(z - a) / st->rate;
+	}
+}
+
+static void mq_figs_json(struct mq_figs *f)
+{
+	double achieved = f->send_s > 0 ? (double)f->sent / f->send_s : 0;
+	double offered = f->sched_s > 0 ? (double)f->measured / f->sched_s : 0;
+	printf("\"offered_rate\":%.1f,\"achieved_rate\":%.1f,\"achieved_ratio\":%.4f,"
+	       "\"send_seconds\":%.3f,\"measured\":%ld,\"sent\":%ld,\"received\":%ld,\"lost\":%ld,",
+	       offered, achieved, offered > 0 ? achieved / offered : 0, f->send_s, f->measured,
+	       f->sent, f->received, f->lost);
+	qb_lat_json(stdout, "deliver", &f->deliver);
+	putchar(',');
+	qb_lat_json(stdout, "sender_queue", &f->queue);
+}
+
+static void mq_figs_free(struct mq_figs *f)
+{
+	qb_lat_free(&f->deliver);
+	qb_lat_free(&f->queue);
+}
+
+/* Step k has ended (main thread): its verdict and its mark. */
+static void mq_step_end(struct mq_sched *s, int k, int64_t now, double stop_p99_ms,
+                        double stop_achieved)
+{
+	struct mq_step *st = &s->steps[k];
+	st->t_settled = now;
+	struct mq_figs f = {0};
+	mq_figs_add(s, st, &f);
+	double p99 = qb_lat_pct_ms(&f.deliver, 99);
+	double achieved = f.send_s > 0 ? (double)f.sent / f.send_s : 0;
+	st->pass = f.measured > 0 && f.sent == f.measured &&
+	           (stop_p99_ms <= 0 || p99 < stop_p99_ms) && achieved >= stop_achieved * st->rate;
+	fprintf(stderr,
+	        "qabench mqtt-push: step %d (%.0f/s) ended: achieved %.0f/s, p99 %.2f ms, "
+	        "lost %ld: %s\n",
+	        k, st->rate, achieved, p99, f.lost, st->pass ? "passed" : "missed");
+	if (s->marks) {
+		printf("{\"mark\":\"step_end\",\"step\":%d,\"rate\":%.0f,\"msgs\":%u,"
+		       "\"received\":%u,\"pass\":%s}\n",
+		       k, st->rate, st->count, st->received, st->pass ? "true" : "false");
+		fflush(stdout);
+	}
+	mq_figs_free(&f);
 }
 
 int qb_mode_mqtt_push(const struct qb_opts *o)
@@ -222,14 +352,50 @@ int qb_mode_mqtt_push(const struct qb_opts *o)
 	int port = (int)qb_opt_int(o, "port", 1883);
 	int subscribers = (int)qb_opt_int(o, "subscribers", 1000);
 	double rate = qb_opt_double(o, "rate", 1000);
+	const char *steps_s = qb_opt(o, "steps", NULL);
 	double seconds = qb_opt_double(o, "seconds", 20);
 	double warmup = qb_opt_double(o, "warmup", 2);
-	double drain = qb_opt_double(o, "drain", 2);
+	double drain = qb_opt_double(o, "drain", 3);
+	double gap = qb_opt_double(o, "gap", 0.5);
+	double stop_p99_ms = qb_opt_double(o, "stop-p99-ms", 0);
+	double stop_achieved = qb_opt_double(o, "stop-achieved", 0.99);
 	int size = (int)qb_opt_int(o, "size", 128);
-	if (subscribers < 1 || subscribers > 1000000 || rate <= 0 || seconds <= 0 || warmup < 0 ||
-	    size < MQ_HDR || size > 1 << 20 || rate * (seconds + warmup) > 4e9) {
-		fprintf(stderr, "qabench mqtt-push: bad --subscribers/--rate/--seconds/--size\n");
+	static struct mq_sched sched;
+	sched.marks = qb_opt_flag(o, "marks");
+	int bad = 0;
+	double total = 0;
+	if (steps_s) {
+		for (const char *p = steps_s; *p && !bad;) {
+			char *end;
+			double v = strtod(p, &end);
+			if (end == p || v <= 0 || sched.n_steps == MQ_MAX_STEPS)
+				bad = 1;
+			else
+				sched.steps[sched.n_steps++].rate = v;
+			p = *end == ',' ? end + 1 : end;
+			if (*end && *end != ',')
+				bad = 1;
+		}
+	} else {
+		sched.steps[sched.n_steps++].rate = rate;
+	}
+	for (int k = 0; k < sched.n_steps; k++)
+		total += sched.steps[k].rate * (seconds + warmup) + 1;
+	if (bad || !sched.n_steps || subscribers < 1 || subscribers > 1000000 || rate <= 0 ||
+	    seconds <= 0 || warmup < 0 || drain < 0 || gap < 0 || size < MQ_HDR || size > 1 << 20 ||
+	    total > 1e9) {
+		fprintf(stderr, "qabench mqtt-push: bad --subscribers/--rate/--steps/--seconds/"
+		                "--size\n");
 		return 2;
+	}
+	for (int k = 0; k < sched.n_steps; k++) {
+		struct mq_step *st = &sched.steps[k];
+		st->first = sched.total;
+		st->warm = (uint32_t)(warmup * st->rate);
+		st->count = st->warm + (uint32_t)(seconds * st->rate);
+		if (st->count <= st->warm)
+			st->count = st->warm + 1;
+		sched.total += st->count;
 	}
 	rlim_t nofile = qb_mq_raise_nofile(subscribers + 1);
 	if (nofile < (rlim_t)subscribers * 3 + 64)
@@ -247,8 +413,10 @@ int qb_mode_mqtt_push(const struct qb_opts *o)
 
 	static struct mq_inbox inbox;
 	inbox.tag = tag;
-	inbox.cap = (uint32_t)(rate * (seconds + warmup)) + 16;
-	inbox.seen = calloc(inbox.cap, 1);
+	inbox.sched = &sched;
+	sched.due_us = calloc(sched.total, sizeof(int64_t));
+	sched.sent_us = calloc(sched.total, sizeof(int64_t));
+	sched.recv_us = calloc(sched.total, sizeof(int64_t));
 	struct qb_mqfleet f = {.host = host,
 	                       .port = port,
 	                       .keepalive = 60,
@@ -257,7 +425,8 @@ int qb_mode_mqtt_push(const struct qb_opts *o)
 	                       .topic_prefix = topic_prefix,
 	                       .on_message = mq_on_message,
 	                       .user = &inbox};
-	if (!inbox.seen || qb_mqfleet_init(&f, subscribers) != 0)
+	if (!sched.due_us || !sched.sent_us || !sched.recv_us ||
+	    qb_mqfleet_init(&f, subscribers) != 0)
 		return 1;
 	int64_t t_conn = qb_now_us();
 	qb_mqfleet_connect(&f, QB_MQFLEET_WINDOW, 10, 0);
@@ -271,18 +440,15 @@ int qb_mode_mqtt_push(const struct qb_opts *o)
 	}
 
 	static struct mq_pub pub;
-	pub = (struct mq_pub){.rate = rate,
-	                      .warmup = warmup,
-	                      .seconds = seconds,
-	                      .size = size,
+	pub = (struct mq_pub){.size = size,
 	                      .tag = tag,
-	                      .cap = inbox.cap,
 	                      .topic_prefix = topic_prefix,
-	                      .subscribers = subscribers};
+	                      .subscribers = subscribers,
+	                      .sched = &sched};
 	char pub_id[32];
 	snprintf(pub_id, sizeof(pub_id), "qbp%06x", tag);
 	pub.mosq = qb_mq_new(pub_id, true, &pub);
-	int rc = 1;
+	int rc = 1, ran = 0;
 	pthread_t tid;
 	if (pub.mosq) {
 		/* No client-side cap on QoS 1 messages in flight (default 20): the
@@ -302,19 +468,40 @@ int qb_mode_mqtt_push(const struct qb_opts *o)
 			fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 		}
 	}
+	atomic_store(&sched.go_steps, 1);
 	if (rc == MOSQ_ERR_SUCCESS && pthread_create(&tid, NULL, mq_pub_main, &pub) == 0) {
-		int64_t last_misc = qb_now_us(), drain_until = 0;
+		int64_t last_misc = qb_now_us(), drain_from = 0, next_at = 0;
+		int cur = 0;
 		for (;;) {
-			qb_mqfleet_poll(&f, 5);
+			qb_mqfleet_poll(&f, 2);
 			int64_t now = qb_now_us();
 			if (now - last_misc >= 1000000) {
 				qb_mqfleet_misc(&f);
 				last_misc = now;
 			}
-			if (!drain_until && atomic_load(&pub.sending_over))
-				drain_until = now + (int64_t)(drain * 1e6);
-			if (drain_until && now >= drain_until)
+			if (pub.error)
 				break;
+			if (next_at) { /* the gap before step cur */
+				if (now >= next_at) {
+					atomic_store(&sched.go_steps, cur + 1);
+					next_at = 0;
+				}
+				continue;
+			}
+			if (atomic_load(&sched.sent_steps) <= cur)
+				continue;
+			if (!drain_from)
+				drain_from = now;
+			if (sched.steps[cur].received < sched.steps[cur].count &&
+			    now - drain_from < (int64_t)(drain * 1e6))
+				continue;
+			mq_step_end(&sched, cur, now, stop_p99_ms, stop_achieved);
+			ran = cur + 1;
+			if (cur + 1 >= sched.n_steps || (stop_p99_ms > 0 && !sched.steps[cur].pass))
+				break;
+			cur++;
+			drain_from = 0;
+			next_at = now + (int64_t)(gap * 1e6);
 		}
 		atomic_store(&pub.stop, 1);
 		pthread_join(tid, NULL);
@@ -329,16 +516,34 @@ int qb_mode_mqtt_push(const struct qb_opts *o)
 		rc = 1;
 	}
 	if (rc == 0) {
-		long lost = pub.sent_measured - inbox.received;
+		double capacity = 0;
+		for (int k = 0; k < ran && sched.steps[k].pass; k++)
+			capacity = sched.steps[k].rate;
+		struct mq_figs all = {0};
+		for (int k = 0; k < ran; k++)
+			mq_figs_add(&sched, &sched.steps[k], &all);
 		printf("{\"mode\":\"mqtt-push\",\"subscribers\":%d,\"rate\":%.0f,\"seconds\":%.3f,"
-		       "\"sent\":%ld,\"received\":%ld,\"lost\":%ld,\"duplicates\":%ld,"
-		       "\"disconnected\":%d,",
-		       subscribers, rate, seconds, pub.sent_measured, inbox.received, lost,
-		       inbox.duplicates, f.count[QB_MQC_LOST]);
-		qb_lat_json(stdout, "deliver", &inbox.deliver);
+		       "\"latency_from\":\"due\",\"duplicates\":%ld,\"disconnected\":%d,"
+		       "\"steps_run\":%d,\"stop_p99_ms\":%.1f,\"stop_achieved\":%.3f,"
+		       "\"capacity_msgs_per_s\":%.0f,",
+		       subscribers, sched.steps[0].rate, seconds, inbox.duplicates,
+		       f.count[QB_MQC_LOST], ran, stop_p99_ms, stop_achieved, capacity);
+		mq_figs_json(&all);
+		mq_figs_free(&all);
 		printf(",");
 		qb_lat_json(stdout, "puback", &pub.puback);
-		printf("}\n");
+		printf(",\"steps\":[");
+		for (int k = 0; k < ran; k++) {
+			struct mq_figs sf = {0};
+			mq_figs_add(&sched, &sched.steps[k], &sf);
+			printf("%s{\"rate\":%.0f,\"msgs\":%u,\"warmup_msgs\":%u,\"pass\":%s,",
+			       k ? "," : "", sched.steps[k].rate, sched.steps[k].count,
+			       sched.steps[k].warm, sched.steps[k].pass ? "true" : "false");
+			mq_figs_json(&sf);
+			putchar('}');
+			mq_figs_free(&sf);
+		}
+		printf("]}\n");
 		fflush(stdout);
 	}
 	if (inbox.foreign)
@@ -347,9 +552,10 @@ int qb_mode_mqtt_push(const struct qb_opts *o)
 	if (pub.mosq)
 		mosquitto_destroy(pub.mosq);
 	qb_mqfleet_free(&f);
-	qb_lat_free(&inbox.deliver);
 	qb_lat_free(&pub.puback);
-	free(inbox.seen);
+	free(sched.due_us);
+	free(sched.sent_us);
+	free(sched.recv_us);
 	mosquitto_lib_cleanup();
 	return rc;
 }

@@ -1,24 +1,48 @@
-/* qabench push (issue 7, scenario 2): push latency through qagw.
+/* qabench push (issue 7, scenario 2; issue 15, push capacity): push latency
+ * through qagw, measured open-loop.
  *
  * N receiver agents hold PERSIST sessions on their primaries (router-assigned:
  * HELLO primary "" to the first port, then hop to the primary the WELCOME
  * names until on_primary is 1). One sender (its own session, not PERSIST)
- * sends round robin to the receivers at --rate msgs/s on an open-loop
- * schedule. Due messages go out at once while fewer than --window UPLOADs
- * await their ack; otherwise they queue and leave together (up to --batch per
- * UPLOAD) when the next ack comes back. The default (--window 1 --batch 64)
- * is how an agent uploads its queue, and is needed to reach 1,000 msgs/s:
- * qagw answers one session's UPLOADs one commit at a time, so one message per
- * UPLOAD (--window 0 --batch 1: strictly pipelined, never batched) tops out
- * at one commit latency per message. The time a message waits in the
- * sender's queue is reported apart (sender_queue). A receiver answers PUSH
- * with PUSH_ACK at once, then FETCHes, and DELIVER_ACKs what it gets.
+ * sends round robin to the receivers on a fixed schedule: message i of a
+ * step of rate R is due at t0 + i / R, whatever the acks do. Due messages go
+ * out at once while fewer than --window UPLOADs await their ack; otherwise
+ * they queue and leave together (up to --batch per UPLOAD, capped by the
+ * WELCOME's max_batch) when the next ack comes back. The default (--window 1
+ * --batch 256) is how qaagent uploads its outbox: one UPLOAD at a time, up to
+ * max_batch messages each.
  *
- * Measured per message (warmup excluded): UPLOAD send -> UPLOAD_ACK at the
- * sender, UPLOAD send -> PUSH at its recipient (a PUSH is attributed to the
- * recipient's oldest message neither pushed nor delivered yet), and UPLOAD
- * send -> the message in a DELIVER, matched by id. Message i goes to receiver
- * i % N, and its body carries i, so the id is checked against message i. */
+ * Every latency starts at the message's *due* time, not at the moment its
+ * UPLOAD was written: a message that waits in the sender's queue (because the
+ * previous UPLOAD's ack is late, or the sender fell behind) waits on the
+ * clock, as a user's message would. The wait in the sender's queue alone
+ * (sender_queue: due -> written) is reported as well, for information; it is
+ * never subtracted. A message that never arrives counts in the percentiles
+ * with the time from its due time to the end of its step (a lower bound), and
+ * as lost. The achieved rate is the measured messages actually written
+ * divided by the time from the first one's due time to the last one's write
+ * (plus one interval): under 99 % of the offered rate, the sender could not
+ * keep the schedule.
+ *
+ * Steps (--steps R1,R2,...; or one step of --rate): each step is --warmup s
+ * of messages that are not measured, then --seconds s that are. After its
+ * last message is written, a step ends when every message of it is acked and
+ * delivered (or LINGER_US later); the next starts --gap s after that. With
+ * --stop-p99-ms P, stepping stops after the first step whose UPLOAD ->
+ * DELIVER p99 is P or more or whose achieved rate is under --stop-achieved
+ * (default 0.99) of its offered rate; capacity_msgs_per_s is then the highest
+ * rate of the steps that passed before it.
+ *
+ * A receiver answers PUSH with PUSH_ACK at once, then FETCHes, and
+ * DELIVER_ACKs what it gets. Measured per message: due -> UPLOAD_ACK at the
+ * sender, due -> PUSH at its recipient (a PUSH is attributed to the
+ * recipient's oldest message neither pushed nor delivered yet), and due -> the
+ * message in a DELIVER, matched by id. Message i goes to receiver i % N, and
+ * its body carries i, so the id is checked against message i.
+ *
+ * --marks: {"mark":"step_start",...} on stdout when a step's first message is
+ * due and {"mark":"step_end",...} when the step has ended, so that the
+ * orchestrator can read CPU and store counters over exactly one step. */
 #include "bench/qb.h"
 #include "bench/qb_agent.h"
 
@@ -33,6 +57,7 @@
 #define MAX_HOPS        5  /* reconnects to reach the primary */
 #define MAX_RETRIES     10 /* reconnects after a failure before WELCOME */
 #define LINGER_US       3000000
+#define MAX_STEPS       16
 #define READY_TIMEOUT_S 120
 
 enum rx_state {
@@ -59,10 +84,23 @@ struct rx {
 
 struct msg {
 	uint8_t id[16];
-	int64_t due_us;  /* its place in the schedule */
-	int64_t sent_us; /* the UPLOAD carrying it was queued: latencies start here */
+	int64_t due_us;  /* its place in the schedule: every latency starts here */
+	int64_t sent_us; /* the UPLOAD carrying it was written (sender_queue ends here) */
 	int64_t acked_us, pushed_us, delivered_us;
 	uint8_t result; /* UPLOAD_ACK result */
+};
+
+/* One rate of the schedule: messages [first, first + count), the first warm
+ * of them not measured. */
+struct step {
+	double rate;
+	uint64_t first, count, warm;
+	int64_t t0;                    /* when its message 0 is due; 0: not started */
+	int64_t t_sent_end, t_settled; /* its last message written; the step ended */
+	uint64_t acked, settled;       /* its messages acked; delivered or rejected */
+	uint64_t abandoned;            /* never written: the sender fell too far behind */
+	int pass;                      /* after t_settled: met the --stop-* rule */
+	double p99_deliver_ms, achieved_rate;
 };
 
 struct push_run {
@@ -77,15 +115,18 @@ struct push_run {
 	struct qb_agent *sender;
 	int sender_ready, sender_dead;
 	char sender_id[128];
-	double rate;
+	struct step steps[MAX_STEPS];
+	int n_steps, cur; /* the step running (or the gap before it) */
+	double gap_s, stop_p99_ms, stop_achieved;
+	int marks;
 	int batch, body_len;
-	uint64_t total, warm; /* messages to send; the first warm are the warmup */
+	uint64_t total; /* messages to send, over every step */
 	struct msg *msgs;
 	uint8_t *bodies; /* batch x body_len: the bodies of the UPLOAD being encoded */
 	uint64_t n_due, n_sent, n_acked, n_delivered; /* n_sent <= n_due: the queue between */
 	int window;                                   /* most UPLOADs awaiting an ack; 0: any */
 	uint64_t uploads, uploads_in_flight, max_in_upload;
-	int64_t t_start, t_send_end;
+	int64_t t_start, t_next_step; /* the first step's start; when the next one starts */
 	struct event *tick, *progress;
 	int finished, exit_code;
 
@@ -99,6 +140,14 @@ static void rx_connect(struct rx *r);
 static void rx_give_up(struct rx *r, const char *why);
 static void sender_connect(struct push_run *run);
 static void finish(struct push_run *run);
+
+static struct step *step_of(struct push_run *run, uint64_t i)
+{
+	for (int k = 0; k < run->n_steps; k++)
+		if (i < run->steps[k].first + run->steps[k].count)
+			return &run->steps[k];
+	return &run->steps[run->n_steps - 1];
+}
 
 static int parse_ports(const char *s, int *ports, int max)
 {
@@ -275,6 +324,7 @@ static void rx_on_deliver(struct rx *r, const struct qs_deliver *d, int64_t now)
 			} else {
 				msg->delivered_us = now;
 				run->n_delivered++;
+				step_of(run, idx)->settled++;
 			}
 		} else {
 			run->foreign++; /* an earlier run's message to the same id */
@@ -306,7 +356,8 @@ static void rx_on_frame(struct qb_agent *a, const struct qs_frame *f)
 		ack.u.push_id = f->u.push.push_id;
 		send_frame(a, &ack);
 		run->pushes++;
-		if (run->t_start && now >= run->t_start + (int64_t)(run->warm * 1e6 / run->rate))
+		const struct step *cs = &run->steps[run->cur];
+		if (cs->t0 && now >= cs->t0 + (int64_t)((double)cs->warm * 1e6 / cs->rate))
 			run->pushes_measured++;
 		uint64_t k = rx_oldest_unpushed(r);
 		if (k == UINT64_MAX)
@@ -402,13 +453,13 @@ static void rx_connect(struct rx *r)
 
 /* ---- the sender ---- */
 
-/* Message i is due at t_start + i / rate (open loop: the schedule, not the
- * acks, sets the pace). Due messages go out at once, up to --batch per
- * UPLOAD, while fewer than --window UPLOADs await their ack (0: no limit);
- * beyond that they wait in the sender's queue, and the next UPLOAD_ACK sends
- * them. Message i goes to receiver i % N; its body starts with BODY_MAGIC and
- * i; an UPLOAD's batch number is its first message's index, so an UPLOAD_ACK
- * maps back without a table. */
+/* Message i of the current step is due at t0 + (i - first) / rate (open
+ * loop: the schedule, not the acks, sets the pace). Due messages go out at
+ * once, up to --batch per UPLOAD, while fewer than --window UPLOADs await
+ * their ack (0: no limit); beyond that they wait in the sender's queue, and
+ * the next UPLOAD_ACK sends them. Message i goes to receiver i % N; its body
+ * starts with BODY_MAGIC and i; an UPLOAD's batch number is its first
+ * message's index, so an UPLOAD_ACK maps back without a table. */
 static void send_queued(struct push_run *run)
 {
 	struct qs_msg_out out[QS_DEFAULT_MAX_BATCH];
@@ -451,39 +502,237 @@ static void send_queued(struct push_run *run)
 		if ((uint64_t)n > run->max_in_upload)
 			run->max_in_upload = (uint64_t)n;
 	}
-	if (run->n_sent == run->total && !run->t_send_end)
-		run->t_send_end = qb_now_us();
+	struct step *s = &run->steps[run->cur];
+	if (s->t0 && !s->t_sent_end && run->n_sent == s->first + s->count)
+		s->t_sent_end = qb_now_us();
 }
 
 static void send_due(struct push_run *run, int64_t now)
 {
-	uint64_t due = (uint64_t)((double)(now - run->t_start) * run->rate / 1e6) + 1;
-	if (due > run->total)
-		due = run->total;
-	for (; run->n_due < due; run->n_due++)
+	struct step *s = &run->steps[run->cur];
+	uint64_t k = (uint64_t)((double)(now - s->t0) * s->rate / 1e6) + 1;
+	if (k > s->count)
+		k = s->count;
+	for (; run->n_due < s->first + k; run->n_due++)
 		run->msgs[run->n_due].due_us =
-		    run->t_start + (int64_t)((double)run->n_due * 1e6 / run->rate);
+		    s->t0 + (int64_t)((double)(run->n_due - s->first) * 1e6 / s->rate);
 	send_queued(run);
 }
 
-static int all_settled(const struct push_run *run)
+static void step_start(struct push_run *run, int64_t now)
 {
-	return run->n_sent == run->total && run->n_acked == run->total &&
-	       run->n_delivered == run->total;
+	struct step *s = &run->steps[run->cur];
+	s->t0 = now;
+	if (run->marks) {
+		printf("{\"mark\":\"step_start\",\"step\":%d,\"rate\":%.0f}\n", run->cur, s->rate);
+		fflush(stdout);
+	}
+	fprintf(stderr, "qabench push: step %d: %llu messages at %.0f/s\n", run->cur,
+	        (unsigned long long)s->count, s->rate);
+	send_due(run, now);
+}
+
+/* ---- figures ---- */
+
+/* The figures of the measured messages of one or more steps (each ended). */
+struct figs {
+	uint64_t measured, sent, delivered, lost, rejected, unacked, pushed, no_push;
+	double send_s;  /* first measured due -> last measured written, + 1 interval */
+	double offered; /* messages per second the schedule asked for (weighted) */
+	struct qb_lat ack, push, deliver, queue;
+};
+
+static void figs_add(const struct push_run *run, const struct step *s, struct figs *f)
+{
+	uint64_t a = s->first + s->warm, z = s->first + s->count;
+	int64_t end = s->t_settled ? s->t_settled : qb_now_us(); /* censoring point */
+	int64_t last_sent = 0;
+	uint64_t sent = 0;
+	for (uint64_t i = a; i < z; i++) {
+		const struct msg *m = &run->msgs[i];
+		f->measured++;
+		if (i >= run->n_sent || !m->sent_us) { /* never written */
+			f->lost++;
+			qb_lat_add(&f->deliver, end - (m->due_us ? m->due_us : end));
+			continue;
+		}
+		sent++;
+		last_sent = m->sent_us;
+		qb_lat_add(&f->queue, m->sent_us - m->due_us);
+		qb_lat_add(&f->ack, (m->acked_us ? m->acked_us : end) - m->due_us);
+		if (!m->acked_us)
+			f->unacked++;
+		if (m->acked_us && m->result != QS_R_STORED) {
+			f->rejected++;
+			continue;
+		}
+		if (m->pushed_us) {
+			f->pushed++;
+			qb_lat_add(&f->push, m->pushed_us - m->due_us);
+		}
+		if (m->delivered_us > 0) {
+			f->delivered++;
+			qb_lat_add(&f->deliver, m->delivered_us - m->due_us);
+			f->no_push += !m->pushed_us;
+		} else {
+			f->lost++; /* counted at the end of its step: a lower bound */
+			qb_lat_add(&f->deliver, end - m->due_us);
+			if (!m->pushed_us)
+				qb_lat_add(&f->push, end - m->due_us);
+		}
+	}
+	f->sent += sent;
+	if (sent < z - a) /* some never written: the time ran until the step ended */
+		last_sent = end;
+	if (sent && z > a) {
+		double secs = (double)(last_sent - run->msgs[a].due_us) / 1e6 + 1.0 / s->rate;
+		f->send_s += secs;
+		f->offered += (double)(z - a) / s->rate; /* seconds the schedule took */
+	}
+}
+
+static void figs_free(struct figs *f)
+{
+	qb_lat_free(&f->ack);
+	qb_lat_free(&f->push);
+	qb_lat_free(&f->deliver);
+	qb_lat_free(&f->queue);
+}
+
+/* Prints the figures' fields (no braces). */
+static void figs_json(struct figs *f)
+{
+	double achieved = f->send_s > 0 ? (double)f->sent / f->send_s : 0;
+	double offered = f->offered > 0 ? (double)f->measured / f->offered : 0;
+	printf("\"offered_rate\":%.1f,\"achieved_rate\":%.1f,\"achieved_ratio\":%.4f,"
+	       "\"send_seconds\":%.3f,\"measured\":%llu,\"sent\":%llu,\"delivered\":%llu,"
+	       "\"lost\":%llu,\"rejected\":%llu,\"unacked\":%llu,\"pushed_msgs\":%llu,"
+	       "\"delivered_without_own_push\":%llu,",
+	       offered, achieved, offered > 0 ? achieved / offered : 0, f->send_s,
+	       (unsigned long long)f->measured, (unsigned long long)f->sent,
+	       (unsigned long long)f->delivered, (unsigned long long)f->lost,
+	       (unsigned long long)f->rejected, (unsigned long long)f->unacked,
+	       (unsigned long long)f->pushed, (unsigned long long)f->no_push);
+	qb_lat_json(stdout, "upload_to_push", &f->push);
+	putchar(',');
+	qb_lat_json(stdout, "upload_to_deliver", &f->deliver);
+	putchar(',');
+	qb_lat_json(stdout, "upload_ack", &f->ack);
+	putchar(',');
+	qb_lat_json(stdout, "sender_queue", &f->queue);
+}
+
+/* A step has ended: its verdict under the --stop-* rule, its mark. */
+static void step_end(struct push_run *run, int64_t now)
+{
+	struct step *s = &run->steps[run->cur];
+	s->t_settled = now;
+	struct figs f = {0};
+	figs_add(run, s, &f);
+	s->p99_deliver_ms = qb_lat_pct_ms(&f.deliver, 99);
+	s->achieved_rate = f.send_s > 0 ? (double)f.sent / f.send_s : 0;
+	s->pass = f.measured > 0 && f.sent == f.measured &&
+	          (run->stop_p99_ms <= 0 || s->p99_deliver_ms < run->stop_p99_ms) &&
+	          s->achieved_rate >= run->stop_achieved * s->rate;
+	uint64_t stored = 0;
+	for (uint64_t i = s->first; i < s->first + s->count && i < run->n_sent; i++)
+		stored += run->msgs[i].acked_us && run->msgs[i].result == QS_R_STORED;
+	fprintf(stderr,
+	        "qabench push: step %d (%.0f/s) ended: achieved %.0f/s, DELIVER p99 %.2f ms, "
+	        "lost %llu: %s\n",
+	        run->cur, s->rate, s->achieved_rate, s->p99_deliver_ms, (unsigned long long)f.lost,
+	        s->pass ? "passed" : "missed");
+	if (run->marks) {
+		printf("{\"mark\":\"step_end\",\"step\":%d,\"rate\":%.0f,\"msgs\":%llu,"
+		       "\"stored\":%llu,\"pass\":%s}\n",
+		       run->cur, s->rate, (unsigned long long)s->count, (unsigned long long)stored,
+		       s->pass ? "true" : "false");
+		fflush(stdout);
+	}
+	figs_free(&f);
+}
+
+/* The sender is still behind LINGER_US after the step's schedule ended: the
+ * rest of the step is never written (each such message counts as lost, and
+ * the achieved rate shows the shortfall), so that an overloaded step ends in
+ * bounded time. */
+static void step_abandon(struct push_run *run, struct step *s)
+{
+	uint64_t end = s->first + s->count, n = 0;
+	for (uint64_t i = run->n_sent; i < end; i++, n++) {
+		struct msg *m = &run->msgs[i];
+		if (!m->due_us)
+			m->due_us = s->t0 + (int64_t)((double)(i - s->first) * 1e6 / s->rate);
+		m->delivered_us = -2; /* never written: the receivers' cursors pass it */
+	}
+	fprintf(stderr,
+	        "qabench push: step %d: %llu messages never sent (the sender fell behind)\n",
+	        run->cur, (unsigned long long)n);
+	s->abandoned = n;
+	s->acked += n;
+	s->settled += n;
+	run->n_due = run->n_sent = end;
+	s->t_sent_end = qb_now_us();
+}
+
+/* The sender's clock: one timer, armed for the next message's due time (the
+ * base has precise timers, so a message is not held back by a coarse tick),
+ * for the next step's start in a gap, or every millisecond while a step
+ * settles. */
+static int64_t tick_work(struct push_run *run, int64_t now)
+{
+	struct step *s = &run->steps[run->cur];
+	if (!s->t0) { /* the gap before this step */
+		if (now < run->t_next_step)
+			return run->t_next_step;
+		step_start(run, now);
+		return now;
+	}
+	if (run->n_sent < s->first + s->count && !run->sender_dead &&
+	    now >= s->t0 + (int64_t)((double)s->count * 1e6 / s->rate) + LINGER_US) {
+		step_abandon(run, s);
+		return now;
+	}
+	if (run->n_sent < s->first + s->count && !run->sender_dead) {
+		send_due(run, now);
+		if (run->n_due < s->first + s->count)
+			return s->t0 + (int64_t)((double)(run->n_due - s->first) * 1e6 / s->rate);
+		return now + 1000; /* all due: the rest leave as acks come back */
+	}
+	if (!s->t_sent_end)
+		s->t_sent_end = now;
+	if (!(s->acked == s->count && s->settled == s->count) && now - s->t_sent_end < LINGER_US &&
+	    !run->sender_dead)
+		return now + 1000;
+	step_end(run, now);
+	if (run->cur + 1 >= run->n_steps || run->sender_dead ||
+	    (run->stop_p99_ms > 0 && !s->pass)) {
+		finish(run);
+		return 0;
+	}
+	run->cur++;
+	run->t_next_step = now + (int64_t)(run->gap_s * 1e6);
+	return run->t_next_step;
 }
 
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct push_run *run = arg;
-	int64_t now = qb_now_us();
-	if (run->n_sent < run->total && !run->sender_dead) {
-		send_due(run, now);
+	if (run->finished)
 		return;
+	int64_t now = qb_now_us();
+	int64_t next = tick_work(run, now);
+	if (!next || run->finished)
+		return;
+	int64_t wait = next - qb_now_us();
+	if (wait < 0)
+		wait = 0;
+	struct timeval tv = {(time_t)(wait / 1000000), (suseconds_t)(wait % 1000000)};
+	if (evtimer_add(run->tick, &tv) != 0) {
+		fprintf(stderr, "qabench push: cannot arm the timer\n");
+		run->exit_code = 1;
+		event_base_loopbreak(run->base);
 	}
-	if (!run->t_send_end)
-		run->t_send_end = now;
-	if (all_settled(run) || now - run->t_send_end >= LINGER_US || run->sender_dead)
-		finish(run);
 }
 
 static void on_progress(evutil_socket_t fd, short what, void *arg)
@@ -510,15 +759,18 @@ static void tx_on_welcome(struct qb_agent *a, const struct qs_welcome *w)
 		run->batch = w->max_batch;
 	run->sender_ready = 1;
 	run->t_start = qb_now_us();
-	fprintf(stderr, "qabench push: sender on %.*s, sending %llu messages at %.0f/s\n",
-	        (int)w->server.len, w->server.ptr, (unsigned long long)run->total, run->rate);
-	struct timeval ms = {0, 1000};
-	run->tick = event_new(run->base, -1, EV_PERSIST, on_tick, run);
-	if (!run->tick || event_add(run->tick, &ms) != 0) {
+	fprintf(stderr, "qabench push: sender on %.*s, %d step(s), %llu messages, batch %d\n",
+	        (int)w->server.len, w->server.ptr, run->n_steps, (unsigned long long)run->total,
+	        run->batch);
+	struct timeval zero = {0, 0};
+	run->tick = evtimer_new(run->base, on_tick, run);
+	if (!run->tick || evtimer_add(run->tick, &zero) != 0) {
 		fprintf(stderr, "qabench push: no timer\n");
 		run->exit_code = 1;
 		event_base_loopbreak(run->base);
+		return;
 	}
+	run->t_next_step = run->t_start; /* the first step starts on the first tick */
 }
 
 static void tx_on_frame(struct qb_agent *a, const struct qs_frame *f)
@@ -540,10 +792,13 @@ static void tx_on_frame(struct qb_agent *a, const struct qs_frame *f)
 		m->acked_us = now;
 		m->result = ack->entries[k].result;
 		run->n_acked++;
+		struct step *s = step_of(run, i);
+		s->acked++;
 		if (m->result != QS_R_STORED) {
 			run->rejected++;
 			m->delivered_us = -1; /* never coming: not lost, rejected */
 			run->n_delivered++;
+			s->settled++;
 		}
 	}
 	send_queued(run); /* what waited for the window */
@@ -588,72 +843,66 @@ static void finish(struct push_run *run)
 	if (run->finished)
 		return;
 	run->finished = 1;
-	struct qb_lat ack = {0}, push = {0}, deliver = {0}, queue = {0};
-	uint64_t sent = 0, delivered = 0, lost = 0, pushed = 0, no_push = 0;
-	uint64_t warm_lost = 0;
-	for (uint64_t i = 0; i < run->n_sent; i++) {
-		const struct msg *m = &run->msgs[i];
-		int measured = i >= run->warm;
-		if (!measured) {
-			warm_lost += m->delivered_us == 0;
-			continue;
-		}
-		sent++;
-		qb_lat_add(&queue, m->sent_us - m->due_us);
-		if (m->acked_us)
-			qb_lat_add(&ack, m->acked_us - m->sent_us);
-		if (m->result != QS_R_STORED && m->acked_us)
-			continue; /* rejected: counted apart */
-		if (m->pushed_us) {
-			pushed++;
-			qb_lat_add(&push, m->pushed_us - m->sent_us);
-		}
-		if (m->delivered_us > 0) {
-			delivered++;
-			qb_lat_add(&deliver, m->delivered_us - m->sent_us);
-			no_push += !m->pushed_us;
-		} else {
-			lost++;
-		}
+	int ran = 0;
+	double capacity = 0;
+	int capacity_open = 1; /* every step so far passed */
+	for (int k = 0; k < run->n_steps && run->steps[k].t_settled; k++) {
+		ran++;
+		if (capacity_open && run->steps[k].pass)
+			capacity = run->steps[k].rate;
+		else
+			capacity_open = 0;
 	}
-	double secs = (double)(run->t_send_end - run->t_start) / 1e6;
-	printf("{\"mode\":\"push\",\"tls\":%s,\"agents\":%u,\"rate\":%.0f,\"send_seconds\":%.3f,"
+	uint64_t warm = 0, warm_lost = 0;
+	for (int k = 0; k < ran; k++) {
+		const struct step *s = &run->steps[k];
+		warm += s->warm;
+		for (uint64_t i = s->first; i < s->first + s->warm; i++)
+			warm_lost += i < run->n_sent && run->msgs[i].delivered_us == 0;
+	}
+	struct figs all = {0};
+	for (int k = 0; k < ran; k++)
+		figs_add(run, &run->steps[k], &all);
+	printf("{\"mode\":\"push\",\"tls\":%s,\"agents\":%u,\"rate\":%.0f,\"latency_from\":\"due\","
 	       "\"warmup_msgs\":%llu,\"batch\":%d,\"window\":%d,\"uploads\":%llu,"
-	       "\"max_msgs_per_upload\":%llu,"
-	       "\"sent\":%llu,\"delivered\":%llu,\"lost\":%llu,\"rejected\":%llu,"
-	       "\"unacked\":%llu,\"unsent\":%llu,\"warmup_lost\":%llu,"
-	       "\"pushes\":%llu,\"pushes_measured\":%llu,\"pushed_msgs\":%llu,"
-	       "\"delivered_without_own_push\":%llu,\"push_unattributed\":%llu,"
+	       "\"max_msgs_per_upload\":%llu,\"unsent\":%llu,\"warmup_lost\":%llu,"
+	       "\"pushes\":%llu,\"pushes_measured\":%llu,\"push_unattributed\":%llu,"
 	       "\"deliver_frames\":%llu,\"fetches\":%llu,\"duplicates\":%llu,\"foreign\":%llu,"
 	       "\"receivers_ready\":%u,\"receivers_failed\":%u,\"primary_hops\":%llu,"
-	       "\"receiver_closes\":%llu,\"reassigns\":%llu,\"overloaded\":%llu,",
-	       run->tls ? "true" : "false", run->n_rx, run->rate, secs,
-	       (unsigned long long)run->warm, run->batch, run->window,
-	       (unsigned long long)run->uploads, (unsigned long long)run->max_in_upload,
-	       (unsigned long long)sent, (unsigned long long)delivered, (unsigned long long)lost,
-	       (unsigned long long)run->rejected, (unsigned long long)(run->n_sent - run->n_acked),
+	       "\"receiver_closes\":%llu,\"reassigns\":%llu,\"overloaded\":%llu,"
+	       "\"steps_run\":%d,\"stop_p99_ms\":%.1f,\"stop_achieved\":%.3f,"
+	       "\"capacity_msgs_per_s\":%.0f,",
+	       run->tls ? "true" : "false", run->n_rx, run->steps[0].rate, (unsigned long long)warm,
+	       run->batch, run->window, (unsigned long long)run->uploads,
+	       (unsigned long long)run->max_in_upload,
 	       (unsigned long long)(run->total - run->n_sent), (unsigned long long)warm_lost,
 	       (unsigned long long)run->pushes, (unsigned long long)run->pushes_measured,
-	       (unsigned long long)pushed, (unsigned long long)no_push,
 	       (unsigned long long)run->push_unattributed, (unsigned long long)run->delivers,
 	       (unsigned long long)run->fetches, (unsigned long long)run->duplicates,
 	       (unsigned long long)run->foreign, run->n_ready, run->n_failed_rx,
 	       (unsigned long long)run->hops_total, (unsigned long long)run->receiver_closes,
-	       (unsigned long long)run->reassigns, (unsigned long long)run->overloaded);
-	qb_lat_json(stdout, "upload_to_push", &push);
-	putchar(',');
-	qb_lat_json(stdout, "upload_to_deliver", &deliver);
-	putchar(',');
-	qb_lat_json(stdout, "upload_ack", &ack);
-	putchar(',');
-	qb_lat_json(stdout, "sender_queue", &queue);
-	printf("}\n");
+	       (unsigned long long)run->reassigns, (unsigned long long)run->overloaded, ran,
+	       run->stop_p99_ms, run->stop_achieved, capacity);
+	figs_json(&all);
+	int unsent = all.sent < all.measured;
+	figs_free(&all);
+	printf(",\"steps\":[");
+	for (int k = 0; k < ran; k++) {
+		const struct step *s = &run->steps[k];
+		struct figs f = {0};
+		figs_add(run, s, &f);
+		printf("%s{\"rate\":%.0f,\"msgs\":%llu,\"warmup_msgs\":%llu,\"never_sent\":%llu,"
+		       "\"pass\":%s,",
+		       k ? "," : "", s->rate, (unsigned long long)s->count,
+		       (unsigned long long)s->warm, (unsigned long long)s->abandoned,
+		       s->pass ? "true" : "false");
+		figs_json(&f);
+		putchar('}');
+		figs_free(&f);
+	}
+	printf("]}\n");
 	fflush(stdout);
-	qb_lat_free(&ack);
-	qb_lat_free(&push);
-	qb_lat_free(&deliver);
-	qb_lat_free(&queue);
-	if (run->sender_dead && run->n_sent < run->total)
+	if (run->sender_dead && unsent)
 		run->exit_code = 1;
 	event_base_loopbreak(run->base);
 }
@@ -675,19 +924,43 @@ int qb_mode_push(const struct qb_opts *o)
 	run.host = qb_opt(o, "host", "127.0.0.1");
 	run.nports = parse_ports(qb_opt(o, "ports", "2439,2440,2441"), run.ports, MAX_PORTS);
 	long agents = qb_opt_int(o, "agents", 1000);
-	run.rate = qb_opt_double(o, "rate", 1000);
+	double rate = qb_opt_double(o, "rate", 1000);
+	const char *steps = qb_opt(o, "steps", NULL);
 	double seconds = qb_opt_double(o, "seconds", 20);
 	double warmup = qb_opt_double(o, "warmup", 2);
-	run.batch = (int)qb_opt_int(o, "batch", 64);
+	run.gap_s = qb_opt_double(o, "gap", 0.5);
+	run.stop_p99_ms = qb_opt_double(o, "stop-p99-ms", 0);
+	run.stop_achieved = qb_opt_double(o, "stop-achieved", 0.99);
+	run.marks = qb_opt_flag(o, "marks");
+	run.batch = (int)qb_opt_int(o, "batch", QS_DEFAULT_MAX_BATCH);
+	/* the schedule: --steps R1,R2,... or one step at --rate */
+	double rates[MAX_STEPS];
+	int n_rates = 0, bad_steps = 0;
+	if (steps) {
+		for (const char *p = steps; *p && !bad_steps;) {
+			char *end;
+			double v = strtod(p, &end);
+			if (end == p || v <= 0 || n_rates == MAX_STEPS)
+				bad_steps = 1;
+			else
+				rates[n_rates++] = v;
+			p = *end == ',' ? end + 1 : end;
+			if (*end && *end != ',')
+				bad_steps = 1;
+		}
+	} else {
+		rates[n_rates++] = rate;
+	}
 	run.window = (int)qb_opt_int(o, "window", 1);
 	run.body_len = (int)qb_opt_int(o, "size", 16);
 	run.parallel = (uint32_t)qb_opt_int(o, "parallel", 50);
-	if (run.nports <= 0 || agents < 1 || agents > 1000000 || run.rate <= 0 || seconds <= 0 ||
-	    warmup < 0 || run.batch < 1 || run.batch > QS_DEFAULT_MAX_BATCH || run.window < 0 ||
+	if (run.nports <= 0 || agents < 1 || agents > 1000000 || rate <= 0 || bad_steps ||
+	    !n_rates || seconds <= 0 || warmup < 0 || run.gap_s < 0 || run.stop_achieved < 0 ||
+	    run.batch < 1 || run.batch > QS_DEFAULT_MAX_BATCH || run.window < 0 ||
 	    run.body_len < 8 || run.body_len > 1024 || run.parallel < 1) {
-		fprintf(stderr,
-		        "qabench push: bad options (--ports P1,P2 --agents N --rate R "
-		        "--seconds S --warmup W --batch 1..256 --window N --size 8..1024)\n");
+		fprintf(stderr, "qabench push: bad options (--ports P1,P2 --agents N --rate R | "
+		                "--steps R1,R2,... --seconds S --warmup W --gap S --stop-p99-ms P "
+		                "--stop-achieved F --batch 1..256 --window N --size 8..1024)\n");
 		return 2;
 	}
 	char prefix[64];
@@ -706,12 +979,28 @@ int qb_mode_push(const struct qb_opts *o)
 	}
 	signal(SIGPIPE, SIG_IGN);
 	run.n_rx = (uint32_t)agents;
-	run.warm = (uint64_t)(warmup * run.rate);
-	run.total = run.warm + (uint64_t)(seconds * run.rate);
+	run.n_steps = n_rates;
+	for (int k = 0; k < n_rates; k++) {
+		struct step *st = &run.steps[k];
+		st->rate = rates[k];
+		st->first = run.total;
+		st->warm = (uint64_t)(warmup * rates[k]);
+		st->count = st->warm + (uint64_t)(seconds * rates[k]);
+		if (st->count <= st->warm)
+			st->count = st->warm + 1;
+		run.total += st->count;
+	}
 	run.rx = calloc(run.n_rx, sizeof(*run.rx));
 	run.msgs = calloc(run.total ? run.total : 1, sizeof(*run.msgs));
 	run.bodies = calloc((size_t)run.batch, (size_t)run.body_len);
-	run.base = event_base_new();
+	/* precise timers (timerfd): the sender's timer fires at each due time, not on
+	 * the next millisecond */
+	struct event_config *cfg = event_config_new();
+	if (cfg) {
+		event_config_set_flag(cfg, EVENT_BASE_FLAG_PRECISE_TIMER);
+		run.base = event_base_new_with_config(cfg);
+		event_config_free(cfg);
+	}
 	if (!run.rx || !run.msgs || !run.bodies || !run.base || run.total > UINT32_MAX) {
 		fprintf(stderr, "qabench push: out of memory\n");
 		return 1;

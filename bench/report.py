@@ -65,8 +65,8 @@ def markdown(res: dict) -> str:
         hdr = sc["header"]
         ti = hdr.index("target") if "target" in hdr else None
         for r in sc["rows"]:
-            if ti is not None and r[ti] != "—":
-                fi = sc.get("summary_col", 3)
+            if ti is not None and (r[ti] != "—" or r[0] in sc.get("summary_extra", ())):
+                fi = sc.get("summary_cols", {}).get(r[0], sc.get("summary_col", 3))
                 summary.append([str(sc["id"]), f"{sc['title']}: {r[0]}",
                                 f"{r[fi]} ({hdr[fi]})", r[ti], r[-1]])
     lines += ["## Summary", ""]
@@ -141,7 +141,7 @@ def plot(res: dict, out: Path, workdir: Path) -> Optional[str]:
         ("qagw UPLOAD → PUSH", _lat(push.get("qagw"), "upload_to_push")),
         ("qagw UPLOAD → DELIVER", _lat(push.get("qagw"), "upload_to_deliver")),
         ("Mosquitto publish → deliver", _lat(push.get("mosquitto"), "deliver")),
-    ], "Push latency (scenario 2)")
+    ], "Push latency from the due time (scenario 2)")
     script += _panel(workdir, "ingest", [
         ("qagw TCP", _lat(ing.get("tcp"), "ack")),
         ("qagw TLS", _lat(ing.get("tls"), "ack")),

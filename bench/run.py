@@ -1,12 +1,12 @@
 #!/usr/bin/python3
-"""The benchmark run of issue 7 (docs/benchmarks.md): starts every service on loopback in a
-temporary directory, runs the six scenarios, each beside its same-run baseline, and writes
-bench/results/LATEST.json, LATEST.md and latency.png.
+"""The benchmark run of issues 7 and 15 (docs/benchmarks.md): starts every service on
+loopback in a temporary directory, runs the scenarios (1-6, 8 backlog, 9 push capacity), each
+beside its same-run baseline, and writes bench/results/LATEST.json, LATEST.md and latency.png.
 
     /usr/bin/python3 bench/run.py --profile quick|full [--only 1,6] [--keep]
 
-`make bench` runs the full profile (at most 10 minutes), `make bench-quick` the quick one
-(at most 2). The load comes from build/qabench (one mode per run, one JSON object on its
+`make bench` runs the full profile (about 12 minutes at most), `make bench-quick` the quick
+one (about 3). The load comes from build/qabench (one mode per run, one JSON object on its
 stdout) and, for failover, from build/qaagent. A mode that fails or is not built makes its
 figure "not run: REASON"; nothing is ever filled in. Targets are reported, not asserted.
 
@@ -46,7 +46,8 @@ from peers import NotRun, Qabench  # noqa: E402
 CERTS = REPO / "conf" / "dev"  # `make certs`
 RESULTS = REPO / "bench" / "results"
 
-# What each profile runs. quick: the same scenarios, shorter and smaller (<= 2 min).
+# What each profile runs (full: about 12 minutes at most). quick: the same scenarios, shorter
+# and smaller (about 3 minutes at most).
 PROFILES: Dict[str, dict] = {
     "full": {
         "seconds": 20, "warmup": 2,
@@ -56,7 +57,11 @@ PROFILES: Dict[str, dict] = {
         "idle_sessions": [20000, 50000], "idle_connect_timeout": 150,
         "handshake_seconds": 10, "handshake_conns": 8,
         "failover_trials": 3, "failover_idle_trials": 1,
-        "budget_s": 600,
+        "backlog_recipients": 8, "backlog_pending": 100000, "backlog_seconds": 10,
+        "backlog_rounds": 2,
+        "capacity_rates": [500, 1000, 2000, 4000, 8000], "capacity_agents": 1000,
+        "capacity_seconds": 5, "capacity_warmup": 1,
+        "budget_s": 690,
     },
     "quick": {
         "seconds": 5, "warmup": 1,
@@ -66,7 +71,11 @@ PROFILES: Dict[str, dict] = {
         "idle_sessions": [2000], "idle_connect_timeout": 40,
         "handshake_seconds": 5, "handshake_conns": 8,
         "failover_trials": 1, "failover_idle_trials": 1,
-        "budget_s": 120,
+        "backlog_recipients": 8, "backlog_pending": 100000, "backlog_seconds": 5,
+        "backlog_rounds": 1,
+        "capacity_rates": [500, 1000, 2000, 4000, 8000], "capacity_agents": 200,
+        "capacity_seconds": 2, "capacity_warmup": 0.5,
+        "budget_s": 170,
     },
 }
 
@@ -198,11 +207,13 @@ class Bench:
 
     # -------------------------------------------------------------- scenarios
 
-    def measure(self, mode: str, opts: Dict[str, object], phases_s: float) -> dict:
-        """A qabench run as a figure: its JSON, or {"not_run": REASON}."""
+    def measure(self, mode: str, opts: Dict[str, object], phases_s: float,
+                on_mark=None) -> dict:
+        """A qabench run as a figure: its JSON, or {"not_run": REASON}. on_mark: called at
+        each of qabench's window/step marks (bench/costs.py Marks)."""
         self.say(f"qabench {mode} ({phases_s:.0f} s)")
         try:
-            return self.qb.run(mode, opts, self.timed(phases_s))
+            return self.qb.run(mode, opts, self.timed(phases_s), on_mark=on_mark)
         except NotRun as e:
             self.say(f"  not run: {e}")
             return {"not_run": str(e)}
@@ -252,8 +263,9 @@ def results_of(b: Bench, args, error: Optional[str]) -> dict:
             "load_cpus": sorted(b.client_cpus) if b.client_cpus else "not pinned",
             "postgresql": b.store_settings,
             "qagw": "auth off, loopback; a plain node (workers ml1-ml3) and a TLS node "
-                    "(tl1-tl3), each its own pool (database and Redis prefix); [store] "
-                    "max_pending 100000000; everything else default",
+                    "(tl1-tl3), each its own pool (database and Redis prefix), and for "
+                    "scenario 8 a node of its own (bl1-bl3); [store] max_pending 100000000; "
+                    "everything else default",
         },
         "profile_settings": b.p, "overrides": args.set, "scenarios": b.scenarios,
         "error": error,

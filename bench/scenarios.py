@@ -1,8 +1,13 @@
-"""The six scenarios of a benchmark run (issue 7; docs/benchmarks.md), each with its
+"""The scenarios of a benchmark run (issues 7 and 15; docs/benchmarks.md), each with its
 same-run baseline. Each takes the run (bench/run.py's Bench: the services, the profile, the
 qabench runner) and returns its section of the results: what it measures, a table of
 figure, baseline, ratio, target and verdict, and the raw figures of every qabench run.
-A figure that could not be measured is {"not_run": REASON} and shows as such."""
+A figure that could not be measured is {"not_run": REASON} and shows as such.
+
+Push latencies are open-loop, from each message's due time on the sender's schedule (issue
+15); a run whose sender achieved under 99 % of the offered rate is `missed`. The qagw runs of
+scenarios 1, 2, 8 and 9 carry what each message cost (bench/costs.py): PostgreSQL
+transactions, and CPU time of PostgreSQL, qagw and Redis, over the measured window."""
 
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional
 
+import costs
 import harness
 import peers
 from peers import NotRun, stop_proc
@@ -114,8 +120,10 @@ def scenario_ingest(b: Bench) -> dict:
                                       "seconds": p["store_seconds"], "warmup": p["store_warmup"],
                                       "method": "best"},
                       2 * nclients * (p["store_seconds"] + p["store_warmup"]))
-    tcp = b.measure("ingest", {**b.gw_opts(b.plain, False), **shape}, p["seconds"] + p["warmup"])
-    tls = b.measure("ingest", {**b.gw_opts(b.tls, True), **shape}, p["seconds"] + p["warmup"])
+    tcp = ingest_costed(b, b.plain, b.store, {**b.gw_opts(b.plain, False), **shape},
+                        p["seconds"] + p["warmup"])
+    tls = ingest_costed(b, b.tls, b.tls.store, {**b.gw_opts(b.tls, True), **shape},
+                        p["seconds"] + p["warmup"])
     b.ingest_tcp = tcp
     limit = dig(store, "best", "msgs_per_s")
     best = dig(store, "best", default={})
@@ -130,6 +138,8 @@ def scenario_ingest(b: Bench) -> dict:
     for name, fig in (("TCP", tcp), ("TLS", tls)):
         rows.append([f"{name}: ack latency p50 / p90 / p99 / max ms", lat_cell(fig, "ack"),
                      "—", "—", "—", "—"])
+    for name, fig in (("TCP", tcp), ("TLS", tls)):
+        rows += cost_rows(name + ": ", fig, 6)
     sc = store.get("synchronous_commit") if "not_run" not in store else None
     points = "; ".join(f"{pt.get('method')} × {pt.get('clients')}: {fmt(pt.get('msgs_per_s'))}"
                        for pt in store.get("points", []) if isinstance(pt, dict))
@@ -157,42 +167,165 @@ def scenario_ingest(b: Bench) -> dict:
 def scenario_push(b: Bench) -> dict:
     """Push latency: qagw vs Mosquitto."""
     p = b.p
-    qagw = b.measure("push", {**b.gw_opts(b.plain, False), "agents": p["push_agents"],
-                              "rate": p["push_rate"], "size": p["size"], "seconds": p["seconds"],
-                              "warmup": p["warmup"]},
-                     p["seconds"] + p["warmup"])
-    try:
-        mq = b.peer(peers.Mosquitto(b.dir / "mosquitto", cpus=b.server_cpus))
-        mqtt = b.measure("mqtt-push", {"host": "127.0.0.1", "port": mq.port,
-                                       "subscribers": p["push_agents"], "rate": p["push_rate"],
-                                       "size": p["size"], "seconds": p["seconds"],
-                                       "warmup": p["warmup"]},
-                         p["seconds"] + p["warmup"] + 2)
-        mq.stop()
-    except RuntimeError as e:
-        mqtt = {"not_run": f"mosquitto: {e}"}
+    qagw = push_costed(b, {"agents": p["push_agents"], "rate": p["push_rate"],
+                           "size": p["size"], "seconds": p["seconds"], "warmup": p["warmup"]},
+                       p["seconds"] + p["warmup"] + 5)
+    mqtt = mqtt_costed(b, "mosquitto", {"subscribers": p["push_agents"], "rate": p["push_rate"],
+                                        "size": p["size"], "seconds": p["seconds"],
+                                        "warmup": p["warmup"]},
+                       p["seconds"] + p["warmup"] + 5)
     base_p99 = dig(mqtt, "deliver", "p99_ms")
+    rq, rm = dig(qagw, "achieved_ratio"), dig(mqtt, "achieved_ratio")
     rows, figures = [], {"qagw": qagw, "mosquitto": mqtt}
     for name, key in (("UPLOAD → PUSH", "upload_to_push"), ("UPLOAD → DELIVER", "upload_to_deliver")):
         r = ratio(dig(qagw, key, "p99_ms"), base_p99)
         figures[f"ratio_{key}_p99"] = r
         rows.append([name, lat_cell(qagw, key), lat_cell(mqtt, "deliver"), fmt(r, 2), "≤ 2",
-                     verdict(r, "<=", 2.0, why_not(qagw, mqtt))])
+                     rate_guard(verdict(r, "<=", 2.0, why_not(qagw, mqtt)), rq, rm)])
+    rows.append(["achieved rate, msgs/s (share of the offered)", rate_cell(qagw),
+                 rate_cell(mqtt), "—", f"≥ {PCT_MIN} of {p['push_rate']:,}",
+                 rate_verdict(rq, rm)])
+    rows.append(["the sender's own queue (due → written), p50 / p90 / p99 / max ms: part of "
+                 "the latencies above, for information", lat_cell(qagw, "sender_queue"),
+                 lat_cell(mqtt, "sender_queue"), "—", "—", "—"])
+    rows += cost_rows("", qagw, 6, mqtt)
     return {
         "id": 2, "key": "push", "title": title_of(scenario_push),
         "what": (f"{p['push_agents']} PERSIST agents on their primaries (3 workers), one sender "
-                 f"of {p['size']} B messages at {p['push_rate']} msgs/s round robin for {p['seconds']} s: time from the "
-                 f"sender's UPLOAD to the recipient's PUSH, and to the message in DELIVER; "
-                 f"baseline: Mosquitto (persistence off) with {p['push_agents']} QoS 1 "
-                 f"persistent-session subscribers and one QoS 1 publisher at the same rate, "
-                 f"publish → message at the subscriber"),
+                 f"of {p['size']} B messages on a fixed schedule of {p['push_rate']} msgs/s "
+                 f"round robin for {p['seconds']} s (after {p['warmup']} s warm-up), uploading "
+                 f"like qaagent (one UPLOAD at a time, up to the worker's max_batch each); "
+                 f"open loop: every latency starts at the message's due time on the schedule, "
+                 f"so a message that waits in the sender's queue waits on the clock; to the "
+                 f"recipient's PUSH, and to the message in DELIVER; baseline: Mosquitto "
+                 f"(persistence off) with {p['push_agents']} QoS 1 persistent-session "
+                 f"subscribers and one QoS 1 publisher on the same schedule, due time → "
+                 f"message at the subscriber"),
         "header": ["measure (p50 / p90 / p99 / max ms)", "qagw", "Mosquitto", "ratio of p99s",
                    "target", "verdict"],
+        "summary_cols": {"achieved rate, msgs/s (share of the offered)": 1},
         "rows": rows, "figures": figures,
         "notes": ["qagw commits every message to PostgreSQL (synchronous_commit = "
                   f"{b.store_settings.get('synchronous_commit')}) before it pushes; Mosquitto "
-                  "keeps nothing on disk"] + anomalies("qagw", qagw) + anomalies("Mosquitto", mqtt),
+                  "keeps nothing on disk",
+                  "a message never delivered counts in the percentiles with the time from its "
+                  "due time to the end of the run (3 s after the last one was sent), as lost",
+                  f"a run whose sender achieved under {PCT_MIN} of the offered rate "
+                  "is missed whatever its latencies"]
+        + anomalies("qagw", qagw) + anomalies("Mosquitto", mqtt),
     }
+
+
+# ------------------------------------------------------------------ costs and rates (issue 15)
+
+ACHIEVED_MIN = 0.99  # a push run under this share of its offered rate is missed
+PCT_MIN = f"{ACHIEVED_MIN * 100:g} %"
+
+
+def meter_for(b: Bench, gw: harness.ConfGateway, store: harness.Store) -> costs.Meter:
+    return costs.Meter(b.pg, store.dbname, {"qagw": gw.pid, "redis": b.redis.proc.pid})
+
+
+def ingest_costed(b: Bench, gw: harness.ConfGateway, store: harness.Store,
+                  opts: Dict[str, object], phases_s: float) -> dict:
+    """A qabench ingest run into gw, with what each committed message cost over its
+    measured window under "costs"."""
+    meter = meter_for(b, gw, store)
+    marks = costs.Marks(meter)
+    try:
+        fig = b.measure("ingest", opts, phases_s, on_mark=marks)
+    finally:
+        meter.close()
+    if "not_run" not in fig:  # the messages committed in the window, whenever sent
+        fig["costs"] = marks.window(fig.get("acked_in_window", fig.get("committed")))
+    return fig
+
+
+def push_costed(b: Bench, opts: Dict[str, object], phases_s: float) -> dict:
+    """A qabench push run against the plain node, with each step's cost under its
+    "costs" (and the first step's at the top, for a one-rate run)."""
+    meter = meter_for(b, b.plain, b.store)
+    marks = costs.Marks(meter)
+    try:
+        fig = b.measure("push", {**b.gw_opts(b.plain, False), **opts}, phases_s, on_mark=marks)
+    finally:
+        meter.close()
+    if "not_run" not in fig:
+        for k, st in enumerate(fig.get("steps") or []):
+            st["costs"] = marks.step(k, "stored")
+        if fig.get("steps"):
+            fig["costs"] = fig["steps"][0]["costs"]
+    return fig
+
+
+def mqtt_costed(b: Bench, name: str, opts: Dict[str, object], phases_s: float) -> dict:
+    """A qabench mqtt-push run against a fresh Mosquitto, with Mosquitto's CPU per
+    message of each step."""
+    mq = None
+    try:
+        mq = b.peer(peers.Mosquitto(b.dir / name, cpus=b.server_cpus))
+        meter = costs.Meter(None, None, {"mosquitto": mq.pid})
+        marks = costs.Marks(meter)
+        fig = b.measure("mqtt-push", {"host": "127.0.0.1", "port": mq.port, **opts}, phases_s,
+                        on_mark=marks)
+        if "not_run" not in fig:
+            for k, st in enumerate(fig.get("steps") or []):
+                st["costs"] = marks.step(k, "received")
+            if fig.get("steps"):
+                fig["costs"] = fig["steps"][0]["costs"]
+        return fig
+    except RuntimeError as e:
+        return {"not_run": f"mosquitto: {e}"}
+    finally:
+        if mq is not None:
+            mq.stop()
+
+
+def cost_rows(label: str, fig: dict, ncols: int, peer: Optional[dict] = None) -> List[list]:
+    """The two cost rows of a qagw run (and, beside it, a broker's CPU per message)."""
+    c = fig.get("costs") if isinstance(fig, dict) and "not_run" not in fig else None
+    pc = peer.get("costs") if isinstance(peer, dict) and "not_run" not in peer else None
+    first = cell(fig, None) if c is None else costs.xacts_cell(c)
+    cpu = cell(fig, None) if c is None else costs.cell(c)
+    pad = ["—"] * (ncols - 3)
+    if peer is None:
+        return [[f"{label}PostgreSQL transactions per message", first] + ["—"] * (ncols - 2),
+                [f"{label}CPU µs per message", cpu] + ["—"] * (ncols - 2)]
+    pcpu = cell(peer, None) if pc is None else costs.cell(pc, ("mosquitto",))
+    return [[f"{label}PostgreSQL transactions per message", first, "— (no store)"] + pad,
+            [f"{label}CPU µs per message", cpu, pcpu] + pad]
+
+
+def rate_cell(fig: dict) -> str:
+    if "not_run" in fig:
+        return f"not run: {fig['not_run']}"
+    a, o, r = fig.get("achieved_rate"), fig.get("offered_rate"), fig.get("achieved_ratio")
+    if not isinstance(r, (int, float)):
+        return "—"
+    return f"{fmt(a)} of {fmt(o)} ({r * 100:.1f} %)"
+
+
+def rate_verdict(rq: Optional[float], rm: Optional[float]) -> str:
+    if rq is None and rm is None:
+        return "not run"
+    bad = [f"{who} achieved {r * 100:.1f} %" for who, r in (("qagw's sender", rq),
+                                                             ("Mosquitto's publisher", rm))
+           if isinstance(r, (int, float)) and r < ACHIEVED_MIN]
+    if bad:
+        return "missed: " + "; ".join(bad)
+    return "met" if rq is not None else "not run"
+
+
+def rate_guard(v: str, rq: Optional[float], rm: Optional[float]) -> str:
+    """A latency verdict, overruled when a run did not keep its schedule: qagw's run missing
+    its rate is missed whatever its latencies; a baseline missing its rate is no baseline."""
+    if isinstance(rq, (int, float)) and rq < ACHIEVED_MIN:
+        return (f"missed: qagw's sender achieved {rq * 100:.1f} % of the offered rate "
+                f"(< {PCT_MIN})")
+    if isinstance(rm, (int, float)) and rm < ACHIEVED_MIN:
+        return (f"not shown: Mosquitto's publisher achieved {rm * 100:.1f} % of the offered "
+                f"rate (< {PCT_MIN}), no valid baseline")
+    return v
 
 
 # ------------------------------------------------------------------ 3. durable peer
@@ -303,7 +436,7 @@ def scenario_idle(b: Bench) -> dict:
     cap = (limit - 256) // 100 * 100
     # a larger count runs only when the connect rates of the previous one say it fits in
     # the profile's time budget, leaving this much for scenarios 5 and 6 and the teardown
-    reserve_s = 4 * p["handshake_seconds"] + 20 * p["failover_trials"] + 40
+    reserve_s = 4 * p["handshake_seconds"] + 20 * p["failover_trials"] + 40 + later_s(p)
     prev: Optional[tuple] = None
     for want in p["idle_sessions"]:
         n = min(want, cap)
@@ -582,6 +715,347 @@ def scenario_failover(b: Bench) -> dict:
                    "kill → first sync done, ms", "target", "verdict"],
         "summary_col": 3,
         "rows": rows, "figures": trials, "notes": [load_note],
+    }
+
+
+# ------------------------------------------------------------------ 8. backlog (issue 15)
+
+BACKLOG_DB = "qagw_backlog"
+
+
+def later_s(p: dict) -> float:
+    """About how long scenarios 8 and 9 take (for the idle scenario's time budget)."""
+    backlog = 60 + p["backlog_rounds"] * 2 * (p["backlog_seconds"] + p["warmup"] + 6)
+    step = p["capacity_warmup"] + p["capacity_seconds"] + 1.5
+    capacity = 2 * (len(p["capacity_rates"]) * step + 15)
+    return backlog + capacity
+
+
+def _seed_backlog(b: Bench, conn, prefix: str, recipients: int, per: int, size: int) -> dict:
+    """per pending messages (status 1, never expiring, 128 B bodies) for each of the
+    recipients PREFIX.0 .. PREFIX.(recipients - 1), straight into qa_messages with INSERT ...
+    SELECT generate_series, one statement per recipient; then VACUUM ANALYZE and a CHECKPOINT
+    so that neither lands in a measured window."""
+    now = wall_ms()
+    t = time.monotonic()
+    for j in range(recipients):
+        with conn.cursor() as cur:
+            cur.execute(
+                "insert into qa_messages (id, sender, sender_is_agent, recipient, queue,"
+                " priority, created_ms, expires_ms, props, body, status, status_ms,"
+                " delivery_count)"
+                " select gen_random_uuid(), 'backlog-seeder', true, %(rcpt)s, 'q', 4,"
+                "  %(now)s - %(per)s + g, 0, '\\x0000'::bytea,"
+                "  convert_to(rpad(g::text || ':', %(size)s, 'abcdefghijklmnopqrstuvwxyz'),"
+                "             'UTF8'), 1, %(now)s - %(per)s + g, 0"
+                " from generate_series(1, %(per)s) g",
+                {"rcpt": f"{prefix}.{j}", "now": now, "per": per, "size": size})
+    seed_s = time.monotonic() - t
+    t = time.monotonic()
+    with conn.cursor() as cur:
+        cur.execute("vacuum analyze qa_messages")
+    b.pg.admin_sql("checkpoint")
+    return {"seed_s": round(seed_s, 1), "vacuum_checkpoint_s": round(time.monotonic() - t, 1),
+            "pending": _pending(conn, prefix, recipients)}
+
+
+def _pending(conn, prefix: str, recipients: int) -> Dict[str, int]:
+    with conn.cursor() as cur:
+        cur.execute("select recipient, count(*) from qa_messages where status = 1"
+                    " and recipient = any(%s) group by 1 order by 1",
+                    ([f"{prefix}.{j}" for j in range(recipients)],))
+        return {r: int(n) for r, n in cur.fetchall()}
+
+
+def _upload_fns(a: Dict[str, tuple], z: Dict[str, tuple]) -> Dict[str, dict]:
+    """pg_stat_user_functions deltas of qa_upload and any qa_upload* function."""
+    out = {}
+    for name in sorted(set(a) | set(z)):
+        if not name.startswith("qa_upload"):
+            continue
+        c0, t0, s0 = a.get(name, (0, 0.0, 0.0))
+        c1, t1, s1 = z.get(name, (0, 0.0, 0.0))
+        if c1 > c0:
+            out[name] = {"calls": c1 - c0, "total_ms": t1 - t0, "self_ms": s1 - s0}
+    return out
+
+
+def _half(runs: List[dict]) -> dict:
+    """The figures of one half of the backlog scenario (one or more ingest runs)."""
+    ok = [r for r in runs if "not_run" not in r]
+    if not ok:
+        return {"not_run": runs[0]["not_run"] if runs else "no run"}
+    # by ack time: the messages acked (stored) within each measured window, whenever their
+    # batch was sent (acks here can take seconds, a large part of a window)
+    out: dict = {"committed": sum(r.get("acked_in_window", r["committed"]) for r in ok),
+                 "seconds": sum(r["seconds"] for r in ok), "runs": len(ok)}
+    out["msgs_per_s"] = out["committed"] / out["seconds"] if out["seconds"] else None
+    cs = [r.get("costs") for r in ok]
+    if all(isinstance(c, dict) and "not_run" not in c for c in cs):
+        msgs = sum(c["msgs"] for c in cs)
+        agg: dict = {"msgs": msgs, "cpu_us_per_msg": {}}
+        for label in cs[0].get("cpu_s", {}):
+            if all(label in c.get("cpu_s", {}) for c in cs):
+                agg["cpu_us_per_msg"][label] = round(
+                    sum(c["cpu_s"][label] for c in cs) * 1e6 / msgs, 1)
+        if all("pg_xacts" in c for c in cs):
+            agg["pg_xacts_per_msg"] = round(sum(c["pg_xacts"] for c in cs) / msgs, 3)
+        if all("pg_write_xacts" in c for c in cs):
+            agg["pg_write_xacts_per_msg"] = round(sum(c["pg_write_xacts"] for c in cs) / msgs, 3)
+        out["costs"] = agg
+    else:
+        bad = [c for c in cs if not isinstance(c, dict) or "not_run" in c]
+        out["costs"] = {"not_run": (bad[0] or {}).get("not_run", "no cost figures")}
+    fns: Dict[str, dict] = {}
+    for r in ok:
+        for name, f in (r.get("functions") or {}).items():
+            g = fns.setdefault(name, {"calls": 0, "total_ms": 0.0, "self_ms": 0.0})
+            for k in g:
+                g[k] += f[k]
+    for g in fns.values():
+        g["ms_per_call"] = round(g["total_ms"] / g["calls"], 3)
+        g["self_ms_per_call"] = round(g["self_ms"] / g["calls"], 3)
+    out["functions"] = fns
+    lat = [dig(r, "ack", "p99_ms") for r in ok]
+    out["ack_p99_ms"] = lat
+    return out
+
+
+def scenario_backlog(b: Bench) -> dict:
+    """Backlog: ingest into recipients with pending messages vs into empty ones"""
+    p = b.p
+    n_rcpt, per = p["backlog_recipients"], p["backlog_pending"]
+    store = b.pg.create_database(BACKLOG_DB)
+    track = None
+    try:  # per-function call counts and times (qa_upload) of the node's backends
+        b.pg.admin_sql(f"alter database {BACKLOG_DB} set track_functions = 'all'")
+    except RuntimeError as e:
+        track = f"track_functions could not be turned on: {e}"
+    gw = b.gateway("backlog", ("bl1", "bl2", "bl3"), store=store, prefix="backlog:")
+    b.start_gateway(gw)  # migrates the schema
+    conn = _pg(store)
+    full = "bkl-full"
+    try:
+        b.say(f"backlog scenario: seeding {n_rcpt} × {per:,} pending messages")
+        seed = _seed_backlog(b, conn, full, n_rcpt, per, p["size"])
+        b.say(f"  seeded in {seed['seed_s']} s (+{seed['vacuum_checkpoint_s']} s vacuum "
+              f"analyze, checkpoint)")
+        short = {r: n for r, n in seed["pending"].items() if n < per}
+        if len(seed["pending"]) < n_rcpt or short:
+            raise NotRun(f"the seed left {seed['pending']} pending (wanted {per:,} each)")
+        runs: Dict[str, List[dict]] = {"empty": [], "backlog": []}
+        for rnd in range(p["backlog_rounds"]):
+            for half in ("empty", "backlog"):
+                rprefix = full if half == "backlog" else f"bkl-empty{rnd}"
+                opts = {**b.gw_opts(gw, False), "agents": p["ingest_agents"], "batch": p["batch"],
+                        "size": p["size"], "seconds": p["backlog_seconds"],
+                        "warmup": p["warmup"], "prefix": f"bkl-a{rnd}{half[0]}",
+                        "shared-recipients": n_rcpt, "recipient-prefix": rprefix}
+                f0 = _fn_stats(conn) if not track else {}
+                fig = ingest_costed(b, gw, store, opts, p["backlog_seconds"] + p["warmup"])
+                if not track:
+                    time.sleep(1.5)  # backends publish their function counts within a second
+                    fig["functions"] = _upload_fns(f0, _fn_stats(conn))
+                fig["round"], fig["half"] = rnd, half
+                runs[half].append(fig)
+                b.say(f"  {half} round {rnd}: "
+                      f"{fmt(ratio(fig.get('acked_in_window'), fig.get('seconds')))} msgs/s")
+        pending_end = _pending(conn, full, n_rcpt)
+    finally:
+        conn.close()
+        gw.stop(grace=8)  # the node's work is done; scenario 9 runs without it
+    e, k = _half(runs["empty"]), _half(runs["backlog"])
+    r = ratio(k.get("msgs_per_s"), e.get("msgs_per_s"))
+    why = why_not(e, k)
+
+    def lat(half: str) -> str:
+        return " / ".join(lat_cell(x, "ack") for x in runs[half])
+
+    def fn_cell(h: dict) -> str:
+        if track:
+            return f"not run: {track}"
+        if "not_run" in h:
+            return f"not run: {h['not_run']}"
+        fns = h.get("functions") or {}
+        if not fns:
+            return "not run: no qa_upload* calls in pg_stat_user_functions"
+        return "; ".join(f"{n} {fmt(f['ms_per_call'], 3)} ({fmt(f['calls'])} calls)"
+                         for n, f in fns.items())
+
+    def fn_ratio() -> str:
+        a = dig(k, "functions", "qa_upload", "ms_per_call")
+        z = dig(e, "functions", "qa_upload", "ms_per_call")
+        return fmt(ratio(a, z), 2)
+
+    def xc(h):
+        if "not_run" in h:
+            return f"not run: {h['not_run']}"
+        return costs.xacts_cell(h.get("costs"))
+
+    def cc(h):
+        if "not_run" in h:
+            return f"not run: {h['not_run']}"
+        return costs.cell(h.get("costs"))
+    rows = [
+        ["committed msgs/s (acked in the windows)", cell(k, k.get("msgs_per_s")),
+         cell(e, e.get("msgs_per_s")),
+         fmt(r, 2), "≥ 0.9", verdict(r, ">=", 0.9, why)],
+        ["ack latency p50 / p90 / p99 / max ms, each run", lat("backlog"), lat("empty"),
+         "—", "—", "—"],
+        ["qa_upload* in PostgreSQL, ms per call (track_functions)", fn_cell(k), fn_cell(e),
+         fn_ratio() + " (qa_upload)", "—", "—"],
+        ["PostgreSQL transactions per message", xc(k), xc(e), "—", "—", "—"],
+        ["CPU µs per message", cc(k), cc(e), "—", "—", "—"],
+        ["pending per recipient, at the start / at the end",
+         f"{min(seed['pending'].values()):,}–{max(seed['pending'].values()):,} / "
+         f"{min(pending_end.values(), default=0):,}–{max(pending_end.values(), default=0):,}",
+         "0 at the start of each run", "—", "—", "—"],
+    ]
+    every = sorted(runs["empty"] + runs["backlog"],
+                   key=lambda x: (x["round"], x["half"] != "empty"))
+    order = ", ".join(f"{x['half']} {x['round'] + 1}" for x in every)
+    return {
+        "id": 8, "key": "backlog", "title": title_of(scenario_backlog),
+        "what": (f"a node of its own (workers bl1-bl3, database {BACKLOG_DB}, [store] "
+                 f"max_pending raised so that quota never applies); {n_rcpt} recipients seeded "
+                 f"with {per:,} pending messages each (status 1, never expiring, {p['size']} B; "
+                 f"INSERT ... SELECT generate_series straight into qa_messages, then VACUUM "
+                 f"ANALYZE and CHECKPOINT); scenario 1's ingest ({p['ingest_agents']} agents, "
+                 f"batches of {p['batch']} × {p['size']} B, 3 workers, acks awaited) with every "
+                 f"batch to one of {n_rcpt} fixed recipients (qabench ingest "
+                 f"--shared-recipients {n_rcpt}): into the seeded ones, and into {n_rcpt} empty "
+                 f"ones (fresh each round), {p['backlog_rounds']} round(s) of "
+                 f"{p['backlog_seconds']} s each (+{p['warmup']} s warm-up), alternating "
+                 f"({order}); msgs/s = the messages whose UPLOAD_ACK (stored) came back "
+                 f"within the measured windows ÷ their length (acks here can take seconds: "
+                 f"counting only batches both sent and acked within a window would "
+                 f"undercount the slower half); ratio = backlog msgs/s ÷ empty msgs/s"),
+        "header": ["measure", f"into {per:,} pending each", "into empty recipients", "ratio",
+                   "target", "verdict"],
+        "rows": rows,
+        "figures": {"ratio": r, "backlog": k, "empty": e, "seed": seed,
+                    "pending_end": pending_end, "runs": runs},
+        "notes": [f"seeded {n_rcpt * per:,} rows in {seed['seed_s']} s, then VACUUM ANALYZE "
+                  f"and CHECKPOINT in {seed['vacuum_checkpoint_s']} s"]
+        + [n for x in runs["empty"] + runs["backlog"]
+           for n in anomalies(f"{x['half']} round {x['round'] + 1}", x)],
+    }
+
+
+# ------------------------------------------------------------------ 9. push capacity (issue 15)
+
+CAPACITY_P99_MS = 50.0
+
+
+def _capacity(fig: dict, rates: List[int]) -> Optional[tuple]:
+    """(rate, how): the highest offered rate of the steps that passed, in order from the
+    first, with how = "exact" (the next step missed), "at_least" (every step passed) or
+    "below" (the first step missed); None without figures."""
+    steps = fig.get("steps") if isinstance(fig, dict) and "not_run" not in fig else None
+    if not steps:
+        return None
+    best = None
+    for st in steps:
+        if not st.get("pass"):
+            break
+        best = st["rate"]
+    if best is None:
+        return (rates[0], "below")
+    if len(steps) == len(rates) and all(st.get("pass") for st in steps):
+        return (best, "at_least")
+    return (best, "exact")
+
+
+def _cap_cell(fig: dict, cap: Optional[tuple]) -> str:
+    if "not_run" in fig:
+        return f"not run: {fig['not_run']}"
+    if cap is None:
+        return "—"
+    v, how = cap
+    return {"below": f"< {v:,.0f} (the lowest step missed)",
+            "at_least": f"≥ {v:,.0f} (every step passed)"}.get(how, f"{v:,.0f}")
+
+
+def _cap_ratio(q: Optional[tuple], m: Optional[tuple]) -> tuple:
+    """(value, text) of qagw's capacity ÷ Mosquitto's, with the bound it is."""
+    if not q or not m:
+        return None, "—"
+    r = q[0] / m[0]
+    if q[1] == "exact" and m[1] == "exact":
+        return r, f"{r:.3f}"
+    if q[1] in ("exact", "below") and m[1] == "at_least":
+        return r, f"{'<' if q[1] == 'below' else '≤'} {r:.3f}"
+    if q[1] == "below" and m[1] == "exact":
+        return r, f"< {r:.3f}"
+    if q[1] == "at_least" and m[1] == "exact":
+        return r, f"≥ {r:.3f}"
+    return None, "— (both beyond the steps)" if q[1] == m[1] == "at_least" else "—"
+
+
+def _step_cell(fig: dict, rate: float, key: str) -> str:
+    if "not_run" in fig:
+        return f"not run: {fig['not_run']}"
+    for st in fig.get("steps") or []:
+        if st.get("rate") == rate:
+            share = (st.get("achieved_ratio") or 0) * 100
+            return (f"{fmt(st.get('achieved_rate'))} ({share:.1f} %)"
+                    f"; p99 {fmt(dig(st, key, 'p99_ms'), 2)} ms"
+                    + (f"; {st['lost']:,} lost" if st.get("lost") else "")
+                    + (": passed" if st.get("pass") else ": missed"))
+    return "not run: stepping stopped at the first step that missed"
+
+
+def scenario_capacity(b: Bench) -> dict:
+    """Push capacity: qagw vs Mosquitto"""
+    p = b.p
+    rates = [int(x) for x in p["capacity_rates"]]
+    step_s = p["capacity_seconds"] + p["capacity_warmup"]
+    phases = len(rates) * (step_s + 1) + 4
+    common = {"steps": ",".join(str(x) for x in rates), "seconds": p["capacity_seconds"],
+              "warmup": p["capacity_warmup"], "gap": 0.5, "stop-p99-ms": CAPACITY_P99_MS,
+              "stop-achieved": ACHIEVED_MIN, "size": p["size"]}
+    qagw = push_costed(b, {"agents": p["capacity_agents"], **common}, phases)
+    mqtt = mqtt_costed(b, "mosquitto-capacity", {"subscribers": p["capacity_agents"], **common},
+                       phases)
+    cq, cm = _capacity(qagw, rates), _capacity(mqtt, rates)
+    rv, rtext = _cap_ratio(cq, cm)
+    rows = []
+    for rate in rates:
+        rows.append([f"{rate:,} msgs/s offered: achieved msgs/s (share); p99 ms",
+                     _step_cell(qagw, rate, "upload_to_deliver"),
+                     _step_cell(mqtt, rate, "deliver"), "—", "—", "—"])
+    both = (f" (qagw {_cap_cell(qagw, cq).split(' (')[0]}, Mosquitto "
+            f"{_cap_cell(mqtt, cm).split(' (')[0]})" if cq and cm else "")
+    rows.append(["push capacity, msgs/s", _cap_cell(qagw, cq), _cap_cell(mqtt, cm),
+                 rtext + both, "reported (no target)", "—"])
+    notes = []
+    for who, fig, labels in (("qagw", qagw, ("postgresql", "qagw", "redis")),
+                             ("Mosquitto", mqtt, ("mosquitto",))):
+        for st in (fig.get("steps") or []) if "not_run" not in fig else []:
+            c = st.get("costs")
+            xa = (f"{costs.xacts_cell(c)} PostgreSQL transactions per message; "
+                  if who == "qagw" else "")
+            notes.append(f"{who} at {st['rate']:,} msgs/s: {xa}CPU µs per message "
+                         f"{costs.cell(c, labels)}")
+    return {
+        "id": 9, "key": "capacity", "title": title_of(scenario_capacity),
+        "what": (f"scenario 2's shape with {p['capacity_agents']:,} receivers, the offered rate "
+                 f"stepped up ({', '.join(f'{x:,}' for x in rates)} msgs/s), each step "
+                 f"{p['capacity_warmup']:g} s warm-up + {p['capacity_seconds']:g} s measured, "
+                 f"one session and one run for all steps, each step starting 0.5 s after the "
+                 f"previous one's messages are all delivered (or 3 s after its last was sent); "
+                 f"open loop as in scenario 2; a step passes when UPLOAD → DELIVER p99 "
+                 f"(Mosquitto: due → message at the subscriber) is under "
+                 f"{CAPACITY_P99_MS:g} ms and the sender achieved ≥ {PCT_MIN} of the "
+                 f"offered rate; stepping stops at the first step that misses; the capacity "
+                 f"is the highest rate passed"),
+        "header": ["measure", "qagw", "Mosquitto", "ratio (qagw ÷ Mosquitto)", "target",
+                   "verdict"],
+        "summary_extra": ["push capacity, msgs/s"],
+        "rows": rows,
+        "figures": {"qagw": qagw, "mosquitto": mqtt, "capacity_qagw": cq,
+                    "capacity_mosquitto": cm, "ratio": rv, "ratio_text": rtext},
+        "notes": notes + anomalies("qagw", qagw) + anomalies("Mosquitto", mqtt),
     }
 
 
@@ -1128,7 +1602,8 @@ def title_of(fn) -> str:
     return fn.__doc__.strip().rstrip(".")
 
 
-# (number, needs the plain and TLS nodes, function), in the issue's order
+# (number, needs the plain and TLS nodes, function), in the issues' order; 7 is the purge
+# (bench/purge.py, not part of make bench)
 SCENARIOS = [
     (1, True, scenario_ingest),
     (2, True, scenario_push),
@@ -1136,4 +1611,6 @@ SCENARIOS = [
     (4, True, scenario_idle),
     (5, True, scenario_handshakes),
     (6, False, scenario_failover),
+    (8, False, scenario_backlog),
+    (9, True, scenario_capacity),
 ]

@@ -9,6 +9,7 @@
 #include "gateway/log.h"
 
 #include <event2/event.h>
+#include <openssl/evp.h>
 #include <hiredis/adapters/libevent.h>
 #include <hiredis/async.h>
 #include <stdarg.h>
@@ -41,6 +42,13 @@ struct rt_redis {
 	int64_t pending_since_ms; /* the last reply (or the first send) since n_pending > 0 */
 	int64_t connect_ms;       /* when the current connect started */
 	struct event *watchdog;
+	/* Scripts: EVAL is sent as EVALSHA of the script's SHA-1, computed once
+	 * per script (scripts are static strings: known by their address). */
+	struct {
+		const char *src;
+		char sha[41];
+	} shas[16];
+	int n_shas;
 };
 
 static int64_t mono_ms(void)
@@ -290,8 +298,8 @@ int rt_redis_command(struct rt_redis *r, rt_reply_fn fn, void *arg, const char *
 	return 0;
 }
 
-int rt_redis_commandv(struct rt_redis *r, rt_reply_fn fn, void *arg, int argc, const char **argv,
-                      const size_t *argvlen)
+static int send_argv(struct rt_redis *r, rt_reply_fn fn, void *arg, int argc, const char **argv,
+                     const size_t *argvlen)
 {
 	if (!rt_redis_is_up(r))
 		return -1;
@@ -304,6 +312,88 @@ int rt_redis_commandv(struct rt_redis *r, rt_reply_fn fn, void *arg, int argc, c
 	}
 	sent(r);
 	return 0;
+}
+
+/* The hex SHA-1 of script src, as Redis names it (NULL: cannot compute). */
+static const char *sha_of(struct rt_redis *r, const char *src)
+{
+	for (int i = 0; i < r->n_shas; i++)
+		if (r->shas[i].src == src)
+			return r->shas[i].sha;
+	unsigned char md[20];
+	unsigned int len = 0;
+	if (EVP_Digest(src, strlen(src), md, &len, EVP_sha1(), NULL) != 1 || len != 20)
+		return NULL;
+	int at = r->n_shas < 16 ? r->n_shas++ : 0;
+	r->shas[at].src = src;
+	for (int i = 0; i < 20; i++)
+		snprintf(r->shas[at].sha + 2 * i, 3, "%02x", md[i]);
+	return r->shas[at].sha;
+}
+
+/* An EVALSHA in flight: its arguments, to send as EVAL if Redis answers
+ * NOSCRIPT (a restarted or emptied Redis has no scripts cached). */
+struct evalsha {
+	struct rt_redis *r;
+	rt_reply_fn fn;
+	void *arg;
+	int argc;
+	const char **argv; /* argv[0] "EVAL", argv[1] the script, then copies */
+};
+
+static void on_evalsha(void *arg, redisReply *reply)
+{
+	struct evalsha *e = arg;
+	if (reply && reply->type == REDIS_REPLY_ERROR && reply->str &&
+	    strncmp(reply->str, "NOSCRIPT", 8) == 0) {
+		if (send_argv(e->r, e->fn, e->arg, e->argc, e->argv, NULL) != 0 && e->fn)
+			e->fn(e->arg, NULL);
+	} else if (e->fn) {
+		e->fn(e->arg, reply);
+	}
+	free(e);
+}
+
+static int send_evalsha(struct rt_redis *r, rt_reply_fn fn, void *arg, int argc, const char **argv)
+{
+	const char *sha = sha_of(r, argv[1]);
+	size_t bytes = 0;
+	for (int i = 2; i < argc; i++)
+		bytes += strlen(argv[i]) + 1;
+	struct evalsha *e = sha ? malloc(sizeof(*e) + (size_t)argc * sizeof(char *) + bytes) : NULL;
+	if (!e)
+		return send_argv(r, fn, arg, argc, argv, NULL);
+	e->r = r;
+	e->fn = fn;
+	e->arg = arg;
+	e->argc = argc;
+	e->argv = (const char **)(e + 1);
+	char *at = (char *)(e->argv + argc);
+	e->argv[0] = "EVAL";
+	e->argv[1] = argv[1];
+	for (int i = 2; i < argc; i++) {
+		size_t n = strlen(argv[i]) + 1;
+		memcpy(at, argv[i], n);
+		e->argv[i] = at;
+		at += n;
+	}
+	const char *first = e->argv[0];
+	e->argv[0] = "EVALSHA";
+	e->argv[1] = sha;
+	int rc = send_argv(r, on_evalsha, e, argc, e->argv, NULL);
+	e->argv[0] = first;
+	e->argv[1] = argv[1];
+	if (rc != 0)
+		free(e);
+	return rc;
+}
+
+int rt_redis_commandv(struct rt_redis *r, rt_reply_fn fn, void *arg, int argc, const char **argv,
+                      const size_t *argvlen)
+{
+	if (argc >= 3 && !argvlen && strcmp(argv[0], "EVAL") == 0)
+		return send_evalsha(r, fn, arg, argc, argv);
+	return send_argv(r, fn, arg, argc, argv, argvlen);
 }
 
 /* The subscription callback is registered once per channel by hiredis and

@@ -36,6 +36,8 @@ void rt_redis_reset(struct rt_redis *r);
  * connection is down (fn is then never called). fn may be NULL. */
 int rt_redis_command(struct rt_redis *r, rt_reply_fn fn, void *arg, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+/* An EVAL (argv[0] "EVAL", argv[1] a script that stays at its address, no
+ * argvlen) goes as EVALSHA, and again as EVAL if Redis has not the script. */
 int rt_redis_commandv(struct rt_redis *r, rt_reply_fn fn, void *arg, int argc, const char **argv,
                       const size_t *argvlen);
 

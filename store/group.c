@@ -301,3 +301,9 @@ uint64_t st_group_filling(const struct st_group *g)
 {
 	return g->filling_gen;
 }
+
+void st_group_close(struct st_group *g)
+{
+	close_filling(g);
+	schedule(g);
+}

@@ -47,6 +47,10 @@ void st_group_free(struct st_group *g);
  * st_group_submit. Between the two, no other part may be started. */
 struct st_array *st_group_columns(struct st_group *g);
 
+/* The group being filled takes no more parts: the next st_group_columns
+ * starts another, sent after it. */
+void st_group_close(struct st_group *g);
+
 /* Ends the part started with st_group_columns: done(arg, res, err) is
  * called once, with the group's whole result (use st_op_rows for this
  * part's rows) or NULL and why. Returns the part's operation, which

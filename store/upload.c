@@ -7,9 +7,11 @@
 
 enum { C_SENDER, C_ID, C_RCPT, C_QUEUE, C_PRIO, C_EXPIRES, C_FLAG, C_PROPS, C_BODY, N_COLS };
 
-/* The ids of the group being filled, so that an id met again in the same
- * group is sent with flag 1 (qa_upload_group wants distinct ids among the
- * rows it inserts): open addressing, cleared when a new group starts. */
+/* The ids of the group being filled (qa_upload_group wants distinct ids
+ * among the rows it inserts): an id met again in the same part is sent with
+ * flag 1 (a duplicate, as protocol.md has it), a part that carries an id of
+ * an earlier part starts the next group. Open addressing, cleared when a new
+ * group starts. */
 struct uploads {
 	int max_pending;
 	uint64_t gen; /* the group the set describes */
@@ -56,6 +58,15 @@ static int ids_reserve(struct uploads *u, size_t more)
 	}
 	free(u->ids), free(u->used);
 	u->ids = ids, u->used = used, u->cap = cap;
+	return 0;
+}
+
+/* Whether id is in the set. */
+static int ids_has(const struct uploads *u, const uint8_t *id)
+{
+	for (size_t j = slot_of(u, id, u->cap); u->used[j]; j = (j + 1) & (u->cap - 1))
+		if (memcmp(u->ids[j], id, 16) == 0)
+			return 1;
 	return 0;
 }
 
@@ -136,20 +147,33 @@ struct st_op *st_upload(struct st_group *g, const char *sender, const struct st_
                         int n, st_done_fn done, void *arg)
 {
 	struct uploads *u = st_group_head_arg(g);
-	struct st_array *c = st_group_columns(g);
-	if (!c)
-		return NULL;
-	if (u->gen != st_group_filling(g)) {
-		u->gen = st_group_filling(g);
-		if (u->used)
-			memset(u->used, 0, u->cap);
-		u->n = 0;
+	struct st_array *c = NULL;
+	/* An id that an earlier part of the filling group carries (an agent's
+	 * retry on a new session while its first try waits, or two senders):
+	 * this part goes in the next group, so that it sees what became of the
+	 * first (stored, or not: then this one is tried on its own). */
+	for (int pass = 0; pass < 2; pass++) {
+		if (!(c = st_group_columns(g)))
+			return NULL;
+		if (u->gen != st_group_filling(g)) {
+			u->gen = st_group_filling(g);
+			if (u->used)
+				memset(u->used, 0, u->cap);
+			u->n = 0;
+		}
+		if (ids_reserve(u, (size_t)n) != 0)
+			return NULL;
+		int clash = 0;
+		for (int i = 0; i < n && !clash && u->n > 0; i++)
+			clash = ids_has(u, rows[i].id);
+		if (!clash)
+			break;
+		st_group_close(g);
 	}
-	if (ids_reserve(u, (size_t)n) != 0)
-		return NULL;
 	size_t slen = strlen(sender);
 	for (int i = 0; i < n; i++) {
 		const struct st_upload_row *r = &rows[i];
+		/* seen already: earlier in this part (protocol.md: a duplicate) */
 		int16_t flag = ids_seen(u, r->id) ? 1 : r->flag;
 		st_array_add(&c[C_SENDER], sender, slen);
 		st_array_add(&c[C_ID], r->id, 16);

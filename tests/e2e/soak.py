@@ -81,7 +81,7 @@ def upload_in_flight(store: harness.Store, node: str, timeout: float = 5.0) -> b
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         n = store.scalar("select count(*) from pg_stat_activity where application_name = %s "
-                         "and state = 'active' and query like %s", [f"qagw-{node}", "%qa_upload(%"])
+                         "and state = 'active' and query like %s", [f"qagw-{node}", "%qa_upload%"])
         if int(n) > 0:
             return True
         time.sleep(0.005)

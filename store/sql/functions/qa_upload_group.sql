@@ -1,9 +1,10 @@
 -- UPLOAD batches of one or more sessions in one transaction (group commit,
 -- docs/design.md "Store"). Row i is p_sender[i]'s message. The gateway has
 -- refused invalid messages already and passes in p_flag: 0 (store it), 1 (its
--- id came earlier in this group: a duplicate, or a conflict if another sender
--- stored it), 3 (expired) or 4 (too_large). Among rows with flag 0 every id is
--- distinct. Returns (ord, result) for every row, in order, with protocol.md's
+-- id came earlier in the same sender's batch: a duplicate, or a conflict if
+-- another sender stored it), 3 (expired) or 4 (too_large). Among rows with
+-- flag 0 every id is distinct: the gateway puts a batch that repeats an id of
+-- another batch of the group in the next group. Returns (ord, result) for every row, in order, with protocol.md's
 -- precedence: duplicate/conflict, then expired/too_large, then quota.
 --
 -- The common case costs one upsert per recipient and one INSERT of the rows:
