@@ -11,7 +11,7 @@ import re
 import subprocess
 
 import qasync as q
-from harness import QAGW, free_port, msg, require_binary
+from harness import QAGW, free_port, msg, require_binary, wait_until
 
 TOKEN = {"auth": "token"}
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -129,7 +129,13 @@ def test_other_agents_seqs_and_ids_are_ignored_with_tokens(qagw_conf, store, uid
         d = b.fetch()
         assert [x.id for x in d.msgs] == [m.id]
         seq = d.msgs[0].seq
-    before = store.query("SELECT status, delivery_count FROM qa_messages WHERE seq = %s", (seq,))
+    # B's session ended holding the message: the store counts that delivery as the session
+    # ends (docs/design.md "Delivery": holds live in the worker, counted lazily), so wait
+    # for it rather than read it the instant the socket closes.
+    def counted():
+        rows = store.query("SELECT status, delivery_count FROM qa_messages WHERE seq = %s", (seq,))
+        return rows if [tuple(int(v) for v in r) for r in rows] == [(1, 1)] else None
+    before = wait_until(counted, 5, interval=0.05, what="B's delivery counted")
     assert [tuple(int(v) for v in r) for r in before] == [(1, 1)], before
 
     with q.Client("127.0.0.1", port) as c:
