@@ -16,9 +16,13 @@ BEGIN
   -- The pending count from the counters (migration 8), not by counting rows;
   -- 0 when none of them is still live, so that no PUSH announces only
   -- expired messages.
-  n := CASE WHEN EXISTS (SELECT 1 FROM qa_messages m
-                          WHERE m.recipient = p_agent AND m.status = 1
-                            AND (m.expires_ms = 0 OR m.expires_ms > p_now))
+  -- (a scalar subquery with ORDER BY ... LIMIT 1 in the pending index's order, not EXISTS,
+  -- which drops both: plpgsql's generic plan would then scan the table for an agent with
+  -- nothing pending whenever a few recipients hold most of the pending messages)
+  n := CASE WHEN (SELECT 1 FROM qa_messages m
+                   WHERE m.recipient = p_agent AND m.status = 1
+                     AND (m.expires_ms = 0 OR m.expires_ms > p_now)
+                   ORDER BY m.priority DESC, m.seq LIMIT 1) IS NOT NULL
             THEN greatest(qa_pending(p_agent), 1) ELSE 0 END;
   RETURN QUERY SELECT w.name, w.advertise, w.tls, n, coalesce(asg, '')
     FROM qa_workers w ORDER BY w.name;

@@ -13,9 +13,12 @@ RETURNS TABLE (seq bigint, id uuid, sender text, queue text, priority smallint,
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 BEGIN
-  IF EXISTS (SELECT 1 FROM qa_messages m
-              WHERE m.recipient = p_agent AND m.status = 1 AND m.expires_ms <> 0
-                AND m.expires_ms <= p_now) THEN
+  -- (a scalar subquery in qa_messages_expiring_rcpt's order, not EXISTS, which would drop
+  -- ORDER BY and LIMIT: see qa_hello)
+  IF (SELECT 1 FROM qa_messages m
+       WHERE m.recipient = p_agent AND m.status = 1 AND m.expires_ms <> 0
+         AND m.expires_ms <= p_now
+       ORDER BY m.recipient, m.expires_ms LIMIT 1) IS NOT NULL THEN
     PERFORM set_config('synchronous_commit', 'off', true);
     PERFORM qa_expire_seqs(ARRAY(
       SELECT m.seq FROM qa_messages m
