@@ -9,6 +9,7 @@ CREATE OR REPLACE FUNCTION qa_ack_group(p_now bigint, p_agent text[], p_seq bigi
 RETURNS TABLE (ord integer) LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 BEGIN
+  PERFORM set_config('plan_cache_mode', 'force_generic_plan', true); -- see qa_upload_group
   PERFORM set_config('synchronous_commit', 'off', true);
   RETURN QUERY
   WITH inp AS (

@@ -5,6 +5,7 @@
 CREATE OR REPLACE FUNCTION qa_count_add(p_side text, p_recipients text[], p_ns bigint[])
 RETURNS void LANGUAGE plpgsql AS $$
 BEGIN
+  PERFORM set_config('plan_cache_mode', 'force_generic_plan', true); -- see qa_upload_group
   IF p_side = 'in' THEN
     INSERT INTO qa_pending_in AS c (recipient, n)
     SELECT r, k FROM unnest(p_recipients, p_ns) AS x(r, k) ORDER BY r
@@ -21,6 +22,7 @@ DECLARE
   r text[];
   k bigint[];
 BEGIN
+  PERFORM set_config('plan_cache_mode', 'force_generic_plan', true); -- see qa_upload_group
   -- qa_upload_group counts its own rows as it decides the quota
   IF current_setting('qa.counted', true) = 'on' THEN RETURN NULL; END IF;
   SELECT array_agg(t.recipient), array_agg(t.n) INTO r, k
@@ -34,6 +36,7 @@ DECLARE
   r text[];
   k bigint[];
 BEGIN
+  PERFORM set_config('plan_cache_mode', 'force_generic_plan', true); -- see qa_upload_group
   SELECT array_agg(t.recipient), array_agg(t.n) INTO r, k
     FROM (SELECT o.recipient, count(*) AS n FROM ot o JOIN nt n ON n.seq = o.seq
            WHERE o.status = 1 AND n.status <> 1 GROUP BY o.recipient) t;
@@ -50,6 +53,7 @@ DECLARE
   r text[];
   k bigint[];
 BEGIN
+  PERFORM set_config('plan_cache_mode', 'force_generic_plan', true); -- see qa_upload_group
   SELECT array_agg(t.recipient), array_agg(t.n) INTO r, k
     FROM (SELECT recipient, count(*) AS n FROM ot WHERE status = 1 GROUP BY recipient) t;
   IF r IS NOT NULL THEN PERFORM qa_count_add('out', r, k); END IF;
@@ -58,6 +62,7 @@ END $$;
 
 CREATE OR REPLACE FUNCTION qa_count_trunc() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+  PERFORM set_config('plan_cache_mode', 'force_generic_plan', true); -- see qa_upload_group
   DELETE FROM qa_pending_in;
   DELETE FROM qa_pending_out;
   RETURN NULL;

@@ -5,6 +5,7 @@ LANGUAGE plpgsql AS $$
 DECLARE
   n integer;
 BEGIN
+  PERFORM set_config('plan_cache_mode', 'force_generic_plan', true); -- see qa_upload_group
   IF coalesce(array_length(p_seqs, 1), 0) = 0 THEN RETURN 0; END IF;
   WITH u AS (
     UPDATE qa_messages m SET status = 30, status_ms = p_now, held_by = NULL

@@ -8,6 +8,7 @@ DECLARE
   n bigint;
   asg text;
 BEGIN
+  PERFORM set_config('plan_cache_mode', 'force_generic_plan', true); -- see qa_upload_group
   INSERT INTO qa_agents AS a (agent_id, first_seen_ms, last_hello_ms, primary_sent, last_worker)
   VALUES (p_agent, p_now, p_now, p_primary, p_worker)
   ON CONFLICT (agent_id) DO UPDATE

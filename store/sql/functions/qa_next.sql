@@ -13,6 +13,7 @@ RETURNS TABLE (seq bigint, id uuid, sender text, queue text, priority smallint,
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 BEGIN
+  PERFORM set_config('plan_cache_mode', 'force_generic_plan', true); -- see qa_upload_group
   -- (a scalar subquery in qa_messages_expiring_rcpt's order, not EXISTS, which would drop
   -- ORDER BY and LIMIT: see qa_hello)
   IF (SELECT 1 FROM qa_messages m

@@ -5,6 +5,7 @@ CREATE OR REPLACE FUNCTION qa_status_held(p_agent text, p_held bigint[], p_ids u
     p_codes smallint[], p_now bigint)
 RETURNS integer LANGUAGE plpgsql AS $$
 BEGIN
+  PERFORM set_config('plan_cache_mode', 'force_generic_plan', true); -- see qa_upload_group
   IF cardinality(p_held) > 0 THEN
     UPDATE qa_messages m SET delivery_count = m.delivery_count + 1
      WHERE m.seq = ANY (p_held) AND m.recipient = p_agent AND m.status = 1;

@@ -9,12 +9,9 @@
 -- quota, an acknowledgement updates qa_pending_out, and neither waits for the
 -- other. Reading n_out without its lock is safe for the quota: a stale n_out
 -- is smaller, so the pending count read is larger, never smaller.
--- qa_pending_in.last_req / last_add: what the last upload asked to add and
--- what fitted (qa_upload_group reads them back from its upsert). Half-full
--- pages keep the counters' updates HOT.
-CREATE TABLE qa_pending_in (recipient text PRIMARY KEY, n bigint NOT NULL,
-                            last_req bigint NOT NULL DEFAULT 0,
-                            last_add bigint NOT NULL DEFAULT 0) WITH (fillfactor = 50);
+-- Half-full pages keep the counters' updates HOT.
+CREATE TABLE qa_pending_in (recipient text PRIMARY KEY, n bigint NOT NULL)
+  WITH (fillfactor = 50);
 CREATE TABLE qa_pending_out (recipient text PRIMARY KEY, n bigint NOT NULL)
   WITH (fillfactor = 50);
 -- No writer may slip between the initial count and the triggers.
