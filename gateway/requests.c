@@ -349,7 +349,17 @@ void gw_req_hello(struct gw_session *s, const struct qs_hello *h)
 		                 w->wc->name, w->conf->max_sessions);
 		return;
 	}
-	copy_str(s->primary_sent, sizeof(s->primary_sent), h->primary);
+	if (h->primary.len > 0) {
+		char *p = malloc((size_t)h->primary.len + 1);
+		if (!p) {
+			gw_session_error(s, QS_E_INTERNAL, "out of memory");
+			return;
+		}
+		copy_str(p, (size_t)h->primary.len + 1, h->primary);
+		if (s->primary_sent != gw_session_empty)
+			free(s->primary_sent);
+		s->primary_sent = p;
+	}
 	s->persist = (h->flags & QS_FLAG_PERSIST) != 0;
 	/* now_ms is the agent's word: bounded (like expires_ms below) so that no
 	 * shift or shifted expiry can overflow. */

@@ -74,6 +74,9 @@ void gw_session_free(struct gw_session *s)
 		rt_pool_release(w->pool, s->agent, s->epoch);
 	qs_buf_free(&s->welcome);
 	free(s->known);
+	free(s->pending_text);
+	if (s->primary_sent != gw_session_empty)
+		free(s->primary_sent);
 	if (s->reassign_timer)
 		event_free(s->reassign_timer);
 	TAILQ_REMOVE(&w->sessions, s, link);
@@ -126,7 +129,7 @@ void gw_session_error(struct gw_session *s, int code, const char *fmt, ...)
 	if (s->op) { /* owed: the in-flight request's response goes first */
 		if (!s->pending_error) {
 			s->pending_error = code;
-			snprintf(s->pending_text, sizeof(s->pending_text), "%s", text);
+			s->pending_text = strdup(text); /* NULL: the ERROR says less */
 		}
 		return;
 	}
@@ -159,7 +162,10 @@ void gw_session_request_done(struct gw_session *s)
 	if (s->pending_error) {
 		int code = s->pending_error;
 		s->pending_error = 0;
-		gw_session_error(s, code, "%s", s->pending_text);
+		char *text = s->pending_text;
+		s->pending_text = NULL;
+		gw_session_error(s, code, "%s", text ? text : "");
+		free(text);
 		return;
 	}
 	pump(s);
@@ -363,9 +369,13 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 	/* WELCOMING past the deadline: the store answers (or fails) soon. */
 }
 
+char gw_session_empty[1];
+
 void gw_session_accept(struct gw_worker *w, int fd, const char *peer, const char *ip)
 {
 	struct gw_session *s = calloc(1, sizeof(*s));
+	if (s)
+		s->primary_sent = gw_session_empty;
 	struct bufferevent *bev = NULL;
 	/* Responses are small frames written as they are ready: Nagle would hold
 	 * an UPLOAD_ACK behind the agent's delayed ACK. */

@@ -34,7 +34,7 @@ struct gw_session {
 	struct event *timer; /* hello deadline, then close deadline / deferred free */
 	char peer[64];
 	char agent[121];        /* set at HELLO */
-	char primary_sent[256]; /* the HELLO primary as sent */
+	char *primary_sent;     /* the HELLO primary as sent (gw_session_empty if none) */
 	char primary[65];       /* resolved worker name, "" if unresolved */
 	int on_primary;
 	int persist;
@@ -50,7 +50,7 @@ struct gw_session {
 	uint8_t *held_counted; /* the store counted that delivery already */
 	int n_held, cap_held;
 	int pending_error; /* ERROR to send once the in-flight request is answered */
-	char pending_text[160];
+	char *pending_text;   /* its text (malloc'd) */
 
 	/* Pool registration (docs/design.md "Redis"). */
 	UT_hash_handle hh;       /* in w->by_agent from HELLO on: one session per agent here */
@@ -74,6 +74,10 @@ struct gw_session {
 	int deferred_n;            /* pushes that arrived before WELCOME was written */
 	int64_t deferred_commit_ms;
 };
+
+/* The empty string primary_sent points to when the agent names no primary
+ * (most sessions: no allocation for them). */
+extern char gw_session_empty[1];
 
 /* A reply from Redis may outlive the session that asked: the ticket is
  * what the callback gets, and s is NULL once the session is gone. */

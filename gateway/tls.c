@@ -32,6 +32,12 @@ static SSL_CTX *make_ctx(const char *cert, const char *key, char *err, size_t er
 	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_CIPHER_SERVER_PREFERENCE);
+	/* No resumption state kept per connection (agents reconnect rarely and
+	 * a full handshake is cheap next to a session's life): no session
+	 * cache and no TLS 1.3 tickets, so an idle session keeps no SSL_SESSION
+	 * copies (docs/benchmarks.md: idle TLS memory). */
+	SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);
+	SSL_CTX_set_num_tickets(ctx, 0);
 	if (SSL_CTX_use_certificate_chain_file(ctx, cert) != 1) {
 		ssl_reason(err, errlen, "cert", cert);
 		SSL_CTX_free(ctx);
