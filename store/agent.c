@@ -4,9 +4,11 @@
 #include <string.h>
 #include <time.h>
 
+/* Every statement here is a literal: prepared once per connection. */
 static struct st_op *submit(struct st_conn *c, const char *sql, struct st_params *p,
                             st_done_fn done, void *arg)
 {
+	p->reuse = 1;
 	struct st_op *op = st_submit(c, sql, p, done, arg);
 	st_params_clear(p);
 	return op;

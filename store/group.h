@@ -21,8 +21,8 @@ struct event_base;
 struct st_group;
 
 struct st_group_spec {
-	/* The statement: $1..$n_head are the head's parameters, then one array
-	 * per column. It returns one row per input row, in input order. */
+	/* The statement (a literal: it is prepared once per connection):
+	 * $1..$n_head are the head's parameters, then one array per column. */
 	const char *sql;
 	int n_cols;
 	Oid elem[ST_MAX_PARAMS];      /* element type of each column */

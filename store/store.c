@@ -24,6 +24,8 @@ enum st_state {
 	ST_UP,         /* connected, in pipeline mode: statements may be sent */
 };
 
+#define ST_MAX_PREPARED 32
+
 struct st_conn {
 	struct event_base *base;
 	char *conninfo;
@@ -46,6 +48,10 @@ struct st_conn {
 	struct timespec connect_started;
 	struct timespec last_probe; /* idle probe (SELECT 1) */
 	struct event *watchdog;     /* checks the oldest statement in flight, every second */
+	/* Statements prepared on this connection (st_params.reuse), by text address. */
+	const char *prepared[ST_MAX_PREPARED];
+	int n_prepared;
+	unsigned prepared_gen; /* names are "qagwG_I": a failed prepare takes a new name */
 };
 
 #define BACKOFF_MIN_MS 250
@@ -81,6 +87,7 @@ static void conn_lost(struct st_conn *c, const char *why)
 		PQfinish(c->pg);
 	c->pg = NULL;
 	c->broken = 0;
+	c->n_prepared = 0; /* a new connection has none */
 	set_state(c, ST_DOWN);
 	struct st_op *op;
 	while ((op = TAILQ_FIRST(&c->inflight))) {
@@ -100,6 +107,12 @@ static void complete(struct st_conn *c, struct st_op *op)
 {
 	TAILQ_REMOVE(&c->inflight, op, link);
 	c->n_inflight--;
+	if (op->slot >= 0 && (op->failed || !op->res)) {
+		/* its prepare may have failed: every statement is prepared again,
+		 * under new names (those that exist stay unused) */
+		c->prepared_gen++;
+		c->n_prepared = 0;
+	}
 	if (op->done) {
 		if (op->failed || !op->res)
 			op->done(op->arg, NULL,
@@ -131,7 +144,10 @@ static void take_results(struct st_conn *c)
 			break;
 		case PGRES_TUPLES_OK:
 		case PGRES_COMMAND_OK:
-			if (!op->res)
+			if (op->skip > 0) { /* the PQsendPrepare that went first */
+				op->skip--;
+				PQclear(r);
+			} else if (!op->res)
 				op->res = r;
 			else
 				PQclear(r);
@@ -397,9 +413,33 @@ struct st_op *st_submit(struct st_conn *c, const char *sql, const struct st_para
 	struct st_op *op = calloc(1, sizeof(*op));
 	if (!op)
 		return NULL;
-	if (!PQsendQueryParams(c->pg, sql, p->n, p->types, (const char *const *)p->values,
-	                       p->lengths, p->formats, 1) ||
-	    !PQpipelineSync(c->pg)) {
+	/* A literal statement: prepared on this connection the first time (in
+	 * the same pipeline segment as its first execution), by name after. */
+	int slot = -1, fresh = 0;
+	for (int i = 0; p->reuse && i < c->n_prepared && slot < 0; i++)
+		if (c->prepared[i] == sql)
+			slot = i;
+	if (p->reuse && slot < 0 && c->n_prepared < ST_MAX_PREPARED)
+		slot = c->n_prepared, fresh = 1;
+	const char *const *values = (const char *const *)p->values;
+	int sent;
+	if (slot >= 0) {
+		char name[32];
+		snprintf(name, sizeof(name), "qagw%u_%d", c->prepared_gen, slot);
+		sent = (!fresh || PQsendPrepare(c->pg, name, sql, p->n, p->types)) &&
+		       PQsendQueryPrepared(c->pg, name, p->n, values, p->lengths, p->formats, 1);
+	} else {
+		sent = PQsendQueryParams(c->pg, sql, p->n, p->types, values, p->lengths, p->formats,
+		                         1);
+	}
+	op->slot = -1;
+	if (sent && fresh) {
+		c->prepared[slot] = sql;
+		c->n_prepared++;
+		op->skip = 1;
+		op->slot = slot;
+	}
+	if (!sent || !PQpipelineSync(c->pg)) {
 		gw_log(GW_LOG_WARN, "store %s: send failed: %s", c->name, PQerrorMessage(c->pg));
 		free(op);
 		c->broken = 1;

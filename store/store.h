@@ -48,6 +48,10 @@ struct st_params {
 	int lengths[ST_MAX_PARAMS];
 	int formats[ST_MAX_PARAMS];
 	int failed; /* an allocation failed; submit refuses */
+	/* The statement's text is a literal (never changes at its address): it
+	 * is prepared once per connection and executed by name after that,
+	 * sparing PostgreSQL a parse and plan per call. */
+	int reuse;
 };
 
 void st_params_text(struct st_params *p, const char *s, size_t n);

@@ -17,6 +17,8 @@ struct st_op {
 	char err[200];
 	struct timespec sent; /* CLOCK_MONOTONIC, for the answer deadline */
 	int first, n;         /* a group's part: its rows of the group's result */
+	int skip;             /* results to pass over first (a PQsendPrepare's) */
+	int slot;             /* the prepared statement this op created (-1: none) */
 };
 
 #endif
