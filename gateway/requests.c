@@ -656,13 +656,18 @@ static void on_fetch(void *arg, const PGresult *res, const char *err)
 	struct qs_prop **pv = calloc((size_t)n + 1, sizeof(*pv));
 	char(*counts)[12] = calloc((size_t)n + 1, sizeof(*counts));
 	int64_t *seqs = calloc((size_t)n + 1, sizeof(*seqs));
-	int ok = msgs && pv && counts && seqs, more = 0;
-	for (int i = 0; ok && i < n; i++) {
+	int ok = msgs && pv && counts && seqs, more = 0, rows = n;
+	n = 0; /* the rows delivered: in order, those that fit up to max_count */
+	for (int i = 0; ok && i < rows; i++) {
 		struct st_next_row r;
 		st_next_row(res, i, &r);
+		if (!r.fits || r.rn > s->req_count) {
+			more = 1;
+			break;
+		}
 		struct qs_msg_in *m = &msgs[i];
 		seqs[i] = r.seq;
-		more = r.more;
+		n = i + 1;
 		m->seq = (uint64_t)r.seq;
 		memcpy(m->id, r.id, 16);
 		m->from.ptr = r.sender;
@@ -743,6 +748,7 @@ void gw_req_fetch(struct gw_session *s, const struct qs_fetch *f)
 	}
 	/* The whole DELIVER must fit max_frame: type, count and more take 4. */
 	int64_t max_bytes = f->max_bytes < conf->max_frame - 4 ? f->max_bytes : conf->max_frame - 4;
+	s->req_count = max_count;
 	waited(s, st_next(gw_worker_store(s->w), s->agent, s->held, s->n_held, max_count, max_bytes,
 	                  gw_now_ms(), on_fetch, s));
 }

@@ -85,13 +85,13 @@ struct st_op *st_next(struct st_conn *c, const char *agent, const int64_t *held,
 	st_params_int8(&p, now_ms);
 	return submit(c,
 	              "SELECT seq, id, sender, queue, priority, created_ms, expires_ms, props, body,"
-	              " delivery_count, more FROM qa_next($1, $2, $3, $4, $5)",
+	              " delivery_count, rn, cum FROM qa_next($1, $2, $3, $4, $5)",
 	              &p, done, arg);
 }
 
 int st_next_rows(const PGresult *res)
 {
-	return PQnfields(res) == 11 ? PQntuples(res) : -1;
+	return PQnfields(res) == 12 ? PQntuples(res) : -1;
 }
 
 void st_next_row(const PGresult *res, int row, struct st_next_row *out)
@@ -110,7 +110,8 @@ void st_next_row(const PGresult *res, int row, struct st_next_row *out)
 	out->body = (const uint8_t *)PQgetvalue(res, row, 8);
 	out->body_len = PQgetlength(res, row, 8);
 	out->delivery_count = st_get_int4(res, row, 9);
-	out->more = *PQgetvalue(res, row, 10) != 0;
+	out->rn = st_get_int8(res, row, 10);
+	out->fits = !PQgetisnull(res, row, 8);
 }
 
 struct st_op *st_delivered(struct st_conn *c, const char *agent, const int64_t *seqs, int n,

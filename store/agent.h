@@ -38,7 +38,9 @@ void st_hello_row(const PGresult *res, int row, struct st_hello_row *out);
 /* ---- FETCH ---- */
 
 /* qa_next: the next messages for agent that are not among the n_held seqs
- * held (the session's holds). st_next_row reads a row. */
+ * held (the session's holds), in delivery order: up to max_count + 1 rows,
+ * the last of which may not fit (fits 0, no body) or be over max_count (rn):
+ * deliver the rows that fit with rn <= max_count; more: any row left. */
 struct st_op *st_next(struct st_conn *c, const char *agent, const int64_t *held, int n_held,
                       int32_t max_count, int64_t max_bytes, int64_t now_ms, st_done_fn done,
                       void *arg) __attribute__((warn_unused_result));
@@ -52,7 +54,8 @@ struct st_next_row {
 	const uint8_t *props, *body;
 	int props_len, body_len;
 	int32_t delivery_count; /* deliveries counted before this one */
-	int more;               /* (the same on every row) */
+	int64_t rn;             /* 1, 2, ... in delivery order */
+	int fits;               /* within max_bytes (or the first): its body is here */
 };
 int st_next_rows(const PGresult *res); /* -1 if res is not qa_next's */
 void st_next_row(const PGresult *res, int row, struct st_next_row *out);

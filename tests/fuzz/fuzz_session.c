@@ -155,22 +155,29 @@ static PGresult *fake_result(const char *sql, const struct st_params *p)
 	if (strstr(sql, "qa_next(")) { /* one message (none if the mode says so) */
 		static const Oid t[] = {ST_OID_INT8,  ST_OID_UUID, ST_OID_TEXT, ST_OID_TEXT,
 		                        ST_OID_INT2,  ST_OID_INT8, ST_OID_INT8, ST_OID_BYTEA,
-		                        ST_OID_BYTEA, ST_OID_INT4, ST_OID_BOOL};
-		PGresult *r = result(11, t);
+		                        ST_OID_BYTEA, ST_OID_INT4, ST_OID_INT8, ST_OID_INT8};
+		PGresult *r = result(12, t);
 		if (fake_mode & 2)
 			return r;
 		static const uint8_t props[] = {0, 1, 0, 1, 'k', 0, 1, 'v'};
-		set8(r, 0, 0, 42);
-		set(r, 0, 1, "0123456789abcdef", 16);
-		set(r, 0, 2, "alice", 5);
-		set(r, 0, 3, "inbox", 5);
-		set2(r, 0, 4, 4);
-		set8(r, 0, 5, 1700000000000);
-		set8(r, 0, 6, 0);
-		set(r, 0, 7, props, (fake_mode & 4) ? 3 : (int)sizeof(props)); /* 3: corrupt */
-		set(r, 0, 8, "body", 4);
-		set4(r, 0, 9, 0); /* deliveries counted before this one */
-		set(r, 0, 10, (fake_mode & 8) ? "\1" : "\0", 1);
+		/* row 0 is delivered; with mode 8 a second one does not fit (no body): more */
+		for (int row = 0; row < ((fake_mode & 8) ? 2 : 1); row++) {
+			set8(r, row, 0, 42 + row);
+			set(r, row, 1, row ? "1123456789abcdef" : "0123456789abcdef", 16);
+			set(r, row, 2, "alice", 5);
+			set(r, row, 3, "inbox", 5);
+			set2(r, row, 4, 4);
+			set8(r, row, 5, 1700000000000);
+			set8(r, row, 6, 0);
+			set(r, row, 7, props, (fake_mode & 4) ? 3 : (int)sizeof(props)); /* 3: corrupt */
+			if (row == 0)
+				set(r, row, 8, "body", 4);
+			else if (!PQsetvalue(r, row, 8, NULL, -1)) /* NULL: it does not fit */
+				abort();
+			set4(r, row, 9, 0); /* deliveries counted before this one */
+			set8(r, row, 10, row + 1);
+			set8(r, row, 11, 100 * (row + 1));
+		}
 		return r;
 	}
 	if (strstr(sql, "qa_ack_group(")) { /* every row applied: their ords */

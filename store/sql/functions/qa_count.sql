@@ -36,6 +36,8 @@ DECLARE
   r text[];
   k bigint[];
 BEGIN
+  -- qa_ack_group counts its own rows
+  IF current_setting('qa.counted', true) = 'on' THEN RETURN NULL; END IF;
   PERFORM set_config('plan_cache_mode', 'force_generic_plan', true); -- see qa_upload_group
   SELECT array_agg(t.recipient), array_agg(t.n) INTO r, k
     FROM (SELECT o.recipient, count(*) AS n FROM ot o JOIN nt n ON n.seq = o.seq

@@ -1,15 +1,19 @@
+-- (its columns changed while migration 8 was unreleased: replaced whole)
+DROP FUNCTION IF EXISTS qa_next(text, bigint[], integer, bigint, bigint);
 -- One FETCH, as a read (docs/design.md "Delivery"): the most urgent, oldest pending
 -- messages of p_agent except those this session holds (p_held: the session's holds are kept
--- in its worker's memory), as many as fit in p_max_count and p_max_bytes (at least one),
--- counting each MSG_IN's exact encoded size including the two server-set properties
--- (ias_DeliveryCount is delivery_count + 1). `more`: pending messages remain that the
--- session does not hold. Nothing is written unless some of the agent's messages are due:
--- those expire first (their senders are told), in a transaction committed asynchronously.
+-- in its worker's memory), up to p_max_count + 1 of them, each with its exact MSG_IN size
+-- (including the two server-set properties; ias_DeliveryCount is delivery_count + 1) and the
+-- running total `cum` in that order; rows from the first whose total passes p_max_bytes on
+-- are left out, except that one (without its body, if it is not the first): the gateway delivers the rows with
+-- rn <= p_max_count and (rn = 1 or cum <= p_max_bytes), and `more` is whether any row is
+-- left. Nothing is written unless some of the agent's messages are due: those expire first
+-- (their senders are told), in a transaction committed asynchronously.
 CREATE OR REPLACE FUNCTION qa_next(p_agent text, p_held bigint[], p_max_count integer,
     p_max_bytes bigint, p_now bigint)
 RETURNS TABLE (seq bigint, id uuid, sender text, queue text, priority smallint,
     created_ms bigint, expires_ms bigint, props bytea, body bytea, delivery_count integer,
-    more boolean)
+    rn bigint, cum bigint)
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 BEGIN
@@ -27,25 +31,21 @@ BEGIN
          AND m.expires_ms <= p_now), p_now);
   END IF;
   RETURN QUERY
-  WITH cand AS (
-    SELECT m.seq, m.id, m.sender, m.queue, m.priority, m.created_ms, m.expires_ms, m.props,
-           m.body, m.delivery_count,
-           8 + 16 + 2 + octet_length(m.sender) + 2 + octet_length(m.queue) + 1 + 8 + 8
-           + octet_length(m.props) + (2 + 14 + 2 + octet_length(m.sender))
-           + (2 + 17 + 2 + length((m.delivery_count + 1)::text)) + 4 + octet_length(m.body)
-           AS sz
-      FROM qa_messages m
-     WHERE m.recipient = p_agent AND m.status = 1 AND m.seq <> ALL (p_held)
-       AND (m.expires_ms = 0 OR m.expires_ms > p_now)
-     ORDER BY m.priority DESC, m.seq
-     LIMIT p_max_count + 1
-  ), run AS (
-    SELECT c.*, row_number() OVER w AS rn, sum(c.sz) OVER w AS cum
-      FROM cand c WINDOW w AS (ORDER BY c.priority DESC, c.seq)
-  )
-  SELECT r.seq, r.id, r.sender, r.queue, r.priority, r.created_ms, r.expires_ms, r.props,
-         r.body, r.delivery_count, (SELECT count(*) FROM cand) > count(*) OVER ()
-    FROM run r
-   WHERE r.rn <= p_max_count AND (r.rn = 1 OR r.cum <= p_max_bytes)
-   ORDER BY r.priority DESC, r.seq;
+  SELECT w.seq, w.id, w.sender, w.queue, w.priority, w.created_ms, w.expires_ms, w.props,
+         CASE WHEN w.rn = 1 OR w.cum <= p_max_bytes THEN w.body END, w.delivery_count,
+         w.rn, w.cum
+    FROM (SELECT c.*, row_number() OVER o AS rn, sum(c.sz) OVER o AS cum
+            FROM (SELECT m.seq, m.id, m.sender, m.queue, m.priority, m.created_ms,
+                         m.expires_ms, m.props, m.body, m.delivery_count,
+                         8 + 16 + 2 + octet_length(m.sender) + 2 + octet_length(m.queue) + 1
+                         + 8 + 8 + octet_length(m.props) + (2 + 14 + 2 + octet_length(m.sender))
+                         + (2 + 17 + 2 + length((m.delivery_count + 1)::text)) + 4
+                         + octet_length(m.body) AS sz
+                    FROM qa_messages m
+                   WHERE m.recipient = p_agent AND m.status = 1 AND m.seq <> ALL (p_held)
+                     AND (m.expires_ms = 0 OR m.expires_ms > p_now)
+                   ORDER BY m.priority DESC, m.seq
+                   LIMIT p_max_count + 1) c
+          WINDOW o AS (ORDER BY c.priority DESC, c.seq)) w
+   WHERE w.rn <= 2 OR w.cum - w.sz <= p_max_bytes; -- what is delivered, and the row after
 END $$;
