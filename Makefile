@@ -170,8 +170,8 @@ stop-services:
 
 # Benchmarks (issue 7, docs/benchmarks.md): bench/run.py starts PostgreSQL, Redis, qagw and
 # the peers (Mosquitto, nats-server, openssl s_server) on loopback, runs every scenario and
-# writes bench/results/LATEST.json, LATEST.md and latency.png. bench: <= 10 min; bench-quick:
-# <= 2 min (shorter phases, fewer agents and sessions).
+# writes bench/results/LATEST.json, LATEST.md and latency.png. bench: <= 12 min; bench-quick:
+# <= 3 min (shorter phases, fewer agents and sessions).
 bench: deps certs
 	$(MAKE) all
 	$(PYTHON) bench/run.py --profile full

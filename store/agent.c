@@ -128,16 +128,9 @@ struct st_op *st_delivered(struct st_conn *c, const char *agent, const int64_t *
 
 enum { A_AGENT, A_SEQ, A_HELD, N_ACOLS };
 
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static void ack_head(struct st_params *p, void *arg)
 {
-	st_params_int8(p, wall_ms());
+	st_params_int8(p, st_wall_ms());
 }
 
 struct st_group *st_acks_new(struct event_base *base, struct st_conn *(*pick)(void *),

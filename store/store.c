@@ -461,6 +461,13 @@ void st_op_cancel(struct st_op *op)
 	op->arg = NULL;
 }
 
+int64_t st_wall_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* ---- parameters ---- */
 
 static void add_param(struct st_params *p, Oid type, char *value, int len)

@@ -85,18 +85,11 @@ static int ids_seen(struct uploads *u, const uint8_t *id)
 	return 0;
 }
 
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* $1 the commit's time (created_ms and status_ms of every row), $2 max_pending */
 static void head(struct st_params *p, void *arg)
 {
 	const struct uploads *u = arg;
-	st_params_int8(p, wall_ms());
+	st_params_int8(p, st_wall_ms());
 	st_params_int4(p, u->max_pending);
 }
 

@@ -1,0 +1,12 @@
+-- Statement trigger AFTER DELETE ON qa_messages: a deleted pending message counts out.
+CREATE OR REPLACE FUNCTION qa_count_del() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+  r text[];
+  k bigint[];
+BEGIN
+  PERFORM set_config('plan_cache_mode', 'force_generic_plan', true); -- see qa_upload_group
+  SELECT array_agg(t.recipient), array_agg(t.n) INTO r, k
+    FROM (SELECT recipient, count(*) AS n FROM ot WHERE status = 1 GROUP BY recipient) t;
+  IF r IS NOT NULL THEN PERFORM qa_count_add('out', r, k); END IF;
+  RETURN NULL;
+END $$;
