@@ -454,3 +454,44 @@ def test_retry_in_same_group_is_not_acked_without_a_row(qagw, store, uid):
     if res != q.R_QUOTA and rows == 0:
         raise AckedWithoutRow(f"X acknowledged with result {res} but it is not in the store")
     assert res == q.R_QUOTA and rows == 0, (res, rows)
+
+
+def test_concurrent_uploads_never_exceed_max_pending(qagw, store, uid):
+    """qa_upload_group reads the quota without a lock and takes the counter last (so that
+    groups to one recipient wait for each other only for that tail): two groups on two
+    workers that both read "room for 3" must still leave at most max_pending = 3 pending.
+    Each group's INSERT is held 1 s (a test trigger) between its quota read and its counter
+    update, so the second group reads the counter before the first has added to it; the
+    second then finds the recipient past the quota and answers its newest row quota."""
+    g = qagw(workers=("ml1", "ml2"), sections={"store": {"max_pending": 3}})
+    R = f"full-{uid}"
+    slow_for(store, R, 1.0)
+    batches = {"ml1": [msg(f"{R}\\{QUEUE}") for _ in range(2)],
+               "ml2": [msg(f"{R}\\{QUEUE}") for _ in range(2)]}
+    results = {}
+
+    def upload(worker, delay):
+        time.sleep(delay)
+        with q.Client(HOST, g.port(worker)) as c:
+            c.hello(f"{worker}-{uid}")
+            results[worker] = [r for _, r in c.upload(batches[worker]).results]
+
+    threads = [threading.Thread(target=upload, args=("ml1", 0.0)),
+               threading.Thread(target=upload, args=("ml2", 0.3))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert set(results) == {"ml1", "ml2"}, results
+    flat = results["ml1"] + results["ml2"]
+    assert all(r in (q.R_STORED, q.R_QUOTA) for r in flat), results
+    pending = int(store.scalar("SELECT count(*) FROM qa_messages WHERE recipient = %s "
+                               "AND status = 1", (R,)))
+    counted = int(store.scalar("SELECT qa_pending(%s)", (R,)))
+    print(f"\nresults {results}, pending {pending}, counter {counted}")
+    assert pending == flat.count(q.R_STORED) == 3, (results, pending)
+    assert flat.count(q.R_QUOTA) == 1, results
+    assert counted == pending, (counted, pending)
+    # the overlap really happened: the second group read the quota before the first's
+    # commit, so its quota answer came from the trim after its insert
+    assert results["ml1"] == [q.R_STORED, q.R_STORED] and results["ml2"] == [q.R_STORED, q.R_QUOTA], results
