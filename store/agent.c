@@ -9,9 +9,7 @@ static struct st_op *submit(struct st_conn *c, const char *sql, struct st_params
                             st_done_fn done, void *arg)
 {
 	p->reuse = 1;
-	struct st_op *op = st_submit(c, sql, p, done, arg);
-	st_params_clear(p);
-	return op;
+	return st_submit_clear(c, sql, p, done, arg);
 }
 
 static void int8_array(struct st_params *p, const int64_t *v, int n)
@@ -49,9 +47,9 @@ struct st_op *st_hello(struct st_conn *c, const char *agent, const char *primary
 	st_params_text(&p, primary_sent, strlen(primary_sent));
 	st_params_text(&p, worker, strlen(worker));
 	st_params_int8(&p, now_ms);
-	return submit(c,
-	              "SELECT name, advertise, tls, pending, assigned FROM qa_hello($1, $2, $3, $4)",
-	              &p, done, arg);
+	return submit(
+	    c, "SELECT name, advertise, tls, pending, assigned FROM qa_hello($1, $2, $3, $4)", &p,
+	    done, arg);
 }
 
 int st_hello_rows(const PGresult *res)
@@ -83,10 +81,11 @@ struct st_op *st_next(struct st_conn *c, const char *agent, const int64_t *held,
 	st_params_int4(&p, max_count);
 	st_params_int8(&p, max_bytes);
 	st_params_int8(&p, now_ms);
-	return submit(c,
-	              "SELECT seq, id, sender, queue, priority, created_ms, expires_ms, props, body,"
-	              " delivery_count, rn, cum FROM qa_next($1, $2, $3, $4, $5)",
-	              &p, done, arg);
+	return submit(
+	    c,
+	    "SELECT seq, id, sender, queue, priority, created_ms, expires_ms, props, body,"
+	    " delivery_count, rn, cum FROM qa_next($1, $2, $3, $4, $5)",
+	    &p, done, arg);
 }
 
 int st_next_rows(const PGresult *res)

@@ -7,14 +7,6 @@
 #include <stdio.h>
 #include <string.h>
 
-static struct st_op *submit(struct st_conn *c, const char *sql, struct st_params *p,
-                            st_done_fn done, void *arg)
-{
-	struct st_op *op = st_submit(c, sql, p, done, arg);
-	st_params_clear(p);
-	return op;
-}
-
 /* The rows of res when it has ncols columns, else -1. */
 static int rows(const PGresult *res, int ncols)
 {
@@ -29,16 +21,16 @@ struct st_op *st_assign(struct st_conn *c, const char *const *agents, const char
 	struct st_params p = {0};
 	st_params_text_array(&p, agents, n);
 	st_params_text_array(&p, primaries, n);
-	return submit(c, "SELECT qa_assign($1, $2)", &p, done, arg);
+	return st_submit_clear(c, "SELECT qa_assign($1, $2)", &p, done, arg);
 }
 
 struct st_op *st_router_assignments(struct st_conn *c, st_done_fn done, void *arg)
 {
 	struct st_params none = {0};
-	return submit(c,
-	              "SELECT agent_id, assigned FROM qa_agents\n"
-	              " WHERE assigned <> '' AND coalesce(primary_sent, '') = ''",
-	              &none, done, arg);
+	return st_submit_clear(c,
+	                       "SELECT agent_id, assigned FROM qa_agents\n"
+	                       " WHERE assigned <> '' AND coalesce(primary_sent, '') = ''",
+	                       &none, done, arg);
 }
 
 /* ---- the lifecycle job ---- */
@@ -49,7 +41,7 @@ struct st_op *st_expire(struct st_conn *c, int64_t now_ms, int32_t limit, st_don
 	struct st_params p = {0};
 	st_params_int8(&p, now_ms);
 	st_params_int4(&p, limit);
-	return submit(c, "SELECT qa_expire($1, $2)", &p, done, arg);
+	return st_submit_clear(c, "SELECT qa_expire($1, $2)", &p, done, arg);
 }
 
 struct st_op *st_purge(struct st_conn *c, int64_t before_ms, int32_t limit, st_done_fn done,
@@ -58,7 +50,7 @@ struct st_op *st_purge(struct st_conn *c, int64_t before_ms, int32_t limit, st_d
 	struct st_params p = {0};
 	st_params_int8(&p, before_ms);
 	st_params_int4(&p, limit);
-	return submit(c, "SELECT qa_purge($1, $2)", &p, done, arg);
+	return st_submit_clear(c, "SELECT qa_purge($1, $2)", &p, done, arg);
 }
 
 int st_batch_read(const PGresult *res)
@@ -71,7 +63,7 @@ int st_batch_read(const PGresult *res)
 struct st_op *st_listen_sends(struct st_conn *c, st_done_fn done, void *arg)
 {
 	struct st_params none = {0};
-	return submit(c, "LISTEN " ST_SEND_CHANNEL, &none, done, arg);
+	return st_submit_clear(c, "LISTEN " ST_SEND_CHANNEL, &none, done, arg);
 }
 
 /* ---- agents ---- */
@@ -80,8 +72,9 @@ struct st_op *st_agent(struct st_conn *c, const char *agent, st_done_fn done, vo
 {
 	struct st_params p = {0};
 	st_params_text(&p, agent, strlen(agent));
-	return submit(c, "SELECT last_hello_ms, primary_sent FROM qa_agents WHERE agent_id = $1",
-	              &p, done, arg);
+	return st_submit_clear(
+	    c, "SELECT last_hello_ms, primary_sent FROM qa_agents WHERE agent_id = $1", &p, done,
+	    arg);
 }
 
 int st_agent_read(const PGresult *res, struct st_agent_row *out)
@@ -110,7 +103,7 @@ struct st_op *st_agent_pending(struct st_conn *c, const char *agent, int64_t now
 	struct st_params p = {0};
 	st_params_text(&p, agent, strlen(agent));
 	st_params_int8(&p, now_ms);
-	return submit(
+	return st_submit_clear(
 	    c,
 	    "SELECT count(*) FROM qa_messages\n"
 	    " WHERE recipient = $1 AND status = 1 AND (expires_ms = 0 OR expires_ms > $2)",
@@ -131,11 +124,12 @@ struct st_op *st_most_pending(struct st_conn *c, int32_t limit, st_done_fn done,
 {
 	struct st_params p = {0};
 	st_params_int4(&p, limit);
-	return submit(c,
-	              "SELECT i.recipient, i.n - coalesce(o.n, 0) AS pending\n"
-	              "  FROM qa_pending_in i LEFT JOIN qa_pending_out o USING (recipient)\n"
-	              " WHERE i.n - coalesce(o.n, 0) > 0 ORDER BY 2 DESC, 1 LIMIT $1",
-	              &p, done, arg);
+	return st_submit_clear(
+	    c,
+	    "SELECT i.recipient, i.n - coalesce(o.n, 0) AS pending\n"
+	    "  FROM qa_pending_in i LEFT JOIN qa_pending_out o USING (recipient)\n"
+	    " WHERE i.n - coalesce(o.n, 0) > 0 ORDER BY 2 DESC, 1 LIMIT $1",
+	    &p, done, arg);
 }
 
 int st_pending_rows(const PGresult *res)
@@ -174,14 +168,14 @@ struct st_op *st_credential_add(struct st_conn *c, const char *agent, const uint
 {
 	struct st_params p = {0};
 	credential_add_params(&p, agent, sha256, created_ms);
-	return submit(c, credential_add_sql, &p, done, arg);
+	return st_submit_clear(c, credential_add_sql, &p, done, arg);
 }
 
 struct st_op *st_credential_remove(struct st_conn *c, const char *agent, st_done_fn done, void *arg)
 {
 	struct st_params p = {0};
 	st_params_text(&p, agent, strlen(agent));
-	return submit(c, credential_remove_sql, &p, done, arg);
+	return st_submit_clear(c, credential_remove_sql, &p, done, arg);
 }
 
 int st_credential_changed(const PGresult *res)
@@ -192,7 +186,7 @@ int st_credential_changed(const PGresult *res)
 struct st_op *st_credential_list(struct st_conn *c, st_done_fn done, void *arg)
 {
 	struct st_params none = {0};
-	return submit(c, credential_list_sql, &none, done, arg);
+	return st_submit_clear(c, credential_list_sql, &none, done, arg);
 }
 
 int st_credential_rows(const PGresult *res)
@@ -285,8 +279,8 @@ struct st_op *st_send(struct st_conn *c, const char *to, const char *body, size_
 	st_params_int4(&p, priority);
 	st_params_int8(&p, expires_ms);
 	st_params_text(&p, props_json, strlen(props_json));
-	return submit(c, "SELECT id, seq FROM qa_send($1, $2, $3, $4, $5, $6::jsonb)", &p, done,
-	              arg);
+	return st_submit_clear(c, "SELECT id, seq FROM qa_send($1, $2, $3, $4, $5, $6::jsonb)", &p,
+	                       done, arg);
 }
 
 int st_sent_read(const PGresult *res, uint8_t id[16], int64_t *seq)
@@ -302,11 +296,12 @@ struct st_op *st_message(struct st_conn *c, const char *id, st_done_fn done, voi
 {
 	struct st_params p = {0};
 	st_params_text(&p, id, strlen(id));
-	return submit(c,
-	              "SELECT sender, recipient, queue, status, status_ms, delivery_count,\n"
-	              "       priority, created_ms, expires_ms\n"
-	              "  FROM qa_messages WHERE id = $1::uuid",
-	              &p, done, arg);
+	return st_submit_clear(
+	    c,
+	    "SELECT sender, recipient, queue, status, status_ms, delivery_count,\n"
+	    "       priority, created_ms, expires_ms\n"
+	    "  FROM qa_messages WHERE id = $1::uuid",
+	    &p, done, arg);
 }
 
 int st_message_read(const PGresult *res, struct st_message_row *out)
@@ -336,7 +331,7 @@ struct st_op *st_cancel(struct st_conn *c, const char *id, int64_t now_ms, st_do
 	struct st_params p = {0};
 	st_params_text(&p, id, strlen(id));
 	st_params_int8(&p, now_ms);
-	return submit(c, "SELECT qa_cancel($1::uuid, $2)", &p, done, arg);
+	return st_submit_clear(c, "SELECT qa_cancel($1::uuid, $2)", &p, done, arg);
 }
 
 enum st_cancel_result st_cancel_read(const PGresult *res)

@@ -86,6 +86,17 @@ void st_params_clear(struct st_params *p);
 struct st_op *st_submit(struct st_conn *c, const char *sql, const struct st_params *p,
                         st_done_fn done, void *arg) __attribute__((warn_unused_result));
 
+/* st_submit, then st_params_clear(p): for the statement functions of store/,
+ * which build p only to send it. (Inline, so that it calls st_submit from the
+ * caller's object: tests/fuzz/fuzz_session.c wraps st_submit at link time.) */
+static inline struct st_op *st_submit_clear(struct st_conn *c, const char *sql, struct st_params *p,
+                                            st_done_fn done, void *arg)
+{
+	struct st_op *op = st_submit(c, sql, p, done, arg);
+	st_params_clear(p);
+	return op;
+}
+
 /* The caller no longer wants the result (its session is gone): done will
  * not be called. The statement itself still runs to completion. */
 void st_op_cancel(struct st_op *op);
