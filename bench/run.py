@@ -134,6 +134,28 @@ class Bench:
             peers.pin_tree(pid, self.server_cpus)
         self.pinning[what] = peers.cpus_allowed(pid)
 
+    def dump_pgss(self, out: Path) -> None:
+        """QAGW_BENCH_PGSS=FILE: the run's top statements by total time, and its functions."""
+        q = ("select round(total_exec_time::numeric, 1) || ' ms  ' || calls || ' calls  ' || "
+             "round((total_exec_time / calls * 1000)::numeric, 1) || ' us/call  ' || "
+             "left(regexp_replace(query, '\\s+', ' ', 'g'), 160) from pg_stat_statements "
+             "order by total_exec_time desc limit 40")
+        f = ("select funcname || '  ' || calls || ' calls  total ' || round(total_time::numeric, 1)"
+             " || ' ms  self ' || round(self_time::numeric, 1) || ' ms' "
+             "from pg_stat_user_functions order by total_time desc")
+        text = ""
+        for db in self.pg.databases:
+            text += f"## {db}\n" + self._psql(db, "create extension if not exists "
+                                              "pg_stat_statements") + self._psql(db, q) + "\n"
+            text += self._psql(db, f) + "\n"
+        out.write_text(text)
+
+    def _psql(self, db: str, sql: str) -> str:
+        p = self.pg._as_pg([str(harness.PGBIN / "psql"), "-X", "-q", "-h", str(self.pg.sock),
+                            "-p", str(self.pg.port), "-U", "postgres", "-d", db, "-tA", "-c", sql],
+                           check=False)
+        return p.stdout
+
     def say(self, text: str) -> None:
         print(f"[{self.elapsed():6.1f}s] {text}", flush=True)
 
@@ -145,7 +167,13 @@ class Bench:
         with open(pg.data / "postgresql.conf", "a") as f:  # later lines win over the harness's
             f.write("\n# bench/run.py: durable commits\n" +
                     "".join(f"{k} = {v}\n" for k, v in PG_SETTINGS.items()))
+            if os.environ.get("QAGW_BENCH_PGSS"):  # profiling only (docs/benchmarks.md)
+                f.write("shared_preload_libraries = 'pg_stat_statements'\n"
+                        "pg_stat_statements.track = all\ntrack_functions = all\n")
         self.on_close("postgresql", pg.shutdown)
+        if os.environ.get("QAGW_BENCH_PGSS"):
+            self.on_close("pg_stat_statements", lambda: self.dump_pgss(
+                Path(os.environ["QAGW_BENCH_PGSS"])))
         pg.start()
         self.pg = pg
         self.pin_server("postgresql", int((pg.data / "postmaster.pid").read_text().split()[0]))
