@@ -38,6 +38,7 @@ struct gw_config {
 	char node_name[65];
 	int auth_off; /* auth = off */
 	int drain_timeout;
+	int allow_plaintext_tokens; /* auth = token on a non-loopback cleartext listener */
 	char log_level[16];
 	char log_file[1024]; /* empty: stderr; else appended to, reopened on SIGHUP */
 	/* [worker NAME] */
@@ -46,6 +47,7 @@ struct gw_config {
 	/* [store] */
 	char conninfo[2048];
 	int max_pending;
+	int max_pending_per_sender;
 	int64_t keep_ms;       /* keep_days: how long final messages are kept */
 	int store_connections; /* per worker */
 	int store_timeout;     /* seconds without an answer before a connection is dropped */
@@ -59,6 +61,7 @@ struct gw_config {
 	struct sockaddr_storage admin_sa;
 	socklen_t admin_sa_len;
 	char admin_token[256];
+	char admin_allowed_hosts[1024]; /* comma-separated Host names besides loopback ones */
 	/* [router] */
 	double epsilon;
 	int reassign_after;
