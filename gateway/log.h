@@ -22,7 +22,16 @@ extern _Atomic int gw_log_threshold;
 
 /* Returns the level for "error", "warn", "info" or "debug", or -1. */
 int gw_log_parse_level(const char *name);
+/* Writes one line: the formatted message with every control character
+ * (below 0x20, and 0x7f) written as \xNN, so that no string a peer sent
+ * (an agent id, a HELLO primary, an error text) can end the line, forge
+ * another or reach a terminal as an escape sequence. */
 void gw_logf(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* src[0..len) into dst (at most cap bytes, not terminated) with control
+ * characters as \xNN, as gw_logf writes them; stops before a character that
+ * does not fit whole. Returns the bytes written. */
+size_t gw_log_escape(char *dst, size_t cap, const char *src, size_t len);
 
 /* Main thread only. Directs the log to path (opened O_APPEND, created 0640
  * if missing) or, for "" or NULL, back to the stderr the process started
