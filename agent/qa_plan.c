@@ -25,6 +25,61 @@ static int save_servers(struct qa_agent *a, const struct qa_server_list *l, stru
 	return rc;
 }
 
+/* Whether an entry of a server list (WELCOME, REASSIGN) may be followed by
+ * an agent bootstrapped through boot, and how: never an auto(...) entry; under
+ * a TLS bootstrap never a cleartext one (a server list, which comes from
+ * Redis, cannot lower the protection the operator chose: the token would
+ * cross the network unencrypted), dropped rather than upgraded, as a tcpip
+ * listener does not speak TLS; and a tls entry is always verified with the
+ * bootstrap's trusted certificates, whatever the entry names (agent.md step
+ * 8: the server does not choose whom the agent trusts). Returns 1 and
+ * adjusts v, or 0 with the reason in *why. */
+static int follow_entry(const struct qa_stream *boot, struct qa_stream *v, const char **why)
+{
+	if (v->scheme == QA_SCHEME_AUTO) {
+		*why = "an auto(...) entry";
+		return 0;
+	}
+	if (boot->tls && !v->tls) {
+		*why = "a cleartext entry under a TLS bootstrap (the token would cross the "
+		       "network unencrypted)";
+		return 0;
+	}
+	if (v->tls)
+		memcpy(v->ca_file, boot->ca_file, sizeof v->ca_file);
+	return 1;
+}
+
+/* Logs the entries of a server list that the agent will not follow as given
+ * (at each WELCOME or REASSIGN that carries them, so an operator sees why a
+ * worker is never tried). */
+static void warn_entries(struct qa_agent *a, const struct qa_server_list *l)
+{
+	const struct qa_stream *boot = &a->cfg->streams[0];
+	if (boot->scheme != QA_SCHEME_AUTO)
+		return; /* an -x list is followed as given, never a server's */
+	for (size_t i = 0; i < l->n; i++) {
+		const struct qa_server_entry *x = &l->v[i];
+		struct qa_stream v;
+		char err[256];
+		const char *why;
+		if (qa_stream_parse(x->stream, &v, err, sizeof err) != 0) {
+			qa_log_write(&a->log, "server list: ignoring %s: %s", x->name, err);
+			continue;
+		}
+		const int named_ca = v.ca_file[0] != '\0';
+		if (!follow_entry(boot, &v, &why))
+			qa_log_write(&a->log, "server list: ignoring %s %s: %s", x->name, x->stream,
+			             why);
+		else if (named_ca)
+			qa_log_write(&a->log,
+			             "server list: %s %s: its trusted_certificates is ignored, the "
+			             "bootstrap's (%s) verifies it",
+			             x->name, x->stream,
+			             boot->ca_file[0] != '\0' ? boot->ca_file : "the system's");
+	}
+}
+
 /* The streams to try: the -x list, or for auto(...) the stored server list
  * (labelled with the workers' names) then the bootstrap. Returns the count,
  * or -1. */
@@ -51,12 +106,11 @@ static int build_attempts(struct qa_agent *a, struct qa_stream *v, qa_cycle_labe
 			*next++ = '\0';
 		char *stream = strchr(line, ' ');
 		char err[256];
+		const char *why;
 		if (stream == NULL || n + 1 >= cap ||
 		    qa_stream_parse(stream + 1, &v[n], err, sizeof err) != 0 ||
-		    v[n].scheme == QA_SCHEME_AUTO)
+		    !follow_entry(boot, &v[n], &why))
 			continue; /* a server this agent cannot use; the bootstrap remains */
-		if (v[n].tls && v[n].ca_file[0] == '\0')
-			memcpy(v[n].ca_file, boot->ca_file, sizeof v[n].ca_file);
 		const size_t name_len = (size_t)(stream - line);
 		snprintf(labels[n], sizeof labels[n], "%.*s",
 		         (int)(name_len < QA_NAME_MAX ? name_len : QA_NAME_MAX), line);
@@ -104,14 +158,18 @@ int qa_plan_record_welcome(struct qa_agent *a, const struct qa_plan *c, const st
 	int rc = qa_store_meta_set(a->store, "last_server", s->welcome.server, e);
 	/* An empty list (a server that knows no other) does not erase the one
 	 * kept: the bootstrap alone would remain. */
-	if (rc == 0 && c->is_auto && s->welcome.servers.n > 0)
+	if (rc == 0 && c->is_auto && s->welcome.servers.n > 0) {
+		warn_entries(a, &s->welcome.servers);
 		rc = save_servers(a, &s->welcome.servers, e);
+	}
 	return rc;
 }
 
 void qa_plan_record_reassign(struct qa_agent *a, const struct qa_session *s)
 {
 	struct qa_error ignored;
+	if (s->reassigned)
+		warn_entries(a, &s->reassign);
 	if (s->reassigned && save_servers(a, &s->reassign, &ignored) != 0)
 		qa_log_write(&a->log, "cannot record REASSIGN: %s", ignored.msg);
 }
@@ -143,6 +201,10 @@ int qa_plan_failback(struct qa_agent *a, const struct qa_plan *plan, size_t inde
 			return 0;
 		if (qa_plan_make(a, QS_FLAG_PERSIST, probe, e) != 0)
 			return -1;
+		/* The primary's entry may not be followed (a cleartext one under a
+		 * TLS bootstrap): then the plan starts elsewhere, no better. */
+		if (strcmp(probe->labels[0], s->welcome.primary) != 0)
+			return 0;
 		char here[QA_STREAM_TEXT_MAX], there[QA_STREAM_TEXT_MAX];
 		if (probe->cycle.n_streams < 2 ||
 		    qa_stream_format(&plan->streams[index], here, sizeof here) < 0 ||

@@ -3,7 +3,9 @@
  * for auto(...) the server list kept in the client store, then the
  * bootstrap), their labels for the log and the trace, the HELLO to say; what
  * a WELCOME or REASSIGN teaches (the last server, auto's list); and which
- * stream `run` tries in the background while on an alternate. */
+ * stream `run` tries in the background while on an alternate. A server list
+ * never weakens the bootstrap: under auto(...;tls=on) its cleartext entries
+ * are dropped, and tls entries always use the bootstrap's certificates. */
 #ifndef QA_PLAN_H
 #define QA_PLAN_H
 

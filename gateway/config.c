@@ -1,13 +1,16 @@
 /* The configuration table and its INI loader (inih); see config.h. */
 #include "gateway/config.h"
 
+#include "gateway/log.h"
 #include "proto/qs_codec.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <ini.h>
+#include <libpq-fe.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -428,6 +431,21 @@ int gw_config_load(const char *path, struct gw_config *c, char *err, size_t errl
 			         c->workers[i].listen);
 			return -1;
 		}
+	/* auth = token over cleartext off loopback hands every token to whoever
+	 * watches the network: only when the operator says so. */
+	for (int i = 0; !c->auth_off && !c->allow_plaintext_tokens && i < c->n_workers; i++)
+		if (!c->workers[i].tls &&
+		    !gw_sockaddr_is_loopback((struct sockaddr *)&c->workers[i].sa)) {
+			snprintf(
+			    err, errlen,
+			    "%s: [worker %s] (line %d) listens on %s (not loopback) with tls = off "
+			    "and [node] auth = token: agents' tokens would cross the network in "
+			    "clear; set tls = on in [worker %s], or [node] allow_plaintext_tokens "
+			    "= on to accept that",
+			    path, c->workers[i].name, c->workers[i].line, c->workers[i].listen,
+			    c->workers[i].name);
+			return -1;
+		}
 	if (!c->admin_token[0] && !gw_sockaddr_is_loopback((struct sockaddr *)&c->admin_sa)) {
 		snprintf(
 		    err, errlen,
@@ -440,4 +458,109 @@ int gw_config_load(const char *path, struct gw_config *c, char *err, size_t errl
 		return -1;
 	}
 	return 0;
+}
+
+/* 1 when host (as conninfo or [redis] host write it) is on this machine: a
+ * Unix socket directory (or abstract socket), "localhost", 127.0.0.0/8, ::1,
+ * or "" (libpq's default, the Unix socket). Any other name counts as off
+ * loopback: it is not resolved here (no DNS query at start). */
+static int host_is_local(const char *host, size_t n)
+{
+	char buf[256];
+	if (n == 0 || host[0] == '/' || host[0] == '@')
+		return 1;
+	if (n >= sizeof(buf))
+		return 0;
+	memcpy(buf, host, n);
+	buf[n] = 0;
+	if (strcasecmp(buf, "localhost") == 0)
+		return 1;
+	struct in_addr a4;
+	struct in6_addr a6;
+	if (inet_pton(AF_INET, buf, &a4) == 1)
+		return (ntohl(a4.s_addr) >> 24) == 127;
+	return inet_pton(AF_INET6, buf, &a6) == 1 && IN6_IS_ADDR_LOOPBACK(&a6);
+}
+
+/* The first host of a comma-separated list (libpq's multi-host form) that
+ * is not local, as a pointer and length into list; NULL when all are. */
+static const char *first_remote(const char *list, size_t *len)
+{
+	for (const char *p = list;; p++) {
+		size_t n = strcspn(p, ",");
+		if (!host_is_local(p, n)) {
+			*len = n;
+			return p;
+		}
+		p += n;
+		if (*p == 0)
+			return NULL;
+	}
+}
+
+/* A conninfo keyword's value, else the environment variable libpq reads for
+ * it, else NULL. */
+static const char *pq_option(const PQconninfoOption *opts, const char *key, const char *env)
+{
+	for (const PQconninfoOption *o = opts; o->keyword; o++)
+		if (strcmp(o->keyword, key) == 0 && o->val && o->val[0])
+			return o->val;
+	const char *v = env ? getenv(env) : NULL;
+	return v && v[0] ? v : NULL;
+}
+
+static void warn(FILE *out, int *count, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+
+static void warn(FILE *out, int *count, const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof(line), fmt, ap);
+	va_end(ap);
+	if (out)
+		fprintf(out, "qagw: warning: %s\n", line);
+	else
+		gw_log(GW_LOG_WARN, "%s", line);
+	(*count)++;
+}
+
+int gw_config_warnings(const struct gw_config *c, FILE *out)
+{
+	int count = 0;
+	size_t n;
+	const char *remote;
+	if (!c->redis_password[0] && (remote = first_remote(c->redis_host, &n)) != NULL)
+		warn(out, &count,
+		     "%s: [redis] key \"host\": %.*s is not loopback and [redis] password is "
+		     "empty: whoever reaches it can rewrite the pool's routing (the worker lists "
+		     "agents follow); set a password (requirepass) or keep Redis on loopback",
+		     c->path, (int)n, remote);
+
+	char *why = NULL;
+	PQconninfoOption *opts = PQconninfoParse(c->conninfo, &why);
+	if (!opts) {
+		/* libpq says what is wrong when the store is first reached. */
+		PQfreemem(why);
+		return count;
+	}
+	/* hostaddr, when given, is what libpq connects to. */
+	const char *hosts = pq_option(opts, "hostaddr", "PGHOSTADDR");
+	if (!hosts)
+		hosts = pq_option(opts, "host", "PGHOST");
+	const char *sslmode = pq_option(opts, "sslmode", "PGSSLMODE");
+	const int encrypted =
+	    sslmode && (strcmp(sslmode, "require") == 0 || strcmp(sslmode, "verify-ca") == 0 ||
+	                strcmp(sslmode, "verify-full") == 0);
+	const int password =
+	    pq_option(opts, "password", "PGPASSWORD") || pq_option(opts, "passfile", "PGPASSFILE");
+	if (hosts && !encrypted && !password && (remote = first_remote(hosts, &n)) != NULL)
+		warn(out, &count,
+		     "%s: [store] key \"conninfo\": reaches %.*s (not loopback) without a "
+		     "password (unless a password file provides one) and without sslmode=require "
+		     "or verify-ca/verify-full: messages and agents' token hashes cross the "
+		     "network in clear",
+		     c->path, (int)n, remote);
+	PQconninfoFree(opts);
+	return count;
 }

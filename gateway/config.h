@@ -7,6 +7,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <sys/socket.h>
 
 #define GW_MAX_STORE_CONNS 32
@@ -87,6 +88,14 @@ struct gw_config {
  * "localhost"), so loading never makes a DNS query. */
 int gw_config_load(const char *path, struct gw_config *c, char *err, size_t errlen)
     __attribute__((warn_unused_result));
+
+/* The weak spots of c that are allowed but worth an operator's attention:
+ * [redis] host off loopback with no password, [store] conninfo reaching a
+ * host off loopback with neither a password (nor passfile) nor sslmode=
+ * require/verify-*. With out NULL each is logged at warn (start); else
+ * written to out as "qagw: warning: ..." (--check). Never connects; parses
+ * conninfo, so start only, off every hot path. Returns how many. */
+int gw_config_warnings(const struct gw_config *c, FILE *out);
 
 /* Parses "host:port" or "[v6]:port". Returns 0 or -1. */
 int gw_addr_parse(const char *s, struct gw_addr *a);

@@ -217,6 +217,7 @@ int main(int argc, char **argv)
 		return gw_credentials_cli(&n.node.conf, agent_argc, agent_cmd);
 	}
 	if (check) {
+		gw_config_warnings(&n.node.conf, stderr);
 		printf("qagw: %s: configuration ok (%d workers)\n", path, n.node.conf.n_workers);
 		return GW_EXIT_OK;
 	}
@@ -231,6 +232,7 @@ int main(int argc, char **argv)
 		die("libevent has no pthreads support");
 	gw_log(GW_LOG_INFO, "qagw %s starting: node %s, pid %ld, configuration %s", QAGW_VERSION,
 	       n.node.conf.node_name, (long)getpid(), path);
+	gw_config_warnings(&n.node.conf, NULL);
 	gw_node_notify_status("starting: migrating the store schema");
 
 	struct st_worker_row rows[GW_MAX_WORKERS];

@@ -176,8 +176,9 @@ def test_auth_off_refused_on_a_non_loopback_listener(tmp_path, store):
     assert p.returncode == 2, f"auth = off on 0.0.0.0: rc {p.returncode} (2: invalid configuration):\n{out}"
     assert "auth" in out and "loopback" in out.lower(), out
 
-    # the same listener with auth = token (the default) is fine
-    conf.write_text(conf.read_text().replace("auth = off\n", ""))
+    # the same listener with auth = token (the default) is fine with TLS, or with
+    # allow_plaintext_tokens = on (tests/e2e/test_hostile_config.py covers the refusal)
+    conf.write_text(conf.read_text().replace("auth = off\n", "allow_plaintext_tokens = on\n"))
     p = subprocess.run([str(QAGW), "-c", str(conf), "--check"], stdin=subprocess.DEVNULL,
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30)
     assert p.returncode == 0, p.stdout + p.stderr

@@ -362,7 +362,8 @@ def pool(net, servers, tmp_path, uid, request):
         n1.start()
         n2 = NsGateway(tmp_path / "gw-n2", "n2", ("ml3",),
                        AddrStore(pg, "qagw", net.pg_addr, n2_conninfo_extra),
-                       redis=redis, redis_prefix=prefix, node_keys={"auth": "token"},
+                       redis=redis, redis_prefix=prefix,
+                       node_keys={"auth": "token", "allow_plaintext_tokens": "on"},
                        sections={"redis": {"host": net.redis_addr}},
                        admin_token=f"adm-{uid}", store_keys=n2_store_keys,
                        netns=net.ns_node, addr=net.node_addr)

@@ -99,8 +99,12 @@ static void test_errors(void **state)
 	/* auth = off: a listener off loopback is refused */
 	expect_error("[node]\nauth = off\n[worker ml1]\nlisten = 0.0.0.0:2439\n", "line 3",
 	             "not loopback");
-	/* with tokens, any listener is fine */
-	assert_int_equal(load("[worker ml1]\nlisten = 0.0.0.0:2439\n"), 0);
+	/* with tokens, a listener off loopback needs TLS or allow_plaintext_tokens */
+	expect_error("[worker ml1]\nlisten = 0.0.0.0:2439\n", "[worker ml1]",
+	             "allow_plaintext_tokens");
+	assert_int_equal(load("[worker ml1]\nlisten = 0.0.0.0:2439\ntls = on\n"), 0);
+	assert_int_equal(
+	    load("[node]\nallow_plaintext_tokens = on\n[worker ml1]\nlisten = 0.0.0.0:2439\n"), 0);
 	expect_error("[worker ml1]\nlisten = 127.0.0.1:1\n[admin]\nlisten = 0.0.0.0:8439\n", "",
 	             "token is empty");
 }
