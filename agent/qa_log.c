@@ -1,6 +1,8 @@
 /* The agent's log: see qa_log.h. */
 #include "agent/qa_log.h"
 
+#include "proto/qs_codec.h"
+
 #include <stdarg.h>
 #include <time.h>
 
@@ -32,15 +34,18 @@ void qa_log_write(const struct qa_log *log, const char *fmt, ...)
 	FILE *out = (log != NULL && log->out != NULL) ? log->out : stderr;
 	char ts[40];
 	qa_log_timestamp(qa_now_ms(), ts, sizeof ts);
-	/* One fprintf per line piece under the stream lock, so that lines from
-	 * threads (a later `run`) do not interleave. */
-	flockfile(out);
-	fprintf(out, "%s ", ts);
+	char msg[4096], line[4096];
 	va_list ap;
 	va_start(ap, fmt);
-	vfprintf(out, fmt, ap);
+	int m = vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
-	fputc('\n', out);
+	size_t mlen = m < 0 ? 0 : (size_t)m < sizeof msg ? (size_t)m : sizeof msg - 1;
+	/* what the server sent (error texts, server lists) stays on this line */
+	size_t n = qs_escape_controls(line, sizeof line, msg, mlen);
+	/* One fprintf under the stream lock, so that lines from threads (a
+	 * later `run`) do not interleave. */
+	flockfile(out);
+	fprintf(out, "%s %.*s\n", ts, (int)n, line);
 	fflush(out);
 	funlockfile(out);
 }

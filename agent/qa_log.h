@@ -13,7 +13,8 @@ struct qa_log {
 	int verbose; /* 1 with -v: debug lines are written */
 };
 
-/* Writes one line: "2026-11-28T06:40:01.123Z " + the formatted text. */
+/* Writes one line: "2026-11-28T06:40:01.123Z " + the formatted text, its
+ * control characters (a newline in a server's error text) as \xNN. */
 void qa_log_write(const struct qa_log *log, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 

@@ -1,6 +1,8 @@
 /* Leveled logging; see log.h. */
 #include "gateway/log.h"
 
+#include "proto/qs_codec.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdarg.h>
@@ -57,28 +59,6 @@ static void write_all(int fd, const char *p, size_t len)
 	}
 }
 
-size_t gw_log_escape(char *dst, size_t cap, const char *src, size_t len)
-{
-	static const char hex[] = "0123456789abcdef";
-	size_t o = 0;
-	for (size_t i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)src[i];
-		if (c >= 0x20 && c != 0x7f) {
-			if (o + 1 > cap)
-				break;
-			dst[o++] = (char)c;
-			continue;
-		}
-		if (o + 4 > cap)
-			break;
-		dst[o++] = '\\';
-		dst[o++] = 'x';
-		dst[o++] = hex[c >> 4];
-		dst[o++] = hex[c & 15];
-	}
-	return o;
-}
-
 void gw_logf(int level, const char *fmt, ...)
 {
 	char line[2048];
@@ -106,7 +86,8 @@ void gw_logf(int level, const char *fmt, ...)
 	int m = vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	size_t mlen = m < 0 ? 0 : (size_t)m < sizeof(msg) ? (size_t)m : sizeof(msg) - 1;
-	size_t len = (size_t)n + gw_log_escape(line + n, sizeof(line) - (size_t)n - 1, msg, mlen);
+	size_t len =
+	    (size_t)n + qs_escape_controls(line + n, sizeof(line) - (size_t)n - 1, msg, mlen);
 	line[len++] = '\n';
 	/* One write per line keeps lines from different threads whole (and,
 	 * with O_APPEND, lines of several writers of one file). */

@@ -28,11 +28,6 @@ int gw_log_parse_level(const char *name);
  * another or reach a terminal as an escape sequence. */
 void gw_logf(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* src[0..len) into dst (at most cap bytes, not terminated) with control
- * characters as \xNN, as gw_logf writes them; stops before a character that
- * does not fit whole. Returns the bytes written. */
-size_t gw_log_escape(char *dst, size_t cap, const char *src, size_t len);
-
 /* Main thread only. Directs the log to path (opened O_APPEND, created 0640
  * if missing) or, for "" or NULL, back to the stderr the process started
  * with. Called again with the same path it reopens the file (logrotate).

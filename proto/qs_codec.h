@@ -275,6 +275,13 @@ int qs_valid_queue(const char *p, size_t n);
 int qs_valid_worker_name(const char *p, size_t n);
 int qs_valid_utf8(const char *p, size_t n); /* also rejects NUL */
 
+/* For logs: src[0..len) into dst (at most cap bytes, not terminated) with
+ * every control character (below 0x20, and 0x7f) as \xNN, so that a string a
+ * peer sent can neither end a log line nor reach a terminal as an escape
+ * sequence; stops before a character that does not fit whole. Returns the
+ * bytes written. */
+size_t qs_escape_controls(char *dst, size_t cap, const char *src, size_t len);
+
 /* A props block on its own (u16 n + pairs), as the store keeps it.
  * qs_decode_props validates like qs_decode (UTF-8, exact length) and
  * allocates p->v, which the caller frees with free(). */
