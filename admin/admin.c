@@ -49,9 +49,15 @@ static int secret_equal(const char *a, size_t alen, const char *b, size_t blen)
 	unsigned char da[EVP_MAX_MD_SIZE], db[EVP_MAX_MD_SIZE];
 	unsigned int na = 0, nb = 0;
 	if (!EVP_Digest(a, alen, da, &na, EVP_sha256(), NULL) ||
-	    !EVP_Digest(b, blen, db, &nb, EVP_sha256(), NULL) || na != nb)
+	    !EVP_Digest(b, blen, db, &nb, EVP_sha256(), NULL) || na != nb) {
+		explicit_bzero(da, sizeof(da));
+		explicit_bzero(db, sizeof(db));
 		return 0;
-	return CRYPTO_memcmp(da, db, na) == 0;
+	}
+	int equal = CRYPTO_memcmp(da, db, na) == 0;
+	explicit_bzero(da, sizeof(da)); /* digests of the admin token: secrets too */
+	explicit_bzero(db, sizeof(db));
+	return equal;
 }
 
 /* The bearer token of the Authorization header, or NULL. */

@@ -1,7 +1,9 @@
 /* Agent credentials through the admin port (gateway.md "Authentication"),
  * the same as `qagw agent add|remove|list`:
  *   POST   /api/agents               {"agent":"ID"} -> 201 {"agent","token"} (shown once)
- *   DELETE /api/agents/{id}/token    -> 200 {"agent","removed":true}; 404 if none
+ *   DELETE /api/agents/{id}/token    -> 200 {"agent","removed":true}; 404 if none;
+ *                                       the agent's live sessions, on any node, end
+ *                                       ERROR auth within a second (credentials.h)
  *   GET    /api/agents               -> [{"agent","created_ms"}, ...]
  * The store keeps only each token's SHA-256 (gateway/credentials.c). */
 #include "admin/api.h"
@@ -29,7 +31,7 @@ static void on_added(struct adm_req *r, const PGresult *res, const char *err)
 	json_t *j = json_object();
 	json_object_set_new(j, "agent", json_string(r->ctx));
 	json_object_set_new(j, "token", json_string((const char *)r->ctx + 128));
-	memset((char *)r->ctx + 128, 0, 65); /* shown once */
+	explicit_bzero((char *)r->ctx + 128, 65); /* shown once */
 	adm_reply_json(r, 201, j);
 }
 
@@ -43,6 +45,16 @@ static struct st_op *submit_add(struct st_conn *c, const void *args, st_done_fn 
 {
 	const struct add_args *a = args;
 	return st_credential_add(c, a->agent, a->sha256, a->created_ms, done, arg);
+}
+
+/* The request's context holds the fresh token until it is answered (or
+ * not: a store failure frees it unsent). */
+#define CTX_LEN (128 + 65)
+static void free_ctx(void *ctx)
+{
+	if (ctx)
+		explicit_bzero(ctx, CTX_LEN);
+	free(ctx);
 }
 
 void adm_post_agent(struct adm_req *r)
@@ -69,7 +81,7 @@ void adm_post_agent(struct adm_req *r)
 		return;
 	}
 	/* ctx: the id at 0, the token at 128 (both NUL-terminated). */
-	char *ctx = calloc(1, 128 + 65);
+	char *ctx = calloc(1, CTX_LEN);
 	uint8_t sha[32];
 	if (!ctx || gw_token_new(ctx + 128, sha) != 0) {
 		free(ctx);
@@ -80,7 +92,7 @@ void adm_post_agent(struct adm_req *r)
 	memcpy(ctx, id, strlen(id) + 1);
 	json_decref(body);
 	r->ctx = ctx;
-	r->ctx_free = free;
+	r->ctx_free = free_ctx;
 	struct add_args a = {ctx, sha, gw_now_ms()};
 	if (adm_store(r, on_added, submit_add, &a) != 0)
 		adm_reply_error(r, 503, "store_unavailable", "the store is unavailable");

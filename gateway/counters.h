@@ -24,6 +24,21 @@
 	  "DELIVER_ACK and STATUS entries ignored (not this agent's, or already final)")           \
 	X(statuses_applied, "qagw_statuses_applied_total", "", "STATUS entries recorded")          \
 	X(sessions_accepted, "qagw_sessions_accepted_total", "", "Connections accepted")           \
+	X(refused_pending_hello, "qagw_hello_refused_total", "reason=\"max_pending_hello\"",       \
+	  "Connections and HELLOs answered ERROR overloaded, by the limit that refused them")      \
+	X(refused_pending_hello_per_ip, "qagw_hello_refused_total",                                \
+	  "reason=\"max_pending_hello_per_ip\"",                                                   \
+	  "Connections and HELLOs answered ERROR overloaded, by the limit that refused them")      \
+	X(refused_max_sessions, "qagw_hello_refused_total", "reason=\"max_sessions\"",             \
+	  "Connections and HELLOs answered ERROR overloaded, by the limit that refused them")      \
+	X(refused_auth_backoff, "qagw_hello_refused_total", "reason=\"auth_backoff\"",             \
+	  "Connections and HELLOs answered ERROR overloaded, by the limit that refused them")      \
+	X(hello_auth_failures, "qagw_hello_auth_failures_total", "",                               \
+	  "HELLOs answered ERROR auth (unknown agent or wrong token)")                             \
+	X(auth_backoffs, "qagw_hello_auth_backoffs_total", "",                                     \
+	  "Source addresses put in back-off for spending their failed-HELLO budget")               \
+	X(sessions_revoked, "qagw_sessions_revoked_total", "",                                     \
+	  "Live sessions ended ERROR auth because their agent's token was removed")                \
 	X(store_failures, "qagw_store_failures_total", "", "Requests answered store_unavailable")  \
 	X(requests, "qagw_requests_total", "", "Agent requests answered (the load signal)")        \
 	X(reassigned, "qagw_reassign_total", "", "REASSIGN sent to agents the router moved")       \
@@ -31,9 +46,9 @@
 	  "Pending messages expired by the lifecycle job (status 30, sender told)")                \
 	X(messages_purged, "qagw_messages_purged_total", "",                                       \
 	  "Final messages older than keep_days deleted by the lifecycle job")                      \
-	X(store_groups, "qagw_store_groups_total", "kind=\"upload\"",                                \
+	X(store_groups, "qagw_store_groups_total", "kind=\"upload\"",                              \
 	  "Group statements sent: one transaction for the requests of several sessions")           \
-	X(store_group_parts, "qagw_store_group_parts_total", "kind=\"upload\"",                      \
+	X(store_group_parts, "qagw_store_group_parts_total", "kind=\"upload\"",                    \
 	  "Requests carried by group statements (parts / groups: the mean group size)")
 
 /* Push results (gateway.md "Push"; docs/design.md "Push accounting"):

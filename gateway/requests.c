@@ -2,6 +2,7 @@
  * STATUS, each one statement of the store's SQL API (store/schema.c). A
  * handler validates, submits, and answers from the completion callback; a
  * store failure answers ERROR store_unavailable and acknowledges nothing. */
+#include "gateway/credentials.h"
 #include "gateway/log.h"
 #include "gateway/primary.h"
 #include "gateway/session.h"
@@ -325,6 +326,16 @@ static void on_credentials(void *arg, const PGresult *res, const char *err)
 	if (!known || !match) {
 		gw_slog(GW_LOG_WARN, s, "HELLO refused: %s",
 		        known ? "wrong token" : "unknown agent");
+		explicit_bzero(s->token_sha256, sizeof(s->token_sha256));
+		gw_count(s->w, hello_auth_failures, 1);
+		int64_t backoff = gw_auth_failed(s->w->auth_guard, s->peer, gw_now_ms());
+		if (backoff) {
+			gw_count(s->w, auth_backoffs, 1);
+			gw_slog(GW_LOG_WARN, s,
+			        "%d failed HELLOs from this address: its HELLOs are refused for "
+			        "%lld ms",
+			        GW_AUTH_BUDGET, (long long)backoff);
+		}
 		gw_session_error(s, QS_E_AUTH, "unknown agent or wrong token");
 		return;
 	}
@@ -344,7 +355,21 @@ void gw_req_hello(struct gw_session *s, const struct qs_hello *h)
 		gw_session_error(s, QS_E_DRAINING, "worker %s is draining", w->wc->name);
 		return;
 	}
-	if (w->n_sessions >= w->conf->max_sessions) {
+	/* Before any store lookup: an address that spent its failed-HELLO budget
+	 * costs nothing more. overloaded (retryable), not auth: an agent sharing
+	 * the address (NAT) comes back after the back-off instead of giving up,
+	 * and the answer says nothing about this HELLO's token. */
+	int64_t backoff = gw_auth_backoff_left(w->auth_guard, s->peer, gw_now_ms());
+	if (backoff) {
+		gw_count(w, refused_auth_backoff, 1);
+		gw_session_error(s, QS_E_OVERLOADED,
+		                 "too many failed HELLOs from this address: retry in %lld s",
+		                 (long long)(backoff + 999) / 1000);
+		return;
+	}
+	/* Sessions being welcomed count: concurrent HELLOs cannot overshoot. */
+	if (w->n_sessions + w->n_welcoming >= w->conf->max_sessions) {
+		gw_count(w, refused_max_sessions, 1);
 		gw_session_error(s, QS_E_OVERLOADED, "worker %s is at max_sessions (%d)",
 		                 w->wc->name, w->conf->max_sessions);
 		return;
@@ -367,6 +392,10 @@ void gw_req_hello(struct gw_session *s, const struct qs_hello *h)
 	    h->now_ms > (uint64_t)INT64_MAX / 2 ? INT64_MAX / 2 : (int64_t)h->now_ms;
 	s->clock_shift_ms = gw_now_ms() - agent_now;
 	SHA256((const unsigned char *)h->token.ptr, h->token.len, s->token_sha256);
+	/* The token itself is not kept: its bytes in the input buffer (the
+	 * frame's decoded view points into it) are wiped before it is drained. */
+	if (h->token.len)
+		explicit_bzero((void *)h->token.ptr, h->token.len);
 	if (w->conf->auth_off) {
 		start_hello(s);
 		return;
@@ -626,8 +655,8 @@ void gw_req_session_end(struct gw_session *s)
 	int64_t *seqs;
 	int n = s->agent[0] ? held_uncounted(s, &seqs) : 0;
 	if (n > 0) {
-		struct st_op *op = st_delivered(gw_worker_store(s->w), s->agent, seqs, n, gw_now_ms(),
-		                                NULL, NULL);
+		struct st_op *op =
+		    st_delivered(gw_worker_store(s->w), s->agent, seqs, n, gw_now_ms(), NULL, NULL);
 		if (!op)
 			gw_slog(GW_LOG_WARN, s,
 			        "store down: %d deliveries not counted (ias_DeliveryCount)", n);
@@ -791,7 +820,8 @@ void gw_req_deliver_ack(struct gw_session *s, const struct qs_deliver_ack *a)
 			held_remove(s, at);
 	}
 	s->req_count = a->count;
-	struct st_op *op = st_ack(s->w->acks, s->agent, seqs, count_now, a->count, on_deliver_ack, s);
+	struct st_op *op =
+	    st_ack(s->w->acks, s->agent, seqs, count_now, a->count, on_deliver_ack, s);
 	free(seqs), free(count_now);
 	if (!op) {
 		store_failed(s, "out of memory");
@@ -836,7 +866,8 @@ void gw_req_status(struct gw_session *s, const struct qs_status *st)
 	int64_t *held;
 	int n_held = held_uncounted(s, &held);
 	s->req_count = st->count;
-	waited(s, st_status(gw_worker_store(s->w), s->agent, held, n_held,
-	                    (const uint8_t(*)[16])ids, codes, st->count, gw_now_ms(), on_status, s));
+	waited(s,
+	       st_status(gw_worker_store(s->w), s->agent, held, n_held, (const uint8_t(*)[16])ids,
+	                 codes, st->count, gw_now_ms(), on_status, s));
 	free(held), free(ids), free(codes);
 }

@@ -29,15 +29,21 @@ static void pump(struct gw_session *s);
 
 static void on_timer(evutil_socket_t fd, short what, void *arg);
 
-static int awaiting_hello(enum gw_session_state st)
+/* Not welcomed yet: from accept until WELCOME is written (TLS handshake,
+ * awaiting HELLO, and WELCOMING while the store checks the token and
+ * registers the agent). Such a connection counts against max_pending_hello
+ * and max_pending_hello_per_ip, so one address can hold at most its cap of
+ * them whatever it sends; a WELCOMING one counts in max_sessions as well
+ * (n_welcoming), so that concurrent HELLOs cannot overshoot max_sessions. */
+static int not_welcomed(enum gw_session_state st)
 {
-	return st == GW_S_TLS_HANDSHAKE || st == GW_S_AWAIT_HELLO;
+	return st == GW_S_TLS_HANDSHAKE || st == GW_S_AWAIT_HELLO || st == GW_S_WELCOMING;
 }
 
 static void set_state(struct gw_session *s, enum gw_session_state next)
 {
 	struct gw_worker *w = s->w;
-	if (awaiting_hello(s->state) && !awaiting_hello(next)) {
+	if (not_welcomed(s->state) && !not_welcomed(next)) {
 		w->n_pending_hello--;
 		if (s->ipc && --s->ipc->n == 0) {
 			HASH_DEL(w->pending_by_ip, s->ipc);
@@ -45,6 +51,10 @@ static void set_state(struct gw_session *s, enum gw_session_state next)
 		}
 		s->ipc = NULL;
 	}
+	if (next == GW_S_WELCOMING && s->state != GW_S_WELCOMING)
+		w->n_welcoming++;
+	if (s->state == GW_S_WELCOMING && next != GW_S_WELCOMING)
+		w->n_welcoming--;
 	if (next == GW_S_READY && s->state == GW_S_WELCOMING)
 		w->n_sessions++;
 	if (next == GW_S_CLOSING && (s->state == GW_S_READY || s->state == GW_S_BUSY))
@@ -82,6 +92,7 @@ void gw_session_free(struct gw_session *s)
 	TAILQ_REMOVE(&w->sessions, s, link);
 	event_free(s->timer);
 	bufferevent_free(s->bev);
+	explicit_bzero(s->token_sha256, sizeof(s->token_sha256));
 	free(s);
 	gw_worker_session_gone(w);
 }
@@ -434,14 +445,18 @@ void gw_session_accept(struct gw_worker *w, int fd, const char *peer, const char
 		gw_session_error(s, QS_E_DRAINING, "worker %s is draining", w->wc->name);
 		return;
 	}
+	/* Not welcomed yet: a connection counts until WELCOME is written, so a
+	 * HELLO the store is slow to check does not free its place. */
 	if (w->n_pending_hello > conf->max_pending_hello) {
-		gw_session_error(s, QS_E_OVERLOADED, "too many connections awaiting HELLO on %s",
+		gw_count(w, refused_pending_hello, 1);
+		gw_session_error(s, QS_E_OVERLOADED, "too many connections not welcomed yet on %s",
 		                 w->wc->name);
 		return;
 	}
 	if (s->ipc && s->ipc->n > conf->max_pending_hello_per_ip) {
-		gw_session_error(s, QS_E_OVERLOADED, "too many connections awaiting HELLO from %s",
-		                 ip);
+		gw_count(w, refused_pending_hello_per_ip, 1);
+		gw_session_error(s, QS_E_OVERLOADED,
+		                 "too many connections not welcomed yet from %s", ip);
 		return;
 	}
 	struct timeval deadline = {

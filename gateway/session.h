@@ -20,7 +20,8 @@ struct st_op;
 enum gw_session_state {
 	GW_S_TLS_HANDSHAKE, /* accepted on a TLS worker; handshake deadline armed */
 	GW_S_AWAIT_HELLO,   /* accepted (and TLS done); no HELLO yet; the hello deadline is armed */
-	GW_S_WELCOMING,     /* HELLO read; the store is registering the agent */
+	GW_S_WELCOMING,     /* HELLO read; the store checks the token, registers the agent
+	                     * (still counted as not welcomed: pending-HELLO caps) */
 	GW_S_READY,         /* WELCOME sent; the next request may be read */
 	GW_S_BUSY,          /* a request's store statement is in flight; later requests wait */
 	GW_S_CLOSING,       /* ERROR (or BYE) handled: flushing output, then freed; reads nothing */
@@ -33,9 +34,9 @@ struct gw_session {
 	enum gw_session_state state;
 	struct event *timer; /* hello deadline, then close deadline / deferred free */
 	char peer[64];
-	char agent[121];        /* set at HELLO */
-	char *primary_sent;     /* the HELLO primary as sent (gw_session_empty if none) */
-	char primary[65];       /* resolved worker name, "" if unresolved */
+	char agent[121];    /* set at HELLO */
+	char *primary_sent; /* the HELLO primary as sent (gw_session_empty if none) */
+	char primary[65];   /* resolved worker name, "" if unresolved */
 	int on_primary;
 	int persist;
 	int peer_eof;             /* the agent half-closed: finish what was read, then close */
@@ -43,18 +44,18 @@ struct gw_session {
 	uint8_t token_sha256[32]; /* of the HELLO token: the token itself is never kept */
 	uint64_t id;              /* holds delivered messages in the store (held_by) */
 	int64_t since_ms;
-	struct st_op *op;  /* the in-flight store statement, if any */
-	void *req;         /* what the in-flight UPLOAD needs at completion */
-	int req_count;     /* entries of the in-flight DELIVER_ACK or STATUS */
-	int64_t *held;     /* delivered here, not acknowledged: sorted seqs (requests.c) */
+	struct st_op *op;      /* the in-flight store statement, if any */
+	void *req;             /* what the in-flight UPLOAD needs at completion */
+	int req_count;         /* entries of the in-flight DELIVER_ACK or STATUS */
+	int64_t *held;         /* delivered here, not acknowledged: sorted seqs (requests.c) */
 	uint8_t *held_counted; /* the store counted that delivery already */
 	int n_held, cap_held;
-	int pending_error; /* ERROR to send once the in-flight request is answered */
-	char *pending_text;   /* its text (malloc'd) */
+	int pending_error;  /* ERROR to send once the in-flight request is answered */
+	char *pending_text; /* its text (malloc'd) */
 
 	/* Pool registration (docs/design.md "Redis"). */
 	UT_hash_handle hh;       /* in w->by_agent from HELLO on: one session per agent here */
-	struct gw_ip_count *ipc; /* while awaiting HELLO: this source address's count */
+	struct gw_ip_count *ipc; /* until WELCOME is written: this source address's count */
 	int in_agent_map;
 	int gauged;                    /* counted in w->gauges (WELCOME written) */
 	uint64_t epoch;                /* this live session's epoch in Redis; 0 if not registered */
@@ -113,7 +114,8 @@ void gw_push_supersede(struct gw_worker *w, const char *agent, uint64_t epoch);
 /* Takes ownership of fd (an accepted connection from ip; peer is "ip:port"). */
 void gw_session_accept(struct gw_worker *w, int fd, const char *peer, const char *ip);
 
-/* Connections awaiting HELLO from one source address (per worker). */
+/* Connections not welcomed yet (TLS handshake, awaiting HELLO, WELCOMING)
+ * from one source address (per worker): max_pending_hello_per_ip. */
 struct gw_ip_count {
 	char ip[64];
 	int n;

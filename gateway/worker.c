@@ -2,6 +2,7 @@
  * SIGTERM drain; see worker.h. */
 #include "gateway/worker.h"
 
+#include "gateway/credentials.h"
 #include "gateway/log.h"
 #include "gateway/retention.h"
 #include "gateway/session.h"
@@ -38,7 +39,7 @@ struct st_conn *gw_worker_store(struct gw_worker *w)
 struct st_conn *gw_worker_hello_store(struct gw_worker *w)
 {
 	return w->hello_store && st_conn_is_up(w->hello_store) ? w->hello_store
-	                                                        : gw_worker_store(w);
+	                                                       : gw_worker_store(w);
 }
 
 static struct st_conn *pick_store(void *arg)
@@ -488,6 +489,17 @@ static void on_store_state(void *arg, int up)
 	}
 }
 
+/* The HELLO connection: token removals are heard on it (credentials.h). */
+static void on_hello_store_state(void *arg, int up)
+{
+	gw_revoke_store_state(arg, up);
+}
+
+static void on_hello_store_notify(void *arg, const char *channel, const char *payload)
+{
+	gw_revoke_notified(arg, channel, payload);
+}
+
 static int bind_listener(struct gw_worker *w, char *err, size_t errlen)
 {
 	w->listener = evconnlistener_new_bind(
@@ -548,10 +560,12 @@ struct gw_worker *gw_worker_new(const struct gw_config *conf, int index, char *e
 	}
 	char hname[96];
 	snprintf(hname, sizeof(hname), "%s/hello", w->wc->name);
-	w->hello_store = st_conn_new(w->base, conf->conninfo, hname, NULL, NULL);
-	if (w->hello_store)
+	w->hello_store = st_conn_new(w->base, conf->conninfo, hname, on_hello_store_state, w);
+	if (w->hello_store) {
 		st_conn_set_timeout(w->hello_store, conf->store_timeout * 1000);
-	if (!w->hello_store ||
+		st_conn_on_notify(w->hello_store, on_hello_store_notify, w);
+	}
+	if (!w->hello_store || !(w->auth_guard = gw_auth_guard_new()) || gw_revoke_init(w) != 0 ||
 	    !(w->uploads = st_uploads_new(w->base, pick_store, w, conf->max_pending)) ||
 	    !(w->acks = st_acks_new(w->base, pick_store, w))) {
 		snprintf(err, errlen, "worker %s: out of memory", w->wc->name);
@@ -600,6 +614,8 @@ void gw_worker_join_and_free(struct gw_worker *w)
 		gw_session_free(s);
 	rt_pool_free(w->pool);
 	gw_retention_free(w->retention);
+	gw_revoke_free(w);
+	gw_auth_guard_free(w->auth_guard);
 	st_uploads_free(w->uploads);
 	st_group_free(w->acks);
 	for (int i = 0; i < w->n_stores; i++)

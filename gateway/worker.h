@@ -21,6 +21,8 @@ struct st_group;
 struct rt_pool;
 struct gw_tls;
 struct gw_session;
+struct gw_auth_guard;
+struct gw_revoke;
 
 /* Commands the main thread posts to a worker. */
 enum gw_command {
@@ -42,9 +44,9 @@ struct gw_worker {
 	struct st_conn *hello_store; /* HELLO's own: a WELCOME never waits behind bulk work */
 	struct st_group *uploads;    /* group commit of the sessions' UPLOADs (store/upload.h) */
 	struct st_group *acks;       /* ... and of their DELIVER_ACKs (store/agent.h) */
-	struct rt_pool *pool;              /* Redis routing state (docs/design.md) */
-	struct gw_session *by_agent;       /* uthash: sessions past HELLO, by agent id */
-	struct gw_ip_count *pending_by_ip; /* uthash: connections awaiting HELLO, by source */
+	struct rt_pool *pool;        /* Redis routing state (docs/design.md) */
+	struct gw_session *by_agent; /* uthash: sessions past HELLO, by agent id */
+	struct gw_ip_count *pending_by_ip; /* uthash: connections not welcomed, by source */
 	struct gw_tls *tls;                /* the node's TLS context (tls = on), else NULL */
 	struct event *heartbeat_timer;     /* registry heartbeat and push figures, every 1 s */
 	int fast_beats;                    /* heartbeats left at 250 ms after start */
@@ -54,10 +56,13 @@ struct gw_worker {
 	struct event *drain_timer;
 	struct gw_retention *retention; /* the lifecycle job, on the node's first worker only */
 	TAILQ_HEAD(, gw_session) sessions;
-	int n_sessions;      /* sessions past HELLO (max_sessions applies) */
-	int n_pending_hello; /* connections still waiting for their HELLO */
-	int accepting;       /* the listener was enabled (after the store was first reached) */
-	int stopping;        /* SIGTERM drain under way: the loop exits when no session is left */
+	int n_sessions;      /* sessions welcomed (READY, BUSY) */
+	int n_welcoming;     /* HELLO taken, WELCOME not written: max_sessions counts these too */
+	int n_pending_hello; /* connections not welcomed yet (TLS, awaiting HELLO, WELCOMING) */
+	struct gw_auth_guard *auth_guard; /* failed HELLOs by source address (credentials.h) */
+	struct gw_revoke *revoke;         /* removed tokens end live sessions (credentials.h) */
+	int accepting; /* the listener was enabled (after the store was first reached) */
+	int stopping;  /* SIGTERM drain under way: the loop exits when no session is left */
 	struct qs_limits limits;
 	struct qs_buf scratch; /* encoding buffer, reused by every session of this worker */
 	struct gw_counters counters;

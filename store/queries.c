@@ -151,7 +151,8 @@ static const char credential_add_sql[] =
     "INSERT INTO qa_credentials (agent_id, token_sha256, created_ms)"
     " VALUES ($1, $2, $3) ON CONFLICT (agent_id) DO NOTHING RETURNING agent_id";
 static const char credential_remove_sql[] =
-    "DELETE FROM qa_credentials WHERE agent_id = $1 RETURNING agent_id";
+    "WITH d AS (DELETE FROM qa_credentials WHERE agent_id = $1 RETURNING agent_id)"
+    " SELECT agent_id, pg_notify('" ST_TOKEN_CHANNEL "', agent_id) FROM d";
 static const char credential_list_sql[] =
     "SELECT agent_id, created_ms FROM qa_credentials ORDER BY agent_id";
 
@@ -176,6 +177,44 @@ struct st_op *st_credential_remove(struct st_conn *c, const char *agent, st_done
 	struct st_params p = {0};
 	st_params_text(&p, agent, strlen(agent));
 	return st_submit_clear(c, credential_remove_sql, &p, done, arg);
+}
+
+struct st_op *st_listen_tokens(struct st_conn *c, st_done_fn done, void *arg)
+{
+	struct st_params none = {0};
+	return st_submit_clear(c, "LISTEN " ST_TOKEN_CHANNEL, &none, done, arg);
+}
+
+struct st_op *st_credentials_revoked(struct st_conn *c, const char *const *agents,
+                                     const uint8_t *const *sha256, int n, st_done_fn done,
+                                     void *arg)
+{
+	struct st_params p = {0};
+	struct st_array a;
+	p.reuse = 1;
+	st_params_text_array(&p, agents, n);
+	st_array_begin(&a, ST_OID_BYTEA);
+	for (int i = 0; i < n; i++)
+		st_array_add(&a, sha256[i], 32);
+	st_params_array(&p, &a, ST_OID_BYTEA_ARRAY);
+	return st_submit_clear(
+	    c,
+	    "SELECT t.agent_id, t.sha FROM unnest($1::text[], $2::bytea[]) AS t(agent_id, sha)"
+	    " WHERE NOT EXISTS (SELECT 1 FROM qa_credentials c"
+	    " WHERE c.agent_id = t.agent_id AND c.token_sha256 = t.sha)",
+	    &p, done, arg);
+}
+
+int st_revoked_rows(const PGresult *res)
+{
+	return PQnfields(res) == 2 ? PQntuples(res) : -1;
+}
+
+void st_revoked_row(const PGresult *res, int row, const char **agent, const uint8_t **sha256)
+{
+	static const uint8_t none[32];
+	*agent = PQgetvalue(res, row, 0);
+	*sha256 = PQgetlength(res, row, 1) == 32 ? (const uint8_t *)PQgetvalue(res, row, 1) : none;
 }
 
 int st_credential_changed(const PGresult *res)

@@ -107,11 +107,29 @@ void st_pending_row(const PGresult *res, int row, struct st_pending_row *out);
 struct st_op *st_credential_add(struct st_conn *c, const char *agent, const uint8_t sha256[32],
                                 int64_t created_ms, st_done_fn done, void *arg)
     __attribute__((warn_unused_result));
-/* Removes agent's token: st_credential_changed says whether it had one. */
+/* Removes agent's token: st_credential_changed says whether it had one. The
+ * removal NOTIFYs ST_TOKEN_CHANNEL (payload: the agent id) as it commits,
+ * so that every worker of the pool ends that agent's live sessions. */
+#define ST_TOKEN_CHANNEL "qa_token_removed"
 struct st_op *st_credential_remove(struct st_conn *c, const char *agent, st_done_fn done, void *arg)
     __attribute__((warn_unused_result));
 /* 1 when the add or remove changed qa_credentials, else 0. */
 int st_credential_changed(const PGresult *res);
+
+/* LISTEN on ST_TOKEN_CHANNEL (on a connection with a notify function). */
+struct st_op *st_listen_tokens(struct st_conn *c, st_done_fn done, void *arg)
+    __attribute__((warn_unused_result));
+
+/* Of n live sessions' (agent, token SHA-256), those whose token is no longer
+ * in qa_credentials (removed, or replaced): read with st_revoked_rows and
+ * st_revoked_row. One statement, one index probe per session. */
+struct st_op *st_credentials_revoked(struct st_conn *c, const char *const *agents,
+                                     const uint8_t *const *sha256, int n, st_done_fn done,
+                                     void *arg) __attribute__((warn_unused_result));
+/* The rows of a st_credentials_revoked result, or -1 for an unexpected shape. */
+int st_revoked_rows(const PGresult *res);
+/* Row row: the agent (NUL-terminated, in the result) and the SHA-256 it had. */
+void st_revoked_row(const PGresult *res, int row, const char **agent, const uint8_t **sha256);
 
 /* Every agent that has a token, by agent id. Read with st_credential_rows,
  * then st_credential_row for each row. */
