@@ -31,9 +31,9 @@
 	  "Pending messages expired by the lifecycle job (status 30, sender told)")                \
 	X(messages_purged, "qagw_messages_purged_total", "",                                       \
 	  "Final messages older than keep_days deleted by the lifecycle job")                      \
-	X(store_groups, "qagw_store_groups_total", "kind=\"upload\"",                                \
+	X(store_groups, "qagw_store_groups_total", "kind=\"upload\"",                              \
 	  "Group statements sent: one transaction for the requests of several sessions")           \
-	X(store_group_parts, "qagw_store_group_parts_total", "kind=\"upload\"",                      \
+	X(store_group_parts, "qagw_store_group_parts_total", "kind=\"upload\"",                    \
 	  "Requests carried by group statements (parts / groups: the mean group size)")
 
 /* Push results (gateway.md "Push"; docs/design.md "Push accounting"):
@@ -89,6 +89,7 @@ struct gw_gauges {
 	_Atomic int draining;   /* 1 while drained (admin) or stopping (SIGTERM) */
 	_Atomic int store_up;
 	_Atomic int redis_up;
+	_Atomic int listener_paused; /* 1 while accept is paused for want of descriptors */
 };
 
 #define gw_count(w, f, n)                                                                          \

@@ -5,6 +5,7 @@
 #ifndef GW_WORKER_H
 #define GW_WORKER_H
 
+#include "gateway/accept_guard.h"
 #include "gateway/config.h"
 #include "gateway/counters.h"
 #include "proto/qs_codec.h"
@@ -36,14 +37,16 @@ struct gw_worker {
 	pthread_t thread;
 	struct event_base *base;
 	struct evconnlistener *listener;            /* NULL once draining */
+	struct gw_accept_guard accept_guard;        /* pauses it when descriptors run out */
+	char label[80];                             /* "worker NAME", for the guard's log */
 	struct st_conn *stores[GW_MAX_STORE_CONNS]; /* [store] connections of this worker */
 	int n_stores;
 	int stores_up;
 	struct st_conn *hello_store; /* HELLO's own: a WELCOME never waits behind bulk work */
 	struct st_group *uploads;    /* group commit of the sessions' UPLOADs (store/upload.h) */
 	struct st_group *acks;       /* ... and of their DELIVER_ACKs (store/agent.h) */
-	struct rt_pool *pool;              /* Redis routing state (docs/design.md) */
-	struct gw_session *by_agent;       /* uthash: sessions past HELLO, by agent id */
+	struct rt_pool *pool;        /* Redis routing state (docs/design.md) */
+	struct gw_session *by_agent; /* uthash: sessions past HELLO, by agent id */
 	struct gw_ip_count *pending_by_ip; /* uthash: connections awaiting HELLO, by source */
 	struct gw_tls *tls;                /* the node's TLS context (tls = on), else NULL */
 	struct event *heartbeat_timer;     /* registry heartbeat and push figures, every 1 s */

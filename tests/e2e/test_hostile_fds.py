@@ -92,3 +92,135 @@ def test_maximal_hello_still_gets_welcome(qagw, uid):
         s.sendall(hello)
         f = read_frame(s, 5.0)
         assert f is not None and f[0] == q.WELCOME, f
+
+
+# ------------------------------------------------------------------ item 1
+
+NOFILE = 256
+# Caps that fit in NOFILE by the budget in gateway/fd_budget.h:
+# 1 worker x (32 + 1 store connection + 8) + 128 = 169 <= 256
+FITS = {"max_pending_hello": 32, "max_pending_hello_per_ip": 32, "hello_timeout": 30}
+STORE_1 = {"store": {"connections": 1}}
+# Connections that say nothing, left in the backlog while accept is paused: fewer than
+# max_pending_hello, so that once they are accepted (and seen closed) they do not make
+# the first HELLO after the flood overloaded.
+SILENT = 20
+
+
+_die_with_parent = harness._die_with_parent
+
+
+def limited(nofile):
+    """A preexec_fn: the harness's, then RLIMIT_NOFILE = nofile (soft, hard)."""
+    def pre() -> None:
+        _die_with_parent()
+        resource.setrlimit(resource.RLIMIT_NOFILE, nofile)
+    return pre
+
+
+def run_limited(argv, nofile, timeout=30.0) -> subprocess.CompletedProcess:
+    return subprocess.run([str(a) for a in argv], cwd=harness.REPO, stdin=subprocess.DEVNULL,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                          timeout=timeout, preexec_fn=limited(nofile))
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of pid (all its threads), from /proc/PID/stat."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def metrics(conn) -> str:
+    """GET /metrics over an admin connection kept open (keep-alive)."""
+    conn.request("GET", "/metrics")
+    r = conn.getresponse()
+    body = r.read().decode()
+    assert r.status == 200, body
+    return body
+
+
+def paused_gauge(conn) -> int:
+    """qagw_listeners_paused from /metrics."""
+    m = re.search(r"^qagw_listeners_paused (\d+)$", metrics(conn), re.M)
+    assert m, "no qagw_listeners_paused in /metrics"
+    return int(m.group(1))
+
+
+def test_caps_over_the_descriptor_limit_are_refused(qagw):
+    too_many = qagw(limits={"max_pending_hello": 1000}, sections=STORE_1, start=False)
+    for argv in ([harness.QAGW, "-c", too_many.conf, "--check"],
+                 [harness.QAGW, "-c", too_many.conf]):
+        p = run_limited(argv, (NOFILE, NOFILE))
+        assert p.returncode == 2, (argv, p.returncode, p.stdout, p.stderr)
+        assert "max_pending_hello" in p.stderr and "RLIMIT_NOFILE" in p.stderr, p.stderr
+    # the soft limit is raised to the hard one before the budget is checked
+    fits = qagw(limits=FITS, sections=STORE_1, start=False)
+    p = run_limited([harness.QAGW, "-c", fits.conf, "--check"], (64, NOFILE))
+    assert p.returncode == 0, (p.stdout, p.stderr)
+    p = run_limited([harness.QAGW, "-c", fits.conf, "--check"], (64, 64))
+    assert p.returncode == 2 and "max_pending_hello" in p.stderr, (p.stdout, p.stderr)
+
+
+def test_descriptor_exhaustion_pauses_accept_without_spinning(qagw, uid, monkeypatch):
+    import http.client
+
+    monkeypatch.setattr(harness, "_die_with_parent", limited((NOFILE, NOFILE)))
+    g = qagw(limits=FITS, sections=STORE_1)
+    monkeypatch.undo()
+    port, pid = g.port("ml1"), g.pid
+    assert hello_serves(port, f"first-{uid}", 5.0)
+    admin = http.client.HTTPConnection("127.0.0.1", g.admin_port, timeout=5)
+    metrics(admin)  # opens the connection the gauge is read through while flooded
+
+    # The flood: sessions (each a HELLO answered WELCOME) until the descriptors run out
+    # and the next HELLO is not answered; then connections that say nothing, which wait in
+    # the listen backlog while accept fails.
+    flood = []
+    exhausted = False
+    try:
+        for i in range(NOFILE + 50):
+            s = socket.create_connection(("127.0.0.1", port), timeout=5)
+            flood.append(s)
+            s.sendall(q.encode(q.Hello(agent_id=f"fl{i}-{uid}", now_ms=q.now_ms())))
+            try:
+                f = read_frame(s, 1.0)
+            except TimeoutError:
+                exhausted = True
+                break
+            assert f is not None and f[0] == q.WELCOME, (i, f)
+        assert exhausted, "the flood never ran the node out of descriptors"
+        for _ in range(SILENT):
+            flood.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        time.sleep(0.5)
+
+        lines0 = len(g.log_text().splitlines())
+        cpu0, t0 = cpu_seconds(pid), time.monotonic()
+        time.sleep(3.0)
+        cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0)
+        log = g.log_text().splitlines()
+        about = [l for l in log if "accept" in l]
+        print(f"flooded: {len(flood)} connections, cpu {cpu:.3f} of a core over 3 s, "
+              f"{len(log) - lines0} log lines in those 3 s, {len(about)} about accept")
+        assert cpu < 0.10, f"{cpu:.2f} of a core while flooded"
+        assert len(about) < 100, about[:5]
+        assert paused_gauge(admin) == 1
+    finally:
+        t_end = time.monotonic()
+        for s in flood:
+            s.close()
+
+    # served within 1 s of the flood's end
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(q.encode(q.Hello(agent_id=f"after-{uid}", now_ms=q.now_ms())))
+        f = read_frame(s, 2.0)
+        served = time.monotonic() - t_end
+    print(f"served {served:.3f} s after the flood ended")
+    assert f is not None and f[0] == q.WELCOME, f
+    assert served < 1.0, f"WELCOME {served:.2f} s after the flood ended"
+    deadline = time.monotonic() + 5
+    while paused_gauge(admin) != 0:
+        assert time.monotonic() < deadline, "qagw_listeners_paused stayed 1"
+        time.sleep(0.1)
+    admin.close()
+    assert "accepting again after" in g.log_text()
+    assert g.alive()
