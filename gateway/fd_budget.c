@@ -69,10 +69,9 @@ int gw_fd_budget_note(const struct gw_config *c, const struct gw_fd_budget *b, c
 		return 0;
 	return snprintf(note, notelen,
 	                "%s: [limits] max_sessions (%d per worker, %llu in all) exceeds the %llu "
-	                "descriptors RLIMIT_NOFILE (%llu) leaves besides the caps on connections "
-	                "awaiting HELLO: past about %llu sessions the listeners pause "
-	                "(qagw_listeners_paused) until sessions end",
+	                "descriptors RLIMIT_NOFILE (%llu) leaves once the caps awaiting HELLO are "
+	                "full: past about that many sessions the listeners pause "
+	                "(qagw_listeners_paused) until descriptors free up",
 	                c->path, c->max_sessions, (unsigned long long)b->sessions,
-	                (unsigned long long)left, (unsigned long long)b->limit,
-	                (unsigned long long)left);
+	                (unsigned long long)left, (unsigned long long)b->limit);
 }
