@@ -182,6 +182,19 @@ static void on_request(struct evhttp_request *req, void *arg)
 	run_handler(r);
 }
 
+/* The node's one admin server. Its listener's error callback gets the arg
+ * evhttp_bind_listener gave it (the evhttp), not ours: this is how it finds
+ * the guard. Main thread only. */
+static struct adm_server *the_server;
+
+/* EMFILE and friends: the guard pauses the listener (accept_guard.h). */
+static void on_accept_error(struct evconnlistener *l, void *arg)
+{
+	int err = EVUTIL_SOCKET_ERROR();
+	if (!the_server || !gw_accept_guard_on_error(&the_server->accept_guard, err))
+		gw_log(GW_LOG_WARN, "admin: accept failed: %s", strerror(err));
+}
+
 struct adm_server *adm_start(struct gw_node *node, char *err, size_t errlen)
 {
 	struct adm_server *a = calloc(1, sizeof(*a));
@@ -193,6 +206,11 @@ struct adm_server *adm_start(struct gw_node *node, char *err, size_t errlen)
 	a->node = node;
 	a->started_us = adm_now_us();
 	TAILQ_INIT(&a->pending);
+	if (gw_accept_guard_init(&a->accept_guard, node->base, "admin", &a->listener_paused) != 0) {
+		snprintf(err, errlen, "admin: out of memory");
+		free(a);
+		return NULL;
+	}
 	a->http = evhttp_new(node->base);
 	if (a->http)
 		l = evconnlistener_new_bind(
@@ -206,9 +224,13 @@ struct adm_server *adm_start(struct gw_node *node, char *err, size_t errlen)
 			evconnlistener_free(l);
 		if (a->http)
 			evhttp_free(a->http);
+		gw_accept_guard_free(&a->accept_guard);
 		free(a);
 		return NULL;
 	}
+	evconnlistener_set_error_cb(l, on_accept_error);
+	gw_accept_guard_attach(&a->accept_guard, l);
+	the_server = a;
 	evhttp_set_max_body_size(a->http, ADM_MAX_BODY);
 	evhttp_set_max_headers_size(a->http, 16384);
 	evhttp_set_timeout(a->http, ADM_CONN_TIMEOUT);
@@ -228,6 +250,9 @@ void adm_stop(struct adm_server *a)
 	if (!a)
 		return;
 	adm_req_orphan_all(a);
+	gw_accept_guard_detach(&a->accept_guard);
+	gw_accept_guard_free(&a->accept_guard);
+	the_server = NULL;
 	evhttp_free(a->http);
 	free(a);
 }

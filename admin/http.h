@@ -14,6 +14,7 @@
 #define ADM_HTTP_H
 
 #include "admin/route.h"
+#include "gateway/accept_guard.h"
 #include "store/store.h"
 
 #include <hiredis/hiredis.h>
@@ -38,7 +39,9 @@ struct adm_server {
 	struct evhttp *http;
 	TAILQ_HEAD(, adm_req) pending; /* requests not answered yet */
 	int n_pending;
-	int64_t started_us; /* monotonic */
+	int64_t started_us;                  /* monotonic */
+	struct gw_accept_guard accept_guard; /* pauses the listener when descriptors run out */
+	_Atomic int listener_paused;         /* its gauge (qagw_listeners_paused) */
 };
 
 typedef void (*adm_step_fn)(struct adm_req *r);

@@ -154,6 +154,10 @@ int adm_metrics_render(struct evbuffer *out, const struct adm_metrics_worker *w,
 	family(out, "qagw_redis_up", "gauge",
 	       "1 while this node's Redis connections (admin and every worker) are up");
 	evbuffer_add_printf(out, "qagw_redis_up %d\n", node->redis_up ? 1 : 0);
+	family(out, "qagw_listeners_paused", "gauge",
+	       "Listeners (workers' and the admin port's) not accepting because descriptors or "
+	       "memory ran out (EMFILE, ENFILE, ENOBUFS, ENOMEM); retried every 250 ms");
+	evbuffer_add_printf(out, "qagw_listeners_paused %d\n", node->listeners_paused);
 	if (node->started_ms > 0) {
 		family(out, "qagw_start_time_seconds", "gauge",
 		       "When this node started (Unix time)");
@@ -173,13 +177,15 @@ void adm_get_metrics(struct adm_req *r)
 {
 	struct gw_node *node = r->node;
 	struct adm_metrics_worker w[GW_MAX_WORKERS];
-	struct adm_metrics_node nm = {adm_store_up(node), adm_redis_up(node), node->started_ms};
+	struct adm_metrics_node nm = {adm_store_up(node), adm_redis_up(node), node->started_ms,
+	                              r->srv ? LOAD(r->srv->listener_paused) : 0};
 	for (int i = 0; i < node->n_workers; i++) {
 		w[i].name = node->workers[i]->wc->name;
 		w[i].counters = &node->workers[i]->counters;
 		w[i].gauges = &node->workers[i]->gauges;
 		nm.store_up &= LOAD(w[i].gauges->store_up) != 0;
 		nm.redis_up &= LOAD(w[i].gauges->redis_up) != 0;
+		nm.listeners_paused += LOAD(w[i].gauges->listener_paused) != 0;
 	}
 	struct evbuffer *out = evbuffer_new();
 	if (!out || adm_metrics_render(out, w, node->n_workers, &nm) != 0) {

@@ -20,12 +20,15 @@ struct adm_metrics_worker {
 	const struct gw_gauges *gauges;
 };
 
-/* Node-level gauges: each 1 only while the main thread's own connection and
- * every local worker's are up (what /healthz checks). */
+/* Node-level gauges: store_up and redis_up are 1 only while the main
+ * thread's own connection and every local worker's are up (what /healthz
+ * checks); listeners_paused counts the listeners (workers' and the admin
+ * port's) whose accept is paused for want of descriptors (accept_guard.h). */
 struct adm_metrics_node {
 	int store_up;
 	int redis_up;
 	int64_t started_ms;
+	int listeners_paused;
 };
 
 /* Appends the exposition of n workers and the node to out. Returns 0, or -1

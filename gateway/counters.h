@@ -104,6 +104,7 @@ struct gw_gauges {
 	_Atomic int draining;   /* 1 while drained (admin) or stopping (SIGTERM) */
 	_Atomic int store_up;
 	_Atomic int redis_up;
+	_Atomic int listener_paused; /* 1 while accept is paused for want of descriptors */
 };
 
 #define gw_count(w, f, n)                                                                          \

@@ -9,6 +9,7 @@
 #include "gateway/cli.h"
 #include "gateway/config.h"
 #include "gateway/credentials.h"
+#include "gateway/fd_budget.h"
 #include "gateway/log.h"
 #include "gateway/node.h"
 #include "gateway/tls.h"
@@ -216,8 +217,18 @@ int main(int argc, char **argv)
 		}
 		return gw_credentials_cli(&n.node.conf, agent_argc, agent_cmd);
 	}
+	/* The caps must fit in the descriptor limit (fd_budget.h), raised first. */
+	struct gw_fd_budget fds;
+	char note[1024] = "";
+	if (gw_fd_budget_check(&n.node.conf, gw_fd_limit_raise(), &fds, err, sizeof(err)) != 0) {
+		fprintf(stderr, "qagw: %s\n", err);
+		return GW_EXIT_USAGE;
+	}
+	gw_fd_budget_note(&n.node.conf, &fds, note, sizeof(note));
 	if (check) {
 		gw_config_warnings(&n.node.conf, stderr);
+		if (note[0])
+			fprintf(stderr, "qagw: note: %s\n", note);
 		printf("qagw: %s: configuration ok (%d workers)\n", path, n.node.conf.n_workers);
 		return GW_EXIT_OK;
 	}
@@ -226,6 +237,8 @@ int main(int argc, char **argv)
 		return GW_EXIT_FAILURE;
 	}
 	atomic_store(&gw_log_threshold, gw_log_parse_level(n.node.conf.log_level));
+	if (note[0])
+		gw_log(GW_LOG_WARN, "%s", note);
 	signal(SIGPIPE, SIG_IGN);
 	signal(SIGHUP, SIG_IGN); /* until the main loop handles it (store start-up may wait) */
 	if (evthread_use_pthreads() != 0)

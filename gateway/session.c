@@ -249,14 +249,18 @@ static void pump(struct gw_session *s)
 		uint32_t len = 0;
 		if (avail >= QS_HEADER_LEN) {
 			evbuffer_copyout(in, hdr, QS_HEADER_LEN);
-			int e = qs_check_header(hdr, conf->max_frame, &len);
+			/* Before HELLO, nothing longer than the largest HELLO
+			 * is buffered: refused on its length prefix alone. */
+			int hello_seen = s->state != GW_S_AWAIT_HELLO;
+			uint32_t limit = qs_frame_limit(conf->max_frame, hello_seen);
+			int e = qs_check_header(hdr, limit, &len);
 			if (e != QS_OK) {
 				if (e == QS_E_TOO_LARGE)
-					gw_session_error(s, e, "frame length %u over max_frame %u",
-					                 ((uint32_t)hdr[0] << 24) |
-					                     ((uint32_t)hdr[1] << 16) |
-					                     ((uint32_t)hdr[2] << 8) | hdr[3],
-					                 conf->max_frame);
+					gw_session_error(s, e, "frame length %u over %s %u", len,
+					                 limit < conf->max_frame
+					                     ? "the largest HELLO"
+					                     : "max_frame",
+					                 limit);
 				else
 					gw_session_error(s, e, "frame length 0");
 				return;

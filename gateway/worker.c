@@ -83,11 +83,23 @@ static void on_accept(struct evconnlistener *l, evutil_socket_t fd, struct socka
 	gw_session_accept(w, fd, peer, ip);
 }
 
+/* EMFILE and friends leave the connection in the backlog: the guard pauses
+ * the listener (accept_guard.h). Anything else consumed its connection. */
 static void on_accept_error(struct evconnlistener *l, void *arg)
 {
 	struct gw_worker *w = arg;
-	/* EMFILE and friends: keep listening; the next accept may succeed. */
-	gw_log(GW_LOG_WARN, "worker %s: accept failed: %s", w->wc->name, strerror(errno));
+	int err = EVUTIL_SOCKET_ERROR();
+	if (!gw_accept_guard_on_error(&w->accept_guard, err))
+		gw_log(GW_LOG_WARN, "worker %s: accept failed: %s", w->wc->name, strerror(err));
+}
+
+static void close_listener(struct gw_worker *w)
+{
+	gw_accept_guard_detach(&w->accept_guard);
+	if (w->listener) {
+		evconnlistener_free(w->listener);
+		w->listener = NULL;
+	}
 }
 
 static void finish_if_idle(struct gw_worker *w)
@@ -172,10 +184,7 @@ static void begin_stop(struct gw_worker *w)
 		return;
 	w->stopping = 1;
 	atomic_store(&w->gauges.draining, 1);
-	if (w->listener) {
-		evconnlistener_free(w->listener);
-		w->listener = NULL;
-	}
+	close_listener(w);
 	gw_log(GW_LOG_INFO, "worker %s: draining %d sessions", w->wc->name,
 	       w->n_sessions + w->n_pending_hello);
 	tell_sessions(w, "shutting down");
@@ -193,10 +202,7 @@ static void drain(struct gw_worker *w)
 		return;
 	w->drained = 1;
 	atomic_store(&w->gauges.draining, 1);
-	if (w->listener) {
-		evconnlistener_free(w->listener);
-		w->listener = NULL;
-	}
+	close_listener(w);
 	gw_log(GW_LOG_INFO, "worker %s: drained by the admin (%d sessions told)", w->wc->name,
 	       w->n_sessions + w->n_pending_hello);
 	tell_sessions(w, "draining");
@@ -512,6 +518,7 @@ static int bind_listener(struct gw_worker *w, char *err, size_t errlen)
 		return -1;
 	}
 	evconnlistener_set_error_cb(w->listener, on_accept_error);
+	gw_accept_guard_attach(&w->accept_guard, w->listener);
 	return 0;
 }
 
@@ -534,7 +541,13 @@ struct gw_worker *gw_worker_new(const struct gw_config *conf, int index, char *e
 		free(w);
 		return NULL;
 	}
-	if (bind_listener(w, err, errlen) != 0) {
+	snprintf(w->label, sizeof(w->label), "worker %s", w->wc->name);
+	int rc =
+	    gw_accept_guard_init(&w->accept_guard, w->base, w->label, &w->gauges.listener_paused);
+	if (rc != 0)
+		snprintf(err, errlen, "worker %s: out of memory", w->wc->name);
+	if (rc != 0 || bind_listener(w, err, errlen) != 0) {
+		gw_accept_guard_free(&w->accept_guard);
 		event_base_free(w->base);
 		free(w);
 		return NULL;
@@ -622,8 +635,8 @@ void gw_worker_join_and_free(struct gw_worker *w)
 		st_conn_free(w->stores[i]);
 	st_conn_free(w->hello_store);
 	event_free(w->heartbeat_timer);
-	if (w->listener)
-		evconnlistener_free(w->listener);
+	close_listener(w);
+	gw_accept_guard_free(&w->accept_guard);
 	event_free(w->command_ev);
 	event_free(w->drain_timer);
 	event_base_free(w->base);

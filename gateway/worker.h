@@ -5,6 +5,7 @@
 #ifndef GW_WORKER_H
 #define GW_WORKER_H
 
+#include "gateway/accept_guard.h"
 #include "gateway/config.h"
 #include "gateway/counters.h"
 #include "proto/qs_codec.h"
@@ -38,6 +39,8 @@ struct gw_worker {
 	pthread_t thread;
 	struct event_base *base;
 	struct evconnlistener *listener;            /* NULL once draining */
+	struct gw_accept_guard accept_guard;        /* pauses it when descriptors run out */
+	char label[80];                             /* "worker NAME", for the guard's log */
 	struct st_conn *stores[GW_MAX_STORE_CONNS]; /* [store] connections of this worker */
 	int n_stores;
 	int stores_up;

@@ -15,6 +15,15 @@
 #define QS_HEADER_LEN        4    /* u32 length prefix */
 #define QS_DELIVER_OVERHEAD  1024 /* room kept for what delivery adds (too_large rule) */
 #define QS_FLAG_PERSIST      0x01
+#define QS_STR_MAX           65535 /* a str's u16 length */
+#define QS_AGENT_ID_MAX      120
+
+/* The longest HELLO frame (type + payload: what the length prefix counts)
+ * version 1 can encode, from the layout in protocol.md "HELLO": type, u16
+ * version, agent_id (str of at most QS_AGENT_ID_MAX), token and primary (str,
+ * bounded only by a str's u16 length), u8 flags, u64 now_ms. 131208 bytes.
+ * Before HELLO a longer frame is too_large at once (protocol.md "Framing"). */
+#define QS_HELLO_MAX_LEN (1u + 2u + (2u + QS_AGENT_ID_MAX) + 2u * (2u + QS_STR_MAX) + 1u + 8u)
 
 enum qs_type {
 	QS_HELLO = 0x01,
@@ -241,6 +250,14 @@ struct qs_buf {
 /* Checks a frame's 4-byte length prefix. Returns QS_OK and sets *len, or
  * QS_E_BAD_FRAME (length 0) or QS_E_TOO_LARGE (over max_frame). */
 int qs_check_header(const uint8_t hdr[QS_HEADER_LEN], uint32_t max_frame, uint32_t *len);
+
+/* The longest frame a peer may announce: max_frame once it has said HELLO,
+ * before that no more than the largest HELLO (so a peer that has not said who
+ * it is never makes the server buffer a large frame). For qs_check_header. */
+static inline uint32_t qs_frame_limit(uint32_t max_frame, int hello_seen)
+{
+	return hello_seen || max_frame < QS_HELLO_MAX_LEN ? max_frame : QS_HELLO_MAX_LEN;
+}
 
 /* Decodes one frame body (type byte + payload, without the length prefix).
  * Returns QS_OK, QS_E_BAD_FRAME or QS_E_TOO_LARGE; on error *why (if not NULL)

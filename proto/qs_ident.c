@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define QS_AGENT_ID_MAX    120
 #define QS_QUEUE_MAX       128
 #define QS_ADDRESS_MAX     255
 #define QS_WORKER_NAME_MAX 64

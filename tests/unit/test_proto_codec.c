@@ -433,6 +433,45 @@ static void test_check_header(void **state)
 	assert_int_equal(n, UINT32_MAX);
 }
 
+/* QS_HELLO_MAX_LEN is the longest HELLO protocol.md's layout can encode: a
+ * HELLO with every field at its limit encodes to exactly that many bytes,
+ * passes the pre-HELLO length check and decodes; one byte more is too_large
+ * before HELLO (and fine after it, under max_frame). */
+static void test_hello_max_len(void **state)
+{
+	static char agent[QS_AGENT_ID_MAX + 1], token[QS_STR_MAX + 1], primary[QS_STR_MAX + 1];
+	memset(agent, 'a', QS_AGENT_ID_MAX);
+	memset(token, 't', QS_STR_MAX);
+	memset(primary, 'p', QS_STR_MAX);
+	struct qs_frame f = {.type = QS_HELLO};
+	f.u.hello = (struct qs_hello){QS_VERSION,        qs_str_c(agent), qs_str_c(token),
+	                              qs_str_c(primary), QS_FLAG_PERSIST, UINT64_MAX};
+	assert_int_equal(QS_HELLO_MAX_LEN, 131208);
+	struct qs_buf b = encode(&f);
+	assert_int_equal(b.len, QS_HEADER_LEN + QS_HELLO_MAX_LEN);
+
+	uint32_t limit = qs_frame_limit(QS_DEFAULT_MAX_FRAME, 0), n = 0;
+	assert_int_equal(limit, QS_HELLO_MAX_LEN);
+	assert_int_equal(qs_check_header(b.data, limit, &n), QS_OK);
+	assert_int_equal(n, QS_HELLO_MAX_LEN);
+	struct qs_frame d;
+	decode_ok(&b, &d);
+	assert_int_equal(d.u.hello.agent_id.len, QS_AGENT_ID_MAX);
+	assert_int_equal(d.u.hello.token.len, QS_STR_MAX);
+	assert_int_equal(d.u.hello.primary.len, QS_STR_MAX);
+	qs_frame_release(&d);
+	qs_buf_free(&b);
+
+	uint8_t h[4] = {0, (QS_HELLO_MAX_LEN + 1) >> 16 & 0xff, (QS_HELLO_MAX_LEN + 1) >> 8 & 0xff,
+	                (QS_HELLO_MAX_LEN + 1) & 0xff};
+	assert_int_equal(qs_check_header(h, limit, &n), QS_E_TOO_LARGE);
+	assert_int_equal(n, QS_HELLO_MAX_LEN + 1);
+	assert_int_equal(qs_check_header(h, qs_frame_limit(QS_DEFAULT_MAX_FRAME, 1), &n), QS_OK);
+	/* a max_frame below the largest HELLO is the limit before HELLO too */
+	assert_int_equal(qs_frame_limit(65536, 0), 65536);
+	assert_int_equal(qs_frame_limit(65536, 1), 65536);
+}
+
 static void test_encode_refusals(void **state)
 {
 	struct qs_frame f;
@@ -539,6 +578,7 @@ int main(void)
 	    cmocka_unit_test(test_release_zeroed_frame),
 	    cmocka_unit_test(test_encode_appends),
 	    cmocka_unit_test(test_check_header),
+	    cmocka_unit_test(test_hello_max_len),
 	    cmocka_unit_test(test_encode_refusals),
 	    cmocka_unit_test(test_msg_in_size_matches_encoding),
 	    cmocka_unit_test(test_names),
