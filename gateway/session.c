@@ -40,6 +40,13 @@ static int not_welcomed(enum gw_session_state st)
 	return st == GW_S_TLS_HANDSHAKE || st == GW_S_AWAIT_HELLO || st == GW_S_WELCOMING;
 }
 
+/* The input a session may buffer: one whole frame of up to max_len bytes,
+ * with room for the next header and some read-ahead. */
+static size_t read_high(uint32_t max_len)
+{
+	return (size_t)max_len + QS_HEADER_LEN + 65536;
+}
+
 static void set_state(struct gw_session *s, enum gw_session_state next)
 {
 	struct gw_worker *w = s->w;
@@ -55,8 +62,11 @@ static void set_state(struct gw_session *s, enum gw_session_state next)
 		w->n_welcoming++;
 	if (s->state == GW_S_WELCOMING && next != GW_S_WELCOMING)
 		w->n_welcoming--;
-	if (next == GW_S_READY && s->state == GW_S_WELCOMING)
+	if (next == GW_S_READY && s->state == GW_S_WELCOMING) {
 		w->n_sessions++;
+		/* welcomed: a whole frame of any allowed length may now wait */
+		bufferevent_setwatermark(s->bev, EV_READ, 0, read_high(w->conf->max_frame));
+	}
 	if (next == GW_S_CLOSING && (s->state == GW_S_READY || s->state == GW_S_BUSY))
 		w->n_sessions--;
 	s->state = next;
@@ -438,8 +448,9 @@ void gw_session_accept(struct gw_worker *w, int fd, const char *peer, const char
 
 	const struct gw_config *conf = w->conf;
 	bufferevent_setcb(bev, on_read, on_write, on_event, s);
-	/* A whole frame must fit below the high watermark. */
-	bufferevent_setwatermark(bev, EV_READ, 0, (size_t)conf->max_frame + QS_HEADER_LEN + 65536);
+	/* A whole frame must fit below the high watermark; until WELCOME the
+	 * largest frame is a HELLO (what follows it waits in the kernel). */
+	bufferevent_setwatermark(bev, EV_READ, 0, read_high(qs_frame_limit(conf->max_frame, 0)));
 	struct timeval idle = {3 * conf->heartbeat, 0};
 	bufferevent_set_timeouts(bev, &idle, &idle);
 	bufferevent_enable(bev, EV_READ | EV_WRITE);
