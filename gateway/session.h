@@ -45,7 +45,8 @@ struct gw_session {
 	int64_t since_ms;
 	struct st_op *op;  /* the in-flight store statement, if any */
 	void *req;         /* what the in-flight UPLOAD needs at completion */
-	int req_count;     /* entries of the in-flight DELIVER_ACK or STATUS */
+	int req_count;     /* entries of the in-flight DELIVER_ACK or STATUS; FETCH's max_count */
+	int64_t req_bytes; /* the in-flight FETCH's max_bytes (asked again past an unreceivable) */
 	int64_t *held;     /* delivered here, not acknowledged: sorted seqs (requests.c) */
 	uint8_t *held_counted; /* the store counted that delivery already */
 	int n_held, cap_held;

@@ -552,7 +552,8 @@ struct gw_worker *gw_worker_new(const struct gw_config *conf, int index, char *e
 	if (w->hello_store)
 		st_conn_set_timeout(w->hello_store, conf->store_timeout * 1000);
 	if (!w->hello_store ||
-	    !(w->uploads = st_uploads_new(w->base, pick_store, w, conf->max_pending)) ||
+	    !(w->uploads = st_uploads_new(w->base, pick_store, w, conf->max_pending,
+	                                  conf->max_pending_per_sender)) ||
 	    !(w->acks = st_acks_new(w->base, pick_store, w))) {
 		snprintf(err, errlen, "worker %s: out of memory", w->wc->name);
 		return NULL;

@@ -321,7 +321,8 @@ static void setup(void)
 	w->stores[0] = st_conn_new(w->base, conf.conninfo, w->wc->name, on_store_state, w);
 	if (!w->stores[0])
 		abort();
-	w->uploads = st_uploads_new(w->base, fake_pick, w, conf.max_pending); /* group commit */
+	w->uploads = st_uploads_new(w->base, fake_pick, w, conf.max_pending,
+	                            conf.max_pending_per_sender); /* group commit */
 	w->acks = st_acks_new(w->base, fake_pick, w);
 	if (!w->uploads || !w->acks)
 		abort();
