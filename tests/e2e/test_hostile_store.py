@@ -177,3 +177,49 @@ def test_stored_oversized_message_becomes_unreceivable(qagw, store, uid):
         p = notes[0].propdict
         assert (p["ias_MessageType"], p["ias_Status"], p["ias_StatusMessageId"]) == (
             "status", "50", big.id.hex), p
+
+
+def test_concurrent_groups_of_one_sender_never_exceed_its_quota(qagw, store, uid):
+    """The per-sender bound under concurrency, as test_faults_group's for recipients: two
+    groups of one sender both read "room for 3" (each INSERT held 1 s by a test trigger
+    between its quota read and its counter upsert); the second then finds the sender past
+    max_pending_per_sender and answers its newest row quota. qa_upload_group is called
+    directly: one agent has one session at a time, but its retries on a new session, or
+    two nodes, can have two groups in flight."""
+    import threading
+    import time
+    import uuid
+
+    qagw(workers=("ml1",))  # the schema
+    S = f"S-{uid}"
+    store.query("CREATE FUNCTION qa_test_slow() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                f"BEGIN IF EXISTS (SELECT 1 FROM nt WHERE sender = '{S}') THEN "
+                "PERFORM pg_sleep(1.0); END IF; RETURN NULL; END $$")
+    store.query("CREATE TRIGGER qa_test_slow AFTER INSERT ON qa_messages REFERENCING NEW "
+                "TABLE AS nt FOR EACH STATEMENT EXECUTE FUNCTION qa_test_slow()")
+    results = {}
+
+    def group(name, delay, rcpts):
+        time.sleep(delay)
+        ids = [str(uuid.uuid4()) for _ in rcpts]
+        rows = store.query(
+            "SELECT ord, result FROM qa_upload_group((extract(epoch FROM now()) * 1000)::bigint,"
+            " 100000, 3, ARRAY[%s, %s]::text[], ARRAY[%s, %s]::uuid[], ARRAY[%s, %s]::text[],"
+            " ARRAY['q', 'q'], ARRAY[4, 4]::smallint[], ARRAY[0, 0]::bigint[],"
+            " ARRAY[0, 0]::smallint[], ARRAY['\\x0000', '\\x0000']::bytea[],"
+            " ARRAY['\\x', '\\x']::bytea[]) ORDER BY ord", (S, S, *ids, *rcpts))
+        results[name] = [int(r[1]) for r in rows]
+
+    threads = [threading.Thread(target=group, args=("first", 0.0, [f"R1-{uid}", f"R2-{uid}"])),
+               threading.Thread(target=group, args=("second", 0.3, [f"R3-{uid}", f"R4-{uid}"]))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert results == {"first": [0, 0], "second": [0, 5]}, results
+    rows = int(store.scalar("SELECT count(*) FROM qa_messages WHERE sender = %s AND status = 1",
+                            (S,)))
+    assert rows == 3 == sender_pending(store, S), (rows, sender_pending(store, S))
+    # and the recipients' counters agree with their rows
+    assert int(store.scalar("SELECT count(*) FROM qa_messages m WHERE m.status = 1 AND"
+                            " qa_pending(m.recipient) <> 1")) == 0
