@@ -47,7 +47,7 @@ DECLARE
   acc_n bigint[];
   acc_s text[];
   acc_sn bigint[];
-  lim_s bigint := coalesce(p_max_per_sender, 9223372036854775807);
+  lim_s bigint := coalesce(p_max_per_sender, 2147483647); -- (NULL: no limit)
   ins_ids uuid[];
   ins_ids0 uuid[];
   over_r text[];
