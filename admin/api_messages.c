@@ -43,7 +43,9 @@ static void on_sent(struct adm_req *r, const PGresult *res, const char *err)
 	if (!res) {
 		char field[64];
 		const char *m = adm_send_store_error(err, field, sizeof(field));
-		if (m)
+		if (adm_send_store_too_large(m))
+			adm_reply_error(r, 413, "too_large", "%s", m);
+		else if (m)
 			adm_reply_bad_field(r, field[0] ? field : NULL, "%s", m);
 		else
 			store_down(r, err);
@@ -70,7 +72,7 @@ static struct st_op *submit_send(struct st_conn *c, const void *args, st_done_fn
 {
 	const struct adm_send *s = args;
 	return st_send(c, s->to, s->body, s->body_len, s->from, s->priority, s->expires_ms,
-	               s->props_json, done, arg);
+	               s->props_json, s->max_frame, done, arg);
 }
 
 void adm_post_message(struct adm_req *r)
@@ -81,7 +83,13 @@ void adm_post_message(struct adm_req *r)
 	struct adm_send s;
 	const char *field;
 	char msg[300];
-	if (adm_send_parse(body, r->node->conf.max_frame, &s, &field, msg, sizeof(msg)) != 0) {
+	int rc = adm_send_parse(body, r->node->conf.max_frame, &s, &field, msg, sizeof(msg));
+	if (rc == ADM_SEND_TOO_LARGE) { /* it could never be delivered: nothing stored */
+		adm_reply_error(r, 413, "too_large", "%s", msg);
+		json_decref(body);
+		return;
+	}
+	if (rc != 0) {
 		adm_reply_bad_field(r, field, "%s", msg);
 		json_decref(body);
 		return;

@@ -23,6 +23,7 @@ int adm_send_parse(const json_t *body, uint32_t max_frame, struct adm_send *s, c
 	memset(s, 0, sizeof(*s));
 	s->from = "server";
 	s->priority = 4;
+	s->max_frame = max_frame;
 
 	const char *key;
 	json_t *v;
@@ -91,8 +92,9 @@ int adm_send_parse(const json_t *body, uint32_t max_frame, struct adm_send *s, c
 	if (props) {
 		if (!json_is_object(props))
 			FAIL("props", "\"props\" must be an object of strings");
-		if (json_object_size(props) > 0xffff)
-			FAIL("props", "\"props\" has too many entries");
+		/* delivery adds ias_Originator and ias_DeliveryCount to the u16 count */
+		if (json_object_size(props) > 0xffff - 2)
+			FAIL("props", "\"props\" has too many entries (at most 65533)");
 		json_object_foreach(props, key, v)
 		{
 			size_t klen = strlen(key);
@@ -114,11 +116,14 @@ int adm_send_parse(const json_t *body, uint32_t max_frame, struct adm_send *s, c
 	/* The too_large rule of an UPLOAD (gateway/requests.c): the message as
 	 * an agent would send it must leave room for what delivery adds. */
 	size_t wire = 16 + 2 + to_len + 1 + 8 + props_size + 4 + s->body_len;
-	if (max_frame <= QS_DELIVER_OVERHEAD || wire > max_frame - QS_DELIVER_OVERHEAD)
-		FAIL("body",
-		     "the message is too large: %zu bytes on the wire, over max_frame (%u) "
-		     "less %d",
-		     wire, (unsigned)max_frame, QS_DELIVER_OVERHEAD);
+	if (max_frame <= QS_DELIVER_OVERHEAD || wire > max_frame - QS_DELIVER_OVERHEAD) {
+		*field = "body";
+		snprintf(msg, msglen,
+		         "the message is too large: %zu bytes on the wire, over max_frame (%u) "
+		         "less %d",
+		         wire, (unsigned)max_frame, QS_DELIVER_OVERHEAD);
+		return ADM_SEND_TOO_LARGE;
+	}
 
 	s->props_json = props ? json_dumps(props, JSON_COMPACT) : strdup("{}");
 	if (!s->props_json)
@@ -139,4 +144,9 @@ const char *adm_send_store_error(const char *err, char *field, size_t fieldlen)
 		field[q2 - q1 - 1] = 0;
 	}
 	return m;
+}
+
+int adm_send_store_too_large(const char *m)
+{
+	return m && strncmp(m, "qa_send: too_large", 18) == 0;
 }

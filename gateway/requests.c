@@ -518,9 +518,10 @@ void gw_req_upload(struct gw_session *s, const struct qs_upload *up)
 			if (exp < 1)
 				exp = 1;
 		}
-		int16_t fl = exp != 0 && exp <= now    ? QS_R_EXPIRED
-		             : m->wire_len > too_large ? QS_R_TOO_LARGE
-		                                       : 0;
+		/* too_large also when delivery's two properties would not fit the u16 count */
+		int16_t fl = exp != 0 && exp <= now                               ? QS_R_EXPIRED
+		             : m->wire_len > too_large || m->props.n > 0xffff - 2 ? QS_R_TOO_LARGE
+		                                                                  : 0;
 		memcpy(u->rcpt[u->n_sent], agent.ptr, agent.len); /* valid agent id: <= 120 */
 		rows[u->n_sent] = (struct st_upload_row){
 		    .id = m->id,
@@ -669,6 +670,39 @@ void gw_req_session_end(struct gw_session *s)
 
 /* ---- FETCH ---- */
 
+static void on_fetch(void *arg, const PGresult *res, const char *err);
+
+static void fetch_next(struct gw_session *s)
+{
+	waited(s, st_next(gw_worker_store(s->w), s->agent, s->held, s->n_held, s->req_count,
+	                  s->req_bytes, gw_now_ms(), on_fetch, s));
+}
+
+/* The message that blocked the FETCH is unreceivable now: ask again. */
+static void on_unreceivable(void *arg, const PGresult *res, const char *err)
+{
+	struct gw_session *s = arg;
+	if (!res) {
+		store_failed(s, err);
+		return;
+	}
+	s->op = NULL;
+	fetch_next(s);
+}
+
+/* The first message of a FETCH that no DELIVER could carry (its DELIVER over
+ * max_frame, e.g. stored before max_frame was lowered; or properties the u16
+ * count cannot take with delivery's two): delivering it would fail every
+ * sync of its recipient for ever. It becomes unreceivable (status 50, the
+ * sender told) and the FETCH goes on with the messages behind it. */
+static void make_unreceivable(struct gw_session *s, int64_t seq, const char *why)
+{
+	gw_slog(GW_LOG_WARN, s, "message seq %lld can never be delivered (%s): unreceivable",
+	        (long long)seq, why);
+	waited(s, st_unreceivable(gw_worker_store(s->w), s->agent, seq, gw_now_ms(),
+	                          on_unreceivable, s));
+}
+
 static void on_fetch(void *arg, const PGresult *res, const char *err)
 {
 	struct gw_session *s = arg;
@@ -686,12 +720,19 @@ static void on_fetch(void *arg, const PGresult *res, const char *err)
 	char(*counts)[12] = calloc((size_t)n + 1, sizeof(*counts));
 	int64_t *seqs = calloc((size_t)n + 1, sizeof(*seqs));
 	int ok = msgs && pv && counts && seqs, more = 0, rows = n;
+	int64_t blocked = 0; /* the first row, if no DELIVER can carry it */
+	const char *why = NULL;
 	n = 0; /* the rows delivered: in order, those that fit up to max_count */
 	for (int i = 0; ok && i < rows; i++) {
 		struct st_next_row r;
 		st_next_row(res, i, &r);
 		if (!r.fits || r.rn > s->req_count) {
 			more = 1;
+			break;
+		}
+		/* The whole DELIVER of it alone: type, count and more take 4. */
+		if (i == 0 && r.cum > (int64_t)s->w->conf->max_frame - 4) {
+			blocked = r.seq, why = "over max_frame";
 			break;
 		}
 		struct qs_msg_in *m = &msgs[i];
@@ -716,6 +757,15 @@ static void on_fetch(void *arg, const PGresult *res, const char *err)
 			stored.n = 0;
 			stored.v = NULL;
 		}
+		if (stored.n > 0xffff - 2) { /* no room for the server-set two */
+			free(stored.v);
+			n = i; /* not this one */
+			if (i == 0)
+				blocked = r.seq, why = "too many properties";
+			else
+				more = 1; /* the next FETCH's first */
+			break;
+		}
 		/* Server-set properties: ias_Originator and ias_DeliveryCount. */
 		pv[i] = calloc((size_t)stored.n + 2, sizeof(struct qs_prop));
 		if (!pv[i]) {
@@ -733,6 +783,14 @@ static void on_fetch(void *arg, const PGresult *res, const char *err)
 		pv[i][stored.n + 1].value = qs_str_c(counts[i]);
 		m->props.n = (uint16_t)(stored.n + 2);
 		m->props.v = pv[i];
+	}
+	if (blocked) {
+		for (int i = 0; pv && i < n; i++)
+			free(pv[i]);
+		free(pv), free(msgs), free(counts), free(seqs);
+		s->op = NULL;
+		make_unreceivable(s, blocked, why);
+		return;
 	}
 	int rc = -1;
 	if (ok && held_add(s, seqs, n) == 0) {
@@ -778,8 +836,8 @@ void gw_req_fetch(struct gw_session *s, const struct qs_fetch *f)
 	/* The whole DELIVER must fit max_frame: type, count and more take 4. */
 	int64_t max_bytes = f->max_bytes < conf->max_frame - 4 ? f->max_bytes : conf->max_frame - 4;
 	s->req_count = max_count;
-	waited(s, st_next(gw_worker_store(s->w), s->agent, s->held, s->n_held, max_count, max_bytes,
-	                  gw_now_ms(), on_fetch, s));
+	s->req_bytes = max_bytes;
+	fetch_next(s);
 }
 
 /* ---- DELIVER_ACK and STATUS ---- */

@@ -44,10 +44,11 @@ struct gw_session {
 	uint8_t token_sha256[32]; /* of the HELLO token: the token itself is never kept */
 	uint64_t id;              /* holds delivered messages in the store (held_by) */
 	int64_t since_ms;
-	struct st_op *op;      /* the in-flight store statement, if any */
-	void *req;             /* what the in-flight UPLOAD needs at completion */
-	int req_count;         /* entries of the in-flight DELIVER_ACK or STATUS */
-	int64_t *held;         /* delivered here, not acknowledged: sorted seqs (requests.c) */
+	struct st_op *op;  /* the in-flight store statement, if any */
+	void *req;         /* what the in-flight UPLOAD needs at completion */
+	int req_count;     /* entries of the in-flight DELIVER_ACK or STATUS; FETCH's max_count */
+	int64_t req_bytes; /* the in-flight FETCH's max_bytes (asked again past an unreceivable) */
+	int64_t *held;     /* delivered here, not acknowledged: sorted seqs (requests.c) */
 	uint8_t *held_counted; /* the store counted that delivery already */
 	int n_held, cap_held;
 	int pending_error;  /* ERROR to send once the in-flight request is answered */

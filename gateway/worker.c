@@ -579,7 +579,8 @@ struct gw_worker *gw_worker_new(const struct gw_config *conf, int index, char *e
 		st_conn_on_notify(w->hello_store, on_hello_store_notify, w);
 	}
 	if (!w->hello_store || !(w->auth_guard = gw_auth_guard_new()) || gw_revoke_init(w) != 0 ||
-	    !(w->uploads = st_uploads_new(w->base, pick_store, w, conf->max_pending)) ||
+	    !(w->uploads = st_uploads_new(w->base, pick_store, w, conf->max_pending,
+	                                  conf->max_pending_per_sender)) ||
 	    !(w->acks = st_acks_new(w->base, pick_store, w))) {
 		snprintf(err, errlen, "worker %s: out of memory", w->wc->name);
 		return NULL;

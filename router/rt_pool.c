@@ -656,10 +656,17 @@ void rt_pool_account(struct rt_pool *p, const char *agent, const char *result, i
 	rt_account(p->cmd, p->prefix, p->worker, agent, result, latency_ms);
 }
 
+/* An agent that has never connected (no P agent:ID: it never said HELLO to
+ * the pool, nor was it given a primary) keeps its push counters this long
+ * after the last push for it, not for ever: any id can be a recipient
+ * (issue 16). Its first HELLO makes them permanent (the next accounting). */
+#define RT_AGENTPUSH_TTL_S "86400"
+
 /* One push result's accounting in one script call (it was six commands: the
  * push benchmark's qagw and Redis CPU per message). KEYS: agentpush:ID,
- * pushlat:WORKER, pushevents; ARGV: result, counted (1/0), latency ("" if
- * none), the event's JSON. */
+ * pushlat:WORKER, pushevents, agent:ID; ARGV: result, counted (1/0), latency
+ * ("" if none), the event's JSON, the TTL of agentpush:ID while agent:ID
+ * does not exist. */
 static const char account_lua[] =
     "if ARGV[2] == '1' then redis.call('HINCRBY', KEYS[1], ARGV[1], 1) end\n"
     "if ARGV[3] ~= '' then\n"
@@ -667,6 +674,8 @@ static const char account_lua[] =
     "  redis.call('LPUSH', KEYS[2], ARGV[3])\n"
     "  redis.call('LTRIM', KEYS[2], 0, 999)\n"
     "end\n"
+    "if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('PERSIST', KEYS[1])\n"
+    "else redis.call('EXPIRE', KEYS[1], ARGV[5]) end\n"
     "redis.call('LPUSH', KEYS[3], ARGV[4])\n"
     "redis.call('LTRIM', KEYS[3], 0, 99)\n";
 
@@ -675,8 +684,9 @@ void rt_account(struct rt_redis *r, const char *prefix, const char *worker, cons
 {
 	if (!rt_redis_is_up(r))
 		return;
-	char key[200], lat_key[200], ev_key[200], lat[24] = "";
+	char key[200], lat_key[200], ev_key[200], agent_key[200], lat[24] = "";
 	snprintf(key, sizeof(key), "%sagentpush:%s", prefix, agent);
+	snprintf(agent_key, sizeof(agent_key), "%sagent:%s", prefix, agent);
 	snprintf(lat_key, sizeof(lat_key), "%spushlat:%s", prefix, worker);
 	snprintf(ev_key, sizeof(ev_key), "%spushevents", prefix);
 	int counted = strcmp(result, "routed") != 0 && strcmp(result, "coalesced") != 0 &&
@@ -695,9 +705,10 @@ void rt_account(struct rt_redis *r, const char *prefix, const char *worker, cons
 		         "{\"ts_ms\":%" PRId64
 		         ",\"agent\":\"%s\",\"worker\":\"%s\",\"result\":\"%s\"}",
 		         now_ms(), agent, worker, result);
-	const char *argv[] = {"EVAL", account_lua, "3", key, lat_key, ev_key,
-	                      result, counted ? "1" : "0", lat, ev};
-	rt_redis_commandv(r, NULL, NULL, 10, argv, NULL);
+	const char *argv[] = {
+	    "EVAL", account_lua,         "4", key, lat_key,           ev_key, agent_key,
+	    result, counted ? "1" : "0", lat, ev,  RT_AGENTPUSH_TTL_S};
+	rt_redis_commandv(r, NULL, NULL, 12, argv, NULL);
 }
 
 /* ---- the router ---- */

@@ -110,7 +110,18 @@ void st_next_row(const PGresult *res, int row, struct st_next_row *out)
 	out->body_len = PQgetlength(res, row, 8);
 	out->delivery_count = st_get_int4(res, row, 9);
 	out->rn = st_get_int8(res, row, 10);
+	out->cum = st_get_int8(res, row, 11);
 	out->fits = !PQgetisnull(res, row, 8);
+}
+
+struct st_op *st_unreceivable(struct st_conn *c, const char *agent, int64_t seq, int64_t now_ms,
+                              st_done_fn done, void *arg)
+{
+	struct st_params p = {0};
+	st_params_text(&p, agent, strlen(agent));
+	st_params_int8(&p, seq);
+	st_params_int8(&p, now_ms);
+	return submit(c, "SELECT qa_unreceivable($1, $2, $3)", &p, done, arg);
 }
 
 struct st_op *st_delivered(struct st_conn *c, const char *agent, const int64_t *seqs, int n,

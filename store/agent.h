@@ -55,10 +55,17 @@ struct st_next_row {
 	int props_len, body_len;
 	int32_t delivery_count; /* deliveries counted before this one */
 	int64_t rn;             /* 1, 2, ... in delivery order */
+	int64_t cum;            /* MSG_IN bytes of rows 1..rn as delivered (row 1: its own) */
 	int fits;               /* within max_bytes (or the first): its body is here */
 };
 int st_next_rows(const PGresult *res); /* -1 if res is not qa_next's */
 void st_next_row(const PGresult *res, int row, struct st_next_row *out);
+
+/* qa_unreceivable: agent's pending message seq can never be delivered (its
+ * DELIVER would not fit max_frame): status 50, its sender told. Rare: FETCH
+ * then asks for the next messages again. */
+struct st_op *st_unreceivable(struct st_conn *c, const char *agent, int64_t seq, int64_t now_ms,
+                              st_done_fn done, void *arg) __attribute__((warn_unused_result));
 
 /* qa_delivered: counts one delivery of each of agent's pending seqs (a
  * session ending with them held). done may be NULL. */

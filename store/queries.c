@@ -4,6 +4,7 @@
  * too (st_submit's, and the blocking calls ask for the same). */
 #include "store/queries.h"
 
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -309,7 +310,7 @@ int st_credential_list_sync(PGconn *pg, st_credential_fn fn, void *arg, char *er
 
 struct st_op *st_send(struct st_conn *c, const char *to, const char *body, size_t body_len,
                       const char *from, int32_t priority, int64_t expires_ms,
-                      const char *props_json, st_done_fn done, void *arg)
+                      const char *props_json, uint32_t max_frame, st_done_fn done, void *arg)
 {
 	struct st_params p = {0};
 	st_params_text(&p, to, strlen(to));
@@ -318,8 +319,9 @@ struct st_op *st_send(struct st_conn *c, const char *to, const char *body, size_
 	st_params_int4(&p, priority);
 	st_params_int8(&p, expires_ms);
 	st_params_text(&p, props_json, strlen(props_json));
-	return st_submit_clear(c, "SELECT id, seq FROM qa_send($1, $2, $3, $4, $5, $6::jsonb)", &p,
-	                       done, arg);
+	st_params_int4(&p, max_frame > INT32_MAX ? INT32_MAX : (int32_t)max_frame);
+	return st_submit_clear(c, "SELECT id, seq FROM qa_send($1, $2, $3, $4, $5, $6::jsonb, $7)",
+	                       &p, done, arg);
 }
 
 int st_sent_read(const PGresult *res, uint8_t id[16], int64_t *seq)

@@ -168,10 +168,12 @@ int st_credential_list_sync(PGconn *pg, st_credential_fn fn, void *arg, char *er
  * "AGENT\QUEUE", body body_len bytes of UTF-8, props_json a JSON object of
  * strings, expires_ms absolute (0 never). qa_send checks every argument: a
  * bad one fails the statement with qa_send's exception in err ("qa_send:
- * bad \"to\" address ..."), naming it. Read with st_sent_read. */
+ * bad \"to\" address ..."), naming it; a message that could never be
+ * delivered within max_frame (protocol.md's too_large rule) fails with
+ * "qa_send: too_large: ...". Read with st_sent_read. */
 struct st_op *st_send(struct st_conn *c, const char *to, const char *body, size_t body_len,
                       const char *from, int32_t priority, int64_t expires_ms,
-                      const char *props_json, st_done_fn done, void *arg)
+                      const char *props_json, uint32_t max_frame, st_done_fn done, void *arg)
     __attribute__((warn_unused_result));
 /* 0 with the new message's id (16 bytes) and seq, or -1 when res has an
  * unexpected shape. */

@@ -14,6 +14,7 @@ enum { C_SENDER, C_ID, C_RCPT, C_QUEUE, C_PRIO, C_EXPIRES, C_FLAG, C_PROPS, C_BO
  * group starts. */
 struct uploads {
 	int max_pending;
+	int max_pending_per_sender;
 	uint64_t gen; /* the group the set describes */
 	uint64_t seed;
 	uint8_t (*ids)[16];
@@ -85,27 +86,30 @@ static int ids_seen(struct uploads *u, const uint8_t *id)
 	return 0;
 }
 
-/* $1 the commit's time (created_ms and status_ms of every row), $2 max_pending */
+/* $1 the commit's time (created_ms and status_ms of every row), $2 max_pending,
+ * $3 max_pending_per_sender */
 static void head(struct st_params *p, void *arg)
 {
 	const struct uploads *u = arg;
 	st_params_int8(p, st_wall_ms());
 	st_params_int4(p, u->max_pending);
+	st_params_int4(p, u->max_pending_per_sender);
 }
 
 struct st_group *st_uploads_new(struct event_base *base, struct st_conn *(*pick)(void *),
-                                void *pick_arg, int max_pending)
+                                void *pick_arg, int max_pending, int max_pending_per_sender)
 {
 	struct uploads *u = calloc(1, sizeof(*u));
 	if (!u)
 		return NULL;
 	u->max_pending = max_pending;
+	u->max_pending_per_sender = max_pending_per_sender;
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	u->seed = ((uint64_t)ts.tv_nsec << 32) ^ (uint64_t)ts.tv_sec ^ (uint64_t)(uintptr_t)u;
 	struct st_group_spec spec = {
 	    .sql = "SELECT ord, result FROM qa_upload_group($1, $2, $3, $4, $5, $6, $7, $8, $9, "
-	           "$10, $11)",
+	           "$10, $11, $12)",
 	    .n_cols = N_COLS,
 	    .elem = {ST_OID_TEXT, ST_OID_UUID, ST_OID_TEXT, ST_OID_TEXT, ST_OID_INT2, ST_OID_INT8,
 	             ST_OID_INT2, ST_OID_BYTEA, ST_OID_BYTEA},

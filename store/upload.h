@@ -25,9 +25,10 @@ struct st_upload_row {
 };
 
 /* The worker's upload group: groups go to pick(pick_arg); each message may
- * wait for its recipient up to max_pending (result 5 quota beyond). */
+ * wait for its recipient up to max_pending, and its sender may have up to
+ * max_pending_per_sender messages pending (result 5 quota beyond either). */
 struct st_group *st_uploads_new(struct event_base *base, struct st_conn *(*pick)(void *),
-                                void *pick_arg, int max_pending);
+                                void *pick_arg, int max_pending, int max_pending_per_sender);
 void st_uploads_free(struct st_group *g);
 
 /* Adds sender's n rows as one part: done(arg, res, err) follows the group's

@@ -15,7 +15,8 @@
  * wrapped (the Makefile links this target with -Wl,--wrap=...): statements
  * complete asynchronously, one per loop turn and in submission order as the
  * pipelined store does, with results shaped like the store's SQL API
- * (qa_credentials, qa_hello, qa_upload_group, qa_next, qa_ack_group, qa_status_held). Which
+ * (qa_credentials, qa_hello, qa_upload_group, qa_next, qa_unreceivable, qa_ack_group,
+ * qa_status_held). Which
  * statements fail instead, whether HELLO's token is checked (auth = token;
  * the known agents' token is ""), and whether the real (down) store answers
  * is chosen per input from a hash of its bytes, so the fuzzer reaches the
@@ -61,6 +62,7 @@ struct fake_op {
 static TAILQ_HEAD(, fake_op) fake_ops = TAILQ_HEAD_INITIALIZER(fake_ops);
 static struct event *fake_ev;   /* completes the first queued op, one per loop turn */
 static uint32_t fake_mode;      /* per input: which statements fail */
+static int fake_oversized;      /* qa_next's first row is over max_frame until unreceivable */
 static unsigned fake_submitted; /* statements submitted for this input */
 
 static PGresult *result(int nfields, const Oid *types)
@@ -145,7 +147,7 @@ static PGresult *fake_result(const char *sql, const struct st_params *p)
 	if (strstr(sql, "qa_upload_group(")) { /* one row per message sent: ord, result */
 		static const Oid t[] = {ST_OID_INT4, ST_OID_INT2};
 		PGresult *r = result(2, t);
-		int n = array_count(p, 3); /* $4: the ids */
+		int n = array_count(p, 4); /* $5: the ids */
 		for (int i = 0; i < n; i++) {
 			set4(r, i, 0, i + 1);
 			set2(r, i, 1, (int16_t)((fake_mode >> (i % 16)) & 1 ? 1 : 0));
@@ -176,8 +178,16 @@ static PGresult *fake_result(const char *sql, const struct st_params *p)
 				abort();
 			set4(r, row, 9, 0); /* deliveries counted before this one */
 			set8(r, row, 10, row + 1);
-			set8(r, row, 11, 100 * (row + 1));
+			/* cum; with mode 512 the first row once over any max_frame: unreceivable */
+			set8(r, row, 11, fake_oversized ? ((int64_t)1 << 33) : 100 * (row + 1));
 		}
+		return r;
+	}
+	if (strstr(sql, "qa_unreceivable(")) {
+		static const Oid t[] = {ST_OID_INT4};
+		PGresult *r = result(1, t);
+		set4(r, 0, 0, 1);
+		fake_oversized = 0;
 		return r;
 	}
 	if (strstr(sql, "qa_ack_group(")) { /* every row applied: their ords */
@@ -321,7 +331,8 @@ static void setup(void)
 	w->stores[0] = st_conn_new(w->base, conf.conninfo, w->wc->name, on_store_state, w);
 	if (!w->stores[0])
 		abort();
-	w->uploads = st_uploads_new(w->base, fake_pick, w, conf.max_pending); /* group commit */
+	w->uploads = st_uploads_new(w->base, fake_pick, w, conf.max_pending,
+	                            conf.max_pending_per_sender); /* group commit */
 	w->acks = st_acks_new(w->base, fake_pick, w);
 	if (!w->uploads || !w->acks)
 		abort();
@@ -344,6 +355,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (!w)
 		setup();
 	fake_mode = hash(data, size);
+	fake_oversized = (fake_mode & 512) != 0;
 	fake_submitted = 0;
 	conf.auth_off = !(fake_mode & 32); /* half the inputs check the HELLO token */
 	int fds[2];

@@ -124,7 +124,8 @@ static void test_too_large(void **state)
 	big[room] = 'a';
 	big[room + 1] = 0;
 	body = json_pack("{s:s, s:s}", "to", "B\\q", "body", big);
-	assert_int_equal(adm_send_parse(body, MAX_FRAME, &s, &f, msg, sizeof(msg)), -1);
+	assert_int_equal(adm_send_parse(body, MAX_FRAME, &s, &f, msg, sizeof(msg)),
+	                 ADM_SEND_TOO_LARGE);
 	assert_string_equal(f, "body");
 	json_decref(body);
 	free(big);

@@ -1,8 +1,15 @@
+-- (p_max_frame added by issue 16: the six-argument function is replaced; calls with up to
+-- six arguments resolve to this one)
+DROP FUNCTION IF EXISTS qa_send(text, text, text, integer, bigint, jsonb);
 -- Server-side send (gateway.md "Store"): validates, stores and NOTIFYs qa_send so that
--- the gateways push it like an uploaded message.
+-- the gateways push it like an uploaded message. A message that could never be delivered
+-- is refused (SQLSTATE 54000, "qa_send: too_large: ..."): protocol.md's too_large rule of
+-- an UPLOAD, against p_max_frame, or when it is NULL the setting qa.max_frame (an operator
+-- whose gateways run another max_frame sets it: ALTER DATABASE ... SET qa.max_frame = N),
+-- or else the default max_frame, 1 MiB.
 CREATE OR REPLACE FUNCTION qa_send(p_to text, p_body text, p_from text DEFAULT 'server',
     p_priority integer DEFAULT 4, p_expires_ms bigint DEFAULT 0,
-    p_props jsonb DEFAULT '{}'::jsonb)
+    p_props jsonb DEFAULT '{}'::jsonb, p_max_frame integer DEFAULT NULL)
 RETURNS TABLE (id uuid, seq bigint) LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
@@ -13,6 +20,12 @@ DECLARE
   new_seq bigint;
   k text[];
   v text[];
+  v_props bytea;
+  v_body bytea;
+  v_max_frame bigint := coalesce(p_max_frame,
+                               nullif(current_setting('qa.max_frame', true), '')::bigint,
+                               1048576);
+  v_wire bigint;
 BEGIN
   IF p_to IS NULL OR rcpt !~ '^[A-Za-z0-9._-]{1,120}$' OR q = '' OR octet_length(q) > 128
      OR position(E'\\' IN q) > 0 OR q ~ '[\x01-\x1f\x7f]' OR q = 'system'
@@ -41,12 +54,30 @@ BEGIN
     RAISE EXCEPTION 'qa_send: bad "props" key (empty, too long or reserved ias_)'
       USING ERRCODE = '22023';
   END IF;
+  IF EXISTS (SELECT 1 FROM unnest(v) x WHERE octet_length(x) > 65535) THEN
+    RAISE EXCEPTION 'qa_send: bad "props" value (over 65535 bytes)' USING ERRCODE = '22023';
+  END IF;
+  -- delivery adds ias_Originator and ias_DeliveryCount: at most 65533 of the sender's
+  IF cardinality(k) > 65533 THEN
+    RAISE EXCEPTION 'qa_send: bad "props" (more than 65533 properties)'
+      USING ERRCODE = '22023';
+  END IF;
+  v_props := qa_props_encode(k, v);
+  v_body := convert_to(p_body, 'UTF8');
+  -- protocol.md's too_large rule: the message as an agent would UPLOAD it (MSG_OUT: id, to,
+  -- priority, expires_ms, props, body) must leave max_frame - 1024 for what delivery adds
+  v_wire := 16 + 2 + octet_length(p_to) + 1 + 8 + octet_length(v_props) + 4
+            + octet_length(v_body);
+  IF v_wire > v_max_frame - 1024 THEN
+    RAISE EXCEPTION 'qa_send: too_large: the message is % bytes on the wire, over max_frame '
+      '(%) less 1024', v_wire, v_max_frame USING ERRCODE = '54000';
+  END IF;
   INSERT INTO qa_agents (agent_id, first_seen_ms) VALUES (rcpt, now_ms)
   ON CONFLICT (agent_id) DO NOTHING;
   INSERT INTO qa_messages (id, sender, sender_is_agent, recipient, queue, priority, created_ms,
                            expires_ms, props, body, status_ms)
   VALUES (new_id, p_from, false, rcpt, q, p_priority, now_ms, p_expires_ms,
-          qa_props_encode(k, v), convert_to(p_body, 'UTF8'), now_ms)
+          v_props, v_body, now_ms)
   RETURNING qa_messages.seq INTO new_seq;
   PERFORM pg_notify('qa_send', rcpt || ' ' || new_id::text || ' ' || now_ms::text);
   RETURN QUERY SELECT new_id, new_seq;

@@ -1,3 +1,6 @@
+-- (its parameters changed while migration 8 was unreleased: replaced whole)
+DROP FUNCTION IF EXISTS qa_upload_group(bigint, integer, text[], uuid[], text[], text[],
+    smallint[], bigint[], smallint[], bytea[], bytea[]);
 -- UPLOAD batches of one or more sessions in one transaction (group commit,
 -- docs/design.md "Store"). Row i is p_sender[i]'s message. The gateway has
 -- refused invalid messages already and passes in p_flag: 0 (store it), 1 (its
@@ -8,9 +11,12 @@
 -- every row, in order, with protocol.md's precedence: duplicate/conflict, then
 -- expired/too_large, then quota.
 --
--- The common case costs one INSERT of the rows and one upsert per recipient:
--- 1. The quota is decided from each recipient's counters (migration 8), read
---    without a lock: what fits under max_pending is accepted.
+-- The common case costs one INSERT of the rows and one upsert per recipient and
+-- per sender:
+-- 1. The quota is decided from each recipient's counters (migration 8) and each
+--    sender's (migration 9), read without a lock: what fits under max_pending
+--    for its recipient and max_pending_per_sender (p_max_per_sender; NULL: no
+--    limit) for its sender is accepted.
 -- 2. One INSERT of the accepted rows (again with ON CONFLICT (id) DO NOTHING if
 --    an id was stored before); the insert trigger does not count them
 --    (qa.counted: this function counts its own rows).
@@ -21,21 +27,29 @@
 --    upload got there first and the count is now past max_pending, this
 --    group's newest rows for that recipient are deleted again and answered
 --    quota: a recipient never has more than max_pending pending messages.
+--    Then the same for the senders (their counters locked after the
+--    recipients', by every writer): a sender never has more than
+--    max_pending_per_sender pending messages.
 -- 4. Only if a row was flagged, refused or not inserted: its id is looked up to
 --    tell duplicate (same sender) from conflict.
 CREATE OR REPLACE FUNCTION qa_upload_group(p_now bigint, p_max_pending integer,
-    p_sender text[], p_ids uuid[], p_rcpt text[], p_queue text[], p_prio smallint[],
-    p_expires bigint[], p_flag smallint[], p_props bytea[], p_body bytea[])
+    p_max_per_sender integer, p_sender text[], p_ids uuid[], p_rcpt text[], p_queue text[],
+    p_prio smallint[], p_expires bigint[], p_flag smallint[], p_props bytea[], p_body bytea[])
 RETURNS TABLE (ord integer, result smallint) LANGUAGE plpgsql AS $$
 #variable_conflict use_column
 DECLARE
   n_rows integer := coalesce(cardinality(p_ids), 0);
   n_ins bigint;
   n_cand bigint;
+  n_ins0 bigint;
   capped boolean;
   acc_r text[];
   acc_n bigint[];
+  acc_s text[];
+  acc_sn bigint[];
+  lim_s bigint := coalesce(p_max_per_sender, 2147483647); -- (NULL: no limit)
   ins_ids uuid[];
+  ins_ids0 uuid[];
   over_r text[];
   over_n bigint[];
   out_ids uuid[];
@@ -46,16 +60,27 @@ BEGIN
   -- the generic plan's estimates for unnest() of a parameter too uncertain.
   PERFORM set_config('plan_cache_mode', 'force_generic_plan', true);
 
-  -- 1. what fits, from the counters as they are (no lock)
-  SELECT coalesce(bool_or(x.acc < x.k), false), array_agg(x.r), array_agg(x.acc),
-         coalesce(sum(x.k), 0)
-    INTO capped, acc_r, acc_n, n_cand
-    FROM (SELECT k.r, k.k, greatest(0, least(k.k, p_max_pending
+  -- 1. what fits, from the counters as they are (no lock): per recipient, per sender
+  SELECT x.capped OR y.capped, x.r, x.acc, x.n, y.s, y.acc
+    INTO capped, acc_r, acc_n, n_cand, acc_s, acc_sn
+    FROM (SELECT coalesce(bool_or(x.acc < x.k), false) AS capped, array_agg(x.r) AS r,
+                 array_agg(x.acc) AS acc, coalesce(sum(x.k), 0) AS n
+            FROM (SELECT k.r, k.k, greatest(0, least(k.k, p_max_pending
                    - (coalesce((SELECT i.n FROM qa_pending_in i WHERE i.recipient = k.r), 0)
                       - coalesce((SELECT o.n FROM qa_pending_out o WHERE o.recipient = k.r), 0))))
                    AS acc
-            FROM (SELECT t.rcpt AS r, count(*) AS k FROM unnest(p_rcpt, p_flag) AS t(rcpt, flag)
-                   WHERE t.flag = 0 GROUP BY t.rcpt) k) x;
+                    FROM (SELECT t.rcpt AS r, count(*) AS k
+                            FROM unnest(p_rcpt, p_flag) AS t(rcpt, flag)
+                           WHERE t.flag = 0 GROUP BY t.rcpt) k) x) x,
+         (SELECT coalesce(bool_or(y.acc < y.k), false) AS capped, array_agg(y.s) AS s,
+                 array_agg(y.acc) AS acc
+            FROM (SELECT k.s, k.k, greatest(0, least(k.k, lim_s
+                   - (coalesce((SELECT i.n FROM qa_sender_in i WHERE i.sender = k.s), 0)
+                      - coalesce((SELECT o.n FROM qa_sender_out o WHERE o.sender = k.s), 0))))
+                   AS acc
+                    FROM (SELECT t.sender AS s, count(*) AS k
+                            FROM unnest(p_sender, p_flag) AS t(sender, flag)
+                           WHERE t.flag = 0 GROUP BY t.sender) k) y) y;
 
   -- 2. the rows
   PERFORM set_config('qa.counted', 'on', true);
@@ -89,22 +114,27 @@ BEGIN
       )
       SELECT count(*), array_agg(ins.id) INTO n_ins, ins_ids FROM ins;
     END;
-  ELSE -- some recipient is full: its first new rows (in order) up to what fits;
-        -- ids stored before take no place (they are duplicates or conflicts)
+  ELSE -- some recipient or sender is full: the first new rows (in order) that fit under
+        -- the recipient's room, then of those the first that fit under the sender's; ids
+        -- stored before take no place (they are duplicates or conflicts)
     PERFORM set_config('enable_nestloop', 'off', true);
     WITH ins AS (
       INSERT INTO qa_messages (id, sender, sender_is_agent, recipient, queue, priority,
                                created_ms, expires_ms, props, body, status_ms)
       SELECT t.id, t.sender, true, t.rcpt, t.queue, t.prio, p_now, t.expires, t.props, t.body,
              p_now
-        FROM (SELECT u.*, row_number() OVER (PARTITION BY u.rcpt ORDER BY u.ord) AS rk
-                FROM unnest(p_sender, p_ids, p_rcpt, p_queue, p_prio, p_expires, p_flag,
-                            p_props, p_body) WITH ORDINALITY
-                     AS u(sender, id, rcpt, queue, prio, expires, flag, props, body, ord)
-               WHERE u.flag = 0
-                 AND NOT EXISTS (SELECT 1 FROM qa_messages m WHERE m.id = u.id)) t
-        JOIN unnest(acc_r, acc_n) AS a(r, n) ON a.r = t.rcpt
-       WHERE t.rk <= a.n
+        FROM (SELECT t.*, row_number() OVER (PARTITION BY t.sender ORDER BY t.ord) AS sk
+                FROM (SELECT u.*, row_number() OVER (PARTITION BY u.rcpt ORDER BY u.ord) AS rk
+                        FROM unnest(p_sender, p_ids, p_rcpt, p_queue, p_prio, p_expires,
+                                    p_flag, p_props, p_body) WITH ORDINALITY
+                             AS u(sender, id, rcpt, queue, prio, expires, flag, props, body,
+                                  ord)
+                       WHERE u.flag = 0
+                         AND NOT EXISTS (SELECT 1 FROM qa_messages m WHERE m.id = u.id)) t
+                JOIN unnest(acc_r, acc_n) AS a(r, n) ON a.r = t.rcpt
+               WHERE t.rk <= a.n) t
+        JOIN unnest(acc_s, acc_sn) AS b(s, n) ON b.s = t.sender
+       WHERE t.sk <= b.n
        ORDER BY t.ord
       ON CONFLICT (id) DO NOTHING
       RETURNING qa_messages.id
@@ -115,6 +145,8 @@ BEGIN
   PERFORM set_config('qa.counted', 'off', true);
 
   -- 3. the counters, last: add what was inserted, see whether it still fits
+  n_ins0 := n_ins;
+  ins_ids0 := ins_ids;
   IF n_ins > 0 THEN
     IF n_ins < n_cand THEN -- (not all inserted: a hash join with what was)
       PERFORM set_config('enable_nestloop', 'off', true);
@@ -158,7 +190,51 @@ BEGIN
       )
       SELECT array_agg(gone.id) INTO out_ids FROM gone;
       n_ins := n_ins - coalesce(cardinality(out_ids), 0);
-      ins_ids := ARRAY(SELECT u FROM unnest(ins_ids) AS u WHERE u <> ALL (out_ids));
+      ins_ids := ARRAY(SELECT u FROM unnest(ins_ids) AS u
+                        WHERE u <> ALL (coalesce(out_ids, '{}')));
+    END IF;
+    -- the senders' counters, the same way (after the recipients': every writer locks
+    -- them in that order). Everything inserted counts in: rows deleted just above were
+    -- counted out by the delete trigger.
+    IF n_ins0 < n_cand THEN
+      PERFORM set_config('enable_nestloop', 'off', true);
+    END IF;
+    WITH add AS (
+      SELECT t.sender AS s, count(*) AS n
+        FROM unnest(p_ids, p_sender, p_flag) AS t(id, sender, flag)
+        LEFT JOIN unnest(ins_ids0) AS s(id) ON n_ins0 < n_cand AND s.id = t.id
+       WHERE t.flag = 0 AND (n_ins0 = n_cand OR s.id IS NOT NULL)
+       GROUP BY t.sender
+    ), up AS (
+      INSERT INTO qa_sender_in AS c (sender, n)
+      SELECT add.s, add.n FROM add ORDER BY add.s
+      ON CONFLICT (sender) DO UPDATE SET n = c.n + excluded.n
+      RETURNING c.sender, c.n
+    )
+    SELECT array_agg(v.sender), array_agg(v.excess) INTO over_r, over_n
+      FROM (SELECT up.sender, up.n - coalesce((SELECT o.n FROM qa_sender_out o
+                                               WHERE o.sender = up.sender), 0)
+                   - lim_s AS excess
+              FROM up) v
+     WHERE v.excess > 0;
+    PERFORM set_config('enable_nestloop', 'on', true);
+    IF over_r IS NOT NULL AND n_ins > 0 THEN -- a concurrent upload of the sender won
+      WITH gone AS (
+        DELETE FROM qa_messages m
+         WHERE m.seq = ANY (ARRAY(
+           SELECT x.seq FROM (
+             SELECT m2.seq, m2.sender,
+                    row_number() OVER (PARTITION BY m2.sender ORDER BY m2.seq DESC) AS rk
+               FROM qa_messages m2 WHERE m2.id = ANY (ins_ids)
+                AND m2.sender = ANY (over_r)) x
+             JOIN unnest(over_r, over_n) AS o(s, n) ON o.s = x.sender
+            WHERE x.rk <= o.n))
+        RETURNING m.id
+      )
+      SELECT array_agg(gone.id) INTO out_ids FROM gone;
+      n_ins := n_ins - coalesce(cardinality(out_ids), 0);
+      ins_ids := ARRAY(SELECT u FROM unnest(ins_ids) AS u
+                        WHERE u <> ALL (coalesce(out_ids, '{}')));
     END IF;
   END IF;
 
