@@ -14,6 +14,7 @@
 #define ADM_HTTP_H
 
 #include "admin/route.h"
+#include "admin/webguard.h"
 #include "store/store.h"
 
 #include <hiredis/hiredis.h>
@@ -38,7 +39,9 @@ struct adm_server {
 	struct evhttp *http;
 	TAILQ_HEAD(, adm_req) pending; /* requests not answered yet */
 	int n_pending;
-	int64_t started_us; /* monotonic */
+	int64_t started_us;        /* monotonic */
+	struct adm_guard guard;    /* Host and Origin rules, from [admin] at start */
+	int64_t refused_logged_us; /* the last request refused by guard that was logged */
 };
 
 typedef void (*adm_step_fn)(struct adm_req *r);
