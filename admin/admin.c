@@ -125,7 +125,7 @@ static void log_refusal(struct adm_req *r, const char *what, const char *value)
  * answers 403. A Host that is not ours is a DNS-rebinding page reading our
  * answers; an Origin that is not ours is another site's page writing. Both
  * come before authentication: they are refused with or without a token. */
-static int same_origin(struct adm_req *r)
+static int allowed_from_web(struct adm_req *r)
 {
 	struct evkeyvalq *h = evhttp_request_get_input_headers(r->http);
 	const char *host = evhttp_find_header(h, "Host");
@@ -231,7 +231,7 @@ static void on_request(struct evhttp_request *req, void *arg)
 	struct adm_params params;
 	int allowed = 0;
 	int i = adm_route_find(routes, N_ROUTES, method, path, &params, &allowed);
-	if (!same_origin(r) || !authorized(r, i >= 0 ? routes[i].access : ADM_TOKEN))
+	if (!allowed_from_web(r) || !authorized(r, i >= 0 ? routes[i].access : ADM_TOKEN))
 		return;
 	if (i == ADM_ROUTE_NOT_FOUND) {
 		adm_reply_error(r, 404, "not_found", "no such path: %s", r->path);
