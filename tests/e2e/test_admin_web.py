@@ -10,9 +10,19 @@ import json
 import socket
 import subprocess
 
-from harness import QAGW, require_binary
+from harness import QAGW, port_open, require_binary
+from pool import poll
 
 EVIL = "https://evil.example"
+
+
+def node(qagw, **kw):
+    """A started node whose admin port is open too: the harness returns once the workers'
+    ports accept, and qagw binds them before the admin port (a test whose first request
+    goes to the admin port could otherwise be refused under load)."""
+    g = qagw(workers=("ml1",), **kw)
+    poll(lambda: port_open(g.admin_port), bool, 10, "the admin port")
+    return g
 
 
 def call(gw, method, path, body=None, headers=None):
@@ -55,7 +65,7 @@ def provisioned(gw):
 
 
 def test_host_must_be_loopback(qagw, uid):
-    g = qagw(workers=("ml1",))
+    g = node(qagw)
     port = g.admin_port
     # DNS rebinding: the page's own name, now resolving to 127.0.0.1
     for path in ("/api/workers", "/healthz", "/metrics", "/", "/nosuch"):
@@ -79,7 +89,7 @@ def test_host_must_be_loopback(qagw, uid):
 
 
 def test_allowed_hosts_are_served(qagw, uid):
-    g = qagw(workers=("ml1",), sections={"admin": {"allowed_hosts": "Admin.Example.test, 10.9.8.7"}})
+    g = node(qagw, sections={"admin": {"allowed_hosts": "Admin.Example.test, 10.9.8.7"}})
     port = g.admin_port
     for host in (f"admin.example.test:{port}", "ADMIN.EXAMPLE.TEST", f"10.9.8.7:{port}",
                  f"127.0.0.1:{port}"):
@@ -96,13 +106,13 @@ def test_allowed_hosts_are_served(qagw, uid):
 
 def test_no_host_header_is_served(qagw):
     """HTTP/1.0 without Host (no browser sends that): served as before."""
-    g = qagw(workers=("ml1",))
+    g = node(qagw)
     assert raw_http(g, b"GET /healthz HTTP/1.0\r\n\r\n") == (200, {"status": "ok"})
     assert raw_http(g, b"GET /api/workers HTTP/1.0\r\n\r\n")[0] == 200
 
 
 def test_cross_origin_writes_are_refused(qagw, uid):
-    g = qagw(workers=("ml1",))
+    g = node(qagw)
     port = g.admin_port
     A, B = f"A-{uid}", f"B-{uid}"
     msg = {"to": f"{B}\\q", "body": "forged", "from": "alice"}
@@ -150,7 +160,7 @@ def test_cross_origin_writes_are_refused(qagw, uid):
 
 
 def test_bodies_must_be_json(qagw, uid):
-    g = qagw(workers=("ml1",))
+    g = node(qagw)
     A, B = f"A-{uid}", f"B-{uid}"
     body = json.dumps({"to": f"{B}\\q", "body": "forged", "from": "alice"})
     # what an HTML form can send without a CORS preflight
@@ -188,7 +198,7 @@ def test_checks_come_before_the_token(qagw, uid):
     """With [admin] token: a foreign Host or Origin is 403 whether or not the token is
     right (it says nothing about the token); a good token with a text/plain body is 415."""
     token = f"tok-{uid}"
-    g = qagw(workers=("ml1",), admin_token=token)
+    g = node(qagw, admin_token=token)
     port = g.admin_port
     for tok in (None, "wrong", token):
         status, _, text = g.admin.raw("GET", "/api/workers", token=tok,
