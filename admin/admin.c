@@ -110,6 +110,79 @@ static int authorized(struct adm_req *r, enum adm_access access)
 	return 0;
 }
 
+/* Logs a refusal at most every 10 s (a web page can send them in a loop), with
+ * the offending value made printable. */
+static void log_refusal(struct adm_req *r, const char *what, const char *value)
+{
+	int64_t now = adm_now_us();
+	if (!r->srv || now - r->srv->refused_logged_us < 10 * 1000000LL)
+		return;
+	r->srv->refused_logged_us = now;
+	char v[80];
+	size_t n = 0;
+	for (const char *p = value ? value : "(none)"; *p && n < sizeof(v) - 1; p++)
+		v[n++] = (*p >= 0x20 && *p < 0x7f) ? *p : '?';
+	v[n] = 0;
+	gw_log(GW_LOG_WARN, "admin: refused %s %s: %s %s (logged at most every 10 s)",
+	       adm_method_name(r->method) ? adm_method_name(r->method) : "?", r->path, what, v);
+}
+
+/* admin.md "Requests from web pages": 1 when the request may proceed, else
+ * answers 403. A Host that is not ours is a DNS-rebinding page reading our
+ * answers; an Origin that is not ours is another site's page writing. Both
+ * come before authentication: they are refused with or without a token. */
+static int allowed_from_web(struct adm_req *r)
+{
+	struct evkeyvalq *h = evhttp_request_get_input_headers(r->http);
+	const char *host = evhttp_find_header(h, "Host");
+	if (!adm_guard_host_ok(&r->srv->guard, host)) {
+		log_refusal(r, "Host", host);
+		adm_reply_error(r, 403, "host_not_allowed",
+		                "Host \"%.100s\" is not a loopback name or address, the admin "
+		                "listen address, or a name in [admin] allowed_hosts",
+		                host);
+		return 0;
+	}
+	if (r->method == ADM_GET || r->method == ADM_HEAD)
+		return 1;
+	const char *origin = evhttp_find_header(h, "Origin");
+	const char *site = evhttp_find_header(h, "Sec-Fetch-Site");
+	if (!adm_guard_origin_ok(origin, site, host)) {
+		log_refusal(r, origin ? "Origin" : "Sec-Fetch-Site", origin ? origin : site);
+		if (origin)
+			adm_reply_error(
+			    r, 403, "cross_origin",
+			    "%s from Origin \"%.100s\": only the admin port's own "
+			    "origin may change state",
+			    adm_method_name(r->method) ? adm_method_name(r->method) : "?", origin);
+		else
+			adm_reply_error(r, 403, "cross_origin",
+			                "%s with Sec-Fetch-Site: cross-site: only the admin port's "
+			                "own origin may change state",
+			                adm_method_name(r->method) ? adm_method_name(r->method)
+			                                           : "?");
+		return 0;
+	}
+	return 1;
+}
+
+/* 1 when the request has no body and no Content-Type, or a JSON one; else
+ * answers 415. A page can send a cross-site form or text/plain body without
+ * asking first (no CORS preflight); application/json it cannot. */
+static int json_body(struct adm_req *r)
+{
+	const char *ct =
+	    evhttp_find_header(evhttp_request_get_input_headers(r->http), "Content-Type");
+	size_t len = evbuffer_get_length(evhttp_request_get_input_buffer(r->http));
+	if ((!ct && len == 0) || adm_guard_is_json(ct))
+		return 1;
+	adm_reply_error(
+	    r, 415, "unsupported_media_type",
+	    "a request body must be \"Content-Type: application/json\" (got %s%.100s%s)",
+	    ct ? "\"" : "", ct ? ct : "none", ct ? "\"" : "");
+	return 0;
+}
+
 /* Answers without an adm_req (none could be made, or too many are open). */
 static void reply_direct(struct evhttp_request *req, int code, const char *json)
 {
@@ -164,7 +237,7 @@ static void on_request(struct evhttp_request *req, void *arg)
 	struct adm_params params;
 	int allowed = 0;
 	int i = adm_route_find(routes, N_ROUTES, method, path, &params, &allowed);
-	if (!authorized(r, i >= 0 ? routes[i].access : ADM_TOKEN))
+	if (!allowed_from_web(r) || !authorized(r, i >= 0 ? routes[i].access : ADM_TOKEN))
 		return;
 	if (i == ADM_ROUTE_NOT_FOUND) {
 		adm_reply_error(r, 404, "not_found", "no such path: %s", r->path);
@@ -177,6 +250,8 @@ static void on_request(struct evhttp_request *req, void *arg)
 		adm_reply_error(r, 405, "method_not_allowed", "%s takes %s", r->path, allow);
 		return;
 	}
+	if (!json_body(r))
+		return;
 	r->params = params;
 	r->handler = routes[i].handler;
 	run_handler(r);
@@ -206,6 +281,11 @@ struct adm_server *adm_start(struct gw_node *node, char *err, size_t errlen)
 	a->node = node;
 	a->started_us = adm_now_us();
 	TAILQ_INIT(&a->pending);
+	if (adm_guard_init(&a->guard, node->conf.admin_allowed_hosts,
+	                   (const struct sockaddr *)&node->conf.admin_sa, err, errlen) != 0) {
+		free(a);
+		return NULL;
+	}
 	if (gw_accept_guard_init(&a->accept_guard, node->base, "admin", &a->listener_paused) != 0) {
 		snprintf(err, errlen, "admin: out of memory");
 		free(a);

@@ -14,6 +14,7 @@
 #define ADM_HTTP_H
 
 #include "admin/route.h"
+#include "admin/webguard.h"
 #include "gateway/accept_guard.h"
 #include "store/store.h"
 
@@ -42,6 +43,8 @@ struct adm_server {
 	int64_t started_us;                  /* monotonic */
 	struct gw_accept_guard accept_guard; /* pauses the listener when descriptors run out */
 	_Atomic int listener_paused;         /* its gauge (qagw_listeners_paused) */
+	struct adm_guard guard;              /* Host and Origin rules, from [admin] at start */
+	int64_t refused_logged_us;           /* the last request refused by guard that was logged */
 };
 
 typedef void (*adm_step_fn)(struct adm_req *r);

@@ -147,11 +147,17 @@ static int http_get(const struct gw_config *c, const char *path, struct http_rep
 	int fd = dial(c, c->path, err, errlen);
 	if (fd < 0)
 		return GW_EXIT_UNREACHABLE;
+	/* Host names the address dialled (a wildcard listen is reached on
+	 * loopback): the admin port accepts a loopback address or its own listen
+	 * address (docs/admin.md), and refuses "0.0.0.0:8439". */
+	struct sockaddr_storage sa;
+	char host[80];
+	admin_target(c, &sa, host, sizeof(host));
 	char req[2048];
 	int n = snprintf(req, sizeof(req),
 	                 "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: qagw/" QAGW_VERSION
 	                 "\r\nAccept: application/json\r\n%s%s%sConnection: close\r\n\r\n",
-	                 path, c->admin_listen, c->admin_token[0] ? "Authorization: Bearer " : "",
+	                 path, host, c->admin_token[0] ? "Authorization: Bearer " : "",
 	                 c->admin_token, c->admin_token[0] ? "\r\n" : "");
 	if (n < 0 || (size_t)n >= sizeof(req)) {
 		close(fd);
