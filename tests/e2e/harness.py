@@ -602,19 +602,24 @@ class Gateway:
                                      start_new_session=True, preexec_fn=_die_with_parent)
         logf.close()
         deadline = time.monotonic() + timeout
-        pending = set(self.ports)
+        # the workers' ports, then the admin port (opened after them: a test's first admin
+        # request must not race it), unless a test moved the admin port elsewhere
+        ports = dict(self.ports)
+        if "listen" not in self.sections.get("admin", {}):
+            ports["admin port"] = self.admin_port
+        pending = set(ports)
         while pending:
             rc = self.proc.poll()
             if rc is not None:
                 raise AssertionError(f"qagw {self.node} exited with {rc} during start-up; log:\n{tail(self.log)}")
             for w in sorted(pending):
-                if port_open(self.ports[w]):
+                if port_open(ports[w]):
                     pending.discard(w)
             if not pending:
                 break
             if time.monotonic() > deadline:
                 self.kill()
-                raise AssertionError(f"qagw {self.node}: workers {sorted(pending)} not listening after "
+                raise AssertionError(f"qagw {self.node}: {sorted(pending)} not listening after "
                                      f"{timeout}s; log:\n{tail(self.log)}")
             time.sleep(0.05)
         return self
