@@ -6,6 +6,7 @@
  * enum gw_exit (cli.h). The same program runs the command-line subcommands
  * (--check, agent ..., workers, agents ID). */
 #include "admin/admin.h"
+#include "admin/webguard.h"
 #include "gateway/cli.h"
 #include "gateway/config.h"
 #include "gateway/credentials.h"
@@ -216,6 +217,14 @@ int main(int argc, char **argv)
 			return GW_EXIT_FAILURE;
 		}
 		return gw_credentials_cli(&n.node.conf, agent_argc, agent_cmd);
+	}
+	/* [admin] allowed_hosts is parsed by the admin port at start: a bad
+	 * entry stops --check too. */
+	static struct adm_guard guard;
+	if (adm_guard_init(&guard, n.node.conf.admin_allowed_hosts,
+	                   (const struct sockaddr *)&n.node.conf.admin_sa, err, sizeof(err)) != 0) {
+		fprintf(stderr, "qagw: %s: %s\n", path, err);
+		return GW_EXIT_USAGE;
 	}
 	/* The caps must fit in the descriptor limit (fd_budget.h), raised first. */
 	struct gw_fd_budget fds;

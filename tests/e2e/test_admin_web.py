@@ -226,3 +226,7 @@ def test_bad_allowed_hosts_stops_the_start(qagw):
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30)
     assert p.returncode != 0, p
     assert "allowed_hosts" in p.stderr and "http://admin.example:8439/" in p.stderr, p.stderr
+    check = subprocess.run([str(QAGW), "-c", str(g.conf), "--check"], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, timeout=30)
+    assert check.returncode == 2, check
+    assert "allowed_hosts" in check.stderr and "http://admin.example:8439/" in check.stderr
