@@ -135,6 +135,9 @@ $(BUILD)/fuzz/fuzz_stream: tests/fuzz/fuzz_stream.c $(PROTO_SRC) $(AGENT_SRC)
 $(BUILD)/fuzz/fuzz_config: tests/fuzz/fuzz_config.c $(PROTO_SRC) $(GW_SRC) $(ROUTER_SRC) $(STORE_SRC) $(ADMIN_SRC)
 	@mkdir -p $(dir $@)
 	$(CLANG) $(FUZZ_CFLAGS) -o $@ $^ $(LIBS_GW)
+$(BUILD)/fuzz/fuzz_webguard: tests/fuzz/fuzz_webguard.c admin/webguard.c
+	@mkdir -p $(dir $@)
+	$(CLANG) $(FUZZ_CFLAGS) -o $@ $^
 # fuzz_session answers the store's statements itself (see the file): st_submit is wrapped.
 $(BUILD)/fuzz/fuzz_session: tests/fuzz/fuzz_session.c $(PROTO_SRC) $(GW_SRC) $(ROUTER_SRC) $(STORE_SRC) $(ADMIN_SRC)
 	@mkdir -p $(dir $@)
