@@ -163,10 +163,17 @@ certs:
 	@bash conf/make-dev-certs.sh conf/dev
 
 # The main job: packages, build, PostgreSQL + Redis under run/, a 3-worker gateway.
+# Its configuration, run/qagw.conf, is the sample (every key at its default) with the
+# development overrides of conf/dev.conf (auth = off) applied, rewritten when either changes.
+RUN_CONF = run/qagw.conf
 run: deps certs
-	$(MAKE) all
+	$(MAKE) all $(RUN_CONF)
 	bash scripts/services.sh start run
-	$(QAGW) -c conf/qagw.conf
+	$(QAGW) -c $(RUN_CONF)
+
+$(RUN_CONF): conf/qagw.conf conf/dev.conf scripts/conf-overlay.py
+	@mkdir -p $(dir $@)
+	$(PYTHON) scripts/conf-overlay.py conf/qagw.conf conf/dev.conf > $@.tmp && mv $@.tmp $@
 
 stop-services:
 	bash scripts/services.sh stop run

@@ -564,3 +564,19 @@ int gw_config_warnings(const struct gw_config *c, FILE *out)
 	PQconninfoFree(opts);
 	return count;
 }
+
+/* The table, read-only, for the test that holds conf/qagw.conf to it. */
+size_t gw_config_key_count(void)
+{
+	return N_KEYS;
+}
+
+int gw_config_key_at(size_t i, const char **section, const char **key, const char **def)
+{
+	if (i >= N_KEYS)
+		return -1;
+	*section = keys[i].section;
+	*key = keys[i].key;
+	*def = keys[i].def;
+	return 0;
+}

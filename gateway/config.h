@@ -97,6 +97,15 @@ int gw_config_load(const char *path, struct gw_config *c, char *err, size_t errl
  * conninfo, so start only, off every hot path. Returns how many. */
 int gw_config_warnings(const struct gw_config *c, FILE *out);
 
+/* The configuration table, for tests and tooling: how many keys it has, and
+ * key i's section ("node", ..., "worker" for every [worker NAME]), name and
+ * default as the file would write it. Returns 0, or -1 when i is out of range
+ * (then nothing is written). The strings are static. tests/unit/test_gw_config.c
+ * holds conf/qagw.conf to this table. */
+size_t gw_config_key_count(void);
+int gw_config_key_at(size_t i, const char **section, const char **key, const char **def)
+    __attribute__((warn_unused_result));
+
 /* Parses "host:port" or "[v6]:port". Returns 0 or -1. */
 int gw_addr_parse(const char *s, struct gw_addr *a);
 

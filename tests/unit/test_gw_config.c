@@ -7,6 +7,7 @@
 
 #include "gateway/config.h"
 
+#include <ini.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -140,6 +141,133 @@ static void test_durations(void **state)
 	}
 }
 
+/* conf/qagw.conf is the documentation of every key (the man page is built from
+ * it): its sections and keys must be the table's, and every value outside the
+ * [worker NAME] sections the table's default, written the same way. Worker
+ * sections are examples: their keys must be the table's, their values may be
+ * anything. Read relative to the repository root (make test-unit runs there);
+ * QAGW_SAMPLE_CONF names another file. conf/dev.conf (make run's overrides)
+ * may hold only keys of the table. */
+#define MAX_SAMPLE_KEYS 256
+
+struct sample {
+	char section[MAX_SAMPLE_KEYS][80];
+	char key[MAX_SAMPLE_KEYS][64];
+	char value[MAX_SAMPLE_KEYS][256];
+	int n;
+	int overflow;
+};
+
+static int on_sample_entry(void *user, const char *section, const char *name, const char *value)
+{
+	struct sample *s = user;
+	if (!name) /* a section header alone (INI_CALL_HANDLER_ON_NEW_SECTION) */
+		return 1;
+	if (s->n == MAX_SAMPLE_KEYS) {
+		s->overflow = 1;
+		return 1;
+	}
+	snprintf(s->section[s->n], sizeof(s->section[0]), "%s", section);
+	snprintf(s->key[s->n], sizeof(s->key[0]), "%s", name);
+	snprintf(s->value[s->n], sizeof(s->value[0]), "%s", value);
+	s->n++;
+	return 1;
+}
+
+static void read_sample(struct sample *s, const char *file)
+{
+	memset(s, 0, sizeof(*s));
+	int rc = ini_parse(file, on_sample_entry, s);
+	if (rc != 0)
+		fail_msg("%s: cannot read it (%s %d); make test-unit runs in the repository root",
+		         file, rc < 0 ? "error" : "syntax error on line", rc);
+	assert_false(s->overflow);
+}
+
+/* The table's section for a file's section: "worker" for [worker NAME]. */
+static const char *table_section(const char *section)
+{
+	return strncmp(section, "worker ", 7) == 0 ? "worker" : section;
+}
+
+/* The table's default for section/key, or NULL when the table has no such key. */
+static const char *table_default(const char *section, const char *key)
+{
+	for (size_t i = 0; i < gw_config_key_count(); i++) {
+		const char *ts, *tk, *td;
+		assert_int_equal(gw_config_key_at(i, &ts, &tk, &td), 0);
+		if (strcmp(ts, section) == 0 && strcmp(tk, key) == 0)
+			return td;
+	}
+	return NULL;
+}
+
+static void test_sample_is_the_table(void **state)
+{
+	const char *file = getenv("QAGW_SAMPLE_CONF");
+	file = file && file[0] ? file : "conf/qagw.conf";
+	static struct sample s;
+	read_sample(&s, file);
+	int wrong = 0;
+
+	/* every key of the sample: in the table, and outside workers at its default */
+	for (int i = 0; i < s.n; i++) {
+		const char *sect = table_section(s.section[i]);
+		const char *def = table_default(sect, s.key[i]);
+		if (!def) {
+			print_error("%s: [%s] %s: not a key of the table in gateway/config.c\n",
+			            file, s.section[i], s.key[i]);
+			wrong++;
+		} else if (strcmp(sect, "worker") != 0 && strcmp(s.value[i], def) != 0) {
+			print_error("%s: [%s] %s = %s, but the table's default is \"%s\"\n", file,
+			            s.section[i], s.key[i], s.value[i], def);
+			wrong++;
+		}
+		for (int j = 0; j < i; j++)
+			if (strcmp(s.section[j], s.section[i]) == 0 &&
+			    strcmp(s.key[j], s.key[i]) == 0) {
+				print_error("%s: [%s] %s: given twice\n", file, s.section[i],
+				            s.key[i]);
+				wrong++;
+			}
+	}
+	/* every key of the table: in the sample (worker keys in some [worker NAME]) */
+	for (size_t k = 0; k < gw_config_key_count(); k++) {
+		const char *ts, *tk, *td;
+		assert_int_equal(gw_config_key_at(k, &ts, &tk, &td), 0);
+		int found = 0;
+		for (int i = 0; i < s.n && !found; i++)
+			found = strcmp(table_section(s.section[i]), ts) == 0 &&
+			        strcmp(s.key[i], tk) == 0;
+		if (!found) {
+			print_error("%s: [%s%s] %s (default \"%s\") is missing\n", file, ts,
+			            strcmp(ts, "worker") == 0 ? " NAME" : "", tk, td);
+			wrong++;
+		}
+	}
+	const char *ts, *tk, *td;
+	assert_int_not_equal(gw_config_key_at(gw_config_key_count(), &ts, &tk, &td), 0);
+	if (wrong)
+		fail_msg("%s disagrees with the table in gateway/config.c in %d place(s): the "
+		         "sample must give every key with the table's default",
+		         file, wrong);
+	/* and it is a configuration qagw accepts as it stands */
+	if (gw_config_load(file, &conf, err, sizeof(err)) != 0)
+		fail_msg("%s does not load: %s", file, err);
+}
+
+static void test_dev_overrides_are_table_keys(void **state)
+{
+	static struct sample s;
+	read_sample(&s, "conf/dev.conf");
+	assert_true(s.n > 0);
+	for (int i = 0; i < s.n; i++)
+		if (!table_default(table_section(s.section[i]), s.key[i]))
+			fail_msg(
+			    "conf/dev.conf: [%s] %s: not a key of the table in gateway/config.c",
+			    s.section[i], s.key[i]);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -147,6 +275,8 @@ int main(void)
 	    cmocka_unit_test(test_full),
 	    cmocka_unit_test(test_errors),
 	    cmocka_unit_test(test_durations),
+	    cmocka_unit_test(test_sample_is_the_table),
+	    cmocka_unit_test(test_dev_overrides_are_table_keys),
 	};
 	return cmocka_run_group_tests_name("gateway configuration", tests, NULL, NULL);
 }
