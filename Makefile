@@ -43,7 +43,11 @@ AGENT_SRC = $(filter-out agent/qaagent.c,$(wildcard agent/*.c))
 UNIT_SRC  = $(wildcard tests/unit/test_*.c)
 BENCH_SRC = $(wildcard bench/*.c)
 
-obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
+# objects: $(BUILD)/obj/PATH.o for sources in the tree; a source generated under
+# $(BUILD) (gen/) is compiled beside itself, so that an absolute BUILD (the tests'
+# `make install BUILD=/abs/build`) names the same object as a relative one
+obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(filter-out $(BUILD)/%,$(1))) \
+      $(patsubst %.c,%.o,$(filter $(BUILD)/%,$(1)))
 
 LIBPROTO  = $(BUILD)/libqsproto.a
 LIBGW     = $(BUILD)/libqagw.a
@@ -75,6 +79,9 @@ $(STORE_GEN): $(STORE_SQL) scripts/embed-sql.sh
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+
+$(BUILD)/gen/%.o: $(BUILD)/gen/%.c
 	$(CC) $(ALL_CFLAGS) -c $< -o $@
 
 # the programs that print the version (--version) are rebuilt when it changes
@@ -294,4 +301,4 @@ install: $(QAGW) $(QAAGENT) $(MANPAGES)
 clean:
 	rm -rf $(BUILD)
 
--include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD)/obj $(BUILD)/gen -name '*.d' 2>/dev/null)

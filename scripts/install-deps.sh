@@ -12,6 +12,7 @@ PKGS=(
   python3 python3-pytest python3-psycopg2
   libmosquitto-dev libnats-dev mosquitto nats-server gnuplot-nox
   libsystemd-dev man-db systemd
+  strace iproute2
 )
 # Wanted but not required: the dashboard's browser test (tests/e2e/test_dashboard.py)
 # drives Debian's Chromium through playwright-core (npm, tests/browser/); where either
