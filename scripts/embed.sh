@@ -15,6 +15,7 @@ header=$2
 prefix=$3
 shift 3
 tmp=$out.tmp
+trap 'rm -f "$tmp"' EXIT
 
 lua_strip() { # a Lua file without its whole-line comments
 	sed -e '/^[[:space:]]*--/d' "$1"
