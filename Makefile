@@ -36,9 +36,16 @@ STORE_SRC = $(wildcard store/*.c) $(STORE_GEN)
 # store/sql/ (migrations and functions) embedded as C strings (store/sql.h)
 STORE_GEN = $(BUILD)/gen/store_sql.c
 STORE_SQL = $(sort $(wildcard store/sql/migrations/*.sql store/sql/functions/*.sql))
-ADMIN_SRC = $(wildcard admin/*.c)
+ADMIN_SRC = $(wildcard admin/*.c) $(ADMIN_GEN)
+# admin/dashboard.html (the dashboard's page) embedded as a C string (admin/dashboard.h)
+ADMIN_GEN = $(BUILD)/gen/admin_html.c
+ADMIN_HTML = admin/dashboard.html
 GW_SRC    = $(filter-out gateway/main.c,$(wildcard gateway/*.c))
-ROUTER_SRC = $(wildcard router/*.c)
+ROUTER_SRC = $(wildcard router/*.c) $(ROUTER_GEN)
+# router/lua/*.lua (the router's Redis scripts) embedded as C strings (router/rt_scripts.h);
+# lib.lua is not a script: the others include it
+ROUTER_GEN = $(BUILD)/gen/router_lua.c
+ROUTER_LUA = $(sort $(wildcard router/lua/*.lua))
 AGENT_SRC = $(filter-out agent/qaagent.c,$(wildcard agent/*.c))
 UNIT_SRC  = $(wildcard tests/unit/test_*.c)
 BENCH_SRC = $(wildcard bench/*.c)
@@ -76,6 +83,14 @@ docs/%: docs/%.in scripts/mkman.py conf/qagw.conf VERSION
 $(STORE_GEN): $(STORE_SQL) scripts/embed-sql.sh
 	@mkdir -p $(dir $@)
 	sh scripts/embed-sql.sh $@
+
+$(ROUTER_GEN): $(ROUTER_LUA) router/rt_scripts.h scripts/embed.sh
+	@mkdir -p $(dir $@)
+	sh scripts/embed.sh $@ router/rt_scripts.h rt_lua_ $(filter-out router/lua/lib.lua,$(ROUTER_LUA))
+
+$(ADMIN_GEN): $(ADMIN_HTML) admin/dashboard.h scripts/embed.sh
+	@mkdir -p $(dir $@)
+	sh scripts/embed.sh $@ admin/dashboard.h adm_page_ $(ADMIN_HTML)
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)

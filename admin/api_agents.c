@@ -13,7 +13,8 @@
 #include "gateway/node.h"
 #include "gateway/worker.h"
 #include "proto/qs_codec.h"
-#include "router/rt_pool.h"
+#include "router/rt_keys.h"
+#include "router/rt_scripts.h"
 #include "store/queries.h"
 
 #include <stdlib.h>
@@ -99,7 +100,7 @@ static void agent_done(struct adm_req *r)
 		c->live_checked = 1;
 		if (w && *w) {
 			char key[256];
-			adm_key(r, key, sizeof(key), "worker:%s", w);
+			adm_key(r, key, sizeof(key), RT_KEY_WORKER "%s", w);
 			if (adm_redis(r, on_session_live, 0, "EXISTS", key, NULL) == 0) {
 				adm_then(r, agent_done);
 				return;
@@ -217,8 +218,8 @@ void adm_get_agent(struct adm_req *r)
 		return;
 	}
 	char akey[256], pkey[256];
-	adm_key(r, akey, sizeof(akey), "agent:%s", id);
-	adm_key(r, pkey, sizeof(pkey), "agentpush:%s", id);
+	adm_key(r, akey, sizeof(akey), RT_KEY_AGENT "%s", id);
+	adm_key(r, pkey, sizeof(pkey), RT_KEY_AGENTPUSH "%s", id);
 	if (adm_redis(r, on_agent_hash, 0, "HGETALL", akey, NULL) != 0 ||
 	    adm_redis(r, on_agent_hash, 1, "HGETALL", pkey, NULL) != 0)
 		c->redis_failed = 1;
@@ -354,8 +355,8 @@ static void primary_done(struct adm_req *r)
 	}
 	char prefix[128];
 	adm_key(r, prefix, sizeof(prefix), "%s", "");
-	if (adm_redis(r, on_primary_set, 0, "EVAL", rt_set_primary_script(), "0", prefix, id,
-	              c->worker, NULL) != 0) {
+	if (adm_redis(r, on_primary_set, 0, "EVAL", rt_lua_set_primary, "0", prefix, id, c->worker,
+	              NULL) != 0) {
 		reply_redis_down(r);
 		return;
 	}
@@ -402,8 +403,8 @@ void adm_put_agent_primary(struct adm_req *r)
 	r->ctx = c;
 	r->ctx_free = primary_ctx_free;
 	char akey[256], wkey[256];
-	adm_key(r, akey, sizeof(akey), "agent:%s", id);
-	adm_key(r, wkey, sizeof(wkey), "workers");
+	adm_key(r, akey, sizeof(akey), RT_KEY_AGENT "%s", id);
+	adm_key(r, wkey, sizeof(wkey), RT_KEY_WORKERS);
 	if (adm_redis(r, on_primary_agent, 0, "HGETALL", akey, NULL) != 0 ||
 	    adm_redis(r, on_primary_worker, 0, "SISMEMBER", wkey, c->worker, NULL) != 0)
 		c->redis_failed = 1;

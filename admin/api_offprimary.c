@@ -18,6 +18,7 @@
 #include "admin/api.h"
 #include "admin/http.h"
 #include "proto/qs_codec.h"
+#include "router/rt_keys.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -239,7 +240,7 @@ static void fetch_agents(struct adm_req *r)
 	free(ids);
 	for (int i = 0; i < c->n_agents && !c->failed; i++) {
 		char key[256];
-		adm_key(r, key, sizeof(key), "agent:%s", c->agents[i].id);
+		adm_key(r, key, sizeof(key), RT_KEY_AGENT "%s", c->agents[i].id);
 		if (adm_redis(r, on_agent, i, "HMGET", key, "primary", "pinned", "worker",
 		              "on_primary", NULL) != 0)
 			c->failed = 1;
@@ -300,7 +301,7 @@ static void scan_round(struct adm_req *r)
 		if (w->done)
 			continue;
 		char key[256];
-		adm_key(r, key, sizeof(key), "primaries:%s", w->name);
+		adm_key(r, key, sizeof(key), RT_KEY_PRIMARIES "%s", w->name);
 		if (adm_redis(r, on_scan, i, "SSCAN", key, w->cursor, "COUNT", OFF_SCAN_COUNT,
 		              NULL) != 0)
 			c->failed = 1;
@@ -373,8 +374,8 @@ static void fetch_states(struct adm_req *r)
 	}
 	for (int i = 0; i < c->n_workers && !c->failed; i++) {
 		char hkey[256], pkey[256];
-		adm_key(r, hkey, sizeof(hkey), "worker:%s", c->workers[i].name);
-		adm_key(r, pkey, sizeof(pkey), "primaries:%s", c->workers[i].name);
+		adm_key(r, hkey, sizeof(hkey), RT_KEY_WORKER "%s", c->workers[i].name);
+		adm_key(r, pkey, sizeof(pkey), RT_KEY_PRIMARIES "%s", c->workers[i].name);
 		if (adm_redis(r, on_state, i, "HGET", hkey, "state", NULL) != 0 ||
 		    adm_redis(r, on_primaries, i, "SCARD", pkey, NULL) != 0)
 			c->failed = 1;
@@ -417,7 +418,7 @@ void adm_get_agents_off_primary(struct adm_req *r)
 	r->ctx = c;
 	r->ctx_free = off_ctx_free;
 	char key[256];
-	adm_key(r, key, sizeof(key), "workers");
+	adm_key(r, key, sizeof(key), RT_KEY_WORKERS);
 	if (adm_redis(r, on_names, 0, "SMEMBERS", key, NULL) != 0) {
 		reply_unavailable(r);
 		return;

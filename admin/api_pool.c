@@ -12,6 +12,7 @@
 #include "gateway/log.h"
 #include "gateway/node.h"
 #include "proto/qs_codec.h"
+#include "router/rt_keys.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
@@ -258,13 +259,13 @@ static void workers_fetch(struct adm_req *r)
 	struct workers_ctx *c = r->ctx;
 	for (int i = 0; i < c->n && !c->failed; i++) {
 		char hkey[256], pkey[256], akey[256];
-		adm_key(r, hkey, sizeof(hkey), "worker:%s", c->names[i]);
-		adm_key(r, pkey, sizeof(pkey), "primaries:%s", c->names[i]);
-		adm_key(r, akey, sizeof(akey), "assigned:%s", c->names[i]);
+		adm_key(r, hkey, sizeof(hkey), RT_KEY_WORKER "%s", c->names[i]);
+		adm_key(r, pkey, sizeof(pkey), RT_KEY_PRIMARIES "%s", c->names[i]);
+		adm_key(r, akey, sizeof(akey), RT_KEY_ASSIGNED "%s", c->names[i]);
 		c->primaries[i] = -1;
 		c->assigned[i] = -1;
 		char ikey[256];
-		adm_key(r, ikey, sizeof(ikey), "workerinfo:%s", c->names[i]);
+		adm_key(r, ikey, sizeof(ikey), RT_KEY_WORKERINFO "%s", c->names[i]);
 		if (adm_redis(r, on_worker_hash, i, "HGETALL", hkey, NULL) != 0 ||
 		    adm_redis(r, on_worker_info, i, "HGETALL", ikey, NULL) != 0 ||
 		    adm_redis(r, on_worker_primaries, i, "SCARD", pkey, NULL) != 0 ||
@@ -284,7 +285,7 @@ void adm_get_workers(struct adm_req *r)
 	r->ctx = c;
 	r->ctx_free = workers_ctx_free;
 	char key[256];
-	adm_key(r, key, sizeof(key), "workers");
+	adm_key(r, key, sizeof(key), RT_KEY_WORKERS);
 	if (adm_redis(r, on_worker_names, 0, "SMEMBERS", key, NULL) != 0) {
 		reply_local_workers(r);
 		return;
@@ -339,7 +340,7 @@ static void command_elsewhere(struct adm_req *r)
 		return;
 	}
 	char channel[256];
-	adm_key(r, channel, sizeof(channel), "ctl:%s", name);
+	adm_key(r, channel, sizeof(channel), RT_CHAN_CTL "%s", name);
 	if (adm_redis(r, NULL, 0, "PUBLISH", channel, c->verb, NULL) != 0) {
 		adm_reply_error(r, 503, "redis_unavailable",
 		                "Redis is unavailable: cannot reach %s", name);
@@ -383,8 +384,8 @@ static void worker_command(struct adm_req *r, enum gw_command cmd, const char *v
 	r->ctx = c;
 	r->ctx_free = command_ctx_free;
 	char set[256], hash[256];
-	adm_key(r, set, sizeof(set), "workers");
-	adm_key(r, hash, sizeof(hash), "worker:%s", name);
+	adm_key(r, set, sizeof(set), RT_KEY_WORKERS);
+	adm_key(r, hash, sizeof(hash), RT_KEY_WORKER "%s", name);
 	if (adm_redis(r, on_member, 0, "SISMEMBER", set, name, NULL) != 0 ||
 	    adm_redis(r, on_node, 0, "HGET", hash, "node", NULL) != 0) {
 		if (r->waiting == 0) {

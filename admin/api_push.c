@@ -11,6 +11,7 @@
 #include "admin/pushstats.h"
 #include "admin/redis_json.h"
 #include "gateway/node.h"
+#include "router/rt_keys.h"
 
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -133,8 +134,8 @@ static void push_fetch(struct adm_req *r)
 	struct push_ctx *c = r->ctx;
 	for (int i = 0; i < c->n && !c->failed; i++) {
 		char skey[256], lkey[256];
-		adm_key(r, skey, sizeof(skey), "pushstats:%s", c->names[i]);
-		adm_key(r, lkey, sizeof(lkey), "pushlat:%s", c->names[i]);
+		adm_key(r, skey, sizeof(skey), RT_KEY_PUSHSTATS "%s", c->names[i]);
+		adm_key(r, lkey, sizeof(lkey), RT_KEY_PUSHLAT "%s", c->names[i]);
 		if (adm_redis(r, on_stats, i, "HGETALL", skey, NULL) != 0 ||
 		    adm_redis(r, on_latencies, i, "LRANGE", lkey, "0", "-1", NULL) != 0)
 			c->failed = 1;
@@ -197,8 +198,8 @@ void adm_get_push(struct adm_req *r)
 	r->ctx = c;
 	r->ctx_free = push_ctx_free;
 	char wkey[256], ekey[256];
-	adm_key(r, wkey, sizeof(wkey), "workers");
-	adm_key(r, ekey, sizeof(ekey), "pushevents");
+	adm_key(r, wkey, sizeof(wkey), RT_KEY_WORKERS);
+	adm_key(r, ekey, sizeof(ekey), RT_KEY_PUSHEVENTS);
 	if (adm_redis(r, on_names, 0, "SMEMBERS", wkey, NULL) != 0 ||
 	    adm_redis(r, on_events, 0, "LRANGE", ekey, "0", "99", NULL) != 0)
 		c->failed = 1;

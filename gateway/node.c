@@ -6,6 +6,7 @@
 #include "gateway/log.h"
 #include "router/rt_pool.h"
 #include "router/rt_redis.h"
+#include "router/rt_keys.h"
 #include "store/queries.h"
 #include "store/store.h"
 
@@ -87,7 +88,7 @@ static void on_notify(void *arg, const char *channel, const char *payload)
 		return;
 	}
 	nr->commit_ms = commit;
-	if (rt_redis_command(n->redis, on_claimed, nr, "SET %snotified:%s 1 NX EX 60",
+	if (rt_redis_command(n->redis, on_claimed, nr, "SET %s" RT_KEY_NOTIFIED "%s 1 NX EX 60",
 	                     n->conf.redis_prefix, nr->id) != 0) {
 		gw_count_push(n->workers[0], GW_PUSH_FAILED); /* Redis down: no push */
 		free(nr);

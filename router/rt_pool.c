@@ -6,6 +6,8 @@
 #include "gateway/log.h"
 #include "router/rt_redis.h"
 #include "router/rt_ring.h"
+#include "router/rt_keys.h"
+#include "router/rt_scripts.h"
 
 #include <event2/event.h>
 #include <inttypes.h>
@@ -57,225 +59,8 @@ struct rt_pool {
 	int leaving; /* draining or stopping (rt_pool_set_leaving) */
 };
 
-/* Shared by the router's scripts (each passes the prefix as ARGV[1]):
- * pool() reads the serving workers' capacities and router-assigned loads;
- * pick() takes the first worker of a ring order (space-separated names,
- * then any serving worker the caller did not know of, by name) whose load
- * is under ceil((1 + eps) * total * capacity / capacity sum), computed in
- * the same order as rt_bound; keepable() says whether an assignment stays:
- * its worker serves, or is down for less than reassign_after. */
-#define ROUTER_LUA                                                                                 \
-	"local P = ARGV[1]\n"                                                                      \
-	"local function pool()\n"                                                                  \
-	"  local pl = {cap = {}, load = {}, sum = 0, total = 0}\n"                                 \
-	"  for _, n in ipairs(redis.call('SMEMBERS', P..'workers')) do\n"                          \
-	"    local h = redis.call('HMGET', P..'worker:'..n, 'state', 'capacity')\n"                \
-	"    if h[1] == 'serving' then\n"                                                          \
-	"      local c = tonumber(h[2]) or 1\n"                                                    \
-	"      pl.cap[n] = c\n"                                                                    \
-	"      pl.sum = pl.sum + c\n"                                                              \
-	"      pl.load[n] = redis.call('SCARD', P..'assigned:'..n)\n"                              \
-	"      pl.total = pl.total + pl.load[n]\n"                                                 \
-	"    end\n"                                                                                \
-	"  end\n"                                                                                  \
-	"  return pl\n"                                                                            \
-	"end\n"                                                                                    \
-	"local function bound(pl, n, total, eps)\n"                                                \
-	"  return math.ceil((1 + eps) * total * pl.cap[n] / pl.sum)\n"                             \
-	"end\n"                                                                                    \
-	"local function pick(pl, order, total, eps)\n"                                             \
-	"  local function fits(n) return pl.cap[n] ~= nil and pl.load[n] < bound(pl, n, total, "   \
-	"eps) end\n"                                                                               \
-	"  for n in string.gmatch(order, '%S+') do if fits(n) then return n end end\n"             \
-	"  local rest = {}\n"                                                                      \
-	"  for n in pairs(pl.cap) do rest[#rest + 1] = n end\n"                                    \
-	"  table.sort(rest)\n"                                                                     \
-	"  for _, n in ipairs(rest) do if fits(n) then return n end end\n"                         \
-	"  return ''\n"                                                                            \
-	"end\n"                                                                                    \
-	"local function keepable(w, now, ra)\n"                                                    \
-	"  if w == '' then return false end\n"                                                     \
-	"  local st = redis.call('HGET', P..'worker:'..w, 'state')\n"                              \
-	"  if st then return st == 'serving' end\n"                                                \
-	"  local seen = tonumber(redis.call('HGET', P..'workerinfo:'..w, 'last_seen_ms') or '0') " \
-	"or 0\n"                                                                                   \
-	"  return seen > 0 and now - seen < ra\n"                                                  \
-	"end\n"                                                                                    \
-	"local function set_primary(a, old, new)\n"                                                \
-	"  if old ~= '' then\n"                                                                    \
-	"    redis.call('SREM', P..'assigned:'..old, a)\n"                                         \
-	"    redis.call('SREM', P..'primaries:'..old, a)\n"                                        \
-	"  end\n"                                                                                  \
-	"  if new ~= '' then\n"                                                                    \
-	"    redis.call('SADD', P..'assigned:'..new, a)\n"                                         \
-	"    redis.call('SADD', P..'primaries:'..new, a)\n"                                        \
-	"  end\n"                                                                                  \
-	"  local sw = redis.call('HGET', P..'agent:'..a, 'worker') or ''\n"                        \
-	"  redis.call('HSET', P..'agent:'..a, 'primary', new, 'pinned', '0',\n"                    \
-	"    'on_primary', (sw ~= '' and sw == new) and '1' or '0')\n"                             \
-	"end\n"                                                                                    \
-	"local function tell(a, new)\n"                                                            \
-	"  local sw = redis.call('HGET', P..'agent:'..a, 'worker')\n"                              \
-	"  if sw and sw ~= '' and redis.call('EXISTS', P..'worker:'..sw) == 1 then\n"              \
-	"    redis.call('PUBLISH', P..'ctl:'..sw, 'reassign '..a..' '..new)\n"                     \
-	"  end\n"                                                                                  \
-	"end\n"
-
-/* KEYS[1] agent hash, KEYS[2] epoch counter. ARGV: 1 prefix, 2 agent,
- * 3 worker, 4 node, 5 primary (pinned), 6 pinned, 7 primary_as_sent,
- * 8 persist, 9 since_ms, 10 announce_only, 11 eps, 12 now_ms,
- * 13 ms since the last heartbeat after which a lost worker's agents move, 14 hint, 15 ring order.
- * Returns {epoch, primary} (epoch 0 when an announce finds the session held elsewhere). A hint is
- * used only when Redis has no record of the agent (refill from the store). */
-static const char claim_lua[] =
-    ROUTER_LUA "local a = ARGV[2]\n"
-               "local old = redis.call('HMGET', KEYS[1], 'worker', 'epoch', 'primary', 'pinned')\n"
-               "local ow, oe, op, opin = old[1] or '', old[2] or '0', old[3] or '', old[4] or ''\n"
-               "if ARGV[10] == '1' and ow ~= '' and ow ~= ARGV[3] then return {0, ''} end\n"
-               "local primary = ARGV[5]\n"
-               "if ARGV[6] == '1' then\n"
-               "  if op ~= '' then\n"
-               "    redis.call('SREM', P..'assigned:'..op, a)\n"
-               "    redis.call('SREM', P..'primaries:'..op, a)\n"
-               "  end\n"
-               "  if primary ~= '' then redis.call('SADD', P..'primaries:'..primary, a) end\n"
-               "  redis.call('HSET', KEYS[1], 'primary', primary, 'pinned', '1')\n"
-               "else\n"
-               "  local cur = ''\n"
-               "  if opin == '0' then cur = op elseif opin == '' then cur = ARGV[14] end\n"
-               "  local now, ra = tonumber(ARGV[12]), tonumber(ARGV[13])\n"
-               "  if keepable(cur, now, ra) then primary = cur\n"
-               "  else\n"
-               "    if op ~= '' then\n"
-               "      redis.call('SREM', P..'assigned:'..op, a)\n"
-               "      redis.call('SREM', P..'primaries:'..op, a)\n"
-               "      op = ''\n"
-               "    end\n"
-               "    local pl = pool()\n"
-               "    primary = pick(pl, ARGV[15], pl.total + 1, tonumber(ARGV[11]))\n"
-               "  end\n"
-               "  set_primary(a, op, primary)\n"
-               "end\n"
-               "local onp = (primary ~= '' and primary == ARGV[3]) and '1' or '0'\n"
-               "local epoch = redis.call('INCR', KEYS[2])\n"
-               "redis.call('HSET', KEYS[1], 'worker', ARGV[3], 'node', ARGV[4],\n"
-               "  'primary_as_sent', ARGV[7], 'on_primary', onp, 'persist', ARGV[8],\n"
-               "  'since_ms', ARGV[9], 'epoch', epoch)\n"
-               "if ARGV[10] ~= '1' and ow ~= '' and ow ~= ARGV[3] then\n"
-               "  redis.call('PUBLISH', P..'ctl:'..ow, 'supersede '..a..' '..oe)\n"
-               "end\n"
-               "return {epoch, primary}\n";
-
-/* A sweep's batch away from a drained or lost worker. ARGV: 1 prefix,
- * 2 from, 3 eps, then (agent, ring order) pairs. Returns the moves as
- * {agent, primary, ...}, or {'!serving'} when from serves (again). */
-static const char move_away_lua[] = ROUTER_LUA
-    "local from, eps = ARGV[2], tonumber(ARGV[3])\n"
-    "if redis.call('HGET', P..'worker:'..from, 'state') == 'serving' then return {'!serving'} end\n"
-    "local pl, out = pool(), {}\n"
-    "for i = 4, #ARGV, 2 do\n"
-    "  local a = ARGV[i]\n"
-    "  local h = redis.call('HMGET', P..'agent:'..a, 'primary', 'pinned')\n"
-    "  if h[1] == from and h[2] == '0' then\n"
-    "    local new = pick(pl, ARGV[i + 1], pl.total + 1, eps)\n"
-    "    if new ~= '' then\n"
-    "      set_primary(a, from, new)\n"
-    "      pl.load[new] = pl.load[new] + 1\n"
-    "      pl.total = pl.total + 1\n"
-    "      tell(a, new)\n"
-    "      out[#out + 1] = a\n"
-    "      out[#out + 1] = new\n"
-    "    end\n"
-    "  else\n"
-    "    redis.call('SREM', P..'assigned:'..from, a)\n"
-    "  end\n"
-    "end\n"
-    "return out\n";
-
-/* A joining worker's rebalance batch: agents of from whose ring order
- * starts with target move to it while its load is under the bound (the
- * total does not change: these are moves). Agents with a live session
- * stay where they are: a rebalance never interrupts a session. ARGV:
- * 1 prefix, 2 from, 3 target, 4 eps, then agents. Returns
- * {agent, target, ...}. */
-static const char move_to_lua[] =
-    ROUTER_LUA "local from, target, eps = ARGV[2], ARGV[3], tonumber(ARGV[4])\n"
-               "local pl, out = pool(), {}\n"
-               "if not pl.cap[target] or not pl.cap[from] then return out end\n"
-               "for i = 5, #ARGV do\n"
-               "  local a = ARGV[i]\n"
-               "  local h = redis.call('HMGET', P..'agent:'..a, 'primary', 'pinned', 'worker')\n"
-               "  local live = h[3] and h[3] ~= '' and\n"
-               "    redis.call('EXISTS', P..'worker:'..h[3]) == 1\n"
-               "  if h[1] == from and h[2] == '0' and not live and\n"
-               "     pl.load[target] < bound(pl, target, pl.total, eps) then\n"
-               "    set_primary(a, from, target)\n"
-               "    pl.load[target] = pl.load[target] + 1\n"
-               "    pl.load[from] = pl.load[from] - 1\n"
-               "    out[#out + 1] = a\n"
-               "    out[#out + 1] = target\n"
-               "  end\n"
-               "end\n"
-               "return out\n";
-
-/* Admin PUT: ARGV 1 prefix, 2 agent, 3 worker. Returns {status, old}:
- * 0 set, 1 agent unknown to Redis (set anyway), 2 pinned, 3 unknown worker. */
-static const char set_primary_lua[] =
-    ROUTER_LUA "local a, w = ARGV[2], ARGV[3]\n"
-               "if redis.call('SISMEMBER', P..'workers', w) == 0 then return {3, ''} end\n"
-               "local h = redis.call('HMGET', P..'agent:'..a, 'primary', 'pinned')\n"
-               "if h[2] == '1' then return {2, h[1] or ''} end\n"
-               "local old = h[1] or ''\n"
-               "set_primary(a, old, w)\n"
-               "if old ~= w then tell(a, w) end\n"
-               "return {h[2] and 0 or 1, old}\n";
-
-/* Refill from the store: ARGV 1 prefix, then (agent, primary) pairs; only
- * agents Redis has no primary for. Returns how many were set. */
-static const char refill_lua[] =
-    ROUTER_LUA "local n = 0\n"
-               "for i = 2, #ARGV, 2 do\n"
-               "  if not redis.call('HGET', P..'agent:'..ARGV[i], 'primary') then\n"
-               "    set_primary(ARGV[i], '', ARGV[i + 1])\n"
-               "    n = n + 1\n"
-               "  end\n"
-               "end\n"
-               "return n\n";
-
-/* The pool as the router sees it. ARGV[1] prefix. Returns per worker
- * {name, alive, state, capacity, node, address, tls, last_seen_ms, assigned}. */
-static const char view_lua[] =
-    "local P = ARGV[1]\n"
-    "local out = {}\n"
-    "for _, n in ipairs(redis.call('SMEMBERS', P..'workers')) do\n"
-    "  local h = redis.call('HMGET', P..'worker:'..n, 'state', 'capacity', 'node', 'address', "
-    "'tls')\n"
-    "  local i = redis.call('HMGET', P..'workerinfo:'..n, 'capacity', 'node', 'address', 'tls',\n"
-    "    'last_seen_ms')\n"
-    "  out[#out + 1] = {n, h[1] and '1' or '0', h[1] or 'down', h[2] or i[1] or '1',\n"
-    "    h[3] or i[2] or '', h[4] or i[3] or '', h[5] or i[4] or '0', i[5] or '0',\n"
-    "    tostring(redis.call('SCARD', P..'assigned:'..n))}\n"
-    "end\n"
-    "return out\n";
-
-/* KEYS[1] agent hash. ARGV[1] epoch. */
-static const char release_lua[] =
-    "if redis.call('HGET', KEYS[1], 'epoch') == ARGV[1] then\n"
-    "  redis.call('HSET', KEYS[1], 'worker', '', 'on_primary', '0', 'persist', '0')\n"
-    "end\n"
-    "return 0\n";
-
-/* KEYS[1] agent hash. ARGV: 1 prefix, 2 agent, 3 commit_ms, 4 n, 5 policy.
- * Returns {target, session worker, subscribers reached}. */
-static const char route_lua[] =
-    "local h = redis.call('HMGET', KEYS[1], 'primary', 'worker')\n"
-    "local target, sw = h[1] or '', h[2] or ''\n"
-    "if sw ~= '' and redis.call('EXISTS', ARGV[1]..'worker:'..sw) == 0 then sw = '' end\n"
-    "if ARGV[5] == 'any' then target = sw end\n"
-    "if target == '' then return {'', sw, 0} end\n"
-    "local n = redis.call('PUBLISH', ARGV[1]..'push:'..target,\n"
-    "  ARGV[2]..' '..ARGV[3]..' '..ARGV[4]..' '..sw)\n"
-    "return {target, sw, n}\n";
+/* The scripts: router/lua/, declared in rt_scripts.h (KEYS and ARGV at the top of each
+ * file). Key names: rt_keys.h. */
 
 static int64_t now_ms(void)
 {
@@ -379,8 +164,9 @@ struct rt_pool *rt_pool_new(struct event_base *base, const struct rt_pool_conf *
 	snprintf(p->prefix, sizeof(p->prefix), "%s", conf->prefix);
 	snprintf(p->worker, sizeof(p->worker), "%s", conf->worker);
 	snprintf(p->node, sizeof(p->node), "%s", conf->node);
-	snprintf(p->ch_push, sizeof(p->ch_push), "%spush:%s", conf->prefix, conf->worker);
-	snprintf(p->ch_ctl, sizeof(p->ch_ctl), "%sctl:%s", conf->prefix, conf->worker);
+	snprintf(p->ch_push, sizeof(p->ch_push), "%s" RT_CHAN_PUSH "%s", conf->prefix,
+	         conf->worker);
+	snprintf(p->ch_ctl, sizeof(p->ch_ctl), "%s" RT_CHAN_CTL "%s", conf->prefix, conf->worker);
 	p->capacity = conf->capacity > 0 ? conf->capacity : 1;
 	p->tls = conf->tls;
 	snprintf(p->eps, sizeof(p->eps), "%.17g", conf->epsilon);
@@ -434,7 +220,7 @@ void rt_pool_heartbeat(struct rt_pool *p, const struct rt_worker_info *info)
 	if (!rt_redis_is_up(p->cmd))
 		return;
 	char key[160], sessions[16], onp[16], now[24], cap[16], syncs[24], load[24];
-	snprintf(key, sizeof(key), "%sworker:%s", p->prefix, p->worker);
+	snprintf(key, sizeof(key), "%s" RT_KEY_WORKER "%s", p->prefix, p->worker);
 	snprintf(sessions, sizeof(sessions), "%d", info->sessions);
 	snprintf(onp, sizeof(onp), "%d", info->on_primary);
 	snprintf(now, sizeof(now), "%" PRId64, now_ms());
@@ -458,20 +244,20 @@ void rt_pool_heartbeat(struct rt_pool *p, const struct rt_worker_info *info)
 	int argc = (int)(sizeof(argv) / sizeof(argv[0]));
 	rt_redis_commandv(p->cmd, NULL, NULL, argc, argv, NULL);
 	rt_redis_command(p->cmd, NULL, NULL, "PEXPIRE %s %d", key, HEARTBEAT_EXPIRY_MS);
-	rt_redis_command(p->cmd, NULL, NULL, "SADD %sworkers %s", p->prefix, p->worker);
+	rt_redis_command(p->cmd, NULL, NULL, "SADD %s" RT_KEY_WORKERS " %s", p->prefix, p->worker);
 	/* What the pool keeps knowing of a worker once it is down. */
-	rt_redis_command(p->cmd, NULL, NULL,
-	                 "HSET %sworkerinfo:%s node %s address %s listen %s capacity %d tls %d "
-	                 "last_seen_ms %s",
-	                 p->prefix, p->worker, p->node, info->address, info->listen, p->capacity,
-	                 p->tls, now);
+	rt_redis_command(
+	    p->cmd, NULL, NULL,
+	    "HSET %s" RT_KEY_WORKERINFO "%s node %s address %s listen %s capacity %d tls %d "
+	    "last_seen_ms %s",
+	    p->prefix, p->worker, p->node, info->address, info->listen, p->capacity, p->tls, now);
 
 	/* The push counters, as a snapshot (pool-wide figures within 1 s). */
 	const char *hv[2 + 2 * 16];
 	char vals[16][24];
 	int hc = 0;
 	char skey[160];
-	snprintf(skey, sizeof(skey), "%spushstats:%s", p->prefix, p->worker);
+	snprintf(skey, sizeof(skey), "%s" RT_KEY_PUSHSTATS "%s", p->prefix, p->worker);
 	hv[hc++] = "HSET";
 	hv[hc++] = skey;
 	for (int i = 0; i < info->n_push && i < 16; i++) {
@@ -481,8 +267,8 @@ void rt_pool_heartbeat(struct rt_pool *p, const struct rt_worker_info *info)
 	}
 	rt_redis_commandv(p->cmd, NULL, NULL, hc, hv, NULL);
 	/* A marker that only an emptied Redis lacks. */
-	rt_redis_command(p->cmd, on_marker, p, "SET %smarker:%s %s NX", p->prefix, p->worker,
-	                 p->node);
+	rt_redis_command(p->cmd, on_marker, p, "SET %s" RT_KEY_MARKER "%s %s NX", p->prefix,
+	                 p->worker, p->node);
 	refresh_view(p);
 }
 
@@ -494,7 +280,7 @@ void rt_pool_refill(struct rt_pool *p, const char *const *agents, const char *co
 		return;
 	int argc = 0;
 	argv[argc++] = "EVAL";
-	argv[argc++] = refill_lua;
+	argv[argc++] = rt_lua_refill;
 	argv[argc++] = "0";
 	argv[argc++] = p->prefix;
 	for (int i = 0; i < n; i++) {
@@ -557,8 +343,8 @@ int rt_pool_claim(struct rt_pool *p, const struct rt_claim *c, int announce_only
 	ctx->arg = arg;
 	char key[200], ekey[100], since[24], now[24], ra[24];
 	char order[RT_VIEW_MAX * 66];
-	snprintf(key, sizeof(key), "%sagent:%s", p->prefix, c->agent);
-	snprintf(ekey, sizeof(ekey), "%sepoch", p->prefix);
+	snprintf(key, sizeof(key), "%s" RT_KEY_AGENT "%s", p->prefix, c->agent);
+	snprintf(ekey, sizeof(ekey), "%s" RT_KEY_EPOCH, p->prefix);
 	snprintf(since, sizeof(since), "%" PRId64, c->since_ms);
 	snprintf(now, sizeof(now), "%" PRId64, now_ms());
 	snprintf(ra, sizeof(ra), "%" PRId64, p->reassign_after_ms);
@@ -566,7 +352,7 @@ int rt_pool_claim(struct rt_pool *p, const struct rt_claim *c, int announce_only
 	if (!c->pinned)
 		order_string(p, c->agent, order, sizeof(order));
 	const char *argv[] = {"EVAL",
-	                      claim_lua,
+	                      rt_lua_claim,
 	                      "2",
 	                      key,
 	                      ekey,
@@ -596,9 +382,9 @@ int rt_pool_claim(struct rt_pool *p, const struct rt_claim *c, int announce_only
 void rt_pool_release(struct rt_pool *p, const char *agent, uint64_t epoch)
 {
 	char key[200], e[24];
-	snprintf(key, sizeof(key), "%sagent:%s", p->prefix, agent);
+	snprintf(key, sizeof(key), "%s" RT_KEY_AGENT "%s", p->prefix, agent);
 	snprintf(e, sizeof(e), "%" PRIu64, epoch);
-	const char *argv[] = {"EVAL", release_lua, "1", key, e};
+	const char *argv[] = {"EVAL", rt_lua_release, "1", key, e};
 	rt_redis_commandv(p->cmd, NULL, NULL, 5, argv, NULL);
 }
 
@@ -638,12 +424,12 @@ int rt_route(struct rt_redis *r, const char *prefix, const char *agent, int64_t 
 	ctx->done = done;
 	ctx->arg = arg;
 	char key[200], commit[24], count[16];
-	snprintf(key, sizeof(key), "%sagent:%s", prefix, agent);
+	snprintf(key, sizeof(key), "%s" RT_KEY_AGENT "%s", prefix, agent);
 	snprintf(commit, sizeof(commit), "%" PRId64, commit_ms);
 	snprintf(count, sizeof(count), "%d", n);
-	const char *argv[] = {"EVAL", route_lua, "1",
-	                      key,    prefix,    agent,
-	                      commit, count,     policy_any ? "any" : "primary"};
+	const char *argv[] = {"EVAL", rt_lua_route, "1",
+	                      key,    prefix,       agent,
+	                      commit, count,        policy_any ? "any" : "primary"};
 	if (rt_redis_commandv(r, on_routed, ctx, 9, argv, NULL) != 0) {
 		free(ctx);
 		return -1;
@@ -662,33 +448,16 @@ void rt_pool_account(struct rt_pool *p, const char *agent, const char *result, i
  * (issue 16). Its first HELLO makes them permanent (the next accounting). */
 #define RT_AGENTPUSH_TTL_S "86400"
 
-/* One push result's accounting in one script call (it was six commands: the
- * push benchmark's qagw and Redis CPU per message). KEYS: agentpush:ID,
- * pushlat:WORKER, pushevents, agent:ID; ARGV: result, counted (1/0), latency
- * ("" if none), the event's JSON, the TTL of agentpush:ID while agent:ID
- * does not exist. */
-static const char account_lua[] =
-    "if ARGV[2] == '1' then redis.call('HINCRBY', KEYS[1], ARGV[1], 1) end\n"
-    "if ARGV[3] ~= '' then\n"
-    "  redis.call('HSET', KEYS[1], 'last_latency_ms', ARGV[3])\n"
-    "  redis.call('LPUSH', KEYS[2], ARGV[3])\n"
-    "  redis.call('LTRIM', KEYS[2], 0, 999)\n"
-    "end\n"
-    "if redis.call('EXISTS', KEYS[4]) == 1 then redis.call('PERSIST', KEYS[1])\n"
-    "else redis.call('EXPIRE', KEYS[1], ARGV[5]) end\n"
-    "redis.call('LPUSH', KEYS[3], ARGV[4])\n"
-    "redis.call('LTRIM', KEYS[3], 0, 99)\n";
-
 void rt_account(struct rt_redis *r, const char *prefix, const char *worker, const char *agent,
                 const char *result, int64_t latency_ms)
 {
 	if (!rt_redis_is_up(r))
 		return;
 	char key[200], lat_key[200], ev_key[200], agent_key[200], lat[24] = "";
-	snprintf(key, sizeof(key), "%sagentpush:%s", prefix, agent);
-	snprintf(agent_key, sizeof(agent_key), "%sagent:%s", prefix, agent);
-	snprintf(lat_key, sizeof(lat_key), "%spushlat:%s", prefix, worker);
-	snprintf(ev_key, sizeof(ev_key), "%spushevents", prefix);
+	snprintf(key, sizeof(key), "%s" RT_KEY_AGENTPUSH "%s", prefix, agent);
+	snprintf(agent_key, sizeof(agent_key), "%s" RT_KEY_AGENT "%s", prefix, agent);
+	snprintf(lat_key, sizeof(lat_key), "%s" RT_KEY_PUSHLAT "%s", prefix, worker);
+	snprintf(ev_key, sizeof(ev_key), "%s" RT_KEY_PUSHEVENTS, prefix);
 	int counted = strcmp(result, "routed") != 0 && strcmp(result, "coalesced") != 0 &&
 	              strcmp(result, "failed") != 0;
 	if (latency_ms >= 0)
@@ -706,7 +475,7 @@ void rt_account(struct rt_redis *r, const char *prefix, const char *worker, cons
 		         ",\"agent\":\"%s\",\"worker\":\"%s\",\"result\":\"%s\"}",
 		         now_ms(), agent, worker, result);
 	const char *argv[] = {
-	    "EVAL", account_lua,         "4", key, lat_key,           ev_key, agent_key,
+	    "EVAL", rt_lua_account,      "4", key, lat_key,           ev_key, agent_key,
 	    result, counted ? "1" : "0", lat, ev,  RT_AGENTPUSH_TTL_S};
 	rt_redis_commandv(r, NULL, NULL, 12, argv, NULL);
 }
@@ -825,7 +594,7 @@ static void on_view(void *arg, redisReply *r)
 
 static void refresh_view(struct rt_pool *p)
 {
-	const char *argv[] = {"EVAL", view_lua, "0", p->prefix};
+	const char *argv[] = {"EVAL", rt_lua_view, "0", p->prefix};
 	if (rt_redis_commandv(p->cmd, on_view, p, 4, argv, NULL) == 0)
 		p->views_sent++;
 }
@@ -931,7 +700,7 @@ static void on_scanned(void *arg, redisReply *r)
 	}
 	int argc = 0;
 	argv[argc++] = "EVAL";
-	argv[argc++] = s->to_self ? move_to_lua : move_away_lua;
+	argv[argc++] = s->to_self ? rt_lua_move_to : rt_lua_move_away;
 	argv[argc++] = "0";
 	argv[argc++] = p->prefix;
 	argv[argc++] = s->from;
@@ -973,8 +742,8 @@ static void on_scanned(void *arg, redisReply *r)
 static void sweep_scan(struct rt_sweep *s)
 {
 	struct rt_pool *p = s->p;
-	if (rt_redis_command(p->cmd, on_scanned, s, "SSCAN %sassigned:%s %s COUNT %d", p->prefix,
-	                     s->from, s->cursor, SWEEP_BATCH) != 0)
+	if (rt_redis_command(p->cmd, on_scanned, s, "SSCAN %s" RT_KEY_ASSIGNED "%s %s COUNT %d",
+	                     p->prefix, s->from, s->cursor, SWEEP_BATCH) != 0)
 		sweep_end(s, 1);
 }
 
@@ -1043,8 +812,9 @@ static void check_pool(struct rt_pool *p)
 			return;
 		probe->p = p;
 		snprintf(probe->from, sizeof(probe->from), "%s", v->name);
-		if (rt_redis_command(p->cmd, on_sweep_lock, probe, "SET %ssweep:%s %s NX PX 10000",
-		                     p->prefix, v->name, p->worker) != 0)
+		if (rt_redis_command(p->cmd, on_sweep_lock, probe,
+		                     "SET %s" RT_KEY_SWEEP "%s %s NX PX 10000", p->prefix, v->name,
+		                     p->worker) != 0)
 			free(probe);
 	}
 	/* Joining (start or resume): take over the agents whose ring order
@@ -1062,9 +832,4 @@ static void check_pool(struct rt_pool *p)
 		    start_sweep(p, v->name, 1) != 0)
 			p->joined = 0;
 	}
-}
-
-const char *rt_set_primary_script(void)
-{
-	return set_primary_lua;
 }

@@ -149,13 +149,6 @@ void rt_pool_set_leaving(struct rt_pool *p, int leaving);
  * Returns -1 when Redis is down (on_swept is then not called). */
 int rt_pool_sweep_away(struct rt_pool *p, const char *from) __attribute__((warn_unused_result));
 
-/* The script that sets an agent's primary for an operator (admin PUT):
- * EVAL it with 0 keys and ARGV prefix, agent, worker. It answers
- * {status, old primary}: 0 set (REASSIGN published to the worker holding
- * the agent's session, if it moved), 1 set for an agent Redis had no
- * record of, 2 refused: the agent names its own primary, 3 unknown worker. */
-const char *rt_set_primary_script(void);
-
 /* Refill after Redis lost its data: each agents[i] without any record in
  * Redis gets primaries[i] as its router-assigned primary (no one moves). */
 void rt_pool_refill(struct rt_pool *p, const char *const *agents, const char *const *primaries,
