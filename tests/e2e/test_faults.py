@@ -134,7 +134,8 @@ def _crash_round(qagw_gws, agent, tag: str, pg, db) -> tuple:
     def queue_and_sync(k, s):
         try:
             for j in range(PER_SENDER):
-                h.sent(s.id, s.send(f"{rcpts[(k + j) % RECIPIENTS].id}\\q", f"nc {tag} {k} {j}"))
+                addr, body = f"{rcpts[(k + j) % RECIPIENTS].id}\\q", f"nc {tag} {k} {j}"
+                h.sent(s.id, s.send(addr, body), to=addr, body=body)
             s.sync()
         except AssertionError as e:
             errors.append(str(e))
