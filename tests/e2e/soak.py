@@ -483,6 +483,7 @@ def mixed(qagw, agent, uid, tmp_path, pg, seconds: float, n_agents: int = 20) ->
     print(atomicity_line(batches))
     print(rep.line())
     rep.assert_ok()
+    assert rep.body_unknown == 0, rep.details()  # every body was compared
     assert rep.pending == 0, rep.details()
     assert rep.acked == tr.sent, f"{tr.sent} queued, {rep.acked} acked: {rep.details()}"
     assert figures["server_pending"] == 0

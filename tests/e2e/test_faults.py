@@ -50,6 +50,7 @@ def _finish(tr: Traffic, store, faults: Faults, tmp_path, title: str):
 
 def _assert_clean(tr: Traffic, rep, batches, store, gws) -> None:
     rep.assert_ok()
+    assert rep.body_unknown == 0, rep.details()  # every body was compared
     assert rep.pending == 0, rep.details()
     assert rep.acked == tr.sent, f"{tr.sent} queued, {rep.acked} acked: {rep.details()}"
     assert rep.received == rep.acked, rep.details()

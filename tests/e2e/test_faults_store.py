@@ -316,6 +316,7 @@ class Fleet:
         assert not bad_sends, f"`qaagent send` failed (agent, rc, stderr): {bad_sends[:3]}"
         assert not bad_recvs, f"`qaagent recv` failed (agent, error): {bad_recvs[:3]}"
         rep.assert_ok()
+        assert rep.body_unknown == 0, rep.details()  # every body was compared
         assert rep.pending == 0, rep.details()
         assert pending == 0, f"{pending} messages still pending in the server store"
         # every message queued by a successful `send` was acked and received
