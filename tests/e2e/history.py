@@ -19,6 +19,20 @@ What counts:
 - **lost**: acked but never received. Only meaningful after a drain: the agents keep
   syncing and the test keeps calling `recv` for a bounded time (`History.drain`).
 - **duplicated**: ids handed to the application more than once.
+- **misdelivered**: ids handed to an agent other than their intended recipient. The
+  intended recipient is the one recorded at send time (`sent(..., to=)`, `queued`,
+  `PyRecorder.upload`), else the address of the sender's sent_log/outbox row. A message
+  handed only to the wrong agent is lost as well (its recipient never got it).
+- **altered**: ids handed with a body other than the one sent (compared by SHA-256). The
+  body sent is recorded at send time (`sent(..., body=)`, `queued(..., body=)`,
+  `PyRecorder.upload`), else read from the sender's outbox row while it is queued
+  (`collect`); the body received is what `qaagent recv` printed (`body`, or
+  `body_base64`) or the DELIVER's. An id whose sent body is unknown is not compared
+  (counted as `body_unknown` in `details()`).
+- **refused**: final results other than stored/duplicate, by name (invalid, expired,
+  too_large, conflict). `assert_ok` fails on any the caller did not allow
+  (`assert_ok(allow_refused=("expired",))`): a fault test that sees `conflict` or
+  `invalid` where it sent well-formed, fresh messages has found a bug.
 - **unaccounted** (in `details()`): ids a qaagent `send` printed (recorded with
   `History.sent`) that are in neither its outbox nor its sent_log: a client store that
   dropped a queued message.
@@ -27,19 +41,26 @@ API (one History per test; every agent that sends or receives is registered):
 
     h = History()
     h.add(agent)                       # a harness.Agent (qaagent); its store is read
-    h.sent(agent.id, mid)              # optional: an id `qaagent send` printed (unaccounted)
+    h.sent(agent.id, mid, to=ADDRESS, body=BODY)
+                                       # an id `qaagent send` printed (unaccounted), with
+                                       # the address and body it was given (misdelivered,
+                                       # altered); to/body optional
     h.recv(agent, queue=None)          # `qaagent recv` now; records the ids handed out
     h.collect()                        # re-read sent_log/outbox of every qaagent store
     rep = h.drain(timeout=30)          # recv from all, collect, until nothing is in flight
-    print(rep.line())                  # history: acked=N received=N lost=0 duplicated=0 pending=N
-    rep.assert_ok()                    # lost == 0, duplicated == 0, unaccounted == 0,
-                                       # every recipient known
+    print(rep.line())                  # history: acked=N received=N lost=0 duplicated=0
+                                       #   pending=N misdelivered=0 altered=0
+    rep.assert_ok()                    # lost, duplicated, misdelivered, altered, unaccounted
+                                       # all 0, every recipient known, no refused result
+                                       # but those allowed (allow_refused=...)
 
     rec = h.py("agentX")               # Python client (qasync.Client) recorder
     rec.upload(client, msgs)           # UPLOAD; records queued ids and the ack results
     rec.deliver(deliver_frame)         # the DELIVER's messages handed to the application
-    h.ack(agent_id, mid, result) / h.receive(agent_id, mid) / h.queued(agent_id, mid, to)
-                                       # low level, for any other source
+    h.ack(agent_id, mid, result) / h.receive(agent_id, mid, body=None)
+    h.queued(agent_id, mid, to, body=None)
+                                       # low level, for any other source (bodies as bytes
+                                       # or str; None: not known)
 
 `h.drain(poll=..., timeout=...)` calls `h.recv()` on every registered qaagent (and an
 optional extra `poll()` of the caller's, e.g. a Python client fetching) every `interval`
@@ -54,7 +75,9 @@ Ids are canonical lowercase UUID text throughout. Recipients are read from the a
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
 import sqlite3
 import threading
 import time
@@ -65,6 +88,22 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 R_STORED, R_DUPLICATE, R_QUOTA = 0, 1, 5
 ACKED_RESULTS = (R_STORED, R_DUPLICATE)
+# UPLOAD_ACK results by code (docs/protocol.md; qasync.R_*, agent/qa_sync.c)
+RESULT_NAMES = {0: "stored", 1: "duplicate", 2: "invalid", 3: "expired", 4: "too_large",
+                5: "quota", 6: "conflict"}
+
+
+def result_name(result: int) -> str:
+    return RESULT_NAMES.get(int(result), f"result{int(result)}")
+
+
+def digest(body) -> Optional[str]:
+    """SHA-256 (hex) of a body given as bytes or str (UTF-8); None stays None."""
+    if body is None:
+        return None
+    if isinstance(body, str):
+        body = body.encode()
+    return hashlib.sha256(bytes(body)).hexdigest()
 
 
 def canonical(mid) -> str:
@@ -80,6 +119,16 @@ def recipient_of(address: str) -> str:
     return address.split("\\", 1)[0]
 
 
+def body_of(line: dict) -> Optional[bytes]:
+    """The body of a message `qaagent recv` printed: `body` (UTF-8 text) or `body_base64`
+    (any other bytes); None when the line has neither."""
+    if "body" in line:
+        return str(line["body"]).encode()
+    if "body_base64" in line:
+        return base64.b64decode(line["body_base64"])
+    return None
+
+
 @dataclasses.dataclass
 class Report:
     acked: int
@@ -90,24 +139,48 @@ class Report:
     refused: int = 0
     untracked: int = 0
     unaccounted: int = 0
+    misdelivered: int = 0
+    altered: int = 0
+    body_unknown: int = 0
     lost_ids: List[str] = dataclasses.field(default_factory=list)
     duplicated_ids: List[str] = dataclasses.field(default_factory=list)
     untracked_ids: List[str] = dataclasses.field(default_factory=list)
     unaccounted_ids: List[str] = dataclasses.field(default_factory=list)
+    # "ID: for R, handed to X" / "ID: handed to X with another body (sha256 A.. sent, B..)"
+    misdelivered_ids: List[str] = dataclasses.field(default_factory=list)
+    altered_ids: List[str] = dataclasses.field(default_factory=list)
+    refused_results: Dict[str, int] = dataclasses.field(default_factory=dict)  # name -> n
+    refused_ids: Dict[str, str] = dataclasses.field(default_factory=dict)  # id -> name
 
     def line(self) -> str:
         return (f"history: acked={self.acked} received={self.received} lost={self.lost} "
-                f"duplicated={self.duplicated} pending={self.pending}")
+                f"duplicated={self.duplicated} pending={self.pending} "
+                f"misdelivered={self.misdelivered} altered={self.altered}")
 
     def details(self) -> str:
-        return (f"{self.line()} refused={self.refused} untracked={self.untracked} "
-                f"unaccounted={self.unaccounted}; lost e.g. {self.lost_ids[:5]}, duplicated "
-                f"e.g. {self.duplicated_ids[:5]}, untracked e.g. {self.untracked_ids[:5]}, "
+        return (f"{self.line()} refused={self.refused} {self.refused_results} "
+                f"untracked={self.untracked} unaccounted={self.unaccounted} "
+                f"body_unknown={self.body_unknown}; lost e.g. {self.lost_ids[:5]}, duplicated "
+                f"e.g. {self.duplicated_ids[:5]}, misdelivered e.g. {self.misdelivered_ids[:5]}, "
+                f"altered e.g. {self.altered_ids[:5]}, refused e.g. "
+                f"{list(self.refused_ids.items())[:5]}, untracked e.g. {self.untracked_ids[:5]}, "
                 f"unaccounted e.g. {self.unaccounted_ids[:5]}")
 
-    def assert_ok(self) -> None:
+    def unexpected_refused(self, allow_refused: Sequence = ()) -> Dict[str, int]:
+        """{result name: count} of the refused results not in allow_refused (names or
+        codes)."""
+        allowed = {result_name(a) if isinstance(a, int) else str(a) for a in allow_refused}
+        return {k: v for k, v in self.refused_results.items() if k not in allowed}
+
+    def assert_ok(self, allow_refused: Sequence = ()) -> None:
+        """Nothing lost, duplicated, delivered to the wrong agent or altered; nothing
+        untracked or unaccounted; no refused result but those in allow_refused (result
+        names or codes, e.g. ("expired",))."""
         assert (self.lost == 0 and self.duplicated == 0 and self.untracked == 0
-                and self.unaccounted == 0), self.details()
+                and self.unaccounted == 0 and self.misdelivered == 0 and self.altered == 0), \
+            self.details()
+        bad = self.unexpected_refused(allow_refused)
+        assert not bad, f"refused results the test did not expect: {bad}; {self.details()}"
 
 
 class QaAgentStore:
@@ -135,6 +208,11 @@ class QaAgentStore:
         """{id: address} of the messages still queued."""
         return {canonical(i): a for i, a in self._rows("SELECT id, address FROM outbox")}
 
+    def outbox_bodies(self) -> Dict[str, tuple]:
+        """{id: (address, body bytes)} of the messages still queued."""
+        return {canonical(i): (a, bytes(b))
+                for i, a, b in self._rows("SELECT id, address, body FROM outbox")}
+
     def inbox(self) -> Dict[str, Optional[int]]:
         """{id: taken_ms or None} of every message in the inbox."""
         return {canonical(i): t for i, t in self._rows("SELECT id, taken_ms FROM inbox")}
@@ -152,7 +230,7 @@ class PyRecorder:
         UPLOAD_ACK. An exception (connection lost) leaves them pending; the caller may
         upload them again (the server answers duplicate)."""
         for m in msgs:
-            self.h.queued(self.agent_id, m.id, m.to)
+            self.h.queued(self.agent_id, m.id, m.to, body=m.body)
         ack = client.upload(list(msgs), batch=batch)
         for mid, res in ack.results:
             self.h.ack(self.agent_id, mid, res)
@@ -163,7 +241,7 @@ class PyRecorder:
         message, redeliveries included: dedup is the application's job and a redelivery
         shows here as a duplicate). Returns them."""
         for m in deliver.msgs:
-            self.h.receive(self.agent_id, m.id)
+            self.h.receive(self.agent_id, m.id, body=m.body)
         return list(deliver.msgs)
 
 
@@ -176,7 +254,10 @@ class History:
         self._snap_sent: Dict[str, Dict[str, tuple]] = {}  # qaagent: sent_log snapshot
         self._snap_out: Dict[str, Dict[str, str]] = {}  # qaagent: outbox snapshot
         self._handed: Counter = Counter()  # id -> times handed to the application
-        self._handed_to: Dict[str, str] = {}  # id -> the agent it was handed to
+        # id -> [(agent it was handed to, sha256 of the body handed or None)], per handing
+        self._handed_to: Dict[str, List[tuple]] = {}
+        # id -> (intended recipient or "", sha256 of the body sent or None), first record
+        self._intent: Dict[str, tuple] = {}
         self._sent: Dict[str, Dict[str, float]] = {}  # qaagent: id -> when recorded
         self._collected_at: Dict[str, float] = {}  # qaagent: start of its last collect
 
@@ -197,14 +278,29 @@ class History:
 
     # --------------------------------------------------------------- low-level records
 
-    def queued(self, agent_id: str, mid, to: str) -> None:
-        with self._lock:
-            self._queued.setdefault(agent_id, {})[canonical(mid)] = to
+    def _intend(self, mid: str, to: Optional[str], body) -> None:
+        """Records (lock held) what was sent as mid: recipient (from the address) and body
+        digest; what is already known is kept (the first record is the send)."""
+        rcpt, dig = self._intent.get(mid, ("", None))
+        if not rcpt and to:
+            rcpt = recipient_of(to)
+        if dig is None:
+            dig = digest(body)
+        self._intent[mid] = (rcpt, dig)
 
-    def sent(self, agent_id: str, mid) -> None:
-        """An id a qaagent `send` of agent_id printed (it is in the outbox now)."""
+    def queued(self, agent_id: str, mid, to: str, body=None) -> None:
+        mid = canonical(mid)
         with self._lock:
-            self._sent.setdefault(agent_id, {})[canonical(mid)] = time.monotonic()
+            self._queued.setdefault(agent_id, {})[mid] = to
+            self._intend(mid, to, body)
+
+    def sent(self, agent_id: str, mid, to: Optional[str] = None, body=None) -> None:
+        """An id a qaagent `send` of agent_id printed (it is in the outbox now); to and
+        body: the ADDRESS and BODY that `send` was given."""
+        mid = canonical(mid)
+        with self._lock:
+            self._sent.setdefault(agent_id, {})[mid] = time.monotonic()
+            self._intend(mid, to, body)
 
     def ack(self, agent_id: str, mid, result: int) -> None:
         """A final UPLOAD_ACK result (quota is not final: ignored)."""
@@ -215,11 +311,13 @@ class History:
             to = self._queued.get(agent_id, {}).get(mid, "")
             self._acks.setdefault(agent_id, {})[mid] = (to, int(result))
 
-    def receive(self, agent_id: str, mid) -> None:
+    def receive(self, agent_id: str, mid, body=None) -> None:
+        """mid handed to the application of agent_id, with body (bytes or str; None: not
+        known, not compared)."""
         mid = canonical(mid)
         with self._lock:
             self._handed[mid] += 1
-            self._handed_to[mid] = agent_id
+            self._handed_to.setdefault(mid, []).append((agent_id, digest(body)))
 
     # --------------------------------------------------------------- qaagent sources
 
@@ -231,7 +329,7 @@ class History:
         msgs = r.json_lines()
         for m in msgs:
             if m.get("queue") != "system":  # the pool's own status messages: not traffic
-                self.receive(agent.id, m["id"])
+                self.receive(agent.id, m["id"], body=body_of(m))
         return msgs
 
     def collect(self) -> None:
@@ -241,11 +339,15 @@ class History:
                 continue
             st = QaAgentStore(a.db)
             t0 = time.monotonic()
-            out = st.outbox()  # outbox first: a message moving to sent_log meanwhile is seen
+            # outbox first: a message moving to sent_log meanwhile is seen
+            bodies = st.outbox_bodies()
+            out = {mid: addr for mid, (addr, _) in bodies.items()}
             sent = st.sent_log()
             with self._lock:
                 self._snap_sent[aid], self._snap_out[aid] = sent, out
                 self._collected_at[aid] = t0
+                for mid, (addr, body) in bodies.items():  # what was sent, if not recorded
+                    self._intend(mid, addr, body)
 
     # --------------------------------------------------------------- the check
 
@@ -262,8 +364,11 @@ class History:
     def report(self) -> Report:
         acked = self.acked_ids()
         with self._lock:
-            refused = sum(1 for src in list(self._snap_sent.values()) + list(self._acks.values())
-                          for _, res in src.values() if res not in ACKED_RESULTS)
+            refused_ids = {mid: result_name(res)
+                           for src in list(self._snap_sent.values()) + list(self._acks.values())
+                           for mid, (_, res) in src.items() if res not in ACKED_RESULTS}
+            intent = dict(self._intent)
+            handings = {mid: list(v) for mid, v in self._handed_to.items()}
             pending = sum(len(o) for o in self._snap_out.values())
             for aid, q in self._queued.items():
                 pending += sum(1 for mid in q if mid not in self._acks.get(aid, {}))
@@ -274,14 +379,40 @@ class History:
                 if t < self._collected_at.get(aid, -1.0)
                 and mid not in self._snap_out.get(aid, {})
                 and mid not in self._snap_sent.get(aid, {}))
-        untracked = sorted(m for m, to in acked.items() if to and to not in known)
-        lost = sorted(m for m, to in acked.items() if m not in handed and m not in untracked)
+
+        def recipient(mid: str, fallback: str = "") -> str:
+            return intent.get(mid, ("", None))[0] or fallback
+
+        untracked = sorted(m for m, to in acked.items()
+                           if recipient(m, to) and recipient(m, to) not in known)
+        # lost: acked and never handed to its recipient (to anyone, if it is not known)
+        lost = sorted(m for m, to in acked.items() if m not in untracked and not any(
+            not recipient(m, to) or got == recipient(m, to) for got, _ in handings.get(m, ())))
         dups = sorted(m for m, n in handed.items() if n > 1)
+        misdelivered, altered = [], []
+        for mid in sorted(handings):
+            rcpt = recipient(mid, acked.get(mid, ""))
+            wrong = sorted({got for got, _ in handings[mid] if rcpt and got != rcpt})
+            if wrong:
+                misdelivered.append(f"{mid}: for {rcpt}, handed to {', '.join(wrong)}")
+            sent_dig = intent.get(mid, ("", None))[1]
+            other = sorted({(got, d) for got, d in handings[mid]
+                            if sent_dig is not None and d is not None and d != sent_dig})
+            if other:
+                altered.append(f"{mid}: handed to {', '.join(g for g, _ in other)} with another "
+                               f"body (sha256 {sent_dig[:12]}.. sent, "
+                               f"{', '.join(d[:12] + '..' for _, d in other)} received)")
+        body_unknown = sum(1 for m in acked if intent.get(m, ("", None))[1] is None)
         return Report(acked=len(acked), received=len(handed), lost=len(lost),
-                      duplicated=len(dups), pending=pending, refused=refused,
-                      untracked=len(untracked), unaccounted=len(unaccounted), lost_ids=lost,
+                      duplicated=len(dups), pending=pending, refused=len(refused_ids),
+                      untracked=len(untracked), unaccounted=len(unaccounted),
+                      misdelivered=len(misdelivered), altered=len(altered),
+                      body_unknown=body_unknown, lost_ids=lost,
                       duplicated_ids=dups, untracked_ids=untracked,
-                      unaccounted_ids=unaccounted)
+                      unaccounted_ids=unaccounted, misdelivered_ids=misdelivered,
+                      altered_ids=altered,
+                      refused_results=dict(Counter(refused_ids.values())),
+                      refused_ids=refused_ids)
 
     def drain(self, timeout: float = 30.0, interval: float = 0.5, queue: Optional[str] = None,
               poll: Optional[Callable[[], None]] = None, need_pending_zero: bool = True) -> Report:

@@ -25,6 +25,7 @@ sent log what one UPLOAD_ACK acknowledged.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import re
@@ -127,6 +128,8 @@ class Traffic:
         self._stop = threading.Event()
         self._threads: List[threading.Thread] = []
         self._count_lock = threading.Lock()
+        # bodies differ, so that one message's body handed with another's id shows
+        self._body_n = itertools.count(1)
 
     # ----------------------------------------------------------- the run processes
 
@@ -165,12 +168,14 @@ class Traffic:
             i = rng.randrange(n)
             j = (i + 1 + rng.randrange(n - 1)) % n
             frm, to = self.agents[i], self.agents[j]
+            addr = f"{to.id}\\{QUEUE}"
+            body = f"fault traffic {frm.id} -> {to.id} #{next(self._body_n)}"
             try:
-                mid = frm.send(f"{to.id}\\{QUEUE}", f"fault traffic {frm.id} -> {to.id}")
+                mid = frm.send(addr, body)
             except AssertionError as e:  # a send that failed to queue is a failure
                 self.send_errors.append(str(e)[-2000:])
                 return
-            self.h.sent(frm.id, mid)
+            self.h.sent(frm.id, mid, to=addr, body=body)
             with self._count_lock:
                 self.sent += 1
             if self.send_pause:
@@ -478,6 +483,7 @@ def mixed(qagw, agent, uid, tmp_path, pg, seconds: float, n_agents: int = 20) ->
     print(atomicity_line(batches))
     print(rep.line())
     rep.assert_ok()
+    assert rep.body_unknown == 0, rep.details()  # every body was compared
     assert rep.pending == 0, rep.details()
     assert rep.acked == tr.sent, f"{tr.sent} queued, {rep.acked} acked: {rep.details()}"
     assert figures["server_pending"] == 0

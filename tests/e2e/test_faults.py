@@ -50,6 +50,7 @@ def _finish(tr: Traffic, store, faults: Faults, tmp_path, title: str):
 
 def _assert_clean(tr: Traffic, rep, batches, store, gws) -> None:
     rep.assert_ok()
+    assert rep.body_unknown == 0, rep.details()  # every body was compared
     assert rep.pending == 0, rep.details()
     assert rep.acked == tr.sent, f"{tr.sent} queued, {rep.acked} acked: {rep.details()}"
     assert rep.received == rep.acked, rep.details()
@@ -134,7 +135,8 @@ def _crash_round(qagw_gws, agent, tag: str, pg, db) -> tuple:
     def queue_and_sync(k, s):
         try:
             for j in range(PER_SENDER):
-                h.sent(s.id, s.send(f"{rcpts[(k + j) % RECIPIENTS].id}\\q", f"nc {tag} {k} {j}"))
+                addr, body = f"{rcpts[(k + j) % RECIPIENTS].id}\\q", f"nc {tag} {k} {j}"
+                h.sent(s.id, s.send(addr, body), to=addr, body=body)
             s.sync()
         except AssertionError as e:
             errors.append(str(e))

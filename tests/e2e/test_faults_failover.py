@@ -88,12 +88,12 @@ class Traffic:
     def _sender(self, rng: random.Random) -> None:
         while not self._stop.is_set():
             frm, to = rng.sample(self.agents, 2)
-            r = frm.run("send", f"{to.id}\\q", f"from {frm.id} {time.time():.3f}")
+            addr, body = f"{to.id}\\q", f"from {frm.id} {time.time():.3f}"
+            r = frm.run("send", addr, body)
             with self._lock:
                 if r.rc == 0:
                     self.sent += 1
-                    if hasattr(self.history, "sent"):  # the checker's "unaccounted" figure
-                        self.history.sent(frm.id, r.stdout.split()[-1])
+                    self.history.sent(frm.id, r.stdout.split()[-1], to=addr, body=body)
                 else:  # queueing is local (SQLite): it must not fail
                     self.send_failures.append(repr(r))
                     return
@@ -425,6 +425,7 @@ def test_sync_standby_lost_commits_hang(repl_pair, qagw, agent, uid, tmp_path):
     finally:
         tr.stop_senders()
     try:
+        assert not tr.send_failures, tr.send_failures[:3]
         rep = tr.history.drain(timeout=DRAIN_S)
         acks = tr.ack_times_ms()
         during = [t for t in acks if kill_ms + 1000 <= t <= back_ms]
