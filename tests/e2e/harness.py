@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import pwd
+import random
 import shutil
 import signal
 import socket
@@ -20,7 +21,7 @@ import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Set
 
 REPO = Path(__file__).resolve().parents[2]
 # QAGW_BUILD (e.g. build-asan, set by `make test-asan`) wins over BUILD; default build/.
@@ -82,11 +83,35 @@ def drain_events(lines: Dict[str, "queue.Queue"], events: Dict[str, list],
                 events[aid].append(ev)
 
 
+_ports_given: Set[int] = set()
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port nothing listens on right now (the kernel's choice for an ephemeral bind)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A port nothing is bound to right now, below the kernel's ephemeral range: a port
+    from that range could be taken as the local port of some outgoing connection while
+    its node is down, and the node's restart would fail to bind it. Never the same port
+    twice in one run."""
+    low = max(1024, _ephemeral_low() - 20000)
+    high = _ephemeral_low() - 1
+    for _ in range(1000):
+        port = random.randint(low, high)
+        if port in _ports_given:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        _ports_given.add(port)
+        return port
+    raise AssertionError(f"no free port in {low}..{high}")
 
 
 def port_open(port: int, host: str = "127.0.0.1", timeout: float = 0.2) -> bool:
