@@ -11,7 +11,8 @@ BUILD   ?= build
 #   openssl -> libssl-dev   hiredis -> libhiredis-dev   libpq -> libpq-dev
 #   sqlite3 -> libsqlite3-dev   jansson -> libjansson-dev   inih -> libinih-dev
 #   uuid -> uuid-dev   cmocka -> libcmocka-dev   libsystemd -> libsystemd-dev (sd_notify)
-PKGS_GW    = libevent libevent_pthreads libevent_openssl openssl hiredis libpq jansson inih libsystemd
+PKGS_GW    = libevent libevent_pthreads libevent_openssl openssl hiredis libpq jansson inih libsystemd \
+             uuid
 PKGS_AGENT = sqlite3 uuid jansson openssl
 PKGS_TEST  = cmocka
 # qabench (bench/): libmosquitto-dev, libnats-dev besides the above.

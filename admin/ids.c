@@ -1,55 +1,32 @@
-/* UUID parsing and formatting; see ids.h. */
+/* UUID parsing and formatting; see ids.h. libuuid does the work: its
+ * uuid_parse takes only the canonical (dashed) form, so the 32-digit form is
+ * given its dashes first. */
 #include "admin/ids.h"
 
-#include <stdio.h>
 #include <string.h>
-
-static int hexval(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
+#include <uuid/uuid.h>
 
 int adm_uuid_parse(const char *s, uint8_t out[16])
 {
 	size_t len = strlen(s);
-	int dashed;
-	if (len == 36)
-		dashed = 1;
-	else if (len == 32)
-		dashed = 0;
-	else
+	if (len == ADM_UUID_STR - 1)
+		return uuid_parse(s, out) == 0 ? 0 : -1;
+	if (len != 32)
 		return -1;
-	/* Dashes sit before hex digits 8, 12, 16 and 20, and nowhere else. */
-	const char *p = s;
+	/* Dashes before hex digits 8, 12, 16 and 20; a dash among the 32 lands
+	 * where uuid_parse wants a hex digit and is refused there. */
+	char canon[ADM_UUID_STR];
+	char *p = canon;
 	for (int i = 0; i < 32; i++) {
-		if (dashed && (i == 8 || i == 12 || i == 16 || i == 20) && *p++ != '-')
-			return -1;
-		int v = hexval(*p++);
-		if (v < 0)
-			return -1;
-		if (i % 2 == 0)
-			out[i / 2] = (uint8_t)(v << 4);
-		else
-			out[i / 2] |= (uint8_t)v;
+		if (i == 8 || i == 12 || i == 16 || i == 20)
+			*p++ = '-';
+		*p++ = s[i];
 	}
-	return 0;
+	*p = 0;
+	return uuid_parse(canon, out) == 0 ? 0 : -1;
 }
 
 void adm_uuid_format(const uint8_t id[16], char out[ADM_UUID_STR])
 {
-	static const char hex[] = "0123456789abcdef";
-	char *p = out;
-	for (int i = 0; i < 16; i++) {
-		if (i == 4 || i == 6 || i == 8 || i == 10)
-			*p++ = '-';
-		*p++ = hex[id[i] >> 4];
-		*p++ = hex[id[i] & 15];
-	}
-	*p = 0;
+	uuid_unparse_lower(id, out);
 }

@@ -21,6 +21,8 @@ static void test_canonical_form(void **state)
 	/* either case */
 	assert_int_equal(adm_uuid_parse("123E4567-E89B-12D3-A456-426614174000", id), 0);
 	assert_memory_equal(id, sample, 16);
+	assert_int_equal(adm_uuid_parse("123e4567-E89B-12d3-A456-426614174000", id), 0);
+	assert_memory_equal(id, sample, 16);
 }
 
 static void test_hex_form(void **state)
@@ -29,6 +31,8 @@ static void test_hex_form(void **state)
 	assert_int_equal(adm_uuid_parse("123e4567e89b12d3a456426614174000", id), 0);
 	assert_memory_equal(id, sample, 16);
 	assert_int_equal(adm_uuid_parse("123E4567E89B12D3A456426614174000", id), 0);
+	assert_memory_equal(id, sample, 16);
+	assert_int_equal(adm_uuid_parse("123e4567E89B12d3a456426614174000", id), 0);
 	assert_memory_equal(id, sample, 16);
 	assert_int_equal(adm_uuid_parse("00000000000000000000000000000000", id), 0);
 	uint8_t zero[16] = {0};
@@ -53,6 +57,16 @@ static void test_refused(void **state)
 	    "g23e4567e89b12d3a456426614174000",
 	    "{123e4567-e89b-12d3-a456-426614174000}",
 	    "123e4567-e89b-12d3-a456-426614174000 ",
+	    " 123e4567-e89b-12d3-a456-42661417400",
+	    "123e4567-e89b-12d3-a456-42661417400\n",
+	    "-23e4567e89b12d3a456426614174000",      /* 32 with a dash */
+	    "123e4567e89b-2d3a456426614174000",      /* 32 with a dash where one goes */
+	    "123e4567 e89b12d3a45642661417400",      /* 32 with a space */
+	    "+23e4567e89b12d3a456426614174000",
+	    "0x3e4567e89b12d3a456426614174000",
+	    "123e4567-e89b-12d3-a456-4266141740\xc3\xa9", /* 36 bytes, not hex */
+	    "------------------------------------",
+	    "--------------------------------",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
 		if (adm_uuid_parse(bad[i], id) != -1)
@@ -69,6 +83,13 @@ static void test_format(void **state)
 	assert_int_equal(adm_uuid_parse("FFEEDDCCBBAA99887766554433221100", id), 0);
 	adm_uuid_format(id, out);
 	assert_string_equal(out, "ffeeddcc-bbaa-9988-7766-554433221100");
+	/* the uppercase canonical form comes back lowercase */
+	assert_int_equal(adm_uuid_parse("FFEEDDCC-BBAA-9988-7766-554433221100", id), 0);
+	adm_uuid_format(id, out);
+	assert_string_equal(out, "ffeeddcc-bbaa-9988-7766-554433221100");
+	static const uint8_t zero[16] = {0};
+	adm_uuid_format(zero, out);
+	assert_string_equal(out, "00000000-0000-0000-0000-000000000000");
 }
 
 int main(void)
