@@ -11,6 +11,7 @@
 
 #include <event2/event.h>
 #include <inttypes.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -462,22 +463,21 @@ void rt_account(struct rt_redis *r, const char *prefix, const char *worker, cons
 	              strcmp(result, "failed") != 0;
 	if (latency_ms >= 0)
 		snprintf(lat, sizeof(lat), "%" PRId64, latency_ms);
-	char ev[400];
-	if (latency_ms >= 0)
-		snprintf(ev, sizeof(ev),
-		         "{\"ts_ms\":%" PRId64
-		         ",\"agent\":\"%s\",\"worker\":\"%s\",\"result\":\"%s\","
-		         "\"latency_ms\":%" PRId64 "}",
-		         now_ms(), agent, worker, result, latency_ms);
-	else
-		snprintf(ev, sizeof(ev),
-		         "{\"ts_ms\":%" PRId64
-		         ",\"agent\":\"%s\",\"worker\":\"%s\",\"result\":\"%s\"}",
-		         now_ms(), agent, worker, result);
+	/* The event admin/api_push.c reads back: ts_ms, agent, worker, result and
+	 * latency_ms (only when there is one), in that order. */
+	json_t *o = json_pack("{sIssssss}", "ts_ms", (json_int_t)now_ms(), "agent", agent, "worker",
+	                      worker, "result", result);
+	if (o && latency_ms >= 0)
+		json_object_set_new(o, "latency_ms", json_integer((json_int_t)latency_ms));
+	char *ev = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+	json_decref(o);
+	if (!ev) /* no memory (agent ids and worker names are ASCII: qs_ident.c) */
+		return;
 	const char *argv[] = {
 	    "EVAL", rt_lua_account,      "4", key, lat_key,           ev_key, agent_key,
 	    result, counted ? "1" : "0", lat, ev,  RT_AGENTPUSH_TTL_S};
 	rt_redis_commandv(r, NULL, NULL, 12, argv, NULL);
+	free(ev);
 }
 
 /* ---- the router ---- */
