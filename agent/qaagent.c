@@ -5,6 +5,8 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <jansson.h>
+#include <limits.h>
+#include <openssl/evp.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -107,26 +109,15 @@ static json_t *jstr(const char *p, size_t n)
 	return s != NULL ? s : json_string("");
 }
 
+/* body_base64: RFC 4648's alphabet with padding, on one line (EVP_EncodeBlock
+ * breaks no lines: that is EVP_EncodeUpdate's doing). NULL when out of memory. */
 static char *base64(const uint8_t *p, size_t n)
 {
-	static const char tab[] =
-	    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	char *out = malloc((n + 2) / 3 * 4 + 1);
-	size_t o = 0;
-	if (out == NULL)
+	if (n > (size_t)INT_MAX / 4 * 3 - 3) /* EVP_EncodeBlock counts in int */
 		return NULL;
-	for (size_t i = 0; i < n; i += 3) {
-		uint32_t v = (uint32_t)p[i] << 16;
-		if (i + 1 < n)
-			v |= (uint32_t)p[i + 1] << 8;
-		if (i + 2 < n)
-			v |= p[i + 2];
-		out[o++] = tab[(v >> 18) & 63];
-		out[o++] = tab[(v >> 12) & 63];
-		out[o++] = i + 1 < n ? tab[(v >> 6) & 63] : '=';
-		out[o++] = i + 2 < n ? tab[v & 63] : '=';
-	}
-	out[o] = '\0';
+	char *out = malloc((n + 2) / 3 * 4 + 1);
+	if (out != NULL)
+		EVP_EncodeBlock((unsigned char *)out, p, (int)n); /* NUL-terminates */
 	return out;
 }
 
