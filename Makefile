@@ -11,8 +11,9 @@ BUILD   ?= build
 #   openssl -> libssl-dev   hiredis -> libhiredis-dev   libpq -> libpq-dev
 #   sqlite3 -> libsqlite3-dev   jansson -> libjansson-dev   inih -> libinih-dev
 #   uuid -> uuid-dev   cmocka -> libcmocka-dev   libsystemd -> libsystemd-dev (sd_notify)
+#   libcurl -> libcurl4-openssl-dev (the admin-port client of `qagw workers` / `qagw agents`)
 PKGS_GW    = libevent libevent_pthreads libevent_openssl openssl hiredis libpq jansson inih libsystemd \
-             uuid
+             uuid libcurl
 PKGS_AGENT = sqlite3 uuid jansson openssl
 PKGS_TEST  = cmocka
 # qabench (bench/): libmosquitto-dev, libnats-dev besides the above.

@@ -1,57 +1,63 @@
-/* Admin-port subcommands of the qagw program; see cli.h. One request per
- * connection (Connection: close), blocking I/O bounded by a deadline. */
+/* Admin-port subcommands of the qagw program; see cli.h. One blocking GET per
+ * connection (Connection: close) through libcurl's easy API, bounded by a
+ * connect and a total timeout; libcurl decodes chunked bodies. */
 #include "gateway/cli.h"
 
 #include <arpa/inet.h>
+#include <curl/curl.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <jansson.h>
 #include <netinet/in.h>
-#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
-#include <unistd.h>
 
 #ifndef QAGW_VERSION /* the Makefile defines it; builds that do not (fuzz) still link */
 #define QAGW_VERSION "unknown"
 #endif
 
 #define CONNECT_TIMEOUT_MS 3000
-#define REQUEST_TIMEOUT_MS 15000      /* the admin port answers within its own 10 s */
-#define MAX_RESPONSE       (16 << 20) /* bytes */
+#define REQUEST_TIMEOUT_MS 15000      /* the whole GET; the admin port answers within 10 s */
+#define MAX_RESPONSE       (16 << 20) /* body bytes */
 
 struct http_reply {
 	int status;
-	char *head; /* the whole response; body points into it */
-	char *body;
+	char *body; /* owned, NUL-terminated, never NULL after http_get */
 	size_t body_len;
+	size_t cap;     /* bytes allocated for body, its NUL included */
+	int too_large;  /* the body passed MAX_RESPONSE: the transfer was cut */
+	int no_memory;
 };
 
-static int64_t now_ms(void)
+/* libcurl's write callback: appends to reply->body. A short count ends the
+ * transfer with CURLE_WRITE_ERROR; the flags say why. */
+static size_t on_body(char *p, size_t size, size_t n, void *arg)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-/* Waits for events on fd until the deadline; 1 ready, 0 timed out, -1 error. */
-static int wait_fd(int fd, short events, int64_t deadline)
-{
-	for (;;) {
-		int64_t left = deadline - now_ms();
-		if (left <= 0)
-			return 0;
-		struct pollfd p = {fd, events, 0};
-		int r = poll(&p, 1, (int)left);
-		if (r < 0 && errno == EINTR)
-			continue;
-		return r < 0 ? -1 : r;
+	struct http_reply *reply = arg;
+	size_t len = size * n;
+	if (len > MAX_RESPONSE - reply->body_len) {
+		reply->too_large = 1;
+		return 0;
 	}
+	if (reply->body_len + len + 1 > reply->cap) {
+		size_t cap = reply->cap * 2;
+		if (cap < reply->body_len + len + 1)
+			cap = reply->body_len + len + 1;
+		char *more = realloc(reply->body, cap);
+		if (!more) {
+			reply->no_memory = 1;
+			return 0;
+		}
+		reply->body = more;
+		reply->cap = cap;
+	}
+	memcpy(reply->body + reply->body_len, p, len);
+	reply->body_len += len;
+	reply->body[reply->body_len] = 0;
+	return len;
 }
 
 /* The admin listen address as a client reaches it: a wildcard listen
@@ -77,175 +83,138 @@ static void admin_target(const struct gw_config *c, struct sockaddr_storage *sa,
 	}
 }
 
-/* Connects with a timeout; returns the socket or -1 with err. */
-static int dial(const struct gw_config *c, const char *where, char *err, size_t errlen)
+/* Says why a transfer failed; returns the exit code: UNREACHABLE when there
+ * was no connection or no (whole) answer, FAILURE otherwise. */
+static int transfer_error(CURL *h, CURLcode rc, const struct gw_config *c, const char *addr,
+                          const char *detail, const struct http_reply *reply, char *err,
+                          size_t errlen)
 {
-	struct sockaddr_storage sa;
-	char addr[80];
-	admin_target(c, &sa, addr, sizeof(addr));
-	int fd = socket(sa.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (fd < 0) {
-		snprintf(err, errlen, "socket: %s", strerror(errno));
-		return -1;
-	}
-	socklen_t salen =
-	    sa.ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
-	int rc = connect(fd, (struct sockaddr *)&sa, salen);
-	if (rc != 0 && errno == EINPROGRESS) {
-		int w = wait_fd(fd, POLLOUT, now_ms() + CONNECT_TIMEOUT_MS);
-		int soerr = 0;
-		socklen_t l = sizeof(soerr);
-		if (w <= 0) {
-			errno = w == 0 ? ETIMEDOUT : errno;
-			rc = -1;
-		} else if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &soerr, &l) != 0 || soerr) {
-			errno = soerr ? soerr : errno;
-			rc = -1;
-		} else {
-			rc = 0;
+	long os_errno = 0;
+	curl_off_t connect_us = 0;
+	curl_easy_getinfo(h, CURLINFO_OS_ERRNO, &os_errno);
+	curl_easy_getinfo(h, CURLINFO_CONNECT_TIME_T, &connect_us);
+	if (!detail[0])
+		detail = curl_easy_strerror(rc);
+	switch (rc) {
+	case CURLE_COULDNT_CONNECT:
+	case CURLE_OPERATION_TIMEDOUT:
+		if (rc == CURLE_COULDNT_CONNECT || connect_us == 0) {
+			int e = os_errno ? (int)os_errno
+			                 : rc == CURLE_OPERATION_TIMEDOUT ? ETIMEDOUT : ECONNREFUSED;
+			snprintf(err, errlen, "cannot reach the admin port %s (from %.200s): %s", addr,
+			         c->path, strerror(e));
+			return GW_EXIT_UNREACHABLE;
 		}
-	}
-	if (rc != 0) {
-		snprintf(err, errlen, "cannot reach the admin port %s (from %.200s): %s", addr,
-		         where, strerror(errno));
-		close(fd);
-		return -1;
-	}
-	return fd;
-}
-
-/* Decodes a chunked body in place; returns its length or -1. */
-static long dechunk(char *p, size_t len)
-{
-	char *out = p, *end = p + len;
-	for (;;) {
-		char *nl = memchr(p, '\n', (size_t)(end - p));
-		if (!nl)
-			return -1;
-		char *e;
-		unsigned long n = strtoul(p, &e, 16);
-		if (e == p || n > (size_t)(end - nl - 1))
-			return -1;
-		if (n == 0)
-			return out - (end - len);
-		memmove(out, nl + 1, n);
-		out += n;
-		p = nl + 1 + n;
-		if (p < end && *p == '\r')
-			p++;
-		if (p < end && *p == '\n')
-			p++;
+		snprintf(err, errlen, "the admin port %s did not answer within %d s: %s",
+		         c->admin_listen, REQUEST_TIMEOUT_MS / 1000, strerror(ETIMEDOUT));
+		return GW_EXIT_UNREACHABLE;
+	case CURLE_GOT_NOTHING:
+		snprintf(err, errlen, "the admin port %s sent no HTTP response", c->admin_listen);
+		return GW_EXIT_UNREACHABLE;
+	case CURLE_SEND_ERROR:
+	case CURLE_RECV_ERROR:
+	case CURLE_PARTIAL_FILE:
+		snprintf(err, errlen, "the admin port %s did not answer: %s", c->admin_listen,
+		         os_errno ? strerror((int)os_errno) : detail);
+		return GW_EXIT_UNREACHABLE;
+	case CURLE_WEIRD_SERVER_REPLY:
+	case CURLE_UNSUPPORTED_PROTOCOL: /* an HTTP/0.9 answer, i.e. not HTTP */
+		snprintf(err, errlen, "the admin port %s sent no HTTP response", c->admin_listen);
+		return GW_EXIT_FAILURE;
+	case CURLE_WRITE_ERROR:
+	case CURLE_OUT_OF_MEMORY:
+		if (reply->too_large)
+			snprintf(err, errlen, "response larger than %d bytes", MAX_RESPONSE);
+		else
+			snprintf(err, errlen, "out of memory");
+		return GW_EXIT_FAILURE;
+	default:
+		snprintf(err, errlen, "the admin port %s: %s", c->admin_listen, detail);
+		return GW_EXIT_FAILURE;
 	}
 }
 
-/* GET path. Returns GW_EXIT_OK with reply filled, GW_EXIT_UNREACHABLE (no
- * connection or no answer) or GW_EXIT_FAILURE (not HTTP), with err. */
+/* GET path. Returns GW_EXIT_OK with reply filled (reply->body is the
+ * caller's to free, also on failure), GW_EXIT_UNREACHABLE (no connection or
+ * no answer) or GW_EXIT_FAILURE (not HTTP), with err. */
 static int http_get(const struct gw_config *c, const char *path, struct http_reply *reply,
                     char *err, size_t errlen)
 {
 	memset(reply, 0, sizeof(*reply));
-	int fd = dial(c, c->path, err, errlen);
-	if (fd < 0)
-		return GW_EXIT_UNREACHABLE;
+	reply->cap = 8192;
+	reply->body = malloc(reply->cap);
+	if (!reply->body) {
+		snprintf(err, errlen, "out of memory");
+		return GW_EXIT_FAILURE;
+	}
+	reply->body[0] = 0;
 	/* Host names the address dialled (a wildcard listen is reached on
 	 * loopback): the admin port accepts a loopback address or its own listen
 	 * address (docs/admin.md), and refuses "0.0.0.0:8439". */
 	struct sockaddr_storage sa;
-	char host[80];
+	char host[80], url[2048], host_h[100], auth_h[sizeof(c->admin_token) + 32];
 	admin_target(c, &sa, host, sizeof(host));
-	char req[2048];
-	int n = snprintf(req, sizeof(req),
-	                 "GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: qagw/" QAGW_VERSION
-	                 "\r\nAccept: application/json\r\n%s%s%sConnection: close\r\n\r\n",
-	                 path, host, c->admin_token[0] ? "Authorization: Bearer " : "",
-	                 c->admin_token, c->admin_token[0] ? "\r\n" : "");
-	if (n < 0 || (size_t)n >= sizeof(req)) {
-		close(fd);
+	int n = snprintf(url, sizeof(url), "http://%s%s", host, path);
+	if (n < 0 || (size_t)n >= sizeof(url)) {
 		snprintf(err, errlen, "request too long");
 		return GW_EXIT_FAILURE;
 	}
-	int64_t deadline = now_ms() + REQUEST_TIMEOUT_MS;
-	for (size_t off = 0; off < (size_t)n;) {
-		ssize_t w = send(fd, req + off, (size_t)n - off, MSG_NOSIGNAL);
-		if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
-			if (wait_fd(fd, POLLOUT, deadline) <= 0)
-				goto no_answer;
-			continue;
-		}
-		if (w <= 0)
-			goto no_answer;
-		off += (size_t)w;
-	}
-	size_t len = 0, cap = 8192;
-	char *buf = malloc(cap + 1);
-	if (!buf) {
-		close(fd);
-		snprintf(err, errlen, "out of memory");
+	snprintf(host_h, sizeof(host_h), "Host: %s", host);
+	snprintf(auth_h, sizeof(auth_h), "Authorization: Bearer %s", c->admin_token);
+
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+		snprintf(err, errlen, "cannot initialise libcurl");
 		return GW_EXIT_FAILURE;
 	}
-	for (;;) {
-		if (len == cap) {
-			if (cap >= MAX_RESPONSE) {
-				free(buf);
-				close(fd);
-				snprintf(err, errlen, "response larger than %d bytes",
-				         MAX_RESPONSE);
-				return GW_EXIT_FAILURE;
-			}
-			char *more = realloc(buf, cap * 2 + 1);
-			if (!more) {
-				free(buf);
-				close(fd);
-				snprintf(err, errlen, "out of memory");
-				return GW_EXIT_FAILURE;
-			}
-			buf = more;
-			cap *= 2;
-		}
-		ssize_t r = recv(fd, buf + len, cap - len, 0);
-		if (r > 0) {
-			len += (size_t)r;
+	CURL *h = curl_easy_init();
+	struct curl_slist *headers = NULL, *more;
+	int ok = h != NULL;
+	const char *lines[] = {host_h, "Accept: application/json",
+	                       c->admin_token[0] ? auth_h : NULL, "Connection: close"};
+	for (size_t i = 0; ok && i < sizeof(lines) / sizeof(lines[0]); i++) {
+		if (!lines[i])
 			continue;
+		more = curl_slist_append(headers, lines[i]);
+		if (!more)
+			ok = 0;
+		else
+			headers = more;
+	}
+	char detail[CURL_ERROR_SIZE] = "";
+	/* No proxy whatever the environment says (http_proxy, ...): the admin
+	 * port is dialled directly, as the address in the configuration. */
+	if (ok && (curl_easy_setopt(h, CURLOPT_URL, url) != CURLE_OK ||
+	           curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http") != CURLE_OK ||
+	           curl_easy_setopt(h, CURLOPT_PROXY, "") != CURLE_OK ||
+	           curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1) != CURLE_OK ||
+	           curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers) != CURLE_OK ||
+	           curl_easy_setopt(h, CURLOPT_USERAGENT, "qagw/" QAGW_VERSION) != CURLE_OK ||
+	           curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
+	           curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)CONNECT_TIMEOUT_MS) != CURLE_OK ||
+	           curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)REQUEST_TIMEOUT_MS) != CURLE_OK ||
+	           curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK ||
+	           curl_easy_setopt(h, CURLOPT_WRITEDATA, reply) != CURLE_OK ||
+	           curl_easy_setopt(h, CURLOPT_ERRORBUFFER, detail) != CURLE_OK))
+		ok = 0;
+	int rc;
+	if (!ok) {
+		snprintf(err, errlen, "cannot set up the request (libcurl)");
+		rc = GW_EXIT_FAILURE;
+	} else {
+		CURLcode cr = curl_easy_perform(h);
+		long status = 0;
+		if (cr == CURLE_OK) {
+			curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &status);
+			reply->status = (int)status;
+			rc = GW_EXIT_OK;
+		} else {
+			rc = transfer_error(h, cr, c, host, detail, reply, err, errlen);
 		}
-		if (r == 0)
-			break;
-		if (errno == EINTR)
-			continue;
-		if (errno == EAGAIN && wait_fd(fd, POLLIN, deadline) > 0)
-			continue;
-		free(buf);
-		goto no_answer;
 	}
-	close(fd);
-	buf[len] = 0;
-	char *sep = strstr(buf, "\r\n\r\n");
-	int status;
-	if (!sep || sscanf(buf, "HTTP/1.%*d %d", &status) != 1) {
-		free(buf);
-		snprintf(err, errlen, "the admin port %s sent no HTTP response", c->admin_listen);
-		return len == 0 ? GW_EXIT_UNREACHABLE : GW_EXIT_FAILURE;
-	}
-	*sep = 0;
-	reply->status = status;
-	reply->head = buf;
-	reply->body = sep + 4;
-	reply->body_len = len - (size_t)(reply->body - buf);
-	if (strcasestr(buf, "\ntransfer-encoding: chunked")) {
-		long b = dechunk(reply->body, reply->body_len);
-		if (b < 0) {
-			free(buf);
-			snprintf(err, errlen, "bad chunked response");
-			return GW_EXIT_FAILURE;
-		}
-		reply->body_len = (size_t)b;
-	}
-	reply->body[reply->body_len] = 0;
-	return GW_EXIT_OK;
-no_answer:
-	snprintf(err, errlen, "the admin port %s did not answer within %d s: %s", c->admin_listen,
-	         REQUEST_TIMEOUT_MS / 1000, strerror(errno ? errno : ETIMEDOUT));
-	close(fd);
-	return GW_EXIT_UNREACHABLE;
+	curl_slist_free_all(headers);
+	curl_easy_cleanup(h);
+	curl_global_cleanup();
+	return rc;
 }
 
 /* GET path and parse the JSON. Returns GW_EXIT_OK with *out and the raw
@@ -338,7 +307,7 @@ int gw_cli_workers(const struct gw_config *c, int json)
 	struct http_reply reply;
 	int rc = get_json(c, "workers", "/api/workers", &list, &reply);
 	if (rc != GW_EXIT_OK) {
-		free(reply.head);
+		free(reply.body);
 		return rc;
 	}
 	if (json) {
@@ -371,7 +340,7 @@ int gw_cli_workers(const struct gw_config *c, int json)
 		rc = fflush(stdout) == 0 ? GW_EXIT_OK : GW_EXIT_FAILURE;
 	}
 	json_decref(list);
-	free(reply.head);
+	free(reply.body);
 	return rc;
 }
 
@@ -425,13 +394,13 @@ int gw_cli_agent(const struct gw_config *c, const char *id, int json)
 	snprintf(what, sizeof(what), "agents %.256s", id);
 	int rc = get_json(c, what, path, &a, &reply);
 	if (rc != GW_EXIT_OK) {
-		free(reply.head);
+		free(reply.body);
 		return rc;
 	}
 	if (json) {
 		rc = print_raw(&reply);
 		json_decref(a);
-		free(reply.head);
+		free(reply.body);
 		return rc;
 	}
 	char cell[512];
@@ -464,6 +433,6 @@ int gw_cli_agent(const struct gw_config *c, const char *id, int json)
 	line_of("source:", json_object_get(a, "source"));
 	rc = fflush(stdout) == 0 ? GW_EXIT_OK : GW_EXIT_FAILURE;
 	json_decref(a);
-	free(reply.head);
+	free(reply.body);
 	return rc;
 }

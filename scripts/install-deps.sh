@@ -7,7 +7,7 @@ set -euo pipefail
 PKGS=(
   build-essential pkg-config clang libclang-rt-14-dev
   libevent-dev libssl-dev libhiredis-dev libpq-dev libsqlite3-dev
-  libjansson-dev libinih-dev uuid-dev libcmocka-dev uthash-dev
+  libjansson-dev libinih-dev uuid-dev libcmocka-dev uthash-dev libcurl4-openssl-dev
   postgresql-15 redis-server sqlite3
   python3 python3-pytest python3-psycopg2
   libmosquitto-dev libnats-dev mosquitto nats-server gnuplot-nox
