@@ -27,8 +27,8 @@ struct http_reply {
 	int status;
 	char *body; /* owned, NUL-terminated, never NULL after http_get */
 	size_t body_len;
-	size_t cap;     /* bytes allocated for body, its NUL included */
-	int too_large;  /* the body passed MAX_RESPONSE: the transfer was cut */
+	size_t cap;    /* bytes allocated for body, its NUL included */
+	int too_large; /* the body passed MAX_RESPONSE: the transfer was cut */
 	int no_memory;
 };
 
@@ -99,10 +99,11 @@ static int transfer_error(CURL *h, CURLcode rc, const struct gw_config *c, const
 	case CURLE_COULDNT_CONNECT:
 	case CURLE_OPERATION_TIMEDOUT:
 		if (rc == CURLE_COULDNT_CONNECT || connect_us == 0) {
-			int e = os_errno ? (int)os_errno
-			                 : rc == CURLE_OPERATION_TIMEDOUT ? ETIMEDOUT : ECONNREFUSED;
-			snprintf(err, errlen, "cannot reach the admin port %s (from %.200s): %s", addr,
-			         c->path, strerror(e));
+			int e = rc == CURLE_OPERATION_TIMEDOUT ? ETIMEDOUT : ECONNREFUSED;
+			if (os_errno)
+				e = (int)os_errno;
+			snprintf(err, errlen, "cannot reach the admin port %s (from %.200s): %s",
+			         addr, c->path, strerror(e));
 			return GW_EXIT_UNREACHABLE;
 		}
 		snprintf(err, errlen, "the admin port %s did not answer within %d s: %s",
@@ -132,6 +133,27 @@ static int transfer_error(CURL *h, CURLcode rc, const struct gw_config *c, const
 		snprintf(err, errlen, "the admin port %s: %s", c->admin_listen, detail);
 		return GW_EXIT_FAILURE;
 	}
+}
+
+/* The GET's options. No proxy whatever the environment says (http_proxy,
+ * ...): the admin port is dialled directly, at its configured address. */
+static int set_options(CURL *h, const char *url, struct curl_slist *headers,
+                       struct http_reply *reply, char *detail)
+{
+	if (curl_easy_setopt(h, CURLOPT_URL, url) != CURLE_OK ||
+	    curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http") != CURLE_OK ||
+	    curl_easy_setopt(h, CURLOPT_PROXY, "") != CURLE_OK ||
+	    curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1) != CURLE_OK ||
+	    curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers) != CURLE_OK ||
+	    curl_easy_setopt(h, CURLOPT_USERAGENT, "qagw/" QAGW_VERSION) != CURLE_OK ||
+	    curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
+	    curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)CONNECT_TIMEOUT_MS) != CURLE_OK ||
+	    curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)REQUEST_TIMEOUT_MS) != CURLE_OK ||
+	    curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK ||
+	    curl_easy_setopt(h, CURLOPT_WRITEDATA, reply) != CURLE_OK ||
+	    curl_easy_setopt(h, CURLOPT_ERRORBUFFER, detail) != CURLE_OK)
+		return -1;
+	return 0;
 }
 
 /* GET path. Returns GW_EXIT_OK with reply filled (reply->body is the
@@ -181,20 +203,7 @@ static int http_get(const struct gw_config *c, const char *path, struct http_rep
 			headers = more;
 	}
 	char detail[CURL_ERROR_SIZE] = "";
-	/* No proxy whatever the environment says (http_proxy, ...): the admin
-	 * port is dialled directly, as the address in the configuration. */
-	if (ok && (curl_easy_setopt(h, CURLOPT_URL, url) != CURLE_OK ||
-	           curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http") != CURLE_OK ||
-	           curl_easy_setopt(h, CURLOPT_PROXY, "") != CURLE_OK ||
-	           curl_easy_setopt(h, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1) != CURLE_OK ||
-	           curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers) != CURLE_OK ||
-	           curl_easy_setopt(h, CURLOPT_USERAGENT, "qagw/" QAGW_VERSION) != CURLE_OK ||
-	           curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L) != CURLE_OK ||
-	           curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, (long)CONNECT_TIMEOUT_MS) != CURLE_OK ||
-	           curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, (long)REQUEST_TIMEOUT_MS) != CURLE_OK ||
-	           curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, on_body) != CURLE_OK ||
-	           curl_easy_setopt(h, CURLOPT_WRITEDATA, reply) != CURLE_OK ||
-	           curl_easy_setopt(h, CURLOPT_ERRORBUFFER, detail) != CURLE_OK))
+	if (ok && set_options(h, url, headers, reply, detail) != 0)
 		ok = 0;
 	int rc;
 	if (!ok) {

@@ -60,7 +60,7 @@ static void same(const uint8_t *p, size_t n)
 static void test_rfc4648_vectors(void **state)
 {
 	static const char *const in[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
-	static const char *const out[] = {"",         "Zg==",     "Zm8=",        "Zm9v",
+	static const char *const out[] = {"",         "Zg==",     "Zm8=",    "Zm9v",
 	                                  "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
 	for (size_t i = 0; i < sizeof(in) / sizeof(in[0]); i++) {
 		char *b = encode((const uint8_t *)in[i], strlen(in[i]));
