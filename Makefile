@@ -31,6 +31,8 @@ ALL_CFLAGS = -std=c17 -D_GNU_SOURCE $(WARN) $(CFLAGS) -I. $(PKG_CFLAGS) -MMD -MP
              -DQAGW_VERSION='"$(VERSION)"'
 LDFLAGS ?=
 
+# common/: logging and the clocks, the bottom layer every program links.
+COMMON_SRC = $(wildcard common/*.c)
 PROTO_SRC = $(wildcard proto/*.c)
 STORE_SRC = $(wildcard store/*.c) $(STORE_GEN)
 # store/sql/ (migrations and functions) embedded as C strings (store/sql.h)
@@ -56,6 +58,7 @@ BENCH_SRC = $(wildcard bench/*.c)
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(filter-out $(BUILD)/%,$(1))) \
       $(patsubst %.c,%.o,$(filter $(BUILD)/%,$(1)))
 
+LIBCOMMON = $(BUILD)/libqacommon.a
 LIBPROTO  = $(BUILD)/libqsproto.a
 LIBGW     = $(BUILD)/libqagw.a
 LIBAGENT  = $(BUILD)/libqaagent.a
@@ -102,6 +105,10 @@ $(BUILD)/gen/%.o: $(BUILD)/gen/%.c
 # the programs that print the version (--version) are rebuilt when it changes
 $(BUILD)/obj/gateway/main.o $(BUILD)/obj/agent/qaagent.o: VERSION
 
+$(LIBCOMMON): $(call obj,$(COMMON_SRC))
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
 $(LIBPROTO): $(call obj,$(PROTO_SRC))
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
@@ -114,30 +121,31 @@ $(LIBAGENT): $(call obj,$(AGENT_SRC))
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(QAGW): $(call obj,gateway/main.c) $(LIBGW) $(LIBPROTO)
+$(QAGW): $(call obj,gateway/main.c) $(LIBGW) $(LIBPROTO) $(LIBCOMMON)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_GW)
 
-$(QAAGENT): $(call obj,agent/qaagent.c) $(LIBAGENT) $(LIBPROTO)
+$(QAAGENT): $(call obj,agent/qaagent.c) $(LIBAGENT) $(LIBPROTO) $(LIBCOMMON)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_AGENT)
 
 $(BUILD)/obj/bench/%.o: bench/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(BENCH_CFLAGS) -c $< -o $@
 
-$(QABENCH): $(call obj,$(BENCH_SRC)) $(LIBPROTO)
+$(QABENCH): $(call obj,$(BENCH_SRC)) $(LIBPROTO) $(LIBCOMMON)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_BENCH)
 
 # Unit tests link only the module they test: test_proto_* the codec,
-# test_agent_* libqaagent, test_gw_* the gateway library (gateway, store, admin).
+# test_agent_* libqaagent, test_gw_* the gateway library (gateway, store, admin);
+# all but the codec's also link common/ (logging, the clocks).
 $(BUILD)/tests/test_proto_%: $(call obj,tests/unit/test_proto_%.c) $(LIBPROTO)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_TEST)
 
-$(BUILD)/tests/test_agent_%: $(call obj,tests/unit/test_agent_%.c) $(LIBAGENT) $(LIBPROTO)
+$(BUILD)/tests/test_agent_%: $(call obj,tests/unit/test_agent_%.c) $(LIBAGENT) $(LIBPROTO) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_AGENT) $(LIBS_TEST)
 
-$(BUILD)/tests/test_gw_%: $(call obj,tests/unit/test_gw_%.c) $(LIBGW) $(LIBPROTO)
+$(BUILD)/tests/test_gw_%: $(call obj,tests/unit/test_gw_%.c) $(LIBGW) $(LIBPROTO) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_GW) $(LIBS_TEST)
 
@@ -151,17 +159,17 @@ FUZZ_CFLAGS = -std=c17 -D_GNU_SOURCE -g -O1 -I. $(PKG_CFLAGS) -DQAGW_VERSION='"$
 $(BUILD)/fuzz/fuzz_frame: tests/fuzz/fuzz_frame.c $(PROTO_SRC)
 	@mkdir -p $(dir $@)
 	$(CLANG) $(FUZZ_CFLAGS) -o $@ $^
-$(BUILD)/fuzz/fuzz_stream: tests/fuzz/fuzz_stream.c $(PROTO_SRC) $(AGENT_SRC)
+$(BUILD)/fuzz/fuzz_stream: tests/fuzz/fuzz_stream.c $(COMMON_SRC) $(PROTO_SRC) $(AGENT_SRC)
 	@mkdir -p $(dir $@)
 	$(CLANG) $(FUZZ_CFLAGS) -o $@ $^ $(LIBS_AGENT)
-$(BUILD)/fuzz/fuzz_config: tests/fuzz/fuzz_config.c $(PROTO_SRC) $(GW_SRC) $(ROUTER_SRC) $(STORE_SRC) $(ADMIN_SRC)
+$(BUILD)/fuzz/fuzz_config: tests/fuzz/fuzz_config.c $(COMMON_SRC) $(PROTO_SRC) $(GW_SRC) $(ROUTER_SRC) $(STORE_SRC) $(ADMIN_SRC)
 	@mkdir -p $(dir $@)
 	$(CLANG) $(FUZZ_CFLAGS) -o $@ $^ $(LIBS_GW)
 $(BUILD)/fuzz/fuzz_webguard: tests/fuzz/fuzz_webguard.c admin/webguard.c
 	@mkdir -p $(dir $@)
 	$(CLANG) $(FUZZ_CFLAGS) -o $@ $^
 # fuzz_session answers the store's statements itself (see the file): st_submit is wrapped.
-$(BUILD)/fuzz/fuzz_session: tests/fuzz/fuzz_session.c $(PROTO_SRC) $(GW_SRC) $(ROUTER_SRC) $(STORE_SRC) $(ADMIN_SRC)
+$(BUILD)/fuzz/fuzz_session: tests/fuzz/fuzz_session.c $(COMMON_SRC) $(PROTO_SRC) $(GW_SRC) $(ROUTER_SRC) $(STORE_SRC) $(ADMIN_SRC)
 	@mkdir -p $(dir $@)
 	$(CLANG) $(FUZZ_CFLAGS) -Wl,--wrap=st_submit,--wrap=st_op_cancel -o $@ $^ $(LIBS_GW)
 

@@ -2,6 +2,8 @@
  * connection (Connection: close), blocking I/O bounded by a deadline. */
 #include "gateway/cli.h"
 
+#include "common/clock.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -32,18 +34,11 @@ struct http_reply {
 	size_t body_len;
 };
 
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Waits for events on fd until the deadline; 1 ready, 0 timed out, -1 error. */
 static int wait_fd(int fd, short events, int64_t deadline)
 {
 	for (;;) {
-		int64_t left = deadline - now_ms();
+		int64_t left = deadline - gw_mono_ms();
 		if (left <= 0)
 			return 0;
 		struct pollfd p = {fd, events, 0};
@@ -92,7 +87,7 @@ static int dial(const struct gw_config *c, const char *where, char *err, size_t 
 	    sa.ss_family == AF_INET ? sizeof(struct sockaddr_in) : sizeof(struct sockaddr_in6);
 	int rc = connect(fd, (struct sockaddr *)&sa, salen);
 	if (rc != 0 && errno == EINPROGRESS) {
-		int w = wait_fd(fd, POLLOUT, now_ms() + CONNECT_TIMEOUT_MS);
+		int w = wait_fd(fd, POLLOUT, gw_mono_ms() + CONNECT_TIMEOUT_MS);
 		int soerr = 0;
 		socklen_t l = sizeof(soerr);
 		if (w <= 0) {
@@ -164,7 +159,7 @@ static int http_get(const struct gw_config *c, const char *path, struct http_rep
 		snprintf(err, errlen, "request too long");
 		return GW_EXIT_FAILURE;
 	}
-	int64_t deadline = now_ms() + REQUEST_TIMEOUT_MS;
+	int64_t deadline = gw_mono_ms() + REQUEST_TIMEOUT_MS;
 	for (size_t off = 0; off < (size_t)n;) {
 		ssize_t w = send(fd, req + off, (size_t)n - off, MSG_NOSIGNAL);
 		if (w < 0 && (errno == EAGAIN || errno == EINTR)) {
@@ -306,9 +301,7 @@ static void stamp(const json_t *v, char *out, size_t len)
 	time_t t = (time_t)(ms / 1000);
 	struct tm tm;
 	gmtime_r(&t, &tm);
-	struct timespec now;
-	clock_gettime(CLOCK_REALTIME, &now);
-	long long age = (long long)now.tv_sec - (long long)t;
+	long long age = (long long)(gw_wall_ms() / 1000) - (long long)t;
 	snprintf(out, len, "%04d-%02d-%02dT%02d:%02d:%02dZ (%lld s ago)", tm.tm_year + 1900,
 	         tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, age < 0 ? 0 : age);
 }

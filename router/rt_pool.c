@@ -3,7 +3,8 @@
  * push) are single Lua scripts. */
 #include "router/rt_pool.h"
 
-#include "gateway/log.h"
+#include "common/clock.h"
+#include "common/log.h"
 #include "router/rt_redis.h"
 #include "router/rt_ring.h"
 #include "router/rt_keys.h"
@@ -61,13 +62,6 @@ struct rt_pool {
 
 /* The scripts: router/lua/, declared in rt_scripts.h (KEYS and ARGV at the top of each
  * file). Key names: rt_keys.h. */
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void refresh_view(struct rt_pool *p);
 
@@ -223,7 +217,7 @@ void rt_pool_heartbeat(struct rt_pool *p, const struct rt_worker_info *info)
 	snprintf(key, sizeof(key), "%s" RT_KEY_WORKER "%s", p->prefix, p->worker);
 	snprintf(sessions, sizeof(sessions), "%d", info->sessions);
 	snprintf(onp, sizeof(onp), "%d", info->on_primary);
-	snprintf(now, sizeof(now), "%" PRId64, now_ms());
+	snprintf(now, sizeof(now), "%" PRId64, gw_wall_ms());
 	snprintf(cap, sizeof(cap), "%d", p->capacity);
 	snprintf(syncs, sizeof(syncs), "%.1f", info->syncs_per_s);
 	/* load: the live signal the router's operators watch, sessions plus
@@ -346,7 +340,7 @@ int rt_pool_claim(struct rt_pool *p, const struct rt_claim *c, int announce_only
 	snprintf(key, sizeof(key), "%s" RT_KEY_AGENT "%s", p->prefix, c->agent);
 	snprintf(ekey, sizeof(ekey), "%s" RT_KEY_EPOCH, p->prefix);
 	snprintf(since, sizeof(since), "%" PRId64, c->since_ms);
-	snprintf(now, sizeof(now), "%" PRId64, now_ms());
+	snprintf(now, sizeof(now), "%" PRId64, gw_wall_ms());
 	snprintf(ra, sizeof(ra), "%" PRId64, p->reassign_after_ms);
 	order[0] = 0;
 	if (!c->pinned)
@@ -468,12 +462,12 @@ void rt_account(struct rt_redis *r, const char *prefix, const char *worker, cons
 		         "{\"ts_ms\":%" PRId64
 		         ",\"agent\":\"%s\",\"worker\":\"%s\",\"result\":\"%s\","
 		         "\"latency_ms\":%" PRId64 "}",
-		         now_ms(), agent, worker, result, latency_ms);
+		         gw_wall_ms(), agent, worker, result, latency_ms);
 	else
 		snprintf(ev, sizeof(ev),
 		         "{\"ts_ms\":%" PRId64
 		         ",\"agent\":\"%s\",\"worker\":\"%s\",\"result\":\"%s\"}",
-		         now_ms(), agent, worker, result);
+		         gw_wall_ms(), agent, worker, result);
 	const char *argv[] = {
 	    "EVAL", rt_lua_account,      "4", key, lat_key,           ev_key, agent_key,
 	    result, counted ? "1" : "0", lat, ev,  RT_AGENTPUSH_TTL_S};
@@ -584,7 +578,7 @@ static void on_view(void *arg, redisReply *r)
 		w->assigned = int_field(e->element[8]);
 	}
 	v->n = n;
-	v->updated_ms = now_ms();
+	v->updated_ms = gw_wall_ms();
 	if (p->leaving)
 		mark_self_leaving(p);
 	rebuild_ring(p);
@@ -798,7 +792,7 @@ static void on_sweep_lock(void *arg, redisReply *r)
 
 static void check_pool(struct rt_pool *p)
 {
-	int64_t now = now_ms();
+	int64_t now = gw_wall_ms();
 	int self_serving = 0;
 	for (int i = 0; i < p->view.n; i++) {
 		const struct rt_view_worker *v = &p->view.w[i];
