@@ -223,6 +223,8 @@ test: deps certs
 	$(MAKE) all $(FUZZ_BINS)
 	$(MAKE) test-unit test-fuzz test-e2e
 
+# test_gw_pool_redis starts its own redis-server (killed with it; skipped, saying so,
+# without /usr/bin/redis-server or $$REDIS_SERVER).
 test-unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 
