@@ -224,7 +224,7 @@ test: deps certs
 	$(MAKE) test-unit test-fuzz test-e2e
 
 # test_gw_pool_redis starts its own redis-server (killed with it; skipped, saying so,
-# without /usr/bin/redis-server or $$REDIS_SERVER).
+# without /usr/bin/redis-server or the one REDIS_SERVER names).
 test-unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 
