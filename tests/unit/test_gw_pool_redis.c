@@ -318,13 +318,23 @@ static void run_for(int ms)
 	event_base_loop(base, EVLOOP_NO_EXIT_ON_EMPTY);
 }
 
-/* Runs the loop until cond holds; 1, or 0 after WAIT_MS. */
+static void heartbeat(struct wk *w, const char *state);
+static int64_t last_beat_ms;
+
+/* Runs the loop until cond holds; 1, or 0 after WAIT_MS. Every running
+ * worker heartbeats once a second meanwhile, as gateway/worker.c does, so
+ * that a slow run (a busy machine) does not see them expire (3 s). */
 static int run_until(int (*cond)(void *), void *arg)
 {
 	int64_t end = mono_ms() + WAIT_MS;
 	while (!cond(arg)) {
 		if (mono_ms() >= end)
 			return 0;
+		if (mono_ms() - last_beat_ms >= 1000) {
+			for (int i = 0; i < MAX_WK; i++)
+				if (wks[i].p)
+					heartbeat(&wks[i], "serving");
+		}
 		run_for(5);
 	}
 	return 1;
@@ -366,6 +376,7 @@ static void heartbeat(struct wk *w, const char *state)
 	struct rt_worker_info info = {
 	    .address = "127.0.0.1:1", .listen = "127.0.0.1:1", .state = state};
 	rt_pool_heartbeat(w->p, &info);
+	last_beat_ms = mono_ms();
 }
 
 /* The running workers whose view must show exactly them serving. */
