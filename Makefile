@@ -231,6 +231,8 @@ test: deps certs
 	$(MAKE) all $(FUZZ_BINS)
 	$(MAKE) test-unit test-fuzz test-e2e
 
+# test_gw_pool_redis starts its own redis-server (killed with it; skipped, saying so,
+# without /usr/bin/redis-server or the one REDIS_SERVER names).
 test-unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 
