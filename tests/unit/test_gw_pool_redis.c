@@ -18,7 +18,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "gateway/log.h"
+#include "common/log.h"
 #include "router/rt_pool.h"
 #include "router/rt_ring.h"
 
