@@ -52,6 +52,9 @@ AGENT_SRC = $(filter-out agent/qaagent.c,$(wildcard agent/*.c))
 UNIT_SRC  = $(wildcard tests/unit/test_*.c)
 BENCH_SRC = $(wildcard bench/*.c)
 
+# keep the objects pattern rules make as intermediates (unit tests' objects)
+.SECONDARY:
+
 # objects: $(BUILD)/obj/PATH.o for sources in the tree; a source generated under
 # $(BUILD) (gen/) is compiled beside itself, so that an absolute BUILD (the tests'
 # `make install BUILD=/abs/build`) names the same object as a relative one
@@ -154,24 +157,27 @@ $(BUILD)/tests/test_gw_%: $(call obj,tests/unit/test_gw_%.c) $(LIBGW) $(LIBPROTO
 # fuzz_session: a worker's session state machine fed arbitrary frame sequences.
 # UBSan checks stay recoverable (more coverage); halting at run time makes any report a finding.
 FUZZ_ENV = UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+# a fuzz target compiles its sources itself: it is rebuilt when any header changes too
+FUZZ_HDRS = $(wildcard common/*.h proto/*.h gateway/*.h store/*.h router/*.h admin/*.h agent/*.h)
+$(FUZZ_BINS): $(FUZZ_HDRS)
 FUZZ_CFLAGS = -std=c17 -D_GNU_SOURCE -g -O1 -I. $(PKG_CFLAGS) -DQAGW_VERSION='"$(VERSION)"' \
               -fsanitize=fuzzer,address,undefined
 $(BUILD)/fuzz/fuzz_frame: tests/fuzz/fuzz_frame.c $(PROTO_SRC)
 	@mkdir -p $(dir $@)
-	$(CLANG) $(FUZZ_CFLAGS) -o $@ $^
+	$(CLANG) $(FUZZ_CFLAGS) -o $@ $(filter %.c,$^)
 $(BUILD)/fuzz/fuzz_stream: tests/fuzz/fuzz_stream.c $(COMMON_SRC) $(PROTO_SRC) $(AGENT_SRC)
 	@mkdir -p $(dir $@)
-	$(CLANG) $(FUZZ_CFLAGS) -o $@ $^ $(LIBS_AGENT)
+	$(CLANG) $(FUZZ_CFLAGS) -o $@ $(filter %.c,$^) $(LIBS_AGENT)
 $(BUILD)/fuzz/fuzz_config: tests/fuzz/fuzz_config.c $(COMMON_SRC) $(PROTO_SRC) $(GW_SRC) $(ROUTER_SRC) $(STORE_SRC) $(ADMIN_SRC)
 	@mkdir -p $(dir $@)
-	$(CLANG) $(FUZZ_CFLAGS) -o $@ $^ $(LIBS_GW)
+	$(CLANG) $(FUZZ_CFLAGS) -o $@ $(filter %.c,$^) $(LIBS_GW)
 $(BUILD)/fuzz/fuzz_webguard: tests/fuzz/fuzz_webguard.c admin/webguard.c
 	@mkdir -p $(dir $@)
-	$(CLANG) $(FUZZ_CFLAGS) -o $@ $^
+	$(CLANG) $(FUZZ_CFLAGS) -o $@ $(filter %.c,$^)
 # fuzz_session answers the store's statements itself (see the file): st_submit is wrapped.
 $(BUILD)/fuzz/fuzz_session: tests/fuzz/fuzz_session.c $(COMMON_SRC) $(PROTO_SRC) $(GW_SRC) $(ROUTER_SRC) $(STORE_SRC) $(ADMIN_SRC)
 	@mkdir -p $(dir $@)
-	$(CLANG) $(FUZZ_CFLAGS) -Wl,--wrap=st_submit,--wrap=st_op_cancel -o $@ $^ $(LIBS_GW)
+	$(CLANG) $(FUZZ_CFLAGS) -Wl,--wrap=st_submit,--wrap=st_op_cancel -o $@ $(filter %.c,$^) $(LIBS_GW)
 
 deps:
 	@bash scripts/install-deps.sh
