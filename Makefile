@@ -33,6 +33,8 @@ ALL_CFLAGS = -std=c17 -D_GNU_SOURCE $(WARN) $(CFLAGS) -I. $(PKG_CFLAGS) -MMD -MP
              -DQAGW_VERSION='"$(VERSION)"'
 LDFLAGS ?=
 
+# common/: logging and the clocks, the bottom layer every program links.
+COMMON_SRC = $(wildcard common/*.c)
 PROTO_SRC = $(wildcard proto/*.c)
 STORE_SRC = $(wildcard store/*.c) $(STORE_GEN)
 # store/sql/ (migrations and functions) embedded as C strings (store/sql.h)
@@ -52,12 +54,16 @@ AGENT_SRC = $(filter-out agent/qaagent.c,$(wildcard agent/*.c))
 UNIT_SRC  = $(wildcard tests/unit/test_*.c)
 BENCH_SRC = $(wildcard bench/*.c)
 
+# keep the objects pattern rules make as intermediates (unit tests' objects)
+.SECONDARY:
+
 # objects: $(BUILD)/obj/PATH.o for sources in the tree; a source generated under
 # $(BUILD) (gen/) is compiled beside itself, so that an absolute BUILD (the tests'
 # `make install BUILD=/abs/build`) names the same object as a relative one
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(filter-out $(BUILD)/%,$(1))) \
       $(patsubst %.c,%.o,$(filter $(BUILD)/%,$(1)))
 
+LIBCOMMON = $(BUILD)/libqacommon.a
 LIBPROTO  = $(BUILD)/libqsproto.a
 LIBGW     = $(BUILD)/libqagw.a
 LIBAGENT  = $(BUILD)/libqaagent.a
@@ -104,6 +110,10 @@ $(BUILD)/gen/%.o: $(BUILD)/gen/%.c
 # the programs that print the version (--version) are rebuilt when it changes
 $(BUILD)/obj/gateway/main.o $(BUILD)/obj/agent/qaagent.o: VERSION
 
+$(LIBCOMMON): $(call obj,$(COMMON_SRC))
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
+
 $(LIBPROTO): $(call obj,$(PROTO_SRC))
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
@@ -116,30 +126,31 @@ $(LIBAGENT): $(call obj,$(AGENT_SRC))
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
 
-$(QAGW): $(call obj,gateway/main.c) $(LIBGW) $(LIBPROTO)
+$(QAGW): $(call obj,gateway/main.c) $(LIBGW) $(LIBPROTO) $(LIBCOMMON)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_GW)
 
-$(QAAGENT): $(call obj,agent/qaagent.c) $(LIBAGENT) $(LIBPROTO)
+$(QAAGENT): $(call obj,agent/qaagent.c) $(LIBAGENT) $(LIBPROTO) $(LIBCOMMON)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_AGENT)
 
 $(BUILD)/obj/bench/%.o: bench/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(BENCH_CFLAGS) -c $< -o $@
 
-$(QABENCH): $(call obj,$(BENCH_SRC)) $(LIBPROTO)
+$(QABENCH): $(call obj,$(BENCH_SRC)) $(LIBPROTO) $(LIBCOMMON)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_BENCH)
 
 # Unit tests link only the module they test: test_proto_* the codec,
-# test_agent_* libqaagent, test_gw_* the gateway library (gateway, store, admin).
+# test_agent_* libqaagent, test_gw_* the gateway library (gateway, store, admin);
+# all but the codec's also link common/ (logging, the clocks).
 $(BUILD)/tests/test_proto_%: $(call obj,tests/unit/test_proto_%.c) $(LIBPROTO)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_TEST)
 
-$(BUILD)/tests/test_agent_%: $(call obj,tests/unit/test_agent_%.c) $(LIBAGENT) $(LIBPROTO)
+$(BUILD)/tests/test_agent_%: $(call obj,tests/unit/test_agent_%.c) $(LIBAGENT) $(LIBPROTO) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_AGENT) $(LIBS_TEST)
 
-$(BUILD)/tests/test_gw_%: $(call obj,tests/unit/test_gw_%.c) $(LIBGW) $(LIBPROTO)
+$(BUILD)/tests/test_gw_%: $(call obj,tests/unit/test_gw_%.c) $(LIBGW) $(LIBPROTO) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_GW) $(LIBS_TEST)
 
@@ -148,24 +159,27 @@ $(BUILD)/tests/test_gw_%: $(call obj,tests/unit/test_gw_%.c) $(LIBGW) $(LIBPROTO
 # fuzz_session: a worker's session state machine fed arbitrary frame sequences.
 # UBSan checks stay recoverable (more coverage); halting at run time makes any report a finding.
 FUZZ_ENV = UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1
+# a fuzz target compiles its sources itself: it is rebuilt when any header changes too
+FUZZ_HDRS = $(wildcard common/*.h proto/*.h gateway/*.h store/*.h router/*.h admin/*.h agent/*.h)
+$(FUZZ_BINS): $(FUZZ_HDRS)
 FUZZ_CFLAGS = -std=c17 -D_GNU_SOURCE -g -O1 -I. $(PKG_CFLAGS) -DQAGW_VERSION='"$(VERSION)"' \
               -fsanitize=fuzzer,address,undefined
 $(BUILD)/fuzz/fuzz_frame: tests/fuzz/fuzz_frame.c $(PROTO_SRC)
 	@mkdir -p $(dir $@)
-	$(CLANG) $(FUZZ_CFLAGS) -o $@ $^
-$(BUILD)/fuzz/fuzz_stream: tests/fuzz/fuzz_stream.c $(PROTO_SRC) $(AGENT_SRC)
+	$(CLANG) $(FUZZ_CFLAGS) -o $@ $(filter %.c,$^)
+$(BUILD)/fuzz/fuzz_stream: tests/fuzz/fuzz_stream.c $(COMMON_SRC) $(PROTO_SRC) $(AGENT_SRC)
 	@mkdir -p $(dir $@)
-	$(CLANG) $(FUZZ_CFLAGS) -o $@ $^ $(LIBS_AGENT)
-$(BUILD)/fuzz/fuzz_config: tests/fuzz/fuzz_config.c $(PROTO_SRC) $(GW_SRC) $(ROUTER_SRC) $(STORE_SRC) $(ADMIN_SRC)
+	$(CLANG) $(FUZZ_CFLAGS) -o $@ $(filter %.c,$^) $(LIBS_AGENT)
+$(BUILD)/fuzz/fuzz_config: tests/fuzz/fuzz_config.c $(COMMON_SRC) $(PROTO_SRC) $(GW_SRC) $(ROUTER_SRC) $(STORE_SRC) $(ADMIN_SRC)
 	@mkdir -p $(dir $@)
-	$(CLANG) $(FUZZ_CFLAGS) -o $@ $^ $(LIBS_GW)
+	$(CLANG) $(FUZZ_CFLAGS) -o $@ $(filter %.c,$^) $(LIBS_GW)
 $(BUILD)/fuzz/fuzz_webguard: tests/fuzz/fuzz_webguard.c admin/webguard.c
 	@mkdir -p $(dir $@)
-	$(CLANG) $(FUZZ_CFLAGS) -o $@ $^
+	$(CLANG) $(FUZZ_CFLAGS) -o $@ $(filter %.c,$^)
 # fuzz_session answers the store's statements itself (see the file): st_submit is wrapped.
-$(BUILD)/fuzz/fuzz_session: tests/fuzz/fuzz_session.c $(PROTO_SRC) $(GW_SRC) $(ROUTER_SRC) $(STORE_SRC) $(ADMIN_SRC)
+$(BUILD)/fuzz/fuzz_session: tests/fuzz/fuzz_session.c $(COMMON_SRC) $(PROTO_SRC) $(GW_SRC) $(ROUTER_SRC) $(STORE_SRC) $(ADMIN_SRC)
 	@mkdir -p $(dir $@)
-	$(CLANG) $(FUZZ_CFLAGS) -Wl,--wrap=st_submit,--wrap=st_op_cancel -o $@ $^ $(LIBS_GW)
+	$(CLANG) $(FUZZ_CFLAGS) -Wl,--wrap=st_submit,--wrap=st_op_cancel -o $@ $(filter %.c,$^) $(LIBS_GW)
 
 deps:
 	@bash scripts/install-deps.sh
@@ -225,6 +239,8 @@ test: deps certs
 	$(MAKE) all $(FUZZ_BINS)
 	$(MAKE) test-unit test-fuzz test-e2e
 
+# test_gw_pool_redis starts its own redis-server (killed with it; skipped, saying so,
+# without /usr/bin/redis-server or the one REDIS_SERVER names).
 test-unit: $(UNIT_BINS)
 	@set -e; for t in $(UNIT_BINS); do echo "== $$t"; $$t; done
 

@@ -6,7 +6,8 @@
 #include "admin/api.h"
 #include "admin/http.h"
 #include "admin/route.h"
-#include "gateway/log.h"
+#include "common/clock.h"
+#include "common/log.h"
 #include "gateway/node.h"
 
 #include <errno.h>
@@ -114,7 +115,7 @@ static int authorized(struct adm_req *r, enum adm_access access)
  * the offending value made printable. */
 static void log_refusal(struct adm_req *r, const char *what, const char *value)
 {
-	int64_t now = adm_now_us();
+	int64_t now = gw_mono_us();
 	if (!r->srv || now - r->srv->refused_logged_us < 10 * 1000000LL)
 		return;
 	r->srv->refused_logged_us = now;
@@ -207,7 +208,7 @@ static void run_handler(struct adm_req *r)
 	struct gw_node *node = r->node;
 	int up = adm_store_up(node) && adm_redis_up(node);
 	if (!up && r->srv &&
-	    adm_now_us() - r->srv->started_us < (int64_t)ADM_START_GRACE_MS * 1000) {
+	    gw_mono_us() - r->srv->started_us < (int64_t)ADM_START_GRACE_MS * 1000) {
 		adm_later(r, run_handler, 20);
 		return;
 	}
@@ -279,7 +280,7 @@ struct adm_server *adm_start(struct gw_node *node, char *err, size_t errlen)
 		return NULL;
 	}
 	a->node = node;
-	a->started_us = adm_now_us();
+	a->started_us = gw_mono_us();
 	TAILQ_INIT(&a->pending);
 	if (adm_guard_init(&a->guard, node->conf.admin_allowed_hosts,
 	                   (const struct sockaddr *)&node->conf.admin_sa, err, errlen) != 0) {

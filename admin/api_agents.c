@@ -9,9 +9,9 @@
 #include "admin/api.h"
 #include "admin/http.h"
 #include "admin/redis_json.h"
-#include "gateway/log.h"
+#include "common/clock.h"
+#include "common/log.h"
 #include "gateway/node.h"
-#include "gateway/worker.h"
 #include "proto/qs_codec.h"
 #include "router/rt_keys.h"
 #include "router/rt_scripts.h"
@@ -194,7 +194,7 @@ static struct st_op *submit_agent(struct st_conn *c, const void *id, st_done_fn 
 static struct st_op *submit_agent_pending(struct st_conn *c, const void *id, st_done_fn done,
                                           void *arg)
 {
-	return st_agent_pending(c, id, gw_now_ms(), done, arg);
+	return st_agent_pending(c, id, gw_wall_ms(), done, arg);
 }
 
 void adm_get_agent(struct adm_req *r)

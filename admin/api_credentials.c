@@ -8,8 +8,8 @@
  * The store keeps only each token's SHA-256 (gateway/credentials.c). */
 #include "admin/api.h"
 #include "admin/http.h"
+#include "common/clock.h"
 #include "gateway/credentials.h"
-#include "gateway/worker.h"
 #include "proto/qs_codec.h"
 #include "store/queries.h"
 
@@ -93,7 +93,7 @@ void adm_post_agent(struct adm_req *r)
 	json_decref(body);
 	r->ctx = ctx;
 	r->ctx_free = free_ctx;
-	struct add_args a = {ctx, sha, gw_now_ms()};
+	struct add_args a = {ctx, sha, gw_wall_ms()};
 	if (adm_store(r, on_added, submit_add, &a) != 0)
 		adm_reply_error(r, 503, "store_unavailable", "the store is unavailable");
 }

@@ -7,9 +7,9 @@
 #include "admin/http.h"
 #include "admin/ids.h"
 #include "admin/send.h"
-#include "gateway/log.h"
+#include "common/clock.h"
+#include "common/log.h"
 #include "gateway/node.h"
-#include "gateway/worker.h"
 #include "store/queries.h"
 
 #include <stdio.h>
@@ -204,7 +204,7 @@ static void on_canceled(struct adm_req *r, const PGresult *res, const char *err)
 
 static struct st_op *submit_cancel(struct st_conn *c, const void *id, st_done_fn done, void *arg)
 {
-	return st_cancel(c, id, gw_now_ms(), done, arg);
+	return st_cancel(c, id, gw_wall_ms(), done, arg);
 }
 
 void adm_delete_message(struct adm_req *r)

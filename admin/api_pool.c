@@ -9,7 +9,7 @@
 #include "admin/api.h"
 #include "admin/http.h"
 #include "admin/redis_json.h"
-#include "gateway/log.h"
+#include "common/log.h"
 #include "gateway/node.h"
 #include "proto/qs_codec.h"
 #include "router/rt_keys.h"

@@ -1,7 +1,8 @@
 /* Request plumbing for the admin port; see http.h. */
 #include "admin/http.h"
 
-#include "gateway/log.h"
+#include "common/clock.h"
+#include "common/log.h"
 #include "gateway/node.h"
 #include "router/rt_redis.h"
 #include "store/store.h"
@@ -13,14 +14,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-int64_t adm_now_us(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 static void req_release(struct adm_req *r)
 {
@@ -73,7 +66,7 @@ struct adm_req *adm_req_new(struct adm_server *srv, struct evhttp_request *http,
 	r->method = method;
 	snprintf(r->path, sizeof(r->path), "%s", path);
 	r->refs = 1;
-	r->start_us = adm_now_us();
+	r->start_us = gw_mono_us();
 	TAILQ_INSERT_TAIL(&srv->pending, r, link);
 	srv->n_pending++;
 	return r;
@@ -111,7 +104,7 @@ void adm_reply_raw(struct adm_req *r, int code, const char *content_type, const 
 	if (gw_log_enabled(GW_LOG_DEBUG))
 		gw_logf(GW_LOG_DEBUG, "admin: %s %s -> %d (%.1f ms)",
 		        adm_method_name(r->method) ? adm_method_name(r->method) : "?", r->path,
-		        code, (double)(adm_now_us() - r->start_us) / 1000.0);
+		        code, (double)(gw_mono_us() - r->start_us) / 1000.0);
 	req_detach(r);
 }
 

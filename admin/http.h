@@ -125,9 +125,6 @@ void adm_later(struct adm_req *r, adm_step_fn fn, int ms);
 void adm_key(const struct adm_req *r, char *out, size_t outlen, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
 
-/* A monotonic clock in microseconds. */
-int64_t adm_now_us(void);
-
 /* Whether the main thread's own connections are up (NULL counts as down). */
 int adm_redis_up(const struct gw_node *node);
 int adm_store_up(const struct gw_node *node);

@@ -11,6 +11,7 @@
 #include "agent/qa_cycle.h"
 #include "agent/qa_plan.h"
 #include "agent/qa_session.h"
+#include "common/clock.h"
 
 #define QA_RECV_POLL_MS 500
 int qa_agent_open(struct qa_agent *a, const struct qa_config *cfg, FILE *log_out,
@@ -146,7 +147,7 @@ int qa_agent_sync(struct qa_agent *a, struct qa_sync_result *r, struct qa_error 
 	qa_plan_record_reassign(a, &s);
 	if (rc == 0) {
 		char now[24];
-		snprintf(now, sizeof now, "%" PRIu64, qa_now_ms());
+		snprintf(now, sizeof now, "%" PRId64, gw_wall_ms());
 		rc = qa_store_meta_set(a->store, "last_sync_ms", now, e);
 	}
 	QA_DEBUG(&a->log, "sync with %s %s%s%s", s.welcome.server, rc == 0 ? "done" : "failed",
@@ -168,12 +169,12 @@ static void sleep_ms(uint64_t ms)
 int qa_agent_unread(struct qa_agent *a, const char *queue, uint64_t wait_ms,
                     struct qa_in_list *list, int *synced, struct qa_error *e)
 {
-	const uint64_t deadline = qa_mono_ms() + wait_ms;
+	const uint64_t deadline = gw_mono_ms() + wait_ms;
 	*synced = 0;
 	for (;;) {
 		if (qa_store_inbox_unread(a->store, queue, list, e) != 0)
 			return -1;
-		uint64_t now = qa_mono_ms();
+		uint64_t now = gw_mono_ms();
 		if (list->n > 0 || wait_ms == 0 || now >= deadline)
 			return 0;
 		qa_in_list_free(list);
@@ -191,7 +192,7 @@ int qa_agent_unread(struct qa_agent *a, const char *queue, uint64_t wait_ms,
 		} else {
 			QA_DEBUG(&a->log, "recv --wait: sync failed: %s", err.msg);
 		}
-		now = qa_mono_ms();
+		now = gw_mono_ms();
 		if (now >= deadline)
 			continue; /* one last look at the inbox */
 		uint64_t next = started + QA_RECV_POLL_MS;

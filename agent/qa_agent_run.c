@@ -12,6 +12,7 @@
 #include "agent/qa_failover.h"
 #include "agent/qa_plan.h"
 #include "agent/qa_session.h"
+#include "common/clock.h"
 
 /* run -policy automatic: how often the client store's queues are looked at. */
 #define QA_RUN_QUEUE_POLL_MS 500
@@ -45,12 +46,12 @@ static int run_connected(struct runner *rn, struct qa_plan *plan, size_t index,
 	struct qa_plan probe;
 	int rc;
 	for (;;) {
-		*welcome_at = qa_mono_ms();
+		*welcome_at = gw_mono_ms();
 		rc = qa_plan_record_welcome(a, plan, s, e);
 		int target = 0;
 		if (rc == 0 && (target = qa_plan_failback(a, plan, index, s, &probe, e)) < 0)
 			rc = -1;
-		run->probe_at_ms = target ? qa_mono_ms() + rn->failback_ms : 0;
+		run->probe_at_ms = target ? gw_mono_ms() + rn->failback_ms : 0;
 		if (rc == 0)
 			rc = qa_run_session(run, s, end, e);
 		/* On an alternate: try the primary whenever the loop says it is time. */
@@ -85,7 +86,7 @@ static int run_connected(struct runner *rn, struct qa_plan *plan, size_t index,
 				qa_run_close(run, s, -1, QA_RUN_END_NONE, e);
 				return -1;
 			}
-			run->probe_at_ms = qa_mono_ms() + rn->failback_ms;
+			run->probe_at_ms = gw_mono_ms() + rn->failback_ms;
 			rc = qa_run_resume(run, s, end, e);
 		}
 		if (rc == 0 && *end == QA_RUN_END_PROBE)
@@ -117,11 +118,11 @@ static int run_without_session(struct runner *rn, enum qa_run_end *end, struct q
 	struct qa_agent *a = rn->a;
 	struct qa_run *run = &rn->run;
 	const struct qa_run_params *p = &run->p;
-	uint64_t next_due = qa_mono_ms(); /* the first transmission at once */
+	uint64_t next_due = gw_mono_ms(); /* the first transmission at once */
 	uint64_t mark_done = 0;
 	int have_mark = 0;
 	for (;;) {
-		uint64_t now = qa_mono_ms();
+		uint64_t now = gw_mono_ms();
 		if (run->deadline_ms != 0 && now >= run->deadline_ms) {
 			*end = QA_RUN_END_TIME;
 			return 0;
@@ -179,7 +180,7 @@ static int run_without_session(struct runner *rn, enum qa_run_end *end, struct q
 			             "run: %s\nnext cycle in %" PRIu64 " ms (%u failed in a row)",
 			             e->msg, wait_ms, rn->failed_in_a_row);
 			qa_run_report_unreachable(run, e->msg, wait_ms);
-			next_due = qa_mono_ms() + wait_ms;
+			next_due = gw_mono_ms() + wait_ms;
 			continue;
 		}
 		rn->failed_in_a_row = 0;
@@ -197,12 +198,12 @@ static int run_without_session(struct runner *rn, enum qa_run_end *end, struct q
 		if (rc != 0 && run_fails_for_good(e))
 			return -1;
 		if (rc != 0) {
-			next_due = qa_mono_ms() + QA_RUN_MIN_SESSION_MS;
+			next_due = gw_mono_ms() + QA_RUN_MIN_SESSION_MS;
 			continue;
 		}
 		mark_done = mark;
 		have_mark = 1;
-		next_due = p->schedule_ms != 0 ? qa_mono_ms() + p->schedule_ms : UINT64_MAX;
+		next_due = p->schedule_ms != 0 ? gw_mono_ms() + p->schedule_ms : UINT64_MAX;
 	}
 }
 
@@ -216,7 +217,7 @@ int qa_agent_run(struct qa_agent *a, const struct qa_run_params *p, enum qa_run_
 	params.schedule_ms =
 	    cfg->policy == QA_POLICY_SCHEDULED ? (uint64_t)cfg->schedule_s * 1000u : 0;
 	struct runner rn = {.a = a, .failback_ms = qa_failover_failback_ms(cfg->fd_ms)};
-	rn.seed = (unsigned)(qa_mono_ms() ^ qa_now_ms() ^ ((uint64_t)getpid() << 16));
+	rn.seed = (unsigned)(gw_mono_ms() ^ gw_wall_ms() ^ ((uint64_t)getpid() << 16));
 	qa_run_init(&rn.run, &params, a->store, &a->log);
 	if (cfg->push == QA_PUSH_NONE)
 		return run_without_session(&rn, end, e);
@@ -284,7 +285,7 @@ int qa_agent_run(struct qa_agent *a, const struct qa_run_params *p, enum qa_run_
 			break;
 		/* The session was lost: a new cycle from step 1. */
 		QA_DEBUG(&a->log, "session lost (%s): new cycle", e->msg);
-		const uint64_t now = qa_mono_ms();
+		const uint64_t now = gw_mono_ms();
 		if (now < welcome_at + QA_RUN_MIN_SESSION_MS) {
 			struct qa_error we;
 			if (qa_cycle_sleep(params.stop_fd, rn.run.deadline_ms,

@@ -17,6 +17,7 @@
 #include <openssl/x509v3.h>
 
 #include "agent/qa_log.h"
+#include "common/clock.h"
 
 static void conn_set_state(struct qa_conn *c, enum qa_conn_state state)
 {
@@ -54,7 +55,7 @@ void qa_conn_init(struct qa_conn *c)
 
 static int remaining_ms(uint64_t deadline)
 {
-	uint64_t now = qa_mono_ms();
+	uint64_t now = gw_mono_ms();
 	return now >= deadline ? 0 : (int)(deadline - now);
 }
 
@@ -254,7 +255,7 @@ int qa_conn_open(struct qa_conn *c, const struct qa_stream *s, int timeout_ms, s
 	if (qa_stream_format(s, c->peer, sizeof c->peer) < 0)
 		c->peer[0] = '\0';
 
-	const uint64_t deadline = qa_mono_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
+	const uint64_t deadline = gw_mono_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
 	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM};
 	struct addrinfo *res = NULL;
 	char port[8];
@@ -363,7 +364,7 @@ int qa_conn_send(struct qa_conn *c, const struct qs_frame *f, int timeout_ms, st
 	if (qs_encode(f, &c->wbuf) != 0)
 		return qa_error_set(e, QA_FAIL_SYSTEM, "cannot encode %s frame",
 		                    qs_type_name(f->type) ? qs_type_name(f->type) : "?");
-	return write_all(c, c->wbuf.data, c->wbuf.len, qa_mono_ms() + (uint64_t)timeout_ms, e);
+	return write_all(c, c->wbuf.data, c->wbuf.len, gw_mono_ms() + (uint64_t)timeout_ms, e);
 }
 
 /* The header of the frame being read is complete: check it, make room. */
@@ -446,7 +447,7 @@ int qa_conn_try_recv(struct qa_conn *c, struct qs_frame *f, struct qa_error *e)
 
 int qa_conn_recv(struct qa_conn *c, struct qs_frame *f, int timeout_ms, struct qa_error *e)
 {
-	const uint64_t deadline = qa_mono_ms() + (uint64_t)timeout_ms;
+	const uint64_t deadline = gw_mono_ms() + (uint64_t)timeout_ms;
 	for (;;) {
 		int rc = qa_conn_try_recv(c, f, e);
 		if (rc != 0)

@@ -53,7 +53,7 @@ struct qa_conn {
 	 * signalfd, a pipe): every wait for the socket also watches it and ends
 	 * with QA_FAIL_STOPPED. Not owned; kept across open and close. */
 	int cancel_fd;
-	/* 0, or a monotonic time (qa_mono_ms) at which every wait ends the same
+	/* 0, or a monotonic time (gw_mono_ms) at which every wait ends the same
 	 * way: the owner's time limit. Kept across open and close. */
 	uint64_t stop_at_ms;
 	struct qs_buf wbuf;            /* encoding buffer, reused */

@@ -7,16 +7,17 @@
 #include <string.h>
 
 #include "agent/qa_failover.h"
+#include "common/clock.h"
 
 int qa_cycle_sleep(int cancel_fd, uint64_t stop_at_ms, uint64_t ms, struct qa_error *e)
 {
-	const uint64_t start = qa_mono_ms();
+	const uint64_t start = gw_mono_ms();
 	uint64_t until = start + ms;
 	const int stop_first = stop_at_ms != 0 && stop_at_ms <= until;
 	if (stop_first)
 		until = stop_at_ms;
 	for (;;) {
-		const uint64_t now = qa_mono_ms();
+		const uint64_t now = gw_mono_ms();
 		if (now >= until)
 			break;
 		struct pollfd p = {.fd = cancel_fd, .events = POLLIN};
@@ -116,12 +117,12 @@ static int attempt(struct qa_session *s, const struct qa_cycle_params *p, size_t
 	                           .stream = text,
 	                           .try_no = try_no,
 	                           .tries = tries,
-	                           .start_ms = qa_now_ms()};
-	const uint64_t t0 = qa_mono_ms();
+	                           .start_ms = (uint64_t)gw_wall_ms()};
+	const uint64_t t0 = gw_mono_ms();
 	QA_DEBUG(s->log, "attempt %s %s try %u/%u%s: connecting", label, text, try_no, tries, tag);
 	qa_error_clear(e);
 	int rc = qa_session_open(s, &p->streams[i], p->hello, p->connect_timeout_ms, e);
-	r.took_ms = qa_mono_ms() - t0;
+	r.took_ms = gw_mono_ms() - t0;
 	char outcome[QA_ERROR_MSG_MAX + 128];
 	if (rc == 0) {
 		snprintf(outcome, sizeof outcome, "WELCOME from %s (primary %s, on_primary %d)",

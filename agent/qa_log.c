@@ -1,24 +1,11 @@
 /* The agent's log: see qa_log.h. */
 #include "agent/qa_log.h"
 
-#include "proto/qs_codec.h"
+#include "common/clock.h"
+#include "common/log.h"
 
 #include <stdarg.h>
 #include <time.h>
-
-uint64_t qa_now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-uint64_t qa_mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 void qa_log_timestamp(uint64_t unix_ms, char *buf, size_t n)
 {
@@ -33,7 +20,7 @@ void qa_log_write(const struct qa_log *log, const char *fmt, ...)
 {
 	FILE *out = (log != NULL && log->out != NULL) ? log->out : stderr;
 	char ts[40];
-	qa_log_timestamp(qa_now_ms(), ts, sizeof ts);
+	qa_log_timestamp((uint64_t)gw_wall_ms(), ts, sizeof ts);
 	char msg[4096], line[4096];
 	va_list ap;
 	va_start(ap, fmt);
@@ -41,7 +28,7 @@ void qa_log_write(const struct qa_log *log, const char *fmt, ...)
 	va_end(ap);
 	size_t mlen = m < 0 ? 0 : (size_t)m < sizeof msg ? (size_t)m : sizeof msg - 1;
 	/* what the server sent (error texts, server lists) stays on this line */
-	size_t n = qs_escape_controls(line, sizeof line, msg, mlen);
+	size_t n = gw_log_escape(line, sizeof line, msg, mlen);
 	/* One fprintf under the stream lock, so that lines from threads (a
 	 * later `run`) do not interleave. */
 	flockfile(out);

@@ -27,8 +27,4 @@ void qa_log_write(const struct qa_log *log, const char *fmt, ...)
 /* Formats a unix time in ms as "YYYY-MM-DDTHH:MM:SS.mmmZ" into buf (>= 25 bytes). */
 void qa_log_timestamp(uint64_t unix_ms, char *buf, size_t n);
 
-/* The wall clock (unix epoch ms) and a monotonic clock (ms). */
-uint64_t qa_now_ms(void);
-uint64_t qa_mono_ms(void);
-
 #endif

@@ -13,10 +13,11 @@
 #include <string.h>
 
 #include "agent/qa_sync.h"
+#include "common/clock.h"
 
 static void emit(struct qa_run *r, struct qa_run_event *ev)
 {
-	ev->ts_ms = qa_now_ms();
+	ev->ts_ms = (uint64_t)gw_wall_ms();
 	if (r->p.on_event != NULL)
 		r->p.on_event(r->p.ctx, ev);
 }
@@ -47,7 +48,7 @@ void qa_run_init(struct qa_run *r, const struct qa_run_params *p, struct qa_stor
 	r->st = st;
 	r->log = log;
 	if (p->for_ms > 0)
-		r->deadline_ms = qa_mono_ms() + p->for_ms;
+		r->deadline_ms = gw_mono_ms() + p->for_ms;
 }
 
 const char *qa_run_end_reason(enum qa_run_end end)
@@ -76,7 +77,7 @@ const char *qa_run_end_reason(enum qa_run_end end)
 static int mark_synced(struct qa_run *r, struct qa_error *e)
 {
 	char now[24];
-	snprintf(now, sizeof now, "%" PRIu64, qa_now_ms());
+	snprintf(now, sizeof now, "%" PRId64, gw_wall_ms());
 	return qa_store_meta_set(r->st, "last_sync_ms", now, e);
 }
 
@@ -176,7 +177,7 @@ static int loop(struct qa_run *r, struct qa_session *s, enum qa_run_end *end, st
 {
 	const uint64_t hb_ms = (uint64_t)s->welcome.heartbeat_s * 1000u;
 	for (;;) {
-		uint64_t now = qa_mono_ms();
+		uint64_t now = gw_mono_ms();
 		if (r->p.count != 0 && r->received >= r->p.count) {
 			*end = QA_RUN_END_COUNT;
 			return 0;
@@ -243,7 +244,7 @@ static int loop(struct qa_run *r, struct qa_session *s, enum qa_run_end *end, st
 
 enum qa_run_end qa_run_stopped(const struct qa_run *r)
 {
-	if (r->deadline_ms != 0 && qa_mono_ms() >= r->deadline_ms)
+	if (r->deadline_ms != 0 && (uint64_t)gw_mono_ms() >= r->deadline_ms)
 		return QA_RUN_END_TIME;
 	return QA_RUN_END_STOP;
 }
@@ -272,7 +273,7 @@ int qa_run_session(struct qa_run *r, struct qa_session *s, enum qa_run_end *end,
 	emit(r, &ev);
 
 	/* The heartbeat starts with the session; a resumed loop keeps it. */
-	const uint64_t now = qa_mono_ms();
+	const uint64_t now = gw_mono_ms();
 	r->next_ping_ms = now + hb_ms;
 	r->pong_due_ms = 0;
 	s->hb_nonce = 0;

@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "agent/qa_log.h"
+#include "common/clock.h"
 #include "proto/qs_codec.h"
 
 struct qa_store {
@@ -225,7 +226,7 @@ int qa_store_out_add(struct qa_store *st, const struct qa_out_msg *m, struct qa_
 	sqlite3_bind_int64(s, 4, (sqlite3_int64)m->expires_ms);
 	bind_blob(s, 5, m->props, m->props_len);
 	bind_blob(s, 6, m->body, m->body_len);
-	sqlite3_bind_int64(s, 7, (sqlite3_int64)qa_now_ms());
+	sqlite3_bind_int64(s, 7, (sqlite3_int64)gw_wall_ms());
 	int rc = sqlite3_step(s) == SQLITE_DONE ? 0 : db_fail(st, e, "queue message");
 	sqlite3_finalize(s);
 	return rc;
@@ -299,7 +300,7 @@ int qa_store_out_resolve(struct qa_store *st, const struct qa_out_result *r, siz
 	    prepare(st, "UPDATE outbox SET attempts = attempts + 1, last_result = ?2 WHERE id = ?1",
 	            &keep, e) != 0)
 		goto fail;
-	const sqlite3_int64 now = (sqlite3_int64)qa_now_ms();
+	const sqlite3_int64 now = (sqlite3_int64)gw_wall_ms();
 	for (size_t i = 0; i < n; i++) {
 		if (r[i].result == QS_R_QUOTA) {
 			/* The recipient is full: the message stays queued. */
@@ -348,7 +349,7 @@ int qa_store_inbox_add(struct qa_store *st, const struct qa_in_msg *m, size_t n,
 	            " ON CONFLICT(id) DO NOTHING",
 	            &s, e) != 0)
 		goto fail;
-	const sqlite3_int64 now = (sqlite3_int64)qa_now_ms();
+	const sqlite3_int64 now = (sqlite3_int64)gw_wall_ms();
 	for (size_t i = 0; i < n; i++) {
 		bind_blob(s, 1, m[i].id, 16);
 		sqlite3_bind_int64(s, 2, (sqlite3_int64)m[i].seq);
@@ -463,7 +464,7 @@ int qa_store_inbox_take(struct qa_store *st, const struct qa_in_list *list, uint
 	            "INSERT OR REPLACE INTO status_queue(id, status, queued_ms) VALUES(?1, ?2, ?3)",
 	            &report, e) != 0)
 		goto fail;
-	const sqlite3_int64 now = (sqlite3_int64)qa_now_ms();
+	const sqlite3_int64 now = (sqlite3_int64)gw_wall_ms();
 	for (size_t i = 0; i < list->n; i++) {
 		const struct qa_in_msg *m = &list->v[i];
 		sqlite3_bind_int64(take, 1, m->rid);

@@ -18,6 +18,7 @@
 
 #include "agent/qa_agent.h"
 #include "agent/qa_config.h"
+#include "common/clock.h"
 #include "proto/qs_codec.h"
 
 enum exit_code {
@@ -276,7 +277,7 @@ static int cmd_send(struct cli *c, int argc, char **argv)
 	if (has_expiry) {
 		/* 0 means "never" on the wire: an expiry at or before the epoch
 		 * is written as 1 ms, long past all the same. */
-		long long at = (long long)qa_now_ms() + expires_in * 1000;
+		long long at = (long long)gw_wall_ms() + expires_in * 1000;
 		p.expires_ms = at > 0 ? (uint64_t)at : 1;
 	}
 	struct qa_error e;

@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
-#include <time.h>
 
 const char *qb_opt(const struct qb_opts *o, const char *key, const char *def)
 {
@@ -35,20 +34,6 @@ int qb_opt_flag(const struct qb_opts *o, const char *key)
 {
 	const char *v = qb_opt(o, key, NULL);
 	return v && (strcmp(v, "1") == 0 || strcmp(v, "on") == 0 || strcmp(v, "yes") == 0);
-}
-
-int64_t qb_now_us(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-int64_t qb_wall_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 void qb_lat_add(struct qb_lat *l, int64_t us)
@@ -102,7 +87,7 @@ void qb_uuid(uint8_t id[16])
 {
 	if (getrandom(id, 16, 0) != 16) { /* never short for 16 bytes; keep ids unique anyway */
 		static uint64_t n;
-		uint64_t t = (uint64_t)qb_now_us() ^ ++n;
+		uint64_t t = (uint64_t)gw_mono_us() ^ ++n;
 		memcpy(id, &t, 8);
 		memcpy(id + 8, &n, 8);
 	}

@@ -8,6 +8,8 @@
 #ifndef QB_H
 #define QB_H
 
+#include "common/clock.h"
+
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -23,8 +25,8 @@ double qb_opt_double(const struct qb_opts *o, const char *key, double def);
 int qb_opt_flag(const struct qb_opts *o,
                 const char *key); /* "--key" present (value "1"/"on"/none) */
 
-int64_t qb_now_us(void);  /* CLOCK_MONOTONIC */
-int64_t qb_wall_ms(void); /* CLOCK_REALTIME, for HELLO now_ms */
+/* The clocks are common/clock.h's: gw_mono_us (latencies, pacing) and
+ * gw_wall_ms (HELLO now_ms, stored timestamps). */
 
 /* Latency samples (microseconds); percentiles by sorting at the end. */
 struct qb_lat {

@@ -358,7 +358,7 @@ struct qb_agent *qb_agent_new(struct event_base *base, const struct qb_agent_con
 	hello.u.hello.token = qs_str_c(c->token ? c->token : "");
 	hello.u.hello.primary = qs_str_c(c->primary ? c->primary : "");
 	hello.u.hello.flags = c->persist ? QS_FLAG_PERSIST : 0;
-	hello.u.hello.now_ms = (uint64_t)qb_wall_ms();
+	hello.u.hello.now_ms = (uint64_t)gw_wall_ms();
 	if (qb_agent_send(a, &hello) != 0 || bufferevent_enable(a->bev, EV_READ | EV_WRITE) != 0) {
 		fprintf(stderr, "qabench: agent %s: cannot queue HELLO\n", c->agent_id);
 		release_bev(a);

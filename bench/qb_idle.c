@@ -87,7 +87,7 @@ static void report(struct idle_run *run)
 	if (run->reported)
 		return;
 	run->reported = 1;
-	run->t_ready = qb_now_us();
+	run->t_ready = gw_mono_us();
 	printf("{\"mode\":\"idle\",\"tls\":%s,\"sessions\":%u,\"connected\":%u,\"failed\":%u,"
 	       "\"ready\":true,\"seconds_to_connect\":%.3f,\"retries\":%llu,"
 	       "\"overloaded\":%llu}\n",
@@ -240,7 +240,7 @@ static void sess_connect(struct idle_sess *s)
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct idle_run *run = arg;
-	int64_t now = qb_now_us();
+	int64_t now = gw_mono_us();
 	if (!run->reported && (double)(now - run->t_start) / 1e6 >= run->connect_timeout_s) {
 		fprintf(stderr,
 		        "qabench idle: connect phase over after %.0f s: %u in flight, %u "
@@ -366,7 +366,7 @@ int qb_mode_idle(const struct qb_opts *o)
 		return 2;
 	}
 	char prefix[64];
-	snprintf(prefix, sizeof(prefix), "qbidle-%lld-%d", (long long)qb_wall_ms(), (int)getpid());
+	snprintf(prefix, sizeof(prefix), "qbidle-%lld-%d", (long long)gw_wall_ms(), (int)getpid());
 	run.id_prefix = qb_opt(o, "prefix", prefix);
 	if (strlen(run.id_prefix) > 100) {
 		fprintf(stderr, "qabench idle: --prefix too long\n");
@@ -403,7 +403,7 @@ int qb_mode_idle(const struct qb_opts *o)
 		fprintf(stderr, "qabench idle: no events\n");
 		return 1;
 	}
-	run.t_start = qb_now_us();
+	run.t_start = gw_mono_us();
 	connect_more(&run);
 	if (!run.stopping)
 		event_base_dispatch(run.base);

@@ -78,7 +78,7 @@ static void send_upload(struct ing_agent *g)
 	f.u.upload.batch = g->batch_no;
 	f.u.upload.count = (uint16_t)r->batch;
 	f.u.upload.msgs = r->msgs;
-	g->sent_us = qb_now_us();
+	g->sent_us = gw_mono_us();
 	if (qb_agent_send(g->a, &f) != 0) {
 		fprintf(stderr, "qabench ingest: agent %d: cannot queue UPLOAD\n", g->idx);
 		r->errors++;
@@ -109,7 +109,7 @@ static void on_frame(struct qb_agent *a, const struct qs_frame *f)
 	if (f->type != QS_UPLOAD_ACK)
 		return; /* PUSH, REASSIGN, ...: not this scenario's concern */
 	const struct qs_upload_ack *ack = &f->u.upload_ack;
-	int64_t now = qb_now_us();
+	int64_t now = gw_mono_us();
 	if (!g->in_flight || ack->batch != g->batch_no || ack->count != r->batch) {
 		fprintf(stderr,
 		        "qabench ingest: agent %d: unexpected UPLOAD_ACK (batch %u count %u)\n",
@@ -170,7 +170,7 @@ static void mark_at(struct ingest *r, int64_t delay_us, const char *name)
 static void on_tick(evutil_socket_t fd, short what, void *arg)
 {
 	struct ingest *r = arg;
-	int64_t now = qb_now_us();
+	int64_t now = gw_mono_us();
 	if (!r->start_us && r->n_welcomed + r->n_closed >= r->n_agents) {
 		r->start_us = now;
 		r->measure_us = now + r->warmup_us;
@@ -270,14 +270,14 @@ int qb_mode_ingest(const struct qb_opts *o)
 
 	r.warmup_us = (int64_t)(warmup * 1e6);
 	r.seconds_us = (int64_t)(seconds * 1e6);
-	int64_t t_connect = qb_now_us();
+	int64_t t_connect = gw_mono_us();
 	r.timer = event_new(r.base, -1, EV_PERSIST, on_tick, &r);
 	struct timeval tick = {0, 100000};
 	event_add(r.timer, &tick);
 	bool ok = true;
 	while (!r.stopping) {
 		event_base_loop(r.base, EVLOOP_ONCE);
-		int64_t now = qb_now_us();
+		int64_t now = gw_mono_us();
 		if (!r.start_us && now - t_connect > (int64_t)(connect_s * 1e6)) {
 			fprintf(stderr, "qabench ingest: only %d of %d agents welcomed in %.0f s\n",
 			        r.n_welcomed, r.n_agents, connect_s);

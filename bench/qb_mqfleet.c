@@ -186,14 +186,14 @@ int qb_mqfleet_init(struct qb_mqfleet *f, int n)
 void qb_mqfleet_connect(struct qb_mqfleet *f, int window, double stall_s, int64_t deadline_us)
 {
 	int next = 0, done_before = 0;
-	int64_t last_progress = qb_now_us();
+	int64_t last_progress = gw_mono_us();
 	int *waiting = &f->count[QB_MQC_CONNECTING], *subscribing = &f->count[QB_MQC_SUBSCRIBING];
 	while (next < f->n || *waiting + *subscribing > 0) {
 		while (next < f->n && *waiting + *subscribing < window)
 			start(f, next++);
 		qb_mqfleet_poll(f, 10);
 		int done = f->count[QB_MQC_READY] + f->count[QB_MQC_FAILED] + f->count[QB_MQC_LOST];
-		int64_t now = qb_now_us();
+		int64_t now = gw_mono_us();
 		bool over = deadline_us && now >= deadline_us;
 		if (done != done_before) {
 			done_before = done;

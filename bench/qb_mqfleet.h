@@ -65,7 +65,7 @@ struct qb_mqfleet {
 int qb_mqfleet_init(struct qb_mqfleet *f, int n); /* 0 or -1 */
 /* Starts every client, with at most `window` of them waiting for CONNACK or
  * SUBACK at once; returns when each is ready or failed. Those waiting fail
- * after stall_s seconds without progress; at deadline_us (qb_now_us clock, 0:
+ * after stall_s seconds without progress; at deadline_us (gw_mono_us clock, 0:
  * none) the waiting and the not yet started fail. */
 void qb_mqfleet_connect(struct qb_mqfleet *f, int window, double stall_s, int64_t deadline_us);
 /* Serves ready sockets for up to timeout_ms. An epoll entry whose data.ptr

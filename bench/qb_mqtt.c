@@ -84,12 +84,12 @@ struct mq_inbox {
 };
 
 /* Payload layout, host byte order (the same process at both ends):
- * [0,4) run tag, [4,8) sequence, [8,16) qb_now_us of the due time, [16] measured. */
+ * [0,4) run tag, [4,8) sequence, [8,16) gw_mono_us of the due time, [16] measured. */
 #define MQ_HDR 17
 
 static void mq_on_message(void *user, const struct mosquitto_message *m)
 {
-	int64_t now = qb_now_us();
+	int64_t now = gw_mono_us();
 	struct mq_inbox *in = user;
 	uint32_t tag, seq;
 	const uint8_t *p = m->payload;
@@ -153,7 +153,7 @@ static void mq_pub_on_publish(struct mosquitto *mosq, void *obj, int mid)
 	uint16_t k = (uint16_t)mid;
 	if (p->due_of_mid[k]) {
 		if (p->measured[k])
-			qb_lat_add(&p->puback, qb_now_us() - p->due_of_mid[k]);
+			qb_lat_add(&p->puback, gw_mono_us() - p->due_of_mid[k]);
 		p->due_of_mid[k] = 0;
 	}
 }
@@ -208,7 +208,7 @@ static int mq_pub_send(struct mq_pub *p, uint32_t seq, int64_t due, uint8_t meas
 		fprintf(stderr, "qabench mqtt-push: publish: %s\n", mosquitto_strerror(rc));
 		return -1;
 	}
-	p->sched->sent_us[seq] = qb_now_us();
+	p->sched->sent_us[seq] = gw_mono_us();
 	p->due_of_mid[(uint16_t)mid] = due;
 	p->measured[(uint16_t)mid] = measured;
 	return 0;
@@ -219,8 +219,8 @@ static void *mq_pub_main(void *arg)
 	struct mq_pub *p = arg;
 	struct mq_sched *s = p->sched;
 	uint8_t *payload = calloc(1, (size_t)p->size);
-	int64_t give_up = qb_now_us() + 10000000;
-	while (payload && !p->connected && !p->error && qb_now_us() < give_up)
+	int64_t give_up = gw_mono_us() + 10000000;
+	while (payload && !p->connected && !p->error && gw_mono_us() < give_up)
 		if (mq_pub_service(p, 10000) != 0)
 			p->error = 1;
 	if (!payload || !p->connected)
@@ -234,7 +234,7 @@ static void *mq_pub_main(void *arg)
 		if (p->error || atomic_load(&p->stop))
 			break;
 		struct mq_step *st = &s->steps[k];
-		int64_t t0 = qb_now_us();
+		int64_t t0 = gw_mono_us();
 		st->t0 = t0;
 		if (s->marks) {
 			printf("{\"mark\":\"step_start\",\"step\":%d,\"rate\":%.0f}\n", k,
@@ -244,7 +244,7 @@ static void *mq_pub_main(void *arg)
 		double step_us = 1e6 / st->rate;
 		uint32_t i = 0;
 		while (!p->error && i < st->count) {
-			int64_t now = qb_now_us();
+			int64_t now = gw_mono_us();
 			int64_t due = t0 + (int64_t)(i * step_us);
 			if (now >= due) {
 				if (mq_pub_send(p, st->first + i, due, i >= st->warm, payload) != 0)
@@ -428,10 +428,10 @@ int qb_mode_mqtt_push(const struct qb_opts *o)
 	if (!sched.due_us || !sched.sent_us || !sched.recv_us ||
 	    qb_mqfleet_init(&f, subscribers) != 0)
 		return 1;
-	int64_t t_conn = qb_now_us();
+	int64_t t_conn = gw_mono_us();
 	qb_mqfleet_connect(&f, QB_MQFLEET_WINDOW, 10, 0);
 	fprintf(stderr, "qabench mqtt-push: %d/%d subscribers ready in %.2f s\n",
-	        f.count[QB_MQC_READY], subscribers, (double)(qb_now_us() - t_conn) / 1e6);
+	        f.count[QB_MQC_READY], subscribers, (double)(gw_mono_us() - t_conn) / 1e6);
 	if (f.count[QB_MQC_READY] != subscribers) {
 		fprintf(stderr, "qabench mqtt-push: %d subscriber(s) failed\n",
 		        f.count[QB_MQC_FAILED]);
@@ -470,11 +470,11 @@ int qb_mode_mqtt_push(const struct qb_opts *o)
 	}
 	atomic_store(&sched.go_steps, 1);
 	if (rc == MOSQ_ERR_SUCCESS && pthread_create(&tid, NULL, mq_pub_main, &pub) == 0) {
-		int64_t last_misc = qb_now_us(), drain_from = 0, next_at = 0;
+		int64_t last_misc = gw_mono_us(), drain_from = 0, next_at = 0;
 		int cur = 0;
 		for (;;) {
 			qb_mqfleet_poll(&f, 2);
-			int64_t now = qb_now_us();
+			int64_t now = gw_mono_us();
 			if (now - last_misc >= 1000000) {
 				qb_mqfleet_misc(&f);
 				last_misc = now;
@@ -606,13 +606,13 @@ static int mq_idle_slice(const struct mq_idle_conf *ic, int base, int n)
 	                       .base = base};
 	if (qb_mqfleet_init(&f, n) != 0)
 		return 1;
-	int64_t t0 = qb_now_us();
+	int64_t t0 = gw_mono_us();
 	qb_mqfleet_connect(&f, ic->window, 10,
 	                   ic->connect_timeout_s > 0 ? t0 + (int64_t)(ic->connect_timeout_s * 1e6)
 	                                             : 0);
 	fprintf(stderr, "qabench mqtt-idle: sessions %d-%d: %d connected, %d failed in %.2f s\n",
 	        base, base + n - 1, f.count[QB_MQC_READY], f.count[QB_MQC_FAILED],
-	        (double)(qb_now_us() - t0) / 1e6);
+	        (double)(gw_mono_us() - t0) / 1e6);
 	printf("{\"mode\":\"mqtt-idle\",\"connected\":%d,\"failed\":%d,\"ready\":true}\n",
 	       f.count[QB_MQC_READY], f.count[QB_MQC_FAILED]);
 	fflush(stdout);
@@ -624,10 +624,10 @@ static int mq_idle_slice(const struct mq_idle_conf *ic, int base, int n)
 		struct epoll_event ev = {.events = EPOLLIN, .data.ptr = NULL};
 		watch_stdin = epoll_ctl(f.ep, EPOLL_CTL_ADD, 0, &ev) == 0;
 	}
-	int64_t until = qb_now_us() + (int64_t)(ic->hold_s * 1e6), last_misc = 0;
+	int64_t until = gw_mono_us() + (int64_t)(ic->hold_s * 1e6), last_misc = 0;
 	const char *why = "hold time over";
 	for (;;) {
-		int64_t now = qb_now_us();
+		int64_t now = gw_mono_us();
 		if (now >= until)
 			break;
 		if (watch_stdin && mq_stdin_closed()) {
@@ -739,10 +739,10 @@ static int mq_idle_forked(const struct mq_idle_conf *ic, int sessions, int per)
 	fflush(stdout);
 
 	bool watch_stdin = mq_stdin_is_stop();
-	int64_t until = qb_now_us() + (int64_t)(hold_s * 1e6);
-	while (qb_now_us() < until) {
+	int64_t until = gw_mono_us() + (int64_t)(hold_s * 1e6);
+	while (gw_mono_us() < until) {
 		struct pollfd in = {0, POLLIN, 0};
-		int64_t left_ms = (until - qb_now_us()) / 1000;
+		int64_t left_ms = (until - gw_mono_us()) / 1000;
 		if (poll(&in, watch_stdin ? 1 : 0, left_ms < 1000 ? (int)left_ms + 1 : 1000) > 0 &&
 		    mq_stdin_closed())
 			break;

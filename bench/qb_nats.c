@@ -79,7 +79,7 @@ static int na_send_batch(struct na_agent *a)
 {
 	struct na_run *r = a->run;
 	a->acked = a->nacked = 0;
-	a->t0 = qb_now_us();
+	a->t0 = gw_mono_us();
 	for (int i = 0; i < r->batch; i++) {
 		uint8_t id[16];
 		char id_text[40];
@@ -114,7 +114,7 @@ static void na_on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, v
 	else
 		a->nacked++;
 	if (a->acked + a->nacked == r->batch) {
-		int64_t t1 = qb_now_us();
+		int64_t t1 = gw_mono_us();
 		if (a->t0 >= r->measure_from_us && t1 <= r->end_us) {
 			a->committed += a->acked;
 			a->nack_total += a->nacked;
@@ -250,7 +250,7 @@ int qb_mode_nats_ingest(const struct qb_opts *o)
 	}
 
 	double cpu0 = na_cpu_s();
-	int64_t t0 = qb_now_us();
+	int64_t t0 = gw_mono_us();
 	run.measure_from_us = t0 + (int64_t)(warmup * 1e6);
 	run.end_us = run.measure_from_us + (int64_t)(seconds * 1e6);
 	for (long i = 0; i < agents; i++) {
@@ -260,9 +260,9 @@ int qb_mode_nats_ingest(const struct qb_opts *o)
 	}
 	/* Each agent finishes with the first batch acked after the end. */
 	int64_t give_up = run.end_us + 30000000;
-	while (atomic_load(&run.finished) < agents && qb_now_us() < give_up)
+	while (atomic_load(&run.finished) < agents && gw_mono_us() < give_up)
 		usleep(10000);
-	double client_cpu = (na_cpu_s() - cpu0) / ((double)(qb_now_us() - t0) / 1e6);
+	double client_cpu = (na_cpu_s() - cpu0) / ((double)(gw_mono_us() - t0) / 1e6);
 	if (atomic_load(&run.finished) < agents) {
 		fprintf(stderr, "qabench nats-ingest: %ld agent(s) still waiting for acks\n",
 		        agents - atomic_load(&run.finished));

@@ -347,7 +347,7 @@ static void rx_on_frame(struct qb_agent *a, const struct qs_frame *f)
 {
 	struct rx *r = qb_agent_user(a);
 	struct push_run *run = r->run;
-	int64_t now = qb_now_us();
+	int64_t now = gw_mono_us();
 	if (a != r->a || r->state != RX_READY)
 		return; /* an abandoned agent, freed soon */
 	switch (f->type) {
@@ -490,7 +490,7 @@ static void send_queued(struct push_run *run)
 		f.u.upload.batch = (uint32_t)first;
 		f.u.upload.count = (uint16_t)n;
 		f.u.upload.msgs = out;
-		int64_t t = qb_now_us();
+		int64_t t = gw_mono_us();
 		for (int k = 0; k < n; k++)
 			run->msgs[first + (uint64_t)k].sent_us = t;
 		if (send_frame(run->sender, &f) != 0) {
@@ -504,7 +504,7 @@ static void send_queued(struct push_run *run)
 	}
 	struct step *s = &run->steps[run->cur];
 	if (s->t0 && !s->t_sent_end && run->n_sent == s->first + s->count)
-		s->t_sent_end = qb_now_us();
+		s->t_sent_end = gw_mono_us();
 }
 
 static void send_due(struct push_run *run, int64_t now)
@@ -545,7 +545,7 @@ struct figs {
 static void figs_add(const struct push_run *run, const struct step *s, struct figs *f)
 {
 	uint64_t a = s->first + s->warm, z = s->first + s->count;
-	int64_t end = s->t_settled ? s->t_settled : qb_now_us(); /* censoring point */
+	int64_t end = s->t_settled ? s->t_settled : gw_mono_us(); /* censoring point */
 	int64_t last_sent = 0;
 	uint64_t sent = 0;
 	for (uint64_t i = a; i < z; i++) {
@@ -672,7 +672,7 @@ static void step_abandon(struct push_run *run, struct step *s)
 	s->acked += n;
 	s->settled += n;
 	run->n_due = run->n_sent = end;
-	s->t_sent_end = qb_now_us();
+	s->t_sent_end = gw_mono_us();
 }
 
 /* The sender's clock: one timer, armed for the next message's due time (the
@@ -720,11 +720,11 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 	struct push_run *run = arg;
 	if (run->finished)
 		return;
-	int64_t now = qb_now_us();
+	int64_t now = gw_mono_us();
 	int64_t next = tick_work(run, now);
 	if (!next || run->finished)
 		return;
-	int64_t wait = next - qb_now_us();
+	int64_t wait = next - gw_mono_us();
 	if (wait < 0)
 		wait = 0;
 	struct timeval tv = {(time_t)(wait / 1000000), (suseconds_t)(wait % 1000000)};
@@ -758,7 +758,7 @@ static void tx_on_welcome(struct qb_agent *a, const struct qs_welcome *w)
 	if (w->max_batch && run->batch > w->max_batch)
 		run->batch = w->max_batch;
 	run->sender_ready = 1;
-	run->t_start = qb_now_us();
+	run->t_start = gw_mono_us();
 	fprintf(stderr, "qabench push: sender on %.*s, %d step(s), %llu messages, batch %d\n",
 	        (int)w->server.len, w->server.ptr, run->n_steps, (unsigned long long)run->total,
 	        run->batch);
@@ -778,7 +778,7 @@ static void tx_on_frame(struct qb_agent *a, const struct qs_frame *f)
 	struct push_run *run = qb_agent_user(a);
 	if (f->type != QS_UPLOAD_ACK)
 		return;
-	int64_t now = qb_now_us();
+	int64_t now = gw_mono_us();
 	const struct qs_upload_ack *ack = &f->u.upload_ack;
 	if (run->uploads_in_flight)
 		run->uploads_in_flight--;
@@ -964,7 +964,7 @@ int qb_mode_push(const struct qb_opts *o)
 		return 2;
 	}
 	char prefix[64];
-	snprintf(prefix, sizeof(prefix), "qbpush-%lld-%d", (long long)qb_wall_ms(), (int)getpid());
+	snprintf(prefix, sizeof(prefix), "qbpush-%lld-%d", (long long)gw_wall_ms(), (int)getpid());
 	const char *pfx = qb_opt(o, "prefix", prefix);
 	if (strlen(pfx) > 100) {
 		fprintf(stderr, "qabench push: --prefix too long\n");

@@ -281,12 +281,12 @@ static void *client_main(void *arg)
 	if (r->setup_failed)
 		return NULL;
 	for (;;) {
-		int64_t start = qb_now_us();
+		int64_t start = gw_mono_us();
 		if (start >= r->end_us)
 			break;
-		int rc = r->method == M_INSERT ? write_insert(c, qb_wall_ms())
-		                               : write_copy(c, qb_wall_ms());
-		int64_t done = qb_now_us();
+		int rc = r->method == M_INSERT ? write_insert(c, gw_wall_ms())
+		                               : write_copy(c, gw_wall_ms());
+		int64_t done = gw_mono_us();
 		c->batch_no++;
 		if (rc != 0) {
 			c->errors++;
@@ -371,7 +371,7 @@ static int run_point(struct run *r, PGconn *admin, struct point *pt, double warm
 		started++;
 	}
 	pthread_barrier_wait(&r->ready);
-	int64_t now = qb_now_us();
+	int64_t now = gw_mono_us();
 	r->measure_us = now + (int64_t)(warmup * 1e6);
 	r->end_us = r->measure_us + (int64_t)(seconds * 1e6);
 	pthread_barrier_wait(&r->go);

@@ -110,7 +110,7 @@ static void *hs_thread_main(void *arg)
 	struct hs_thread *t = arg;
 	struct hs_run *r = t->run;
 	unsigned seq = (unsigned)t->index * 7919u;
-	while (qb_now_us() < r->deadline_us) {
+	while (gw_mono_us() < r->deadline_us) {
 		int fd = hs_connect(r, seq++);
 		if (fd < 0) {
 			hs_log_error(r, "connect");
@@ -120,7 +120,7 @@ static void *hs_thread_main(void *arg)
 		}
 		SSL *ssl = SSL_new(r->ctx);
 		int ok = ssl && SSL_set_fd(ssl, fd) == 1 && SSL_connect(ssl) == 1;
-		int64_t now = qb_now_us();
+		int64_t now = gw_mono_us();
 		if (ok && now < r->deadline_us) {
 			atomic_fetch_add(&r->done, 1);
 			atomic_store(&r->last_version, SSL_version(ssl));
@@ -174,7 +174,7 @@ int qb_mode_handshakes(const struct qb_opts *o)
 	if (!threads)
 		return 1;
 	double cpu0 = cpu_seconds();
-	int64_t t0 = qb_now_us();
+	int64_t t0 = gw_mono_us();
 	run.deadline_us = t0 + (int64_t)(seconds * 1e6);
 	long started = 0;
 	for (long i = 0; i < conns; i++) {
@@ -185,7 +185,7 @@ int qb_mode_handshakes(const struct qb_opts *o)
 	}
 	for (long i = 0; i < started; i++)
 		pthread_join(threads[i].tid, NULL);
-	double wall = (double)(qb_now_us() - t0) / 1e6;
+	double wall = (double)(gw_mono_us() - t0) / 1e6;
 	double cpu = cpu_seconds() - cpu0;
 	free(threads);
 	SSL_CTX_free(run.ctx);

@@ -1,20 +1,13 @@
 /* Accept back-off on descriptor or memory exhaustion; see accept_guard.h. */
 #include "gateway/accept_guard.h"
 
-#include "gateway/log.h"
+#include "common/clock.h"
+#include "common/log.h"
 
 #include <errno.h>
 #include <event2/event.h>
 #include <event2/listener.h>
 #include <string.h>
-#include <time.h>
-
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void arm(struct gw_accept_guard *g)
 {
@@ -53,7 +46,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 	if (g->failures != g->failures_at_enable)
 		return; /* failed again: on_error paused it and re-armed the timer */
 	gw_log(GW_LOG_INFO, "%s: accepting again after %llu failed accepts in %.1f s (%s)", g->what,
-	       (unsigned long long)g->failures, (double)(mono_ms() - g->since_ms) / 1000.0,
+	       (unsigned long long)g->failures, (double)(gw_mono_ms() - g->since_ms) / 1000.0,
 	       strerror(g->err));
 	end_episode(g);
 }
@@ -89,7 +82,7 @@ int gw_accept_guard_on_error(struct gw_accept_guard *g, int err)
 		return 1;
 	if (!g->err) {
 		g->err = err;
-		g->since_ms = mono_ms();
+		g->since_ms = gw_mono_ms();
 		set_paused(g, 1);
 		gw_log(GW_LOG_WARN,
 		       "%s: accept failed: %s: listener paused, retried every %d ms (logged "

@@ -3,6 +3,8 @@
  * connect and a total timeout; libcurl decodes chunked bodies. */
 #include "gateway/cli.h"
 
+#include "common/clock.h"
+
 #include <arpa/inet.h>
 #include <curl/curl.h>
 #include <errno.h>
@@ -284,9 +286,7 @@ static void stamp(const json_t *v, char *out, size_t len)
 	time_t t = (time_t)(ms / 1000);
 	struct tm tm;
 	gmtime_r(&t, &tm);
-	struct timespec now;
-	clock_gettime(CLOCK_REALTIME, &now);
-	long long age = (long long)now.tv_sec - (long long)t;
+	long long age = (long long)(gw_wall_ms() / 1000) - (long long)t;
 	snprintf(out, len, "%04d-%02d-%02dT%02d:%02d:%02dZ (%lld s ago)", tm.tm_year + 1900,
 	         tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, age < 0 ? 0 : age);
 }

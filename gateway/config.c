@@ -1,7 +1,7 @@
 /* The configuration table and its INI loader (inih); see config.h. */
 #include "gateway/config.h"
 
-#include "gateway/log.h"
+#include "common/log.h"
 #include "proto/qs_codec.h"
 
 #include <arpa/inet.h>

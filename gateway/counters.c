@@ -10,6 +10,11 @@ const char *const gw_push_result_names[GW_PUSH_N] = {
 void gw_histogram_observe(struct gw_histogram *h, double seconds)
 {
 	static const double bounds[GW_HIST_N] = GW_HIST_BUCKETS;
+	/* A duration is never negative (callers take it from the monotonic
+	 * clock), but the conversion to uint64_t below must never see one
+	 * (undefined behaviour), nor a NaN. */
+	if (!(seconds >= 0.0))
+		seconds = 0.0;
 	for (int i = 0; i < GW_HIST_N; i++)
 		if (seconds <= bounds[i]) {
 			atomic_fetch_add_explicit(&h->bucket[i], 1, memory_order_relaxed);

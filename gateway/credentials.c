@@ -1,8 +1,9 @@
 /* Agent credentials; see credentials.h. */
 #include "gateway/credentials.h"
 
+#include "common/clock.h"
+#include "common/log.h"
 #include "gateway/config.h"
-#include "gateway/log.h"
 #include "gateway/session.h"
 #include "gateway/worker.h"
 #include "proto/qs_codec.h"
@@ -68,8 +69,8 @@ int gw_credentials_cli(const struct gw_config *c, int argc, char **argv)
 		if (gw_token_new(token, sha) != 0) {
 			fprintf(stderr, "qagw: no random bytes for a token\n");
 		} else {
-			int added = st_credential_add_sync(pg, id, sha, (int64_t)time(NULL) * 1000,
-			                                   err, sizeof(err));
+			int added =
+			    st_credential_add_sync(pg, id, sha, gw_wall_ms(), err, sizeof(err));
 			if (added < 0)
 				fprintf(stderr, "qagw: %s\n", err);
 			else if (!added)

@@ -39,7 +39,7 @@ int gw_credentials_cli(const struct gw_config *c, int argc, char **argv);
 struct gw_auth_guard *gw_auth_guard_new(void);
 void gw_auth_guard_free(struct gw_auth_guard *g);
 /* Milliseconds of back-off left for the address of peer ("ip:port" or
- * "[ip6]:port"), 0 if it may HELLO. */
+ * "[ip6]:port"), 0 if it may HELLO. now_ms here and below: gw_mono_ms(). */
 int64_t gw_auth_backoff_left(struct gw_auth_guard *g, const char *peer, int64_t now_ms);
 /* A HELLO from peer was answered ERROR auth. Returns the back-off it
  * starts in ms (0: still within the budget). */

@@ -7,11 +7,12 @@
  * (--check, agent ..., workers, agents ID). */
 #include "admin/admin.h"
 #include "admin/webguard.h"
+#include "common/clock.h"
+#include "common/log.h"
 #include "gateway/cli.h"
 #include "gateway/config.h"
 #include "gateway/credentials.h"
 #include "gateway/fd_budget.h"
-#include "gateway/log.h"
 #include "gateway/node.h"
 #include "gateway/tls.h"
 #include "gateway/worker.h"
@@ -269,7 +270,7 @@ int main(int argc, char **argv)
 	               sizeof(err)) != 0)
 		die(err);
 
-	n.node.started_ms = gw_now_ms();
+	n.node.started_ms = gw_wall_ms();
 	n.node.base = event_base_new();
 	if (!n.node.base)
 		die("cannot create the main event loop");

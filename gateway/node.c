@@ -3,7 +3,8 @@
  * admin API are pushed like uploaded ones) and its Redis connection. */
 #include "gateway/node.h"
 
-#include "gateway/log.h"
+#include "common/clock.h"
+#include "common/log.h"
 #include "router/rt_pool.h"
 #include "router/rt_redis.h"
 #include "router/rt_keys.h"
@@ -199,20 +200,13 @@ int gw_node_watch_ready(struct gw_node *n)
 	return 0;
 }
 
-static unsigned long long monotonic_usec(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (unsigned long long)ts.tv_sec * 1000000ULL + (unsigned long long)ts.tv_nsec / 1000;
-}
-
 void gw_node_notify_reloading(struct gw_node *n)
 {
 	/* MONOTONIC_USEC: what Type=notify-reload (systemd 253+) asks for;
 	 * older managers ignore it. */
 	if (n->ready)
 		sd_notifyf(0, "RELOADING=1\nMONOTONIC_USEC=%llu\nSTATUS=reloading (SIGHUP)",
-		           monotonic_usec());
+		           (unsigned long long)gw_mono_us());
 }
 
 void gw_node_notify_reloaded(struct gw_node *n)

@@ -2,6 +2,8 @@
 #include "gateway/primary.h"
 
 #include "gateway/config.h"
+#include "gateway/worker.h"
+#include "router/rt_pool.h"
 
 #include <ctype.h>
 #include <stdio.h>
@@ -71,4 +73,52 @@ int gw_worker_stream(const struct gw_known_worker *w, char *out, size_t outlen)
 	int r =
 	    snprintf(out, outlen, "%s(host=%s;port=%u)", w->tls ? "tls" : "tcpip", a.host, a.port);
 	return r < 0 || (size_t)r >= outlen ? -1 : 0;
+}
+
+/* The server list of WELCOME and REASSIGN (protocol.md): the primary (or,
+ * unresolved, this worker) first, then the other serving workers in the
+ * agent's ring order; while the router has no view of the pool (Redis
+ * down), every known worker by name. ws gives each worker's streams. */
+int gw_server_list(struct gw_worker *w, const char *agent, const char *primary,
+                   const struct gw_known_worker *ws, int n, struct qs_server *servers,
+                   char (*streams)[320])
+{
+	const char *names[RT_VIEW_MAX + 1];
+	int nn = 0;
+	names[nn++] = primary[0] ? primary : w->wc->name;
+	const struct rt_view *v = w->pool ? rt_pool_view(w->pool) : NULL;
+	if (v && v->n > 0) {
+		int order[RT_VIEW_MAX];
+		int k = rt_pool_order(w->pool, agent, order);
+		for (int i = 0; i < k; i++)
+			names[nn++] = v->w[order[i]].name;
+		/* Workers the view has not seen yet (a node starting): not known to be
+		 * down, so listed last. */
+		for (int i = 0; i < n && nn < RT_VIEW_MAX + 1; i++) {
+			int seen = 0;
+			for (int j = 0; j < v->n && !seen; j++)
+				seen = strcmp(v->w[j].name, ws[i].name) == 0;
+			if (!seen)
+				names[nn++] = ws[i].name;
+		}
+	} else {
+		for (int i = 0; i < n && nn < RT_VIEW_MAX + 1; i++)
+			names[nn++] = ws[i].name;
+	}
+	int k = 0;
+	for (int i = 0; i < nn; i++) {
+		int dup = 0;
+		for (int j = 0; j < k && !dup; j++)
+			dup = strcmp(servers[j].name.ptr, names[i]) == 0;
+		int at = -1;
+		for (int j = 0; j < n && at < 0; j++)
+			if (strcmp(ws[j].name, names[i]) == 0)
+				at = j;
+		if (dup || at < 0 || gw_worker_stream(&ws[at], streams[k], sizeof(streams[k])) != 0)
+			continue;
+		servers[k].name = qs_str_c(ws[at].name);
+		servers[k].stream = qs_str_c(streams[k]);
+		k++;
+	}
+	return k;
 }

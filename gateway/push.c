@@ -2,7 +2,8 @@
  * when a message commits, delivering it on the agent's primary worker,
  * coalescing, and the accounting of docs/design.md "Push accounting".
  * Runs on the worker's thread; Redis calls go through router/rt_pool. */
-#include "gateway/log.h"
+#include "common/clock.h"
+#include "common/log.h"
 #include "gateway/session.h"
 #include "gateway/worker.h"
 #include "router/rt_pool.h"
@@ -66,7 +67,7 @@ static void send_push(struct gw_session *s, int pending, int64_t commit_ms)
 		return;
 	s->push_out_id = f.u.push.push_id;
 	s->push_commit_ms = commit_ms;
-	s->coalesce_until_ms = gw_now_ms() + 2000LL * s->w->conf->heartbeat;
+	s->coalesce_until_ms = gw_mono_ms() + 2000LL * s->w->conf->heartbeat;
 	account(s->w, s->agent, GW_PUSH_SENT, -1);
 	gw_slog(GW_LOG_DEBUG, s, "PUSH %llu (pending %d)", (unsigned long long)f.u.push.push_id,
 	        pending);
@@ -104,7 +105,7 @@ void gw_push_deliver(struct gw_worker *w, const char *agent, int64_t commit_ms, 
 		account(w, agent, r, -1);
 		return;
 	}
-	if (s->coalesce_until_ms > gw_now_ms()) {
+	if (s->coalesce_until_ms > gw_mono_ms()) {
 		account(w, agent, GW_PUSH_COALESCED, -1);
 		return;
 	}
@@ -122,7 +123,7 @@ void gw_push_after_welcome(struct gw_session *s)
 		if (r != GW_PUSH_SENT)
 			return; /* nothing was routed: nothing to count */
 		gw_count_push(s->w, GW_PUSH_ROUTED);
-		send_push(s, (int)s->pending_at_hello, gw_now_ms());
+		send_push(s, (int)s->pending_at_hello, gw_wall_ms());
 		return;
 	}
 	if (r != GW_PUSH_SENT) { /* routed pushes that found no place to go */
@@ -137,7 +138,8 @@ void gw_push_ack(struct gw_session *s, uint64_t push_id)
 {
 	if (!push_id || push_id != s->push_out_id)
 		return; /* stale or unknown: nothing to account */
-	int64_t latency = gw_now_ms() - s->push_commit_ms;
+	/* wall clock: the commit time may be another node's */
+	int64_t latency = gw_wall_ms() - s->push_commit_ms;
 	if (latency < 0)
 		latency = 0;
 	s->push_out_id = 0;

@@ -2,8 +2,9 @@
  * STATUS, each one statement of the store's SQL API (store/schema.c). A
  * handler validates, submits, and answers from the completion callback; a
  * store failure answers ERROR store_unavailable and acknowledges nothing. */
+#include "common/clock.h"
+#include "common/log.h"
 #include "gateway/credentials.h"
-#include "gateway/log.h"
 #include "gateway/primary.h"
 #include "gateway/session.h"
 #include "gateway/worker.h"
@@ -27,7 +28,7 @@ struct upload_req {
 	uint16_t *sent;    /* sent[k] = index in the batch of the store's row k+1 */
 	char (*rcpt)[121]; /* rcpt[k]: recipient of the store's row k+1 (for pushes) */
 	int n_sent;
-	int64_t started_ms; /* submit time, for qagw_store_commit_seconds */
+	int64_t started_ms; /* submit time (monotonic), for qagw_store_commit_seconds */
 };
 
 static void free_upload(struct upload_req *u)
@@ -100,54 +101,6 @@ static void finish_welcome(struct gw_session *s)
 	        s->persist, (unsigned long long)s->epoch);
 	gw_push_after_welcome(s);
 	gw_session_request_done(s);
-}
-
-/* The server list of WELCOME and REASSIGN (protocol.md): the primary (or,
- * unresolved, this worker) first, then the other serving workers in the
- * agent's ring order; while the router has no view of the pool (Redis
- * down), every known worker by name. ws gives each worker's streams. */
-int gw_server_list(struct gw_worker *w, const char *agent, const char *primary,
-                   const struct gw_known_worker *ws, int n, struct qs_server *servers,
-                   char (*streams)[320])
-{
-	const char *names[RT_VIEW_MAX + 1];
-	int nn = 0;
-	names[nn++] = primary[0] ? primary : w->wc->name;
-	const struct rt_view *v = w->pool ? rt_pool_view(w->pool) : NULL;
-	if (v && v->n > 0) {
-		int order[RT_VIEW_MAX];
-		int k = rt_pool_order(w->pool, agent, order);
-		for (int i = 0; i < k; i++)
-			names[nn++] = v->w[order[i]].name;
-		/* Workers the view has not seen yet (a node starting): not known to be
-		 * down, so listed last. */
-		for (int i = 0; i < n && nn < RT_VIEW_MAX + 1; i++) {
-			int seen = 0;
-			for (int j = 0; j < v->n && !seen; j++)
-				seen = strcmp(v->w[j].name, ws[i].name) == 0;
-			if (!seen)
-				names[nn++] = ws[i].name;
-		}
-	} else {
-		for (int i = 0; i < n && nn < RT_VIEW_MAX + 1; i++)
-			names[nn++] = ws[i].name;
-	}
-	int k = 0;
-	for (int i = 0; i < nn; i++) {
-		int dup = 0;
-		for (int j = 0; j < k && !dup; j++)
-			dup = strcmp(servers[j].name.ptr, names[i]) == 0;
-		int at = -1;
-		for (int j = 0; j < n && at < 0; j++)
-			if (strcmp(ws[j].name, names[i]) == 0)
-				at = j;
-		if (dup || at < 0 || gw_worker_stream(&ws[at], streams[k], sizeof(streams[k])) != 0)
-			continue;
-		servers[k].name = qs_str_c(ws[at].name);
-		servers[k].stream = qs_str_c(streams[k]);
-		k++;
-	}
-	return k;
 }
 
 /* WELCOME, once the primary is known (pinned: resolved at HELLO; else the
@@ -305,7 +258,7 @@ static void start_hello(struct gw_session *s)
 	struct gw_worker *w = s->w;
 	gw_session_register(s); /* pushes arriving from now on follow WELCOME */
 	waited(s, st_hello(gw_worker_hello_store(w), s->agent, s->primary_sent, w->wc->name,
-	                   gw_now_ms(), on_hello, s));
+	                   gw_wall_ms(), on_hello, s));
 }
 
 /* gateway.md "Authentication": the SHA-256 of the HELLO token against the
@@ -328,7 +281,7 @@ static void on_credentials(void *arg, const PGresult *res, const char *err)
 		        known ? "wrong token" : "unknown agent");
 		explicit_bzero(s->token_sha256, sizeof(s->token_sha256));
 		gw_count(s->w, hello_auth_failures, 1);
-		int64_t backoff = gw_auth_failed(s->w->auth_guard, s->peer, gw_now_ms());
+		int64_t backoff = gw_auth_failed(s->w->auth_guard, s->peer, gw_mono_ms());
 		if (backoff) {
 			gw_count(s->w, auth_backoffs, 1);
 			gw_slog(GW_LOG_WARN, s,
@@ -359,7 +312,7 @@ void gw_req_hello(struct gw_session *s, const struct qs_hello *h)
 	 * costs nothing more. overloaded (retryable), not auth: an agent sharing
 	 * the address (NAT) comes back after the back-off instead of giving up,
 	 * and the answer says nothing about this HELLO's token. */
-	int64_t backoff = gw_auth_backoff_left(w->auth_guard, s->peer, gw_now_ms());
+	int64_t backoff = gw_auth_backoff_left(w->auth_guard, s->peer, gw_mono_ms());
 	if (backoff) {
 		gw_count(w, refused_auth_backoff, 1);
 		gw_session_error(s, QS_E_OVERLOADED,
@@ -390,7 +343,7 @@ void gw_req_hello(struct gw_session *s, const struct qs_hello *h)
 	 * shift or shifted expiry can overflow. */
 	int64_t agent_now =
 	    h->now_ms > (uint64_t)INT64_MAX / 2 ? INT64_MAX / 2 : (int64_t)h->now_ms;
-	s->clock_shift_ms = gw_now_ms() - agent_now;
+	s->clock_shift_ms = gw_wall_ms() - agent_now;
 	SHA256((const unsigned char *)h->token.ptr, h->token.len, s->token_sha256);
 	/* The token itself is not kept: its bytes in the input buffer (the
 	 * frame's decoded view points into it) are wiped before it is drained. */
@@ -471,8 +424,9 @@ static void on_upload(void *arg, const PGresult *res, const char *err)
 		u->results[u->sent[k]] = (uint8_t)result;
 	}
 	s->op = NULL;
-	int64_t now = gw_now_ms();
-	gw_histogram_observe(&s->w->counters.store_commit, (double)(now - u->started_ms) / 1000.0);
+	int64_t now = gw_wall_ms(); /* the commit time the pushes carry */
+	gw_histogram_observe(&s->w->counters.store_commit,
+	                     (double)(gw_mono_ms() - u->started_ms) / 1000.0);
 	send_upload_ack(s, u);
 	route_pushes(s->w, u, now);
 	gw_req_abandon(s);
@@ -498,7 +452,7 @@ void gw_req_upload(struct gw_session *s, const struct qs_upload *up)
 	}
 	u->batch = up->batch;
 	u->count = up->count;
-	int64_t now = gw_now_ms();
+	int64_t now = gw_wall_ms();
 	uint32_t too_large = w->conf->max_frame - QS_DELIVER_OVERHEAD;
 	for (int i = 0; i < up->count; i++) {
 		const struct qs_msg_out *m = &up->msgs[i];
@@ -547,7 +501,7 @@ void gw_req_upload(struct gw_session *s, const struct qs_upload *up)
 		return;
 	}
 	s->req = u;
-	u->started_ms = gw_now_ms();
+	u->started_ms = gw_mono_ms();
 	struct st_op *op = st_upload(w->uploads, s->agent, rows, u->n_sent, on_upload, s);
 	free(rows);
 	if (!op) {
@@ -656,8 +610,8 @@ void gw_req_session_end(struct gw_session *s)
 	int64_t *seqs;
 	int n = s->agent[0] ? held_uncounted(s, &seqs) : 0;
 	if (n > 0) {
-		struct st_op *op =
-		    st_delivered(gw_worker_store(s->w), s->agent, seqs, n, gw_now_ms(), NULL, NULL);
+		struct st_op *op = st_delivered(gw_worker_store(s->w), s->agent, seqs, n,
+		                                gw_wall_ms(), NULL, NULL);
 		if (!op)
 			gw_slog(GW_LOG_WARN, s,
 			        "store down: %d deliveries not counted (ias_DeliveryCount)", n);
@@ -675,7 +629,7 @@ static void on_fetch(void *arg, const PGresult *res, const char *err);
 static void fetch_next(struct gw_session *s)
 {
 	waited(s, st_next(gw_worker_store(s->w), s->agent, s->held, s->n_held, s->req_count,
-	                  s->req_bytes, gw_now_ms(), on_fetch, s));
+	                  s->req_bytes, gw_wall_ms(), on_fetch, s));
 }
 
 /* The message that blocked the FETCH is unreceivable now: ask again. */
@@ -699,7 +653,7 @@ static void make_unreceivable(struct gw_session *s, int64_t seq, const char *why
 {
 	gw_slog(GW_LOG_WARN, s, "message seq %lld can never be delivered (%s): unreceivable",
 	        (long long)seq, why);
-	waited(s, st_unreceivable(gw_worker_store(s->w), s->agent, seq, gw_now_ms(),
+	waited(s, st_unreceivable(gw_worker_store(s->w), s->agent, seq, gw_wall_ms(),
 	                          on_unreceivable, s));
 }
 
@@ -926,6 +880,6 @@ void gw_req_status(struct gw_session *s, const struct qs_status *st)
 	s->req_count = st->count;
 	waited(s,
 	       st_status(gw_worker_store(s->w), s->agent, held, n_held, (const uint8_t(*)[16])ids,
-	                 codes, st->count, gw_now_ms(), on_status, s));
+	                 codes, st->count, gw_wall_ms(), on_status, s));
 	free(held), free(ids), free(codes);
 }

@@ -8,7 +8,8 @@
  * through an index, that skips rows a session has locked. */
 #include "gateway/retention.h"
 
-#include "gateway/log.h"
+#include "common/clock.h"
+#include "common/log.h"
 #include "gateway/worker.h"
 #include "store/queries.h"
 #include "store/store.h"
@@ -31,8 +32,8 @@ struct gw_retention {
 	struct st_op *op;
 	int in_run; /* between the first batch of a run and its last */
 	enum step step;
-	int64_t batch_start_ms;
-	int64_t run_start_ms;
+	int64_t batch_start_ms; /* monotonic: the pacing must not follow a clock step */
+	int64_t run_start_ms;   /* monotonic */
 	int64_t run_expired, run_purged;
 };
 
@@ -59,7 +60,7 @@ static void end_run(struct gw_retention *r)
 		       "%lld s) in %lld ms",
 		       w->wc->name, (long long)r->run_expired, (long long)r->run_purged,
 		       (long long)(w->conf->keep_ms / 1000),
-		       (long long)(gw_now_ms() - r->run_start_ms));
+		       (long long)(gw_mono_ms() - r->run_start_ms));
 	arm(r, interval_ms(w->conf->keep_ms));
 }
 
@@ -74,7 +75,7 @@ static void on_batch(void *arg, const PGresult *res, const char *err)
 		end_run(r);
 		return;
 	}
-	int64_t took = gw_now_ms() - r->batch_start_ms;
+	int64_t took = gw_mono_ms() - r->batch_start_ms;
 	int n = st_batch_read(res);
 	gw_log(GW_LOG_DEBUG, "worker %s: retention %s batch: %d rows in %lld ms", w->wc->name,
 	       r->step == EXPIRE ? "expiry" : "purge", n, (long long)took);
@@ -99,8 +100,8 @@ static void on_batch(void *arg, const PGresult *res, const char *err)
 static void submit(struct gw_retention *r)
 {
 	struct gw_worker *w = r->w;
-	int64_t now = gw_now_ms();
-	r->batch_start_ms = now;
+	int64_t now = gw_wall_ms(); /* expiry and keep are epoch ms in the store */
+	r->batch_start_ms = gw_mono_ms();
 	if (r->step == EXPIRE)
 		r->op = st_expire(r->store, now, BATCH, on_batch, r);
 	else
@@ -121,7 +122,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 	if (!r->in_run) { /* a new run: expiry first, then the purge */
 		r->in_run = 1;
 		r->step = EXPIRE;
-		r->run_start_ms = gw_now_ms();
+		r->run_start_ms = gw_mono_ms();
 		r->run_expired = r->run_purged = 0;
 	}
 	submit(r);

@@ -2,7 +2,8 @@
  * see session.h. What each request does is in requests.c. */
 #include "gateway/session.h"
 
-#include "gateway/log.h"
+#include "common/clock.h"
+#include "common/log.h"
 #include "gateway/primary.h"
 #include "gateway/tls.h"
 #include "gateway/worker.h"
@@ -429,7 +430,7 @@ void gw_session_accept(struct gw_worker *w, int fd, const char *peer, const char
 	s->w = w;
 	s->bev = bev;
 	s->state = w->wc->tls ? GW_S_TLS_HANDSHAKE : GW_S_AWAIT_HELLO;
-	s->since_ms = gw_now_ms();
+	s->since_ms = gw_wall_ms();
 	snprintf(s->peer, sizeof(s->peer), "%s", peer);
 	if (getrandom(&s->id, sizeof(s->id), 0) != sizeof(s->id))
 		s->id = (uint64_t)s->since_ms ^ (uint64_t)(uintptr_t)s;

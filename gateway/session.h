@@ -72,7 +72,7 @@ struct gw_session {
 	uint64_t push_seq;         /* last push_id used on this session */
 	uint64_t push_out_id;      /* PUSH awaiting its PUSH_ACK (0: none) */
 	int64_t push_commit_ms;    /* commit time of the message that raised it */
-	int64_t coalesce_until_ms; /* further pushes coalesce until then (0: not coalescing) */
+	int64_t coalesce_until_ms; /* further pushes coalesce until then (gw_mono_ms; 0: not) */
 	int deferred_n;            /* pushes that arrived before WELCOME was written */
 	int64_t deferred_commit_ms;
 };
@@ -87,13 +87,6 @@ struct gw_ticket {
 	struct gw_session *s;
 };
 
-struct gw_known_worker;
-/* The server list of WELCOME and REASSIGN (requests.c): the primary (or
- * this worker) first, then the serving workers in the agent's ring order.
- * ws: the workers to take streams from; servers and streams hold n + 1. */
-int gw_server_list(struct gw_worker *w, const char *agent, const char *primary,
-                   const struct gw_known_worker *ws, int n, struct qs_server *servers,
-                   char (*streams)[320]);
 /* The router moved the agent of s to primary: REASSIGN, closed 5 s later. */
 void gw_session_reassign(struct gw_session *s, const char *primary);
 

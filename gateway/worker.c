@@ -2,8 +2,9 @@
  * SIGTERM drain; see worker.h. */
 #include "gateway/worker.h"
 
+#include "common/clock.h"
+#include "common/log.h"
 #include "gateway/credentials.h"
-#include "gateway/log.h"
 #include "gateway/retention.h"
 #include "gateway/session.h"
 #include "router/rt_pool.h"
@@ -45,13 +46,6 @@ struct st_conn *gw_worker_hello_store(struct gw_worker *w)
 static struct st_conn *pick_store(void *arg)
 {
 	return gw_worker_store(arg);
-}
-
-int64_t gw_now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 static void format_peer(const struct sockaddr *sa, char *out, size_t n)
@@ -259,7 +253,7 @@ static void heartbeat(struct gw_worker *w)
 		push[i] = atomic_load_explicit(&w->counters.push[i], memory_order_relaxed);
 	/* Requests per second over the last 10 s: one sample a second. */
 	uint64_t req = atomic_load_explicit(&w->counters.requests, memory_order_relaxed);
-	int64_t now = gw_now_ms();
+	int64_t now = gw_mono_ms();
 	int last = (w->req_hist_i + 9) % 10;
 	if (w->req_ms[last] == 0 || now - w->req_ms[last] >= 1000) {
 		w->req_hist[w->req_hist_i] = req;

@@ -97,6 +97,5 @@ void gw_worker_session_gone(struct gw_worker *w);
 /* Records router assignments in the store (best effort, logged). */
 void gw_worker_record_assignments(struct gw_worker *w, const char *const *agents,
                                   const char *const *primaries, int n);
-int64_t gw_now_ms(void);
 
 #endif

@@ -292,13 +292,6 @@ int qs_valid_queue(const char *p, size_t n);
 int qs_valid_worker_name(const char *p, size_t n);
 int qs_valid_utf8(const char *p, size_t n); /* also rejects NUL */
 
-/* For logs: src[0..len) into dst (at most cap bytes, not terminated) with
- * every control character (below 0x20, and 0x7f) as \xNN, so that a string a
- * peer sent can neither end a log line nor reach a terminal as an escape
- * sequence; stops before a character that does not fit whole. Returns the
- * bytes written. */
-size_t qs_escape_controls(char *dst, size_t cap, const char *src, size_t len);
-
 /* A props block on its own (u16 n + pairs), as the store keeps it.
  * qs_decode_props validates like qs_decode (UTF-8, exact length) and
  * allocates p->v, which the caller frees with free(). */
@@ -321,6 +314,12 @@ size_t qs_props_size(const struct qs_props *p);
 const char *qs_err_name(int code);  /* "bad_frame", ... ; "unknown" otherwise */
 int qs_err_retryable(int code);     /* per the ERROR table */
 const char *qs_type_name(int type); /* "HELLO", ...; NULL for an unknown type */
+
+/* One line about a decoded frame for a log (the agent's -v): its type and
+ * the fields that say what it is about, never the token nor message bodies,
+ * into buf (n bytes, terminated; a cut line ends in "..."). Peer strings
+ * are copied as they are: the log escapes control characters. */
+void qs_frame_summary(const struct qs_frame *f, char *buf, size_t n);
 
 /* qs_buf helpers. */
 void qs_buf_free(struct qs_buf *b);

@@ -213,25 +213,3 @@ int qs_msg_out_check(const struct qs_msg_out *m)
 		return QS_R_INVALID;
 	return QS_R_STORED;
 }
-
-size_t qs_escape_controls(char *dst, size_t cap, const char *src, size_t len)
-{
-	static const char hex[] = "0123456789abcdef";
-	size_t o = 0;
-	for (size_t i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)src[i];
-		if (c >= 0x20 && c != 0x7f) {
-			if (o + 1 > cap)
-				break;
-			dst[o++] = (char)c;
-			continue;
-		}
-		if (o + 4 > cap)
-			break;
-		dst[o++] = '\\';
-		dst[o++] = 'x';
-		dst[o++] = hex[c >> 4];
-		dst[o++] = hex[c & 15];
-	}
-	return o;
-}

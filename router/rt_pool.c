@@ -3,7 +3,8 @@
  * push) are single Lua scripts. */
 #include "router/rt_pool.h"
 
-#include "gateway/log.h"
+#include "common/clock.h"
+#include "common/log.h"
 #include "router/rt_redis.h"
 #include "router/rt_ring.h"
 #include "router/rt_keys.h"
@@ -62,13 +63,6 @@ struct rt_pool {
 
 /* The scripts: router/lua/, declared in rt_scripts.h (KEYS and ARGV at the top of each
  * file). Key names: rt_keys.h. */
-
-static int64_t now_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void refresh_view(struct rt_pool *p);
 
@@ -224,7 +218,7 @@ void rt_pool_heartbeat(struct rt_pool *p, const struct rt_worker_info *info)
 	snprintf(key, sizeof(key), "%s" RT_KEY_WORKER "%s", p->prefix, p->worker);
 	snprintf(sessions, sizeof(sessions), "%d", info->sessions);
 	snprintf(onp, sizeof(onp), "%d", info->on_primary);
-	snprintf(now, sizeof(now), "%" PRId64, now_ms());
+	snprintf(now, sizeof(now), "%" PRId64, gw_wall_ms());
 	snprintf(cap, sizeof(cap), "%d", p->capacity);
 	snprintf(syncs, sizeof(syncs), "%.1f", info->syncs_per_s);
 	/* load: the live signal the router's operators watch, sessions plus
@@ -347,7 +341,7 @@ int rt_pool_claim(struct rt_pool *p, const struct rt_claim *c, int announce_only
 	snprintf(key, sizeof(key), "%s" RT_KEY_AGENT "%s", p->prefix, c->agent);
 	snprintf(ekey, sizeof(ekey), "%s" RT_KEY_EPOCH, p->prefix);
 	snprintf(since, sizeof(since), "%" PRId64, c->since_ms);
-	snprintf(now, sizeof(now), "%" PRId64, now_ms());
+	snprintf(now, sizeof(now), "%" PRId64, gw_wall_ms());
 	snprintf(ra, sizeof(ra), "%" PRId64, p->reassign_after_ms);
 	order[0] = 0;
 	if (!c->pinned)
@@ -465,8 +459,8 @@ void rt_account(struct rt_redis *r, const char *prefix, const char *worker, cons
 		snprintf(lat, sizeof(lat), "%" PRId64, latency_ms);
 	/* The event admin/api_push.c reads back: ts_ms, agent, worker, result and
 	 * latency_ms (only when there is one), in that order. */
-	json_t *o = json_pack("{sIssssss}", "ts_ms", (json_int_t)now_ms(), "agent", agent, "worker",
-	                      worker, "result", result);
+	json_t *o = json_pack("{sIssssss}", "ts_ms", (json_int_t)gw_wall_ms(), "agent", agent,
+	                      "worker", worker, "result", result);
 	if (o && latency_ms >= 0)
 		json_object_set_new(o, "latency_ms", json_integer((json_int_t)latency_ms));
 	char *ev = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
@@ -584,7 +578,7 @@ static void on_view(void *arg, redisReply *r)
 		w->assigned = int_field(e->element[8]);
 	}
 	v->n = n;
-	v->updated_ms = now_ms();
+	v->updated_ms = gw_wall_ms();
 	if (p->leaving)
 		mark_self_leaving(p);
 	rebuild_ring(p);
@@ -798,7 +792,7 @@ static void on_sweep_lock(void *arg, redisReply *r)
 
 static void check_pool(struct rt_pool *p)
 {
-	int64_t now = now_ms();
+	int64_t now = gw_wall_ms();
 	int self_serving = 0;
 	for (int i = 0; i < p->view.n; i++) {
 		const struct rt_view_worker *v = &p->view.w[i];

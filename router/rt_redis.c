@@ -6,7 +6,8 @@
  * queued: callers count a failure and go on from the store. */
 #include "router/rt_redis.h"
 
-#include "gateway/log.h"
+#include "common/clock.h"
+#include "common/log.h"
 
 #include <event2/event.h>
 #include <openssl/evp.h>
@@ -50,13 +51,6 @@ struct rt_redis {
 	} shas[16];
 	int n_shas;
 };
-
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static void connect_now(struct rt_redis *r);
 
@@ -137,7 +131,7 @@ static void connect_now(struct rt_redis *r)
 	}
 	ac->data = r;
 	r->ac = ac;
-	r->connect_ms = mono_ms();
+	r->connect_ms = gw_mono_ms();
 	redisLibeventAttach(ac, r->base);
 	redisAsyncSetConnectCallback(ac, on_connect);
 	redisAsyncSetDisconnectCallback(ac, on_disconnect);
@@ -155,7 +149,7 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
 static void on_watchdog(evutil_socket_t fd, short what, void *arg)
 {
 	struct rt_redis *r = arg;
-	if (r->ac && !r->up && r->timeout_ms > 0 && mono_ms() - r->connect_ms >= r->timeout_ms) {
+	if (r->ac && !r->up && r->timeout_ms > 0 && gw_mono_ms() - r->connect_ms >= r->timeout_ms) {
 		/* A silent host holds a connect for the kernel's SYN retries. */
 		gw_log(GW_LOG_WARN, "redis %s: connect timed out after %d ms", r->name,
 		       r->timeout_ms);
@@ -164,7 +158,7 @@ static void on_watchdog(evutil_socket_t fd, short what, void *arg)
 	}
 	if (!r->ac || !r->up || r->n_pending == 0 || r->timeout_ms <= 0)
 		return;
-	int64_t waited = mono_ms() - r->pending_since_ms;
+	int64_t waited = gw_mono_ms() - r->pending_since_ms;
 	if (waited < r->timeout_ms)
 		return;
 	gw_log(GW_LOG_WARN, "redis %s: no reply for %lld ms (%d commands waiting): reconnecting",
@@ -256,7 +250,7 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 	struct pending *p = privdata;
 	if (p->r->n_pending > 0)
 		p->r->n_pending--;
-	p->r->pending_since_ms = mono_ms();
+	p->r->pending_since_ms = gw_mono_ms();
 	if (p->fn)
 		p->fn(p->arg, reply);
 	free(p);
@@ -276,7 +270,7 @@ static struct pending *pending_new(struct rt_redis *r, rt_reply_fn fn, void *arg
 static void sent(struct rt_redis *r)
 {
 	if (r->n_pending++ == 0)
-		r->pending_since_ms = mono_ms();
+		r->pending_since_ms = gw_mono_ms();
 }
 
 int rt_redis_command(struct rt_redis *r, rt_reply_fn fn, void *arg, const char *fmt, ...)

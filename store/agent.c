@@ -1,8 +1,9 @@
 /* The agent requests' statements; see agent.h. */
 #include "store/agent.h"
 
+#include "common/clock.h"
+
 #include <string.h>
-#include <time.h>
 
 /* Every statement here is a literal: prepared once per connection. */
 static struct st_op *submit(struct st_conn *c, const char *sql, struct st_params *p,
@@ -140,7 +141,7 @@ enum { A_AGENT, A_SEQ, A_HELD, N_ACOLS };
 
 static void ack_head(struct st_params *p, void *arg)
 {
-	st_params_int8(p, st_wall_ms());
+	st_params_int8(p, gw_wall_ms());
 }
 
 struct st_group *st_acks_new(struct event_base *base, struct st_conn *(*pick)(void *),

@@ -2,7 +2,7 @@
  * the parts (requesters) whose rows it carries, in order. */
 #include "store/group.h"
 
-#include "gateway/log.h"
+#include "common/log.h"
 #include "store/store_int.h"
 
 #include <event2/event.h>

@@ -5,14 +5,14 @@
 
 #include "store/sql.h"
 
-#include "gateway/log.h"
+#include "common/clock.h"
+#include "common/log.h"
 
 #include <libpq-fe.h>
 #include <openssl/evp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 #include <unistd.h>
 
 #define N_MIGRATIONS st_sql_n_migrations
@@ -174,7 +174,7 @@ static int register_workers(PGconn *pg, const struct st_worker_row *rows, int n,
 int st_startup(const char *conninfo, int wait_s, const struct st_worker_row *rows, int n, char *err,
                size_t errlen)
 {
-	time_t deadline = time(NULL) + wait_s;
+	int64_t deadline = gw_mono_ms() + (int64_t)wait_s * 1000;
 	PGconn *pg = NULL;
 	for (;;) {
 		pg = PQconnectdb(conninfo);
@@ -185,7 +185,7 @@ int st_startup(const char *conninfo, int wait_s, const struct st_worker_row *row
 		if (nl)
 			*nl = 0;
 		PQfinish(pg);
-		if (time(NULL) >= deadline)
+		if (gw_mono_ms() >= deadline)
 			return -1;
 		gw_log(GW_LOG_WARN, "%s (retrying)", err);
 		sleep(1);

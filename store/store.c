@@ -9,7 +9,8 @@
 #include "store/store.h"
 #include "store/store_int.h"
 
-#include "gateway/log.h"
+#include "common/clock.h"
+#include "common/log.h"
 
 #include <endian.h>
 #include <event2/event.h>
@@ -45,8 +46,8 @@ struct st_conn {
 	void *notify_arg;
 	int timeout_ms; /* no answer (or connect) within this: the connection is dropped (0: never)
 	                 */
-	struct timespec connect_started;
-	struct timespec last_probe; /* idle probe (SELECT 1) */
+	int64_t connect_started_ms; /* gw_mono_ms */
+	int64_t last_probe_ms;      /* idle probe (SELECT 1), gw_mono_ms */
 	struct event *watchdog;     /* checks the oldest statement in flight, every second */
 	/* Statements prepared on this connection (st_params.reuse), by text address. */
 	const char *prepared[ST_MAX_PREPARED];
@@ -274,7 +275,7 @@ static void start_connect(struct st_conn *c)
 		return;
 	}
 	c->state = ST_CONNECTING;
-	clock_gettime(CLOCK_MONOTONIC, &c->connect_started);
+	c->connect_started_ms = gw_mono_ms();
 	wait_connect(c, EV_WRITE);
 }
 
@@ -293,11 +294,9 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
  * errors by itself: the oldest statement in flight past the timeout drops
  * the connection, which fails every statement in flight (store_unavailable
  * for their sessions; nothing is acknowledged) and reconnects. */
-static int64_t ms_since(const struct timespec *t)
+static int64_t ms_since(int64_t mono_ms)
 {
-	struct timespec now;
-	clock_gettime(CLOCK_MONOTONIC, &now);
-	return (int64_t)(now.tv_sec - t->tv_sec) * 1000 + (now.tv_nsec - t->tv_nsec) / 1000000;
+	return gw_mono_ms() - mono_ms;
 }
 
 /* Also: a connect that takes longer than the timeout is abandoned (libpq's
@@ -311,7 +310,7 @@ static void on_watchdog(evutil_socket_t fd, short what, void *arg)
 	if (!c->timeout_ms)
 		return;
 	if (c->state == ST_CONNECTING) {
-		if (ms_since(&c->connect_started) >= c->timeout_ms) {
+		if (ms_since(c->connect_started_ms) >= c->timeout_ms) {
 			gw_log(GW_LOG_WARN, "store %s: connect timed out after %d ms", c->name,
 			       c->timeout_ms);
 			conn_lost(c, "connect timed out");
@@ -322,15 +321,15 @@ static void on_watchdog(evutil_socket_t fd, short what, void *arg)
 		return;
 	struct st_op *op = TAILQ_FIRST(&c->inflight);
 	if (!op) {
-		if (ms_since(&c->last_probe) >= c->timeout_ms / 2) {
+		if (ms_since(c->last_probe_ms) >= c->timeout_ms / 2) {
 			struct st_params none = {0};
-			clock_gettime(CLOCK_MONOTONIC, &c->last_probe);
+			c->last_probe_ms = gw_mono_ms();
 			if (!st_submit(c, "SELECT 1", &none, NULL, NULL))
 				return; /* the send failed: the connection is being dropped */
 		}
 		return;
 	}
-	int64_t ms = ms_since(&op->sent);
+	int64_t ms = ms_since(op->sent_ms);
 	if (ms >= c->timeout_ms) {
 		char why[96];
 		snprintf(why, sizeof(why), "no answer for %lld ms (store timeout)", (long long)ms);
@@ -448,7 +447,7 @@ struct st_op *st_submit(struct st_conn *c, const char *sql, const struct st_para
 	}
 	op->done = done;
 	op->arg = arg;
-	clock_gettime(CLOCK_MONOTONIC, &op->sent);
+	op->sent_ms = gw_mono_ms();
 	TAILQ_INSERT_TAIL(&c->inflight, op, link);
 	c->n_inflight++;
 	flush(c);
@@ -459,13 +458,6 @@ void st_op_cancel(struct st_op *op)
 {
 	op->done = NULL;
 	op->arg = NULL;
-}
-
-int64_t st_wall_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* ---- parameters ---- */

@@ -101,10 +101,6 @@ static inline struct st_op *st_submit_clear(struct st_conn *c, const char *sql, 
  * not be called. The statement itself still runs to completion. */
 void st_op_cancel(struct st_op *op);
 
-/* The wall clock in ms: the time a group statement records (created_ms,
- * status_ms), as the gateway's clock gives it. */
-int64_t st_wall_ms(void);
-
 /* Binary result helpers. */
 int64_t st_get_int8(const PGresult *r, int row, int col);
 int32_t st_get_int4(const PGresult *r, int row, int col);

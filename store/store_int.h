@@ -5,8 +5,8 @@
 
 #include "store/store.h"
 
+#include <stdint.h>
 #include <sys/queue.h>
-#include <time.h>
 
 struct st_op {
 	TAILQ_ENTRY(st_op) link;
@@ -15,10 +15,10 @@ struct st_op {
 	PGresult *res;
 	int failed;
 	char err[200];
-	struct timespec sent; /* CLOCK_MONOTONIC, for the answer deadline */
-	int first, n;         /* a group's part: its rows of the group's result */
-	int skip;             /* results to pass over first (a PQsendPrepare's) */
-	int slot;             /* the prepared statement this op created (-1: none) */
+	int64_t sent_ms; /* gw_mono_ms, for the answer deadline */
+	int first, n;    /* a group's part: its rows of the group's result */
+	int skip;        /* results to pass over first (a PQsendPrepare's) */
+	int slot;        /* the prepared statement this op created (-1: none) */
 };
 
 #endif

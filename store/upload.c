@@ -1,9 +1,11 @@
 /* UPLOAD's group statement; see upload.h. */
 #include "store/upload.h"
 
+#include "common/clock.h"
+
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 enum { C_SENDER, C_ID, C_RCPT, C_QUEUE, C_PRIO, C_EXPIRES, C_FLAG, C_PROPS, C_BODY, N_COLS };
 
@@ -91,7 +93,7 @@ static int ids_seen(struct uploads *u, const uint8_t *id)
 static void head(struct st_params *p, void *arg)
 {
 	const struct uploads *u = arg;
-	st_params_int8(p, st_wall_ms());
+	st_params_int8(p, gw_wall_ms());
 	st_params_int4(p, u->max_pending);
 	st_params_int4(p, u->max_pending_per_sender);
 }
@@ -104,9 +106,8 @@ struct st_group *st_uploads_new(struct event_base *base, struct st_conn *(*pick)
 		return NULL;
 	u->max_pending = max_pending;
 	u->max_pending_per_sender = max_pending_per_sender;
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	u->seed = ((uint64_t)ts.tv_nsec << 32) ^ (uint64_t)ts.tv_sec ^ (uint64_t)(uintptr_t)u;
+	uint64_t t = (uint64_t)gw_mono_us();
+	u->seed = (t << 32) ^ t ^ (uint64_t)(uintptr_t)u;
 	struct st_group_spec spec = {
 	    .sql = "SELECT ord, result FROM qa_upload_group($1, $2, $3, $4, $5, $6, $7, $8, $9, "
 	           "$10, $11, $12)",

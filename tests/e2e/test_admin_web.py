@@ -107,6 +107,8 @@ def test_allowed_hosts_are_served(qagw, uid):
 def test_no_host_header_is_served(qagw):
     """HTTP/1.0 without Host (no browser sends that): served as before."""
     g = node(qagw)
+    # healthy first (the store and Redis may still be connecting, slower under ASan)
+    poll(lambda: g.admin.get("/healthz")[0], lambda st: st == 200, 15, "/healthz 200")
     assert raw_http(g, b"GET /healthz HTTP/1.0\r\n\r\n") == (200, {"status": "ok"})
     assert raw_http(g, b"GET /api/workers HTTP/1.0\r\n\r\n")[0] == 200
 

@@ -21,8 +21,8 @@
  * the known agents' token is ""), and whether the real (down) store answers
  * is chosen per input from a hash of its bytes, so the fuzzer reaches the
  * failure paths too. */
+#include "common/log.h"
 #include "gateway/config.h"
-#include "gateway/log.h"
 #include "gateway/session.h"
 #include "gateway/worker.h"
 #include "store/store.h"

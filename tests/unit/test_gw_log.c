@@ -1,12 +1,11 @@
-/* Unit tests: log lines stay one line whatever a peer sent (gateway/log.c). */
+/* Unit tests: log lines stay one line whatever a peer sent (common/log.c). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
 #include <stdint.h>
 #include <cmocka.h>
 
-#include "gateway/log.h"
-#include "proto/qs_codec.h"
+#include "common/log.h"
 
 #include <fcntl.h>
 #include <stdio.h>
@@ -19,7 +18,7 @@ static void test_escape_controls(void **state)
 	(void)state;
 	char out[64];
 	const char in[] = "a\nb\r\x1b[31mc\x7f\t";
-	size_t n = qs_escape_controls(out, sizeof(out), in, sizeof(in) - 1);
+	size_t n = gw_log_escape(out, sizeof(out), in, sizeof(in) - 1);
 	out[n] = 0;
 	assert_string_equal(out, "a\\x0ab\\x0d\\x1b[31mc\\x7f\\x09");
 }
@@ -29,7 +28,7 @@ static void test_escape_keeps_utf8_and_backslash(void **state)
 	(void)state;
 	char out[64];
 	const char in[] = "AGENT\\Q \xc3\xa9";
-	size_t n = qs_escape_controls(out, sizeof(out), in, sizeof(in) - 1);
+	size_t n = gw_log_escape(out, sizeof(out), in, sizeof(in) - 1);
 	out[n] = 0;
 	assert_string_equal(out, in);
 }
@@ -38,9 +37,9 @@ static void test_escape_never_splits_an_escape(void **state)
 {
 	(void)state;
 	char out[8];
-	size_t n = qs_escape_controls(out, 5, "ab\ncd", 5);
+	size_t n = gw_log_escape(out, 5, "ab\ncd", 5);
 	assert_int_equal(n, 2); /* "ab" fits, "\x0a" (4) does not: stop before it */
-	n = qs_escape_controls(out, 7, "ab\ncd", 5);
+	n = gw_log_escape(out, 7, "ab\ncd", 5);
 	assert_int_equal(n, 7);
 	assert_memory_equal(out, "ab\\x0ac", 7);
 }

@@ -1,7 +1,7 @@
 /* Leveled logging; see log.h. */
-#include "gateway/log.h"
+#include "common/log.h"
 
-#include "proto/qs_codec.h"
+#include "common/clock.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -59,6 +59,28 @@ static void write_all(int fd, const char *p, size_t len)
 	}
 }
 
+size_t gw_log_escape(char *dst, size_t cap, const char *src, size_t len)
+{
+	static const char hex[] = "0123456789abcdef";
+	size_t o = 0;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)src[i];
+		if (c >= 0x20 && c != 0x7f) {
+			if (o + 1 > cap)
+				break;
+			dst[o++] = (char)c;
+			continue;
+		}
+		if (o + 4 > cap)
+			break;
+		dst[o++] = '\\';
+		dst[o++] = 'x';
+		dst[o++] = hex[c >> 4];
+		dst[o++] = hex[c & 15];
+	}
+	return o;
+}
+
 void gw_logf(int level, const char *fmt, ...)
 {
 	char line[2048];
@@ -72,13 +94,13 @@ void gw_logf(int level, const char *fmt, ...)
 	if (journal && !atomic_load_explicit(&to_file, memory_order_relaxed)) {
 		n = snprintf(line, sizeof(line), "<%d>%-5s ", level_priority[lv], level_names[lv]);
 	} else {
-		struct timespec ts;
+		int64_t ms = gw_wall_ms();
+		time_t secs = (time_t)(ms / 1000);
 		struct tm tm;
-		clock_gettime(CLOCK_REALTIME, &ts);
-		gmtime_r(&ts.tv_sec, &tm);
-		n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %-5s ",
+		gmtime_r(&secs, &tm);
+		n = snprintf(line, sizeof(line), "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ %-5s ",
 		             tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min,
-		             tm.tm_sec, ts.tv_nsec / 1000000, level_names[lv]);
+		             tm.tm_sec, (int)(ms % 1000), level_names[lv]);
 	}
 	char msg[sizeof(line)];
 	va_list ap;
@@ -86,8 +108,7 @@ void gw_logf(int level, const char *fmt, ...)
 	int m = vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
 	size_t mlen = m < 0 ? 0 : (size_t)m < sizeof(msg) ? (size_t)m : sizeof(msg) - 1;
-	size_t len =
-	    (size_t)n + qs_escape_controls(line + n, sizeof(line) - (size_t)n - 1, msg, mlen);
+	size_t len = (size_t)n + gw_log_escape(line + n, sizeof(line) - (size_t)n - 1, msg, mlen);
 	line[len++] = '\n';
 	/* One write per line keeps lines from different threads whole (and,
 	 * with O_APPEND, lines of several writers of one file). */

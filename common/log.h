@@ -1,12 +1,14 @@
-/* Leveled logging for qagw: one line per event, with a UTC timestamp and
+/* Leveled logging, the bottom layer every part of qagw may use (gateway,
+ * router, store, admin; the agent's own log borrows gw_log_escape). The gw_
+ * prefix is kept from when this lived in gateway/. One line per event, with a UTC timestamp and
  * level, written with one write(2) to file descriptor 2. That descriptor is
  * stderr, or the [node] log_file dup2'ed over it (gw_log_open), so a reopen
  * on SIGHUP swaps the file under every thread at once. When stderr is the
  * journal (JOURNAL_STREAM), lines carry a syslog priority prefix instead of
  * our timestamp. The level is checked before anything is formatted and can be
  * changed at run time (SIGHUP reload) from any thread. */
-#ifndef GW_LOG_H
-#define GW_LOG_H
+#ifndef COMMON_LOG_H
+#define COMMON_LOG_H
 
 #include <stdatomic.h>
 #include <stddef.h>
@@ -27,6 +29,13 @@ int gw_log_parse_level(const char *name);
  * (an agent id, a HELLO primary, an error text) can end the line, forge
  * another or reach a terminal as an escape sequence. */
 void gw_logf(int level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* src[0..len) into dst (at most cap bytes, not terminated) with every
+ * control character (below 0x20, and 0x7f) as \xNN, so that a string a peer
+ * sent can neither end a log line nor reach a terminal as an escape sequence;
+ * stops before a character that does not fit whole. Returns the bytes
+ * written. gw_logf and the agent's qa_log_write use it. */
+size_t gw_log_escape(char *dst, size_t cap, const char *src, size_t len);
 
 /* Main thread only. Directs the log to path (opened O_APPEND, created 0640
  * if missing) or, for "" or NULL, back to the stderr the process started
