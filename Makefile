@@ -26,10 +26,15 @@ LIBS_TEST  := $(shell pkg-config --libs $(PKGS_TEST) 2>/dev/null)
 BENCH_CFLAGS := $(shell pkg-config --cflags $(PKGS_BENCH) 2>/dev/null)
 LIBS_BENCH := $(shell pkg-config --libs $(PKGS_BENCH) 2>/dev/null) -lpthread -lm
 
-WARN    = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter
+WARN    = -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wno-unused-parameter \
+          -Wmissing-prototypes -Wvla -Wformat=2 -Wnull-dereference
+# hardening (Debian's own flags): _FORTIFY_SOURCE only without a sanitizer, which has
+# checks of its own and does not mix with it
+HARDEN    = -fstack-protector-strong -fPIE $(if $(findstring sanitize,$(CFLAGS)),,-D_FORTIFY_SOURCE=2)
+HARDEN_LD = -pie -Wl,-z,relro,-z,now
 CFLAGS ?= -O2 -g
 VERSION   := $(shell cat VERSION)
-ALL_CFLAGS = -std=c17 -D_GNU_SOURCE $(WARN) $(CFLAGS) -I. $(PKG_CFLAGS) -MMD -MP \
+ALL_CFLAGS = -std=c17 -D_GNU_SOURCE $(WARN) $(HARDEN) $(CFLAGS) -I. $(PKG_CFLAGS) -MMD -MP \
              -DQAGW_VERSION='"$(VERSION)"'
 LDFLAGS ?=
 
@@ -127,32 +132,32 @@ $(LIBAGENT): $(call obj,$(AGENT_SRC))
 	rm -f $@ && ar rcs $@ $^
 
 $(QAGW): $(call obj,gateway/main.c) $(LIBGW) $(LIBPROTO) $(LIBCOMMON)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_GW)
+	$(CC) $(HARDEN_LD) $(LDFLAGS) -o $@ $^ $(LIBS_GW)
 
 $(QAAGENT): $(call obj,agent/qaagent.c) $(LIBAGENT) $(LIBPROTO) $(LIBCOMMON)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_AGENT)
+	$(CC) $(HARDEN_LD) $(LDFLAGS) -o $@ $^ $(LIBS_AGENT)
 
 $(BUILD)/obj/bench/%.o: bench/%.c
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(BENCH_CFLAGS) -c $< -o $@
 
 $(QABENCH): $(call obj,$(BENCH_SRC)) $(LIBPROTO) $(LIBCOMMON)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_BENCH)
+	$(CC) $(HARDEN_LD) $(LDFLAGS) -o $@ $^ $(LIBS_BENCH)
 
 # Unit tests link only the module they test: test_proto_* the codec,
 # test_agent_* libqaagent, test_gw_* the gateway library (gateway, store, admin);
 # all but the codec's also link common/ (logging, the clocks).
 $(BUILD)/tests/test_proto_%: $(call obj,tests/unit/test_proto_%.c) $(LIBPROTO)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_TEST)
+	$(CC) $(HARDEN_LD) $(LDFLAGS) -o $@ $^ $(LIBS_TEST)
 
 $(BUILD)/tests/test_agent_%: $(call obj,tests/unit/test_agent_%.c) $(LIBAGENT) $(LIBPROTO) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_AGENT) $(LIBS_TEST)
+	$(CC) $(HARDEN_LD) $(LDFLAGS) -o $@ $^ $(LIBS_AGENT) $(LIBS_TEST)
 
 $(BUILD)/tests/test_gw_%: $(call obj,tests/unit/test_gw_%.c) $(LIBGW) $(LIBPROTO) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS_GW) $(LIBS_TEST)
+	$(CC) $(HARDEN_LD) $(LDFLAGS) -o $@ $^ $(LIBS_GW) $(LIBS_TEST)
 
 # libFuzzer targets, built with clang; each links the sources it exercises.
 # fuzz_frame: the codec; fuzz_stream: the agent's -x parser; fuzz_config: qagw's config;

@@ -117,7 +117,7 @@ static int transfer_error(CURL *h, CURLcode rc, const struct gw_config *c, const
 	case CURLE_SEND_ERROR:
 	case CURLE_RECV_ERROR:
 	case CURLE_PARTIAL_FILE:
-		snprintf(err, errlen, "the admin port %s did not answer: %s", c->admin_listen,
+		snprintf(err, errlen, "the admin port %s did not answer: %.150s", c->admin_listen,
 		         os_errno ? strerror((int)os_errno) : detail);
 		return GW_EXIT_UNREACHABLE;
 	case CURLE_WEIRD_SERVER_REPLY:
@@ -132,7 +132,7 @@ static int transfer_error(CURL *h, CURLcode rc, const struct gw_config *c, const
 			snprintf(err, errlen, "out of memory");
 		return GW_EXIT_FAILURE;
 	default:
-		snprintf(err, errlen, "the admin port %s: %s", c->admin_listen, detail);
+		snprintf(err, errlen, "the admin port %s: %.150s", c->admin_listen, detail);
 		return GW_EXIT_FAILURE;
 	}
 }

@@ -104,11 +104,14 @@ struct load_state {
 	struct gw_worker_conf *worker; /* current [worker NAME] section, or NULL */
 };
 
-static int fail(struct load_state *st, const char *fmt, const char *a, const char *b)
+__attribute__((format(printf, 2, 3))) static int fail(struct load_state *st, const char *fmt, ...)
 {
 	if (!st->failed) {
 		char what[512];
-		snprintf(what, sizeof(what), fmt, a, b);
+		va_list ap;
+		va_start(ap, fmt);
+		vsnprintf(what, sizeof(what), fmt, ap);
+		va_end(ap);
 		snprintf(st->err, st->errlen, "%s:%d: %s", st->path, st->line, what);
 		st->failed = 1;
 	}
@@ -214,14 +217,12 @@ static int on_entry(void *user, const char *section, const char *name, const cha
 				return st->line = st->section_line,
 				       fail(st,
 				            "[worker %s]: bad worker name (1..64 of [a-z0-9._-])",
-				            wname, "");
+				            wname);
 			for (int i = 0; i < c->n_workers; i++)
 				if (strcmp(c->workers[i].name, wname) == 0)
-					return fail(st, "[worker %s]: worker defined twice", wname,
-					            "");
+					return fail(st, "[worker %s]: worker defined twice", wname);
 			if (c->n_workers == GW_MAX_WORKERS)
-				return fail(st, "[worker %s]: too many workers in one node", wname,
-				            "");
+				return fail(st, "[worker %s]: too many workers in one node", wname);
 			st->worker = &c->workers[c->n_workers++];
 			memset(st->worker, 0, sizeof(*st->worker));
 			apply_defaults("worker", st->worker);
