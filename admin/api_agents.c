@@ -14,6 +14,7 @@
 #include "gateway/node.h"
 #include "proto/qs_codec.h"
 #include "router/rt_keys.h"
+#include "router/rt_push.h"
 #include "router/rt_scripts.h"
 #include "store/queries.h"
 
@@ -70,11 +71,10 @@ static json_t *count_or_zero(const json_t *h, const char *key)
 static json_t *push_json(const json_t *h)
 {
 	json_t *p = json_object();
-	json_object_set_new(p, "sent", count_or_zero(h, "sent"));
-	json_object_set_new(p, "acked", count_or_zero(h, "acked"));
-	json_object_set_new(p, "suppressed_off_primary",
-	                    count_or_zero(h, "suppressed_off_primary"));
-	json_object_set_new(p, "no_session", count_or_zero(h, "no_session"));
+	for (int i = 0; i < RT_PUSH_N; i++)
+		if (rt_push_result_per_agent(rt_push_result_names[i]))
+			json_object_set_new(p, rt_push_result_names[i],
+			                    count_or_zero(h, rt_push_result_names[i]));
 	json_object_set_new(p, "last_latency_ms", adm_hash_num(h, "last_latency_ms"));
 	return p;
 }

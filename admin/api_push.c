@@ -49,11 +49,11 @@ static int cmp_str(const void *a, const void *b)
 static void reply_local(struct adm_req *r)
 {
 	struct gw_node *node = r->node;
-	uint64_t totals[GW_PUSH_N] = {0};
+	uint64_t totals[RT_PUSH_N] = {0};
 	json_t *workers = json_object();
 	for (int i = 0; i < node->n_workers; i++) {
-		uint64_t counts[GW_PUSH_N];
-		for (int k = 0; k < GW_PUSH_N; k++) {
+		uint64_t counts[RT_PUSH_N];
+		for (int k = 0; k < RT_PUSH_N; k++) {
 			counts[k] = atomic_load_explicit(&node->workers[i]->counters.push[k],
 			                                 memory_order_relaxed);
 			totals[k] += counts[k];
@@ -79,13 +79,13 @@ static void push_done(struct adm_req *r)
 		reply_local(r);
 		return;
 	}
-	uint64_t totals[GW_PUSH_N] = {0};
+	uint64_t totals[RT_PUSH_N] = {0};
 	struct adm_latencies all = {0};
 	json_t *workers = json_object();
 	for (int i = 0; i < c->n; i++) {
-		uint64_t counts[GW_PUSH_N];
+		uint64_t counts[RT_PUSH_N];
 		adm_push_counts_from_hash(c->stats[i], counts);
-		for (int k = 0; k < GW_PUSH_N; k++)
+		for (int k = 0; k < RT_PUSH_N; k++)
 			totals[k] += counts[k];
 		adm_lat_add_all(&all, &c->lat[i]);
 		json_object_set_new(workers, c->names[i], adm_push_stats_json(counts, &c->lat[i]));

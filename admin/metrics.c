@@ -14,21 +14,6 @@
 #include <stdatomic.h>
 #include <string.h>
 
-/* Per-worker gauges: X(field of struct gw_gauges, metric name, help). */
-#define ADM_WORKER_GAUGES(X)                                                                       \
-	X(sessions, "qagw_sessions", "Sessions past HELLO")                                        \
-	X(on_primary, "qagw_sessions_on_primary", "Sessions held on their agent's primary worker") \
-	X(draining, "qagw_worker_draining",                                                        \
-	  "1 while the worker is drained (admin) or stopping (SIGTERM)")                           \
-	X(store_up, "qagw_worker_store_up", "1 while the worker's store connection is up")         \
-	X(redis_up, "qagw_worker_redis_up", "1 while the worker's Redis connection is up")
-
-/* Histograms: X(field of struct gw_counters, metric name, help). */
-#define ADM_HISTOGRAMS(X)                                                                          \
-	X(push_latency, "qagw_push_latency_seconds",                                               \
-	  "Commit of a message to the PUSH_ACK of the push it caused")                             \
-	X(store_commit, "qagw_store_commit_seconds", "UPLOAD statement round trip (its commit)")
-
 #define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
 
 /* Worker names are [a-z0-9._-] (config.c); escape anyway, per the format. */
@@ -73,7 +58,7 @@ static void counters(struct evbuffer *out, const struct adm_metrics_worker *w, i
 
 	family(out, "qagw_errors_total", "counter", "ERROR frames sent, by error name");
 	for (int i = 0; i < n; i++)
-		for (int code = 1; code < 12; code++) {
+		for (int code = QS_OK + 1; code < QS_E_END; code++) {
 			char label[64];
 			snprintf(label, sizeof(label), "code=\"%s\"", qs_err_name(code));
 			sample(out, "qagw_errors_total", w[i].name, label);
@@ -85,9 +70,9 @@ static void counters(struct evbuffer *out, const struct adm_metrics_worker *w, i
 	       "Pushes by result: routed, then one of coalesced, sent, suppressed_off_primary, "
 	       "no_session, failed; acked when a sent PUSH is answered");
 	for (int i = 0; i < n; i++)
-		for (int res = 0; res < GW_PUSH_N; res++) {
+		for (int res = 0; res < RT_PUSH_N; res++) {
 			char label[64];
-			snprintf(label, sizeof(label), "result=\"%s\"", gw_push_result_names[res]);
+			snprintf(label, sizeof(label), "result=\"%s\"", rt_push_result_names[res]);
 			sample(out, "qagw_push_total", w[i].name, label);
 			evbuffer_add_printf(out, "%llu\n",
 			                    (unsigned long long)LOAD(w[i].counters->push[res]));
@@ -102,20 +87,19 @@ static void gauges(struct evbuffer *out, const struct adm_metrics_worker *w, int
 		sample(out, metric, w[i].name, "");                                                \
 		evbuffer_add_printf(out, "%d\n", LOAD(w[i].gauges->f));                            \
 	}
-	ADM_WORKER_GAUGES(ADM_GAUGE)
+	GW_GAUGES(ADM_GAUGE)
 #undef ADM_GAUGE
 }
 
 static void histogram(struct evbuffer *out, const char *name, const char *worker,
                       const struct gw_histogram *h)
 {
-	static const double bounds[GW_HIST_N] = GW_HIST_BUCKETS;
 	char metric[128], le[48];
 	uint64_t cum = 0;
 	snprintf(metric, sizeof(metric), "%s_bucket", name);
 	for (int b = 0; b < GW_HIST_N; b++) {
 		cum += LOAD(h->bucket[b]);
-		snprintf(le, sizeof(le), "le=\"%g\"", bounds[b]);
+		snprintf(le, sizeof(le), "le=\"%g\"", gw_hist_bounds[b]);
 		sample(out, metric, worker, le);
 		evbuffer_add_printf(out, "%llu\n", (unsigned long long)cum);
 	}
@@ -140,7 +124,7 @@ static void histograms(struct evbuffer *out, const struct adm_metrics_worker *w,
 	family(out, metric, "histogram", help);                                                    \
 	for (int i = 0; i < n; i++)                                                                \
 		histogram(out, metric, w[i].name, &w[i].counters->f);
-	ADM_HISTOGRAMS(ADM_HIST)
+	GW_HISTOGRAMS(ADM_HIST)
 #undef ADM_HIST
 }
 

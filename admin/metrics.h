@@ -1,7 +1,8 @@
 /* GET /metrics: the Prometheus text exposition of every worker's counters,
  * gauges and histograms, rendered from the tables of gateway/counters.h
- * (GW_COUNTERS, GW_PUSH_RESULTS) and the gauge and histogram tables in
- * metrics.c, so a metric is declared once and rendered from one place.
+ * (GW_COUNTERS, GW_GAUGES, GW_HISTOGRAMS, GW_HIST_BUCKETS), proto/qs_codec.h
+ * (QS_ERRORS) and router/rt_push.h (RT_PUSH_RESULTS), so a metric is
+ * declared once and rendered from one place.
  * adm_metrics_render is pure (atomics loaded relaxed) and unit-tested. */
 #ifndef ADM_METRICS_H
 #define ADM_METRICS_H

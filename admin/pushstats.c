@@ -74,20 +74,20 @@ json_t *adm_latency_json(struct adm_latencies *l)
 	return o;
 }
 
-json_t *adm_push_stats_json(const uint64_t counts[GW_PUSH_N], struct adm_latencies *l)
+json_t *adm_push_stats_json(const uint64_t counts[RT_PUSH_N], struct adm_latencies *l)
 {
 	json_t *o = json_object();
-	for (int i = 0; i < GW_PUSH_N; i++)
-		json_object_set_new(o, gw_push_result_names[i],
+	for (int i = 0; i < RT_PUSH_N; i++)
+		json_object_set_new(o, rt_push_result_names[i],
 		                    json_integer((json_int_t)counts[i]));
 	json_object_set_new(o, "latency_ms", adm_latency_json(l));
 	return o;
 }
 
-void adm_push_counts_from_hash(const json_t *hash, uint64_t counts[GW_PUSH_N])
+void adm_push_counts_from_hash(const json_t *hash, uint64_t counts[RT_PUSH_N])
 {
-	for (int i = 0; i < GW_PUSH_N; i++) {
-		const char *s = json_string_value(json_object_get(hash, gw_push_result_names[i]));
+	for (int i = 0; i < RT_PUSH_N; i++) {
+		const char *s = json_string_value(json_object_get(hash, rt_push_result_names[i]));
 		char *end;
 		unsigned long long v = s ? strtoull(s, &end, 10) : 0;
 		counts[i] = s && *s && *end == 0 && s[0] != '-' ? (uint64_t)v : 0;

@@ -1,6 +1,6 @@
 /* Push figures as /api/push shows them (admin.md): per worker and pool-wide
  * S = {"routed", ..., "failed", "latency_ms": {"p50","p90","p99","max"}},
- * the counters in the order of GW_PUSH_RESULTS (gateway/counters.h) and the
+ * the counters in the order of RT_PUSH_RESULTS (router/rt_push.h) and the
  * latency summary by nearest rank over commit -> PUSH_ACK samples in ms.
  * Pure (jansson only); the Redis side is in api_push.c. */
 #ifndef ADM_PUSHSTATS_H
@@ -32,11 +32,11 @@ double adm_percentile(const double *sorted, size_t n, int p);
 json_t *adm_latency_json(struct adm_latencies *l);
 
 /* S for these counters and samples; l may be NULL (latencies all null). */
-json_t *adm_push_stats_json(const uint64_t counts[GW_PUSH_N], struct adm_latencies *l);
+json_t *adm_push_stats_json(const uint64_t counts[RT_PUSH_N], struct adm_latencies *l);
 
 /* Reads the counters of a P pushstats:NAME hash (a JSON object of strings,
  * see redis_json.h) into counts; a missing or bad field counts 0. */
-void adm_push_counts_from_hash(const json_t *hash, uint64_t counts[GW_PUSH_N]);
+void adm_push_counts_from_hash(const json_t *hash, uint64_t counts[RT_PUSH_N]);
 
 /* A number for JSON: an integer when ms is whole, else a real. */
 json_t *adm_json_ms(double ms);

@@ -2,6 +2,7 @@
  * connection (Connection: close) through libcurl's easy API, bounded by a
  * connect and a total timeout; libcurl decodes chunked bodies. */
 #include "gateway/cli.h"
+#include "router/rt_push.h"
 
 #include "common/clock.h"
 
@@ -432,12 +433,13 @@ int gw_cli_agent(const struct gw_config *c, const char *id, int json)
 	stamp(json_object_get(a, "last_sync_ms"), cell, sizeof(cell));
 	line("last sync:", cell);
 	const json_t *p = json_object_get(a, "push");
-	static const char *const push_fields[] = {"sent", "acked", "suppressed_off_primary",
-	                                          "no_session", "last_latency_ms"};
-	for (size_t i = 0; i < sizeof(push_fields) / sizeof(push_fields[0]); i++) {
+	for (int i = 0; i <= RT_PUSH_N; i++) { /* the per-agent results, then the latency */
+		const char *field = i < RT_PUSH_N ? rt_push_result_names[i] : "last_latency_ms";
+		if (i < RT_PUSH_N && !rt_push_result_per_agent(field))
+			continue;
 		char key[64];
-		snprintf(key, sizeof(key), "push %s:", push_fields[i]);
-		line_of(key, json_is_object(p) ? json_object_get(p, push_fields[i]) : NULL);
+		snprintf(key, sizeof(key), "push %s:", field);
+		line_of(key, json_is_object(p) ? json_object_get(p, field) : NULL);
 	}
 	line_of("source:", json_object_get(a, "source"));
 	rc = fflush(stdout) == 0 ? GW_EXIT_OK : GW_EXIT_FAILURE;

@@ -1,22 +1,21 @@
 /* Counter tables and histograms; see counters.h. */
 #include "gateway/counters.h"
 
-const char *const gw_push_result_names[GW_PUSH_N] = {
-#define GW_PUSH_NAME(e, name) name,
-    GW_PUSH_RESULTS(GW_PUSH_NAME)
-#undef GW_PUSH_NAME
+const double gw_hist_bounds[GW_HIST_N] = {
+#define GW_HIST_BOUND(bound) bound,
+    GW_HIST_BUCKETS(GW_HIST_BOUND)
+#undef GW_HIST_BOUND
 };
 
 void gw_histogram_observe(struct gw_histogram *h, double seconds)
 {
-	static const double bounds[GW_HIST_N] = GW_HIST_BUCKETS;
 	/* A duration is never negative (callers take it from the monotonic
 	 * clock), but the conversion to uint64_t below must never see one
 	 * (undefined behaviour), nor a NaN. */
 	if (!(seconds >= 0.0))
 		seconds = 0.0;
 	for (int i = 0; i < GW_HIST_N; i++)
-		if (seconds <= bounds[i]) {
+		if (seconds <= gw_hist_bounds[i]) {
 			atomic_fetch_add_explicit(&h->bucket[i], 1, memory_order_relaxed);
 			break;
 		}

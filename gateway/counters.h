@@ -1,8 +1,13 @@
 /* Per-worker counters, gauges and histograms, declared once here (X-macros)
- * so that the admin port renders /metrics and its JSON from these tables.
+ * so that the admin port renders /metrics from these tables; the counters by
+ * ERROR code and by push result are sized and labelled from their own tables
+ * (proto/qs_codec.h QS_ERRORS, router/rt_push.h RT_PUSH_RESULTS).
  * Workers update their own with relaxed atomics; other threads only load. */
 #ifndef GW_COUNTERS_H
 #define GW_COUNTERS_H
+
+#include "proto/qs_codec.h"
+#include "router/rt_push.h"
 
 #include <stdatomic.h>
 #include <stdint.h>
@@ -51,32 +56,29 @@
 	X(store_group_parts, "qagw_store_group_parts_total", "kind=\"upload\"",                    \
 	  "Requests carried by group statements (parts / groups: the mean group size)")
 
-/* Push results (gateway.md "Push"; docs/design.md "Push accounting"):
- * X(enum suffix, result label). Rendered as qagw_push_total{worker,result}. */
-#define GW_PUSH_RESULTS(X)                                                                         \
-	X(ROUTED, "routed")                                                                        \
-	X(COALESCED, "coalesced")                                                                  \
-	X(SENT, "sent")                                                                            \
-	X(ACKED, "acked")                                                                          \
-	X(SUPPRESSED_OFF_PRIMARY, "suppressed_off_primary")                                        \
-	X(NO_SESSION, "no_session")                                                                \
-	X(FAILED, "failed")
+/* Histogram buckets (seconds), shared by every histogram: X(upper bound). */
+#define GW_HIST_BUCKETS(X)                                                                         \
+	X(0.001)                                                                                   \
+	X(0.0025)                                                                                  \
+	X(0.005)                                                                                   \
+	X(0.01)                                                                                    \
+	X(0.025)                                                                                   \
+	X(0.05)                                                                                    \
+	X(0.1)                                                                                     \
+	X(0.25)                                                                                    \
+	X(0.5)                                                                                     \
+	X(1.0)                                                                                     \
+	X(2.5)                                                                                     \
+	X(5.0)                                                                                     \
+	X(10.0)
 
-enum gw_push_result {
-#define GW_PUSH_ENUM(e, name) GW_PUSH_##e,
-	GW_PUSH_RESULTS(GW_PUSH_ENUM)
-#undef GW_PUSH_ENUM
-	    GW_PUSH_N
+enum {
+#define GW_HIST_ONE(bound) +1
+	GW_HIST_N = 0 GW_HIST_BUCKETS(GW_HIST_ONE)
+#undef GW_HIST_ONE
 };
 
-extern const char *const gw_push_result_names[GW_PUSH_N];
-
-/* Histogram buckets (seconds), shared by every histogram. */
-#define GW_HIST_BUCKETS                                                                            \
-	{                                                                                          \
-		0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0       \
-	}
-#define GW_HIST_N 13
+extern const double gw_hist_bounds[GW_HIST_N];
 
 struct gw_histogram {
 	_Atomic uint64_t bucket[GW_HIST_N]; /* observations <= bound (not cumulative) */
@@ -86,25 +88,44 @@ struct gw_histogram {
 
 void gw_histogram_observe(struct gw_histogram *h, double seconds);
 
+/* Histograms: X(field, metric name, help). Each renders as the family
+ * NAME_bucket{worker="W",le="B"}, NAME_sum, NAME_count. */
+#define GW_HISTOGRAMS(X)                                                                           \
+	X(push_latency, "qagw_push_latency_seconds",                                               \
+	  "Commit of a message to the PUSH_ACK of the push it caused")                             \
+	X(store_commit, "qagw_store_commit_seconds", "UPLOAD statement round trip (its commit)")
+
 struct gw_counters {
 #define GW_COUNTER_FIELD(f, name, label, help) _Atomic uint64_t f;
 	GW_COUNTERS(GW_COUNTER_FIELD)
 #undef GW_COUNTER_FIELD
-	_Atomic uint64_t errors[12];      /* ERROR frames sent, by code 1..11 */
-	_Atomic uint64_t push[GW_PUSH_N]; /* push results */
-	struct gw_histogram push_latency; /* commit -> PUSH_ACK (qagw_push_latency_seconds) */
-	struct gw_histogram
-	    store_commit; /* UPLOAD statement round trip (qagw_store_commit_seconds) */
+	/* ERROR frames sent, by code (proto/qs_codec.h QS_ERRORS; index 0 unused):
+	 * qagw_errors_total{worker,code}. */
+	_Atomic uint64_t errors[QS_E_END];
+	/* Push results (router/rt_push.h RT_PUSH_RESULTS): qagw_push_total{worker,result}. */
+	_Atomic uint64_t push[RT_PUSH_N];
+#define GW_HISTOGRAM_FIELD(f, name, help) struct gw_histogram f;
+	GW_HISTOGRAMS(GW_HISTOGRAM_FIELD)
+#undef GW_HISTOGRAM_FIELD
 };
 
-/* Gauges a worker keeps current for other threads (admin port). */
+/* Gauges a worker keeps current for other threads (admin port):
+ * X(field, metric name, help). Each renders as NAME{worker="W"} VALUE. */
+#define GW_GAUGES(X)                                                                               \
+	X(sessions, "qagw_sessions", "Sessions past HELLO")                                        \
+	X(on_primary, "qagw_sessions_on_primary", "Sessions held on their agent's primary worker") \
+	X(draining, "qagw_worker_draining",                                                        \
+	  "1 while the worker is drained (admin) or stopping (SIGTERM)")                           \
+	X(store_up, "qagw_worker_store_up", "1 while the worker's store connection is up")         \
+	X(redis_up, "qagw_worker_redis_up", "1 while the worker's Redis connection is up")
+
 struct gw_gauges {
-	_Atomic int sessions;   /* past HELLO */
-	_Atomic int on_primary; /* of those, on their primary */
-	_Atomic int draining;   /* 1 while drained (admin) or stopping (SIGTERM) */
-	_Atomic int store_up;
-	_Atomic int redis_up;
-	_Atomic int listener_paused; /* 1 while accept is paused for want of descriptors */
+#define GW_GAUGE_FIELD(f, name, help) _Atomic int f;
+	GW_GAUGES(GW_GAUGE_FIELD)
+#undef GW_GAUGE_FIELD
+	/* 1 while accept is paused for want of descriptors: not a per-worker
+	 * metric, the admin port sums it into qagw_listeners_paused. */
+	_Atomic int listener_paused;
 };
 
 #define gw_count(w, f, n)                                                                          \

@@ -40,17 +40,17 @@ static void on_routed(void *arg, int failed, int delivered, const char *target,
 	struct notify_route *nr = arg;
 	struct gw_node *n = nr->n;
 	struct gw_worker *w = n->workers[0];
-	enum gw_push_result r = GW_PUSH_N; /* the target worker counts the rest */
+	enum rt_push_result r = RT_PUSH_N; /* the target worker counts the rest */
 	if (failed)
-		r = GW_PUSH_FAILED;
+		r = RT_PUSH_FAILED;
 	else if (!target[0])
-		r = GW_PUSH_NO_SESSION;
+		r = RT_PUSH_NO_SESSION;
 	else if (delivered == 0)
-		r = session_worker[0] ? GW_PUSH_SUPPRESSED_OFF_PRIMARY : GW_PUSH_NO_SESSION;
-	if (r != GW_PUSH_N) {
+		r = session_worker[0] ? RT_PUSH_SUPPRESSED_OFF_PRIMARY : RT_PUSH_NO_SESSION;
+	if (r != RT_PUSH_N) {
 		gw_count_push(w, r);
 		rt_account(n->redis, n->conf.redis_prefix, w->wc->name, nr->agent,
-		           gw_push_result_names[r], -1);
+		           rt_push_result_names[r], -1);
 	}
 	free(nr);
 }
@@ -61,15 +61,15 @@ static void on_claimed(void *arg, redisReply *r)
 	struct notify_route *nr = arg;
 	if (!r || r->type != REDIS_REPLY_STATUS) { /* nil: another node has it */
 		if (!r)
-			gw_count_push(nr->n->workers[0], GW_PUSH_FAILED);
+			gw_count_push(nr->n->workers[0], RT_PUSH_FAILED);
 		free(nr);
 		return;
 	}
 	struct gw_node *n = nr->n;
-	gw_count_push(n->workers[0], GW_PUSH_ROUTED);
+	gw_count_push(n->workers[0], RT_PUSH_ROUTED);
 	if (rt_route(n->redis, n->conf.redis_prefix, nr->agent, nr->commit_ms, 1, n->conf.push_any,
 	             on_routed, nr) != 0) {
-		gw_count_push(n->workers[0], GW_PUSH_FAILED);
+		gw_count_push(n->workers[0], RT_PUSH_FAILED);
 		free(nr);
 	}
 }
@@ -91,7 +91,7 @@ static void on_notify(void *arg, const char *channel, const char *payload)
 	nr->commit_ms = commit;
 	if (rt_redis_command(n->redis, on_claimed, nr, "SET %s" RT_KEY_NOTIFIED "%s 1 NX EX 60",
 	                     n->conf.redis_prefix, nr->id) != 0) {
-		gw_count_push(n->workers[0], GW_PUSH_FAILED); /* Redis down: no push */
+		gw_count_push(n->workers[0], RT_PUSH_FAILED); /* Redis down: no push */
 		free(nr);
 	}
 }

@@ -12,12 +12,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-static void account(struct gw_worker *w, const char *agent, enum gw_push_result r,
+static void account(struct gw_worker *w, const char *agent, enum rt_push_result r,
                     int64_t latency_ms)
 {
 	gw_count_push(w, r);
 	if (w->pool)
-		rt_pool_account(w->pool, agent, gw_push_result_names[r], latency_ms);
+		rt_pool_account(w->pool, agent, rt_push_result_names[r], latency_ms);
 }
 
 struct route_arg {
@@ -31,12 +31,12 @@ static void on_routed(void *arg, int failed, int delivered, const char *target,
 	struct route_arg *ra = arg;
 	struct gw_worker *w = ra->w;
 	if (failed)
-		account(w, ra->agent, GW_PUSH_FAILED, -1);
+		account(w, ra->agent, RT_PUSH_FAILED, -1);
 	else if (!target[0])
-		account(w, ra->agent, GW_PUSH_NO_SESSION, -1); /* no primary, no session */
+		account(w, ra->agent, RT_PUSH_NO_SESSION, -1); /* no primary, no session */
 	else if (delivered == 0) /* the target worker is down: nobody decided */
 		account(w, ra->agent,
-		        session_worker[0] ? GW_PUSH_SUPPRESSED_OFF_PRIMARY : GW_PUSH_NO_SESSION,
+		        session_worker[0] ? RT_PUSH_SUPPRESSED_OFF_PRIMARY : RT_PUSH_NO_SESSION,
 		        -1);
 	/* else the target worker counts what became of it */
 	free(ra);
@@ -44,7 +44,7 @@ static void on_routed(void *arg, int failed, int delivered, const char *target,
 
 void gw_push_route(struct gw_worker *w, const char *agent, int64_t commit_ms, int n)
 {
-	gw_count_push(w, GW_PUSH_ROUTED);
+	gw_count_push(w, RT_PUSH_ROUTED);
 	struct route_arg *ra = malloc(sizeof(*ra));
 	if (ra) {
 		ra->w = w;
@@ -54,7 +54,7 @@ void gw_push_route(struct gw_worker *w, const char *agent, int64_t commit_ms, in
 	    rt_pool_route(w->pool, agent, commit_ms, n, w->conf->push_any, on_routed, ra) != 0) {
 		free(ra);
 		gw_count_push(
-		    w, GW_PUSH_FAILED); /* Redis is down: the agent learns at its next sync */
+		    w, RT_PUSH_FAILED); /* Redis is down: the agent learns at its next sync */
 	}
 }
 
@@ -68,19 +68,19 @@ static void send_push(struct gw_session *s, int pending, int64_t commit_ms)
 	s->push_out_id = f.u.push.push_id;
 	s->push_commit_ms = commit_ms;
 	s->coalesce_until_ms = gw_mono_ms() + 2000LL * s->w->conf->heartbeat;
-	account(s->w, s->agent, GW_PUSH_SENT, -1);
+	account(s->w, s->agent, RT_PUSH_SENT, -1);
 	gw_slog(GW_LOG_DEBUG, s, "PUSH %llu (pending %d)", (unsigned long long)f.u.push.push_id,
 	        pending);
 }
 
 /* Whether a PUSH may go on this session at all (policy and session kind). */
-static enum gw_push_result push_refusal(const struct gw_session *s)
+static enum rt_push_result push_refusal(const struct gw_session *s)
 {
 	if (!s->persist)
-		return GW_PUSH_NO_SESSION;
+		return RT_PUSH_NO_SESSION;
 	if (!s->on_primary && !s->w->conf->push_any)
-		return GW_PUSH_SUPPRESSED_OFF_PRIMARY;
-	return GW_PUSH_SENT;
+		return RT_PUSH_SUPPRESSED_OFF_PRIMARY;
+	return RT_PUSH_SENT;
 }
 
 void gw_push_deliver(struct gw_worker *w, const char *agent, int64_t commit_ms, int n,
@@ -89,7 +89,7 @@ void gw_push_deliver(struct gw_worker *w, const char *agent, int64_t commit_ms, 
 	struct gw_session *s = gw_session_find(w, agent);
 	if (!s || s->state == GW_S_CLOSING) {
 		int elsewhere = session_worker[0] && strcmp(session_worker, w->wc->name) != 0;
-		account(w, agent, elsewhere ? GW_PUSH_SUPPRESSED_OFF_PRIMARY : GW_PUSH_NO_SESSION,
+		account(w, agent, elsewhere ? RT_PUSH_SUPPRESSED_OFF_PRIMARY : RT_PUSH_NO_SESSION,
 		        -1);
 		return;
 	}
@@ -100,13 +100,13 @@ void gw_push_deliver(struct gw_worker *w, const char *agent, int64_t commit_ms, 
 		s->deferred_n += n > 0 ? n : 1;
 		return;
 	}
-	enum gw_push_result r = push_refusal(s);
-	if (r != GW_PUSH_SENT) {
+	enum rt_push_result r = push_refusal(s);
+	if (r != RT_PUSH_SENT) {
 		account(w, agent, r, -1);
 		return;
 	}
 	if (s->coalesce_until_ms > gw_mono_ms()) {
-		account(w, agent, GW_PUSH_COALESCED, -1);
+		account(w, agent, RT_PUSH_COALESCED, -1);
 		return;
 	}
 	send_push(s, n, commit_ms);
@@ -118,15 +118,15 @@ void gw_push_after_welcome(struct gw_session *s)
 	s->deferred_n = 0;
 	if (!deferred && s->pending_at_hello <= 0)
 		return;
-	enum gw_push_result r = push_refusal(s);
+	enum rt_push_result r = push_refusal(s);
 	if (!deferred) { /* only what was pending at HELLO: a push of its own */
-		if (r != GW_PUSH_SENT)
+		if (r != RT_PUSH_SENT)
 			return; /* nothing was routed: nothing to count */
-		gw_count_push(s->w, GW_PUSH_ROUTED);
+		gw_count_push(s->w, RT_PUSH_ROUTED);
 		send_push(s, (int)s->pending_at_hello, gw_wall_ms());
 		return;
 	}
-	if (r != GW_PUSH_SENT) { /* routed pushes that found no place to go */
+	if (r != RT_PUSH_SENT) { /* routed pushes that found no place to go */
 		account(s->w, s->agent, r, -1);
 		return;
 	}
@@ -145,7 +145,7 @@ void gw_push_ack(struct gw_session *s, uint64_t push_id)
 	s->push_out_id = 0;
 	s->coalesce_until_ms = 0;
 	gw_histogram_observe(&s->w->counters.push_latency, (double)latency / 1000.0);
-	account(s->w, s->agent, GW_PUSH_ACKED, latency);
+	account(s->w, s->agent, RT_PUSH_ACKED, latency);
 }
 
 void gw_push_fetched(struct gw_session *s)

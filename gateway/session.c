@@ -157,7 +157,7 @@ void gw_session_error(struct gw_session *s, int code, const char *fmt, ...)
 	}
 	gw_slog(code == QS_E_DRAINING || code == QS_E_TIMEOUT ? GW_LOG_INFO : GW_LOG_WARN, s,
 	        "ERROR %s: %s", qs_err_name(code), text);
-	if (code >= 1 && code <= 11)
+	if (code > QS_OK && code < QS_E_END)
 		atomic_fetch_add_explicit(&s->w->counters.errors[code], 1, memory_order_relaxed);
 	struct qs_frame f = {.type = QS_ERROR};
 	f.u.error.code = (uint16_t)code;

@@ -248,8 +248,8 @@ static void heartbeat(struct gw_worker *w)
 	char address[300];
 	snprintf(address, sizeof(address), strchr(w->wc->adv[0].host, ':') ? "[%s]:%u" : "%s:%u",
 	         w->wc->adv[0].host, w->wc->adv[0].port);
-	uint64_t push[GW_PUSH_N];
-	for (int i = 0; i < GW_PUSH_N; i++)
+	uint64_t push[RT_PUSH_N];
+	for (int i = 0; i < RT_PUSH_N; i++)
 		push[i] = atomic_load_explicit(&w->counters.push[i], memory_order_relaxed);
 	/* Requests per second over the last 10 s: one sample a second. */
 	uint64_t req = atomic_load_explicit(&w->counters.requests, memory_order_relaxed);
@@ -271,8 +271,8 @@ static void heartbeat(struct gw_worker *w)
 	    .on_primary = on_primary,
 	    .syncs_per_s = rate,
 	    .push = push,
-	    .push_names = gw_push_result_names,
-	    .n_push = GW_PUSH_N,
+	    .push_names = rt_push_result_names,
+	    .n_push = RT_PUSH_N,
 	};
 	rt_pool_heartbeat(w->pool, &info);
 }

@@ -566,31 +566,28 @@ size_t qs_msg_out_size(const struct qs_msg_out *m)
 static const struct {
 	const char *name;
 	int retryable;
-} err_table[] = {
+} err_table[QS_E_END] = {
+    /* index 0, QS_OK, is never sent */
     [QS_OK] = {"ok", 0},
-    [QS_E_BAD_FRAME] = {"bad_frame", 0},
-    [QS_E_VERSION] = {"version", 0},
-    [QS_E_AUTH] = {"auth", 0},
-    [QS_E_SEQUENCE] = {"sequence", 0},
-    [QS_E_TOO_LARGE] = {"too_large", 0},
-    [QS_E_STORE_UNAVAILABLE] = {"store_unavailable", 1},
-    [QS_E_OVERLOADED] = {"overloaded", 1},
-    [QS_E_DRAINING] = {"draining", 1},
-    [QS_E_TIMEOUT] = {"timeout", 1},
-    [QS_E_SUPERSEDED] = {"superseded", 0},
-    [QS_E_INTERNAL] = {"internal", 1},
+#define QS_E_ROW(e, code, name, retryable) [QS_E_##e] = {name, retryable},
+    QS_ERRORS(QS_E_ROW)
+#undef QS_E_ROW
 };
 
-#define N_ERRS (int)(sizeof(err_table) / sizeof(err_table[0]))
+/* Codes 1..QS_E_END-1 with none missing or repeated: as many entries as the
+ * last code, which QS_E_END follows. */
+#define QS_E_ONE(e, code, name, retryable) +1
+_Static_assert(0 QS_ERRORS(QS_E_ONE) == QS_E_END - 1, "QS_ERRORS codes are not 1..N");
+#undef QS_E_ONE
 
 const char *qs_err_name(int code)
 {
-	return code >= 0 && code < N_ERRS ? err_table[code].name : "unknown";
+	return code >= 0 && code < QS_E_END ? err_table[code].name : "unknown";
 }
 
 int qs_err_retryable(int code)
 {
-	return code > 0 && code < N_ERRS ? err_table[code].retryable : 0;
+	return code > 0 && code < QS_E_END ? err_table[code].retryable : 0;
 }
 
 static const char *const type_names[] = {

@@ -43,20 +43,29 @@ enum qs_type {
 	QS_STATUS = 0x0F,
 };
 
-/* ERROR codes (protocol.md "ERROR"). QS_OK is never sent. */
+/* ERROR codes (protocol.md "ERROR"), declared once: X(enum suffix, code, name,
+ * retryable). The codes are dense from 1 (qs_codec.c checks it), so QS_E_END,
+ * one past the last, sizes anything indexed by code (the gateway's
+ * qagw_errors_total counters). QS_OK is never sent. */
+#define QS_ERRORS(X)                                                                               \
+	X(BAD_FRAME, 1, "bad_frame", 0)                                                            \
+	X(VERSION, 2, "version", 0)                                                                \
+	X(AUTH, 3, "auth", 0)                                                                      \
+	X(SEQUENCE, 4, "sequence", 0)                                                              \
+	X(TOO_LARGE, 5, "too_large", 0)                                                            \
+	X(STORE_UNAVAILABLE, 6, "store_unavailable", 1)                                            \
+	X(OVERLOADED, 7, "overloaded", 1)                                                          \
+	X(DRAINING, 8, "draining", 1)                                                              \
+	X(TIMEOUT, 9, "timeout", 1)                                                                \
+	X(SUPERSEDED, 10, "superseded", 0)                                                         \
+	X(INTERNAL, 11, "internal", 1)
+
 enum qs_err {
 	QS_OK = 0,
-	QS_E_BAD_FRAME = 1,
-	QS_E_VERSION = 2,
-	QS_E_AUTH = 3,
-	QS_E_SEQUENCE = 4,
-	QS_E_TOO_LARGE = 5,
-	QS_E_STORE_UNAVAILABLE = 6,
-	QS_E_OVERLOADED = 7,
-	QS_E_DRAINING = 8,
-	QS_E_TIMEOUT = 9,
-	QS_E_SUPERSEDED = 10,
-	QS_E_INTERNAL = 11,
+#define QS_E_ENUM(e, code, name, retryable) QS_E_##e = code,
+	QS_ERRORS(QS_E_ENUM)
+#undef QS_E_ENUM
+	    QS_E_END /* one past the last code */
 };
 
 /* UPLOAD_ACK results. */

@@ -2,6 +2,7 @@
  * Decisions that must be atomic across nodes (claiming a session, routing a
  * push) are single Lua scripts. */
 #include "router/rt_pool.h"
+#include "router/rt_push.h"
 
 #include "common/clock.h"
 #include "common/log.h"
@@ -453,8 +454,7 @@ void rt_account(struct rt_redis *r, const char *prefix, const char *worker, cons
 	snprintf(agent_key, sizeof(agent_key), "%s" RT_KEY_AGENT "%s", prefix, agent);
 	snprintf(lat_key, sizeof(lat_key), "%s" RT_KEY_PUSHLAT "%s", prefix, worker);
 	snprintf(ev_key, sizeof(ev_key), "%s" RT_KEY_PUSHEVENTS, prefix);
-	int counted = strcmp(result, "routed") != 0 && strcmp(result, "coalesced") != 0 &&
-	              strcmp(result, "failed") != 0;
+	int counted = rt_push_result_per_agent(result);
 	if (latency_ms >= 0)
 		snprintf(lat, sizeof(lat), "%" PRId64, latency_ms);
 	/* The event admin/api_push.c reads back: ts_ms, agent, worker, result and

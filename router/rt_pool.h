@@ -64,7 +64,7 @@ struct rt_worker_info {
 	int sessions;
 	int on_primary;
 	double syncs_per_s;   /* requests answered per second, over the last 10 s */
-	const uint64_t *push; /* GW_PUSH_N counters, in GW_PUSH_RESULTS order */
+	const uint64_t *push; /* RT_PUSH_N counters, in RT_PUSH_RESULTS order (rt_push.h) */
 	const char *const *push_names;
 	int n_push;
 };

@@ -89,14 +89,14 @@ static void test_stats_json_from_hash(void **state)
 {
 	json_t *h = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "routed", "10", "sent", "7",
 	                      "acked", "6", "no_session", "-3", "failed", "x1", "other", "99");
-	uint64_t counts[GW_PUSH_N];
+	uint64_t counts[RT_PUSH_N];
 	adm_push_counts_from_hash(h, counts);
-	assert_int_equal(counts[GW_PUSH_ROUTED], 10);
-	assert_int_equal(counts[GW_PUSH_SENT], 7);
-	assert_int_equal(counts[GW_PUSH_ACKED], 6);
-	assert_int_equal(counts[GW_PUSH_COALESCED], 0);  /* absent */
-	assert_int_equal(counts[GW_PUSH_NO_SESSION], 0); /* negative */
-	assert_int_equal(counts[GW_PUSH_FAILED], 0);     /* not a number */
+	assert_int_equal(counts[RT_PUSH_ROUTED], 10);
+	assert_int_equal(counts[RT_PUSH_SENT], 7);
+	assert_int_equal(counts[RT_PUSH_ACKED], 6);
+	assert_int_equal(counts[RT_PUSH_COALESCED], 0);  /* absent */
+	assert_int_equal(counts[RT_PUSH_NO_SESSION], 0); /* negative */
+	assert_int_equal(counts[RT_PUSH_FAILED], 0);     /* not a number */
 	json_decref(h);
 
 	json_t *s = adm_push_stats_json(counts, NULL);
@@ -109,7 +109,7 @@ static void test_stats_json_from_hash(void **state)
 	assert_int_equal(json_integer_value(json_object_get(s, "routed")), 10);
 	assert_true(json_is_null(json_object_get(json_object_get(s, "latency_ms"), "p90")));
 	char *text = json_dumps(s, JSON_COMPACT);
-	/* the counters come out in GW_PUSH_RESULTS order */
+	/* the counters come out in RT_PUSH_RESULTS order */
 	assert_non_null(strstr(text, "{\"routed\":10,\"coalesced\":0,\"sent\":7,\"acked\":6,"));
 	free(text);
 	json_decref(s);
