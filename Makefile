@@ -243,6 +243,7 @@ bench-purge: deps certs
 	QAGW_BUILD=$(BUILD) $(PYTHON) bench/purge.py
 
 test: deps certs
+	$(MAKE) format-check
 	$(MAKE) all $(FUZZ_BINS)
 	$(MAKE) test-unit test-fuzz test-e2e
 
@@ -315,8 +316,10 @@ fuzz: $(FUZZ_BINS)
 format:
 	clang-format -i $(shell git ls-files '*.c' '*.h')
 
+# part of make test (clang-format 14, Debian 12's): every C file as `make format` leaves it
 format-check:
-	clang-format --dry-run --Werror $(shell git ls-files '*.c' '*.h')
+	@clang-format --dry-run --Werror $(shell git ls-files '*.c' '*.h') && \
+	  echo "format-check: $(words $(shell git ls-files '*.c' '*.h')) files formatted"
 
 # Installs the programs, man pages, docs, the unit and (only if absent) the configuration:
 # `make install` as root, or `make install DESTDIR=/tmp/stage` to stage a package.

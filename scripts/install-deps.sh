@@ -5,7 +5,7 @@
 set -euo pipefail
 
 PKGS=(
-  build-essential pkg-config clang libclang-rt-14-dev
+  build-essential pkg-config clang clang-format libclang-rt-14-dev
   libevent-dev libssl-dev libhiredis-dev libpq-dev libsqlite3-dev
   libjansson-dev libinih-dev uuid-dev libcmocka-dev uthash-dev libcurl4-openssl-dev
   postgresql-15 redis-server sqlite3

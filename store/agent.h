@@ -15,8 +15,8 @@
 /* ---- HELLO ---- */
 
 /* The SHA-256 of agent's token: st_credential_read gives it. */
-struct st_op *st_credential_get(struct st_conn *c, const char *agent, st_done_fn done,
-                                void *arg) __attribute__((warn_unused_result));
+struct st_op *st_credential_get(struct st_conn *c, const char *agent, st_done_fn done, void *arg)
+    __attribute__((warn_unused_result));
 /* 1 and the 32 bytes at *sha256 when res names a token, else 0. */
 int st_credential_read(const PGresult *res, const uint8_t **sha256);
 
@@ -28,7 +28,7 @@ struct st_hello_row {
 	const char *name, *advertise; /* NUL-terminated, owned by res */
 	int name_len, advertise_len;
 	int tls;
-	int64_t pending; /* the agent's pending messages (the same on every row) */
+	int64_t pending;      /* the agent's pending messages (the same on every row) */
 	const char *assigned; /* the router's recorded primary ("" if none) */
 	int assigned_len;
 };

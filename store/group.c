@@ -164,7 +164,8 @@ static void send_batch(struct st_group *g, struct batch *b)
 	b->p.reuse = 1; /* the spec's statement: a literal */
 	for (int i = 0; i < g->spec.n_cols; i++)
 		st_params_array(&b->p, &b->cols[i], g->spec.array_type[i]);
-	struct st_op *op = b->conn ? st_submit(b->conn, g->spec.sql, &b->p, on_group_done, b) : NULL;
+	struct st_op *op =
+	    b->conn ? st_submit(b->conn, g->spec.sql, &b->p, on_group_done, b) : NULL;
 	if (!op) {
 		batch_free(b, NULL, "store connection is down");
 		return;

@@ -25,7 +25,7 @@ struct st_group_spec {
 	 * $1..$n_head are the head's parameters, then one array per column. */
 	const char *sql;
 	int n_cols;
-	Oid elem[ST_MAX_PARAMS];      /* element type of each column */
+	Oid elem[ST_MAX_PARAMS];       /* element type of each column */
 	Oid array_type[ST_MAX_PARAMS]; /* its array type */
 	/* Adds the leading scalar parameters when a group is sent. */
 	void (*head)(struct st_params *p, void *arg);
@@ -33,9 +33,9 @@ struct st_group_spec {
 	/* The connection to send a group on (NULL: none is up). */
 	struct st_conn *(*pick)(void *arg);
 	void *pick_arg;
-	int max_inflight;  /* groups in flight at once */
-	size_t max_bytes;  /* a group stops taking parts past this size */
-	int max_rows;      /* ... or this many rows */
+	int max_inflight; /* groups in flight at once */
+	size_t max_bytes; /* a group stops taking parts past this size */
+	int max_rows;     /* ... or this many rows */
 };
 
 struct st_group *st_group_new(struct event_base *base, const struct st_group_spec *spec);

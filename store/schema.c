@@ -79,7 +79,8 @@ static int apply(PGconn *pg, int have, const char *digest, char *err, size_t err
 	for (int i = 0; i < st_sql_n_functions; i++)
 		if (exec_ok(pg, st_sql_functions[i].text, err, errlen)) {
 			snprintf(why, sizeof(why), "%s", err);
-			snprintf(err, errlen, "function file %s: %s", st_sql_functions[i].name, why);
+			snprintf(err, errlen, "function file %s: %s", st_sql_functions[i].name,
+			         why);
 			goto fail;
 		}
 	for (int v = have + 1; v <= N_MIGRATIONS; v++) {
@@ -122,8 +123,8 @@ static int migrate(PGconn *pg, char *err, size_t errlen)
 	            "CREATE TABLE IF NOT EXISTS qa_schema_version (version integer PRIMARY KEY,"
 	            " applied_at timestamptz NOT NULL DEFAULT now())",
 	            err, errlen) ||
-	    exec_ok(pg, "CREATE TABLE IF NOT EXISTS qa_schema_functions (digest text NOT NULL)", err,
-	            errlen))
+	    exec_ok(pg, "CREATE TABLE IF NOT EXISTS qa_schema_functions (digest text NOT NULL)",
+	            err, errlen))
 		return -1;
 	char have_s[32], stored[80], digest[65];
 	if (query_value(pg, "SELECT coalesce(max(version), 0) FROM qa_schema_version", have_s,

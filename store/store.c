@@ -586,7 +586,7 @@ void st_params_array(struct st_params *p, struct st_array *a, Oid array_oid)
 }
 
 void st_array_append(struct st_array *dst, const struct st_array *src, size_t from, size_t to,
-                      uint32_t count)
+                     uint32_t count)
 {
 	arr_put(dst, src->buf + from, to - from);
 	dst->count += count;

@@ -171,7 +171,8 @@ static PGresult *fake_result(const char *sql, const struct st_params *p)
 			set2(r, row, 4, 4);
 			set8(r, row, 5, 1700000000000);
 			set8(r, row, 6, 0);
-			set(r, row, 7, props, (fake_mode & 4) ? 3 : (int)sizeof(props)); /* 3: corrupt */
+			set(r, row, 7, props,
+			    (fake_mode & 4) ? 3 : (int)sizeof(props)); /* 3: corrupt */
 			if (row == 0)
 				set(r, row, 8, "body", 4);
 			else if (!PQsetvalue(r, row, 8, NULL, -1)) /* NULL: it does not fit */
