@@ -2,10 +2,10 @@
  * cluster (initdb -A trust, acceptable only because it listens on 127.0.0.1 and
  * a private socket directory) in a temporary directory on a free loopback port,
  * with fsync off; PostgreSQL refuses to run as root, so as root the directory
- * belongs to the `postgres` user, initdb runs through `runuser -u postgres` (as
- * tests/e2e/harness.py does) and the server is exec'ed by a child that has
- * switched to that user itself: runuser would fork, and PR_SET_PDEATHSIG (the
- * server dies with this test, also when it is killed) must be on the postmaster.
+ * belongs to the `postgres` user (chown'ed, as tests/e2e/harness.py does) and
+ * initdb and the server are exec'ed by a child that has switched to that user
+ * itself rather than through runuser, which would fork: PR_SET_PDEATHSIG (they
+ * die with this test, also when it is killed) must be on the process itself.
  * Skipped, saying so, without /usr/lib/postgresql/15/bin (or $PG_BIN).
  *
  * Covered: the parameter encoders of store.c (text, bytea, int8, int4, binary
@@ -117,9 +117,25 @@ static int pick_port(void)
 	return port;
 }
 
-/* In a child: output to log (appended), and the cluster owner's identity. */
-static void child_prepare(const char *log)
+/* Forks a child that runs the PostgreSQL program prog (args NULL-ended) as the
+ * cluster's owner, output appended to DIR/prog.log, dying with this process:
+ * PR_SET_PDEATHSIG is set after the change of identity (which clears it), on
+ * the very process that execs (runuser -u postgres would fork in between). */
+static pid_t spawn_pg(const char *prog, const char *const *args)
 {
+	char path[256], log[128];
+	snprintf(path, sizeof(path), "%s/%s", pg_bin, prog);
+	snprintf(log, sizeof(log), "%s/%s.log", pg_dir, prog);
+	const char *argv[24];
+	int n = 0;
+	argv[n++] = path;
+	for (int i = 0; args[i] && n < 23; i++)
+		argv[n++] = args[i];
+	argv[n] = NULL;
+	pid_t parent = getpid();
+	pid_t pid = fork();
+	if (pid != 0)
+		return pid;
 	int fd = open(log, O_WRONLY | O_CREAT | O_APPEND, 0600);
 	int null = open("/dev/null", O_RDONLY);
 	if (null >= 0)
@@ -128,67 +144,44 @@ static void child_prepare(const char *log)
 		dup2(fd, 1);
 		dup2(fd, 2);
 	}
+	if (geteuid() == 0 &&
+	    (setgroups(0, NULL) != 0 || setgid(pg_gid) != 0 || setuid(pg_uid) != 0))
+		_exit(127);
 	if (chdir(pg_dir) != 0)
 		_exit(127);
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	if (getppid() != parent)
+		_exit(127);
+	execv(path, (char *const *)argv);
+	_exit(127);
 }
 
-/* Runs the PostgreSQL program prog with args (NULL-ended) to completion, as
- * the cluster's owner (runuser -u postgres when root): 0 if it exited 0. */
+/* Runs prog to completion (spawn_pg): 0 if it exited 0. */
 static int run_pg(const char *prog, const char *const *args)
 {
-	char path[256], log[128];
-	snprintf(path, sizeof(path), "%s/%s", pg_bin, prog);
-	snprintf(log, sizeof(log), "%s/%s.log", pg_dir, prog);
-	const char *argv[24];
-	int n = 0;
-	if (geteuid() == 0) {
-		argv[n++] = "runuser";
-		argv[n++] = "-u";
-		argv[n++] = "postgres";
-		argv[n++] = "--";
-	}
-	argv[n++] = path;
-	for (int i = 0; args[i] && n < 23; i++)
-		argv[n++] = args[i];
-	argv[n] = NULL;
-	pid_t pid = fork();
-	if (pid < 0)
-		return -1;
-	if (pid == 0) {
-		child_prepare(log);
-		execvp(argv[0], (char *const *)argv);
-		_exit(127);
-	}
+	pid_t pid = spawn_pg(prog, args);
 	int status;
-	if (waitpid(pid, &status, 0) != pid)
+	if (pid < 0 || waitpid(pid, &status, 0) != pid)
 		return -1;
 	return WIFEXITED(status) && WEXITSTATUS(status) == 0 ? 0 : -1;
 }
 
-/* The postmaster itself, as the cluster's owner, dying with this process. */
+/* The postmaster. */
 static pid_t spawn_postgres(int port)
 {
-	char path[256], log[128], ports[16], data[96];
-	snprintf(path, sizeof(path), "%s/postgres", pg_bin);
-	snprintf(log, sizeof(log), "%s/postgresql.log", pg_dir);
+	char ports[16], data[96];
 	snprintf(data, sizeof(data), "%s/data", pg_dir);
 	snprintf(ports, sizeof(ports), "%d", port);
-	pid_t parent = getpid();
-	pid_t pid = fork();
-	if (pid != 0)
-		return pid;
-	child_prepare(log);
-	if (geteuid() == 0 &&
-	    (setgroups(0, NULL) != 0 || setgid(pg_gid) != 0 || setuid(pg_uid) != 0))
-		_exit(127);
-	/* after the change of identity, which clears it */
-	prctl(PR_SET_PDEATHSIG, SIGKILL);
-	if (getppid() != parent)
-		_exit(127);
-	execl(path, "postgres", "-D", data, "-p", ports, "-k", pg_dir, "-c",
-	      "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "synchronous_commit=off", "-c",
-	      "full_page_writes=off", "-c", "max_connections=50", (char *)NULL);
-	_exit(127);
+	const char *args[] = {"-D", data,
+	                      "-p", ports,
+	                      "-k", pg_dir,
+	                      "-c", "listen_addresses=127.0.0.1",
+	                      "-c", "fsync=off",
+	                      "-c", "synchronous_commit=off",
+	                      "-c", "full_page_writes=off",
+	                      "-c", "max_connections=50",
+	                      NULL};
+	return spawn_pg("postgres", args);
 }
 
 static void admin_conninfo(char *out, size_t n, const char *user, const char *db)
