@@ -18,30 +18,72 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define BATCH        1000
+#define BATCH        GW_RETENTION_BATCH
 #define PACE         4
 #define MIN_PAUSE_MS 20
 #define FIRST_RUN_S  5
-
-enum step { EXPIRE, PURGE };
 
 struct gw_retention {
 	struct gw_worker *w;
 	struct st_conn *store; /* the job's own connection */
 	struct event *timer;
 	struct st_op *op;
-	int in_run; /* between the first batch of a run and its last */
-	enum step step;
-	int64_t batch_start_ms; /* monotonic: the pacing must not follow a clock step */
-	int64_t run_start_ms;   /* monotonic */
+	struct gw_retention_pace pace;
+	int64_t run_start_ms; /* monotonic */
 	int64_t run_expired, run_purged;
 };
 
-/* How often a run starts: keep/4, between 1 s and 60 s. */
-static int64_t interval_ms(int64_t keep_ms)
+/* ---- the pacing (no timer, no store, no clock of its own) ---- */
+
+int64_t gw_retention_interval_ms(int64_t keep_ms)
 {
 	int64_t ms = keep_ms / 4;
 	return ms < 1000 ? 1000 : ms > 60000 ? 60000 : ms;
+}
+
+void gw_retention_run_begin(struct gw_retention_pace *p)
+{
+	p->in_run = 1;
+	p->step = GW_RETENTION_EXPIRE;
+}
+
+int64_t gw_retention_batch_begin(struct gw_retention_pace *p, int64_t mono_ms, int64_t wall_ms,
+                                 int64_t keep_ms)
+{
+	p->batch_start_ms = mono_ms;
+	/* expiry and keep are epoch ms in the store */
+	return p->step == GW_RETENTION_EXPIRE ? wall_ms : wall_ms - keep_ms;
+}
+
+int64_t gw_retention_batch_took(const struct gw_retention_pace *p, int64_t mono_ms)
+{
+	return mono_ms - p->batch_start_ms;
+}
+
+int64_t gw_retention_batch_end(struct gw_retention_pace *p, int rows, int64_t mono_ms,
+                               int64_t keep_ms)
+{
+	if (rows < BATCH) {
+		if (p->step == GW_RETENTION_PURGE) {
+			p->in_run = 0;
+			return gw_retention_interval_ms(keep_ms);
+		}
+		p->step = GW_RETENTION_PURGE;
+	}
+	int64_t pause = gw_retention_batch_took(p, mono_ms) * PACE;
+	return pause < MIN_PAUSE_MS ? MIN_PAUSE_MS : pause;
+}
+
+void gw_retention_run_abort(struct gw_retention_pace *p)
+{
+	p->in_run = 0;
+}
+
+/* ---- the job ---- */
+
+static const char *step_name(const struct gw_retention *r)
+{
+	return r->pace.step == GW_RETENTION_EXPIRE ? "expiry" : "purge";
 }
 
 static void arm(struct gw_retention *r, int64_t ms)
@@ -50,10 +92,10 @@ static void arm(struct gw_retention *r, int64_t ms)
 	evtimer_add(r->timer, &tv);
 }
 
+/* The run is over (pace.in_run is 0): logs it and arms the next. */
 static void end_run(struct gw_retention *r)
 {
 	struct gw_worker *w = r->w;
-	r->in_run = 0;
 	if (r->run_expired || r->run_purged)
 		gw_log(GW_LOG_INFO,
 		       "worker %s: retention: expired %lld, purged %lld (final and older than "
@@ -61,7 +103,7 @@ static void end_run(struct gw_retention *r)
 		       w->wc->name, (long long)r->run_expired, (long long)r->run_purged,
 		       (long long)(w->conf->keep_ms / 1000),
 		       (long long)(gw_mono_ms() - r->run_start_ms));
-	arm(r, interval_ms(w->conf->keep_ms));
+	arm(r, gw_retention_interval_ms(w->conf->keep_ms));
 }
 
 static void on_batch(void *arg, const PGresult *res, const char *err)
@@ -70,44 +112,43 @@ static void on_batch(void *arg, const PGresult *res, const char *err)
 	struct gw_worker *w = r->w;
 	r->op = NULL;
 	if (!res) {
-		gw_log(GW_LOG_WARN, "worker %s: retention %s failed: %s", w->wc->name,
-		       r->step == EXPIRE ? "expiry" : "purge", err);
+		gw_log(GW_LOG_WARN, "worker %s: retention %s failed: %s", w->wc->name, step_name(r),
+		       err);
+		gw_retention_run_abort(&r->pace);
 		end_run(r);
 		return;
 	}
-	int64_t took = gw_mono_ms() - r->batch_start_ms;
+	int64_t now = gw_mono_ms();
 	int n = st_batch_read(res);
 	gw_log(GW_LOG_DEBUG, "worker %s: retention %s batch: %d rows in %lld ms", w->wc->name,
-	       r->step == EXPIRE ? "expiry" : "purge", n, (long long)took);
-	if (r->step == EXPIRE) {
+	       step_name(r), n, (long long)gw_retention_batch_took(&r->pace, now));
+	if (r->pace.step == GW_RETENTION_EXPIRE) {
 		gw_count(w, messages_expired, n);
 		r->run_expired += n;
 	} else {
 		gw_count(w, messages_purged, n);
 		r->run_purged += n;
 	}
-	if (n < BATCH) {
-		if (r->step == PURGE) {
-			end_run(r);
-			return;
-		}
-		r->step = PURGE;
-	}
-	int64_t pause = took * PACE;
-	arm(r, pause < MIN_PAUSE_MS ? MIN_PAUSE_MS : pause);
+	int64_t pause = gw_retention_batch_end(&r->pace, n, now, w->conf->keep_ms);
+	if (!r->pace.in_run)
+		end_run(r);
+	else
+		arm(r, pause);
 }
 
 static void submit(struct gw_retention *r)
 {
 	struct gw_worker *w = r->w;
-	int64_t now = gw_wall_ms(); /* expiry and keep are epoch ms in the store */
-	r->batch_start_ms = gw_mono_ms();
-	if (r->step == EXPIRE)
-		r->op = st_expire(r->store, now, BATCH, on_batch, r);
+	int64_t cutoff =
+	    gw_retention_batch_begin(&r->pace, gw_mono_ms(), gw_wall_ms(), w->conf->keep_ms);
+	if (r->pace.step == GW_RETENTION_EXPIRE)
+		r->op = st_expire(r->store, cutoff, BATCH, on_batch, r);
 	else
-		r->op = st_purge(r->store, now - w->conf->keep_ms, BATCH, on_batch, r);
-	if (!r->op) /* the store is down: try again at the next run */
+		r->op = st_purge(r->store, cutoff, BATCH, on_batch, r);
+	if (!r->op) { /* the store is down: try again at the next run */
+		gw_retention_run_abort(&r->pace);
 		end_run(r);
+	}
 }
 
 static void on_timer(evutil_socket_t fd, short what, void *arg)
@@ -116,12 +157,11 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 	if (r->op)
 		return;
 	if (r->w->stopping) {
-		r->in_run = 0;
+		gw_retention_run_abort(&r->pace);
 		return;
 	}
-	if (!r->in_run) { /* a new run: expiry first, then the purge */
-		r->in_run = 1;
-		r->step = EXPIRE;
+	if (!r->pace.in_run) { /* a new run: expiry first, then the purge */
+		gw_retention_run_begin(&r->pace);
 		r->run_start_ms = gw_mono_ms();
 		r->run_expired = r->run_purged = 0;
 	}

@@ -154,8 +154,11 @@ static void take_results(struct st_conn *c)
 				PQclear(r);
 			break;
 		case PGRES_PIPELINE_ABORTED:
+			/* the execution after a failed prepare: the prepare's error
+			 * is the reason to report */
+			if (!op->failed)
+				snprintf(op->err, sizeof(op->err), "pipeline aborted");
 			op->failed = 1;
-			snprintf(op->err, sizeof(op->err), "pipeline aborted");
 			PQclear(r);
 			break;
 		default: {
