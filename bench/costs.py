@@ -2,7 +2,7 @@
 transactions per message and CPU time per message of PostgreSQL, qagw and Redis, read before
 and after a measured window (bench/scenarios.py; docs/benchmarks.md "How to read").
 
-- CPU: /proc/PID/stat of each server's whole process tree, utime + stime + cutime + cstime
+- CPU: psutil's cpu_times of each server's whole process tree, utime + stime + cutime + cstime
   (peers.tree_cpu_seconds): PostgreSQL is the postmaster and every backend and auxiliary
   process (a backend that ends inside the window still counts, through the postmaster's
   cutime); qagw is the node under test (all its threads); Redis the one redis-server.

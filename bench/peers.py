@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set
 
+import psutil  # python3-psutil
+
 import harness  # tests/e2e/harness.py; run.py puts tests/e2e on sys.path
 
 MOSQUITTO = Path(os.environ.get("MOSQUITTO", "/usr/sbin/mosquitto"))
@@ -71,15 +73,10 @@ def cpu_count() -> int:
 def tree(pid: int) -> List[int]:
     """pid and its descendants alive now (a server started by someone else: pg_ctl's
     postmaster and its backends, harness.Gateway), parents before children."""
-    out, todo, seen = [], [pid], set()
-    while todo:
-        p = todo.pop()
-        if p in seen:
-            continue
-        seen.add(p)
-        out.append(p)
-        todo += harness.children(p)
-    return out
+    try:
+        return [pid] + [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return [pid]
 
 
 def pin_tree(pid: int, cpus: Set[int]) -> None:
@@ -88,8 +85,8 @@ def pin_tree(pid: int, cpus: Set[int]) -> None:
     made later inherit."""
     for p in tree(pid):
         try:
-            tids = [int(t) for t in os.listdir(f"/proc/{p}/task")]
-        except OSError:
+            tids = [t.id for t in psutil.Process(p).threads()]
+        except psutil.NoSuchProcess:
             continue  # a process that just ended
         for t in tids:
             try:
@@ -99,11 +96,15 @@ def pin_tree(pid: int, cpus: Set[int]) -> None:
 
 
 def cpus_allowed(pid: int) -> str:
-    """Cpus_allowed_list of pid, as the kernel reports it (what the results state)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("Cpus_allowed_list:"):
-            return line.split(":", 1)[1].strip()
-    return "?"
+    """The cpus pid may run on, in the kernel's list format (Cpus_allowed_list: "0-1,3"; what
+    the results state)."""
+    spans: List[List[int]] = []
+    for c in sorted(psutil.Process(pid).cpu_affinity()):
+        if spans and c == spans[-1][1] + 1:
+            spans[-1][1] = c
+        else:
+            spans.append([c, c])
+    return ",".join(f"{a}-{z}" if z > a else f"{a}" for a, z in spans) or "?"
 
 
 def taskset(cpus: Optional[Set[int]]) -> List[str]:
@@ -116,26 +117,24 @@ def rss_kib(pid: int) -> int:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of pid, all its threads (/proc/PID/stat utime and stime)."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
-    fields = stat[stat.rfind(")") + 2:].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time of pid, all its threads (utime and stime)."""
+    t = psutil.Process(pid).cpu_times()
+    return t.user + t.system
 
 
 def tree_cpu_seconds(pid: int) -> float:
     """CPU seconds of pid's whole process tree, including the children that have ended: for
-    every process of the tree alive now, utime + stime + cutime + cstime (/proc/PID/stat;
-    cutime and cstime hold the children it has reaped, so a PostgreSQL backend that exits
-    between two readings still counts, through the postmaster)."""
-    total = 0
+    every process of the tree alive now, utime + stime + cutime + cstime (psutil's
+    cpu_times; cutime and cstime hold the children it has reaped, so a PostgreSQL backend
+    that exits between two readings still counts, through the postmaster)."""
+    total = 0.0
     for p in tree(pid):
         try:
-            stat = Path(f"/proc/{p}/stat").read_text()
-        except OSError:
+            t = psutil.Process(p).cpu_times()
+        except psutil.NoSuchProcess:
             continue  # ended just now: its time is in its parent's cutime from now on
-        f = stat[stat.rfind(")") + 2:].split()
-        total += int(f[11]) + int(f[12]) + int(f[13]) + int(f[14])
-    return total / os.sysconf("SC_CLK_TCK")
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
 
 
 # ------------------------------------------------------------------ a peer process

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -32,6 +31,8 @@ import traceback
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Dict, List, Optional, Set
+
+import psutil  # python3-psutil
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests" / "e2e"))
@@ -256,7 +257,6 @@ def machine() -> dict:
         if line.startswith("model name"):
             cpu = line.split(":", 1)[1].strip()
             break
-    mem = re.search(r"MemTotal:\s+(\d+)", Path("/proc/meminfo").read_text())
 
     def git(*args: str) -> str:
         return subprocess.run(["git", "-C", str(REPO)] + list(args), stdout=subprocess.PIPE,
@@ -270,7 +270,7 @@ def machine() -> dict:
         commit += f" + uncommitted changes in {', '.join(names)}"
     return {
         "cpu": cpu, "cores": os.cpu_count(),
-        "memory_gib": round(int(mem.group(1)) / 1024 / 1024, 1) if mem else None,
+        "memory_gib": round(psutil.virtual_memory().total / 1024 ** 3, 1),
         "kernel": os.uname().release,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "file_max": Path("/proc/sys/fs/file-max").read_text().strip(),

@@ -22,6 +22,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional
 
+import psutil  # python3-psutil
+
 import costs
 import harness
 import peers
@@ -434,7 +436,7 @@ def scenario_idle(b: Bench) -> dict:
     """Idle sessions: memory per session."""
     p = b.p
     limit = peers.raise_nofile(max(p["idle_sessions"]) + 4096)
-    mem_kib = int(re.search(r"MemAvailable:\s+(\d+)", Path("/proc/meminfo").read_text()).group(1))
+    mem_kib = psutil.virtual_memory().available // 1024
     mq = peers.Mosquitto(b.dir / "mosquitto-idle", cpus=b.server_cpus)
     b.on_close("mosquitto (idle)", mq.stop)
     runs, rows, notes = {}, [], []
@@ -1276,13 +1278,13 @@ def _batch_stats(batches: List[dict], runs: List[dict]) -> dict:
 
 
 def _cpu0_busy() -> Optional[tuple]:
-    """(busy, total) jiffies of CPU 0 (/proc/stat), for the servers' share of their core."""
-    for line in Path("/proc/stat").read_text().splitlines():
-        if line.startswith("cpu0 "):
-            v = [int(x) for x in line.split()[1:]]
-            idle = v[3] + (v[4] if len(v) > 4 else 0)
-            return sum(v) - idle, sum(v)
-    return None
+    """(busy, total) seconds of CPU 0 (every field of its times; idle is idle + iowait), for
+    the servers' share of their core."""
+    times = psutil.cpu_times(percpu=True)
+    if not times:
+        return None
+    t = times[0]
+    return sum(t) - t.idle - t.iowait, sum(t)
 
 
 def _tree_cpu_s(pid: int) -> float:
@@ -1292,7 +1294,7 @@ def _tree_cpu_s(pid: int) -> float:
     for p in peers.tree(pid):
         try:
             total += peers.cpu_seconds(p)
-        except OSError:
+        except psutil.NoSuchProcess:
             pass  # a backend that just ended
     return total
 
@@ -1411,8 +1413,8 @@ def _purge_phase(b: Bench, gw, conn, name: str, keep_days: int, t0: float, opts:
     dt = time.monotonic() - t_start
     out = {"phase": name, "keep_days": keep_days, "seconds": round(dt, 1), "runs": runs,
            "samples": sampler.samples, "sampler_error": sampler.error, "base_del": base_del,
-           "cpu": {"cpu0_busy": round((busy[0] - cpu0[0]) / max(1, busy[1] - cpu0[1]), 3)
-                   if busy and cpu0 else None,
+           "cpu": {"cpu0_busy": round((busy[0] - cpu0[0]) / (busy[1] - cpu0[1]), 3)
+                   if busy and cpu0 and busy[1] > cpu0[1] else None,
                    "qagw_s_per_s": round((peers.cpu_seconds(gw.pid) - qagw_cpu) / dt, 3),
                    "postgresql_s_per_s": round((_tree_cpu_s(pg_pid) - pg_cpu) / dt, 3)},
            "log": _purge_log(gw) if not purger else _batch_stats(purger.batches, []),

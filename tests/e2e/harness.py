@@ -7,6 +7,7 @@ temporary directory, and is killed by pid in teardown, also when a test fails.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pwd
@@ -22,6 +23,11 @@ import urllib.request
 import uuid
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Set
+
+# Debian packages, installed by scripts/install-deps.sh
+import psutil  # python3-psutil
+import redis as redis_py  # python3-redis
+from prometheus_client.parser import text_string_to_metric_families  # python3-prometheus-client
 
 REPO = Path(__file__).resolve().parents[2]
 # QAGW_BUILD (e.g. build-asan, set by `make test-asan`) wins over BUILD; default build/.
@@ -50,20 +56,11 @@ def _die_with_parent() -> None:
 
 
 def children(pid: int) -> List[int]:
-    """The pids whose parent is pid now (from /proc)."""
-    out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{d}/stat").read_text()
-        except OSError:
-            continue
-        # the ppid is the second field after the parenthesised command
-        fields = stat[stat.rfind(")") + 2:].split()
-        if len(fields) > 1 and int(fields[1]) == pid:
-            out.append(int(d))
-    return out
+    """The pids whose parent is pid now (not their children); [] when pid is gone."""
+    try:
+        return [c.pid for c in psutil.Process(pid).children()]
+    except psutil.NoSuchProcess:
+        return []
 
 
 def drain_events(lines: Dict[str, "queue.Queue"], events: Dict[str, list],
@@ -307,38 +304,52 @@ class Store:
 # ------------------------------------------------------------------ Redis
 
 
+@contextlib.contextmanager
+def _redis(port: int, host: str, timeout: float):
+    """A redis-py client on a connection of its own, closed on the way out. Replies come as
+    Redis sends them (no response callbacks: "OK" and "PONG" stay strings, HGETALL a flat
+    list), bulk strings decoded to str. redis-py's exceptions become what callers catch: an
+    error reply RuntimeError, a timeout TimeoutError, anything else on the connection
+    ConnectionError."""
+    r = redis_py.Redis(host=host, port=port, socket_timeout=timeout,
+                       socket_connect_timeout=timeout, decode_responses=True,
+                       encoding_errors="replace")
+    r.response_callbacks.clear()
+    try:
+        yield r
+    except (redis_py.exceptions.ResponseError, redis_py.exceptions.BusyLoadingError) as e:
+        raise RuntimeError(f"redis: {e}") from e
+    except redis_py.exceptions.TimeoutError as e:
+        raise TimeoutError(str(e)) from e
+    except (redis_py.exceptions.ConnectionError, redis_py.exceptions.InvalidResponse) as e:
+        raise ConnectionError(str(e)) from e
+    finally:
+        r.connection_pool.disconnect()
+
+
+def _redis_args(args) -> list:
+    return [a if isinstance(a, (bytes, str)) else str(a) for a in args]
+
+
 def redis_command(port: int, *args, host: str = "127.0.0.1", timeout: float = 2.0):
-    """One command to a Redis server over RESP; the reply as Python values (bulk strings
-    as str, errors raised as RuntimeError)."""
-    enc = [a if isinstance(a, bytes) else str(a).encode() for a in args]
-    req = b"*%d\r\n" % len(enc) + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in enc)
-    with socket.create_connection((host, port), timeout=timeout) as s:
-        s.sendall(req)
-        f = s.makefile("rb")
-        return _resp_read(f)
+    """One command to a Redis server, on a connection of its own; the reply as Python values
+    (bulk strings as str, errors raised as RuntimeError)."""
+    with _redis(port, host, timeout) as r:
+        return r.execute_command(*_redis_args(args))
 
 
-def _resp_read(f):
-    line = f.readline()
-    if not line.endswith(b"\r\n"):
-        raise ConnectionError(f"short RESP reply {line!r}")
-    kind, rest = line[:1], line[1:-2]
-    if kind == b"+":
-        return rest.decode()
-    if kind == b"-":
-        raise RuntimeError(f"redis: {rest.decode()}")
-    if kind == b":":
-        return int(rest)
-    if kind == b"$":
-        n = int(rest)
-        if n < 0:
-            return None
-        data = f.read(n + 2)
-        return data[:-2].decode(errors="replace")
-    if kind == b"*":
-        n = int(rest)
-        return None if n < 0 else [_resp_read(f) for _ in range(n)]
-    raise ConnectionError(f"bad RESP reply {line!r}")
+def redis_pipeline(port: int, commands: Sequence[Sequence[object]], host: str = "127.0.0.1",
+                   timeout: float = 10.0, chunk: int = 2000) -> list:
+    """Replies of many Redis commands sent over one connection, pipelined chunk by chunk
+    (replies as redis_command's; the first error reply raised as RuntimeError)."""
+    out: list = []
+    with _redis(port, host, timeout) as r:
+        for i in range(0, len(commands), chunk):
+            pipe = r.pipeline(transaction=False)
+            for cmd in commands[i:i + chunk]:
+                pipe.execute_command(*_redis_args(cmd))
+            out += pipe.execute()
+    return out
 
 
 class RedisServer:
@@ -483,24 +494,14 @@ class AdminClient:
 
 
 class Metrics:
-    """Prometheus text exposition, parsed: samples (name, {labels}, value)."""
+    """Prometheus text exposition, parsed (prometheus_client's parser): samples (name,
+    {labels}, value), by sample name (a counter's name keeps its _total)."""
 
     def __init__(self, text: str) -> None:
         self.text = text
-        self.samples: List[tuple] = []
-        for line in text.splitlines():
-            line = line.strip()
-            if not line or line.startswith("#"):
-                continue
-            name, labels, rest = line, {}, ""
-            if "{" in line:
-                name, _, after = line.partition("{")
-                lab, _, rest = after.rpartition("}")
-                labels = _parse_labels(lab)
-            else:
-                name, _, rest = line.partition(" ")
-            value = rest.split()[0] if rest.split() else "nan"
-            self.samples.append((name.strip(), labels, float(value)))
+        self.samples: List[tuple] = [(s.name, s.labels, float(s.value))
+                                     for fam in text_string_to_metric_families(text)
+                                     for s in fam.samples]
 
     def get(self, name: str, **labels) -> Optional[float]:
         """The sum of every sample of name whose labels include labels; None if there is none."""
@@ -515,29 +516,6 @@ class Metrics:
 
     def names(self) -> set:
         return {n for n, _, _ in self.samples}
-
-
-def _parse_labels(s: str) -> Dict[str, str]:
-    out, i = {}, 0
-    while i < len(s):
-        while i < len(s) and s[i] in " ,":
-            i += 1
-        if i >= len(s):
-            break
-        eq = s.index("=", i)
-        key = s[i:eq].strip()
-        assert s[eq + 1] == '"', f"bad label set {s!r}"
-        j, val = eq + 2, []
-        while s[j] != '"':
-            if s[j] == "\\":
-                j += 1
-                val.append({"n": "\n"}.get(s[j], s[j]))
-            else:
-                val.append(s[j])
-            j += 1
-        out[key] = "".join(val)
-        i = j + 1
-    return out
 
 
 # ------------------------------------------------------------------ qagw
@@ -868,11 +846,9 @@ class ConfGateway(Gateway):
 
 
 def proc_fd_count(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
+    return psutil.Process(pid).num_fds()
 
 
 def proc_rss_kb(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for {pid}")
+    """Resident set size of pid in KiB (VmRSS)."""
+    return psutil.Process(pid).memory_info().rss // 1024

@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
+import psutil
 import pytest
 
 import harness
@@ -212,10 +213,9 @@ class ReplPgServer(PgServer):
 
 def _alive(pid: int) -> bool:
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
         return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def sigkill_postmaster(pg: ReplPgServer, grace: float = 5.0) -> dict:

@@ -41,6 +41,7 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
+import psutil
 import pytest
 
 import harness
@@ -383,10 +384,9 @@ def pg_postmaster_pid(pg: harness.PgServer) -> int:
 def _alive(pid: int) -> bool:
     """pid exists and is not a zombie."""
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return psutil.Process(pid).status() not in (psutil.STATUS_ZOMBIE, psutil.STATUS_DEAD)
+    except psutil.NoSuchProcess:
         return False
-    return state not in ("Z", "X")
 
 
 def sigkill_postgres(pg: harness.PgServer) -> List[int]:
@@ -395,9 +395,7 @@ def sigkill_postgres(pg: harness.PgServer) -> List[int]:
     forks nothing between the listing and the kill. Returns the pids, once all are dead."""
     pm = pg_postmaster_pid(pg)
     os.kill(pm, signal.SIGSTOP)
-    kids = [int(p) for p in subprocess.run(["pgrep", "-P", str(pm)], stdout=subprocess.PIPE,
-                                           text=True).stdout.split()]
-    pids = [pm] + kids
+    pids = [pm] + harness.children(pm)
     for p in pids:
         try:
             os.kill(p, signal.SIGKILL)
@@ -412,7 +410,7 @@ def restart_postgres(pg: harness.PgServer, pids: Sequence[int]) -> None:
     init; until then their pid answers kill(pid, 0), which PostgreSQL would take for a live
     postmaster holding postmaster.pid, so we wait for that (or remove the stale file)."""
     try:
-        harness.wait_until(lambda: not any(os.path.exists(f"/proc/{p}") for p in pids), 8,
+        harness.wait_until(lambda: not any(psutil.pid_exists(p) for p in pids), 8,
                            interval=0.05, what="killed postgres processes reaped")
     except AssertionError:
         (pg.data / "postmaster.pid").unlink(missing_ok=True)  # stale: its owner is dead

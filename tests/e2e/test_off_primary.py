@@ -10,7 +10,6 @@ n2) or drains, and the endpoint must list the agents whose primary it is.
 from __future__ import annotations
 
 import signal
-import socket
 import time
 from typing import Dict, Sequence
 
@@ -75,16 +74,8 @@ def set_primary(gw, agent_id: str, worker: str) -> None:
 
 def redis_pipeline(redis, commands: Sequence[Sequence[object]]) -> list:
     """Replies of many Redis commands sent over one connection."""
-    req = bytearray()
-    for cmd in commands:
-        enc = [str(a).encode() for a in cmd]
-        req += b"*%d\r\n" % len(enc)
-        for a in enc:
-            req += b"$%d\r\n%s\r\n" % (len(a), a)
-    with socket.create_connection((HOST, redis.port), timeout=10) as s:
-        f = s.makefile("rb")
-        s.sendall(req)
-        return [harness._resp_read(f) for _ in commands]
+    return harness.redis_pipeline(redis.port, commands, host=HOST, timeout=10,
+                                  chunk=max(1, len(commands)))
 
 
 # ------------------------------------------------------------------ tests

@@ -10,7 +10,6 @@ straight from Redis (P assigned:NAME, P agent:ID; P = the test's key prefix).
 from __future__ import annotations
 
 import math
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -30,19 +29,7 @@ VIEW_S = 1.2
 
 def redis_pipeline(redis, commands: Sequence[Sequence[object]], chunk: int = 2000) -> list:
     """Replies of many Redis commands sent over one connection, chunk by chunk."""
-    out = []
-    with socket.create_connection((HOST, redis.port), timeout=10) as s:
-        f = s.makefile("rb")
-        for i in range(0, len(commands), chunk):
-            req = bytearray()
-            for cmd in commands[i:i + chunk]:
-                enc = [str(a).encode() for a in cmd]
-                req += b"*%d\r\n" % len(enc)
-                for a in enc:
-                    req += b"$%d\r\n%s\r\n" % (len(a), a)
-            s.sendall(req)
-            out += [harness._resp_read(f) for _ in commands[i:i + chunk]]
-    return out
+    return harness.redis_pipeline(redis.port, commands, host=HOST, timeout=10, chunk=chunk)
 
 
 def routing(redis, prefix: str, agents: Sequence[str]) -> Dict[str, tuple]:

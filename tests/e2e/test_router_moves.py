@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -152,14 +151,9 @@ def check_alive(runs: list) -> None:
 
 def agent_records(gw, ids: Sequence[str]) -> Dict[str, dict]:
     """HGETALL P agent:ID for every id, in one connection and one round trip."""
-    cmds = []
-    for i in ids:
-        args = [b"HGETALL", f"{gw.redis_prefix}agent:{i}".encode()]
-        cmds.append(b"*2\r\n" + b"".join(b"$%d\r\n%s\r\n" % (len(a), a) for a in args))
-    with socket.create_connection(("127.0.0.1", gw.redis.port), timeout=5) as s:
-        s.sendall(b"".join(cmds))
-        f = s.makefile("rb")
-        replies = [harness._resp_read(f) for _ in ids]
+    replies = harness.redis_pipeline(gw.redis.port, [("HGETALL", f"{gw.redis_prefix}agent:{i}")
+                                                     for i in ids],
+                                     timeout=5, chunk=max(1, len(ids)))
     return {i: dict(zip(r[0::2], r[1::2])) for i, r in zip(ids, replies)}
 
 
