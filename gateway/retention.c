@@ -10,7 +10,8 @@
 
 #include "common/clock.h"
 #include "common/log.h"
-#include "gateway/worker.h"
+#include "gateway/config.h"
+#include "gateway/counters.h"
 #include "store/queries.h"
 #include "store/store.h"
 
@@ -26,8 +27,12 @@
 enum step { EXPIRE, PURGE };
 
 struct gw_retention {
-	struct gw_worker *w;
-	struct st_conn *store; /* the job's own connection */
+	struct event_base *base; /* the worker's loop: the job runs on its thread */
+	const struct gw_config *conf;
+	const char *name;             /* the worker's, for the log */
+	struct gw_counters *counters; /* the worker's: messages_expired, messages_purged */
+	int stopping;                 /* the worker drains for SIGTERM: no further run */
+	struct st_conn *store;        /* the job's own connection */
 	struct event *timer;
 	struct st_op *op;
 	int in_run; /* between the first batch of a run and its last */
@@ -52,38 +57,38 @@ static void arm(struct gw_retention *r, int64_t ms)
 
 static void end_run(struct gw_retention *r)
 {
-	struct gw_worker *w = r->w;
 	r->in_run = 0;
 	if (r->run_expired || r->run_purged)
 		gw_log(GW_LOG_INFO,
 		       "worker %s: retention: expired %lld, purged %lld (final and older than "
 		       "%lld s) in %lld ms",
-		       w->wc->name, (long long)r->run_expired, (long long)r->run_purged,
-		       (long long)(w->conf->keep_ms / 1000),
+		       r->name, (long long)r->run_expired, (long long)r->run_purged,
+		       (long long)(r->conf->keep_ms / 1000),
 		       (long long)(gw_mono_ms() - r->run_start_ms));
-	arm(r, interval_ms(w->conf->keep_ms));
+	arm(r, interval_ms(r->conf->keep_ms));
 }
 
 static void on_batch(void *arg, const PGresult *res, const char *err)
 {
 	struct gw_retention *r = arg;
-	struct gw_worker *w = r->w;
 	r->op = NULL;
 	if (!res) {
-		gw_log(GW_LOG_WARN, "worker %s: retention %s failed: %s", w->wc->name,
+		gw_log(GW_LOG_WARN, "worker %s: retention %s failed: %s", r->name,
 		       r->step == EXPIRE ? "expiry" : "purge", err);
 		end_run(r);
 		return;
 	}
 	int64_t took = gw_mono_ms() - r->batch_start_ms;
 	int n = st_batch_read(res);
-	gw_log(GW_LOG_DEBUG, "worker %s: retention %s batch: %d rows in %lld ms", w->wc->name,
+	gw_log(GW_LOG_DEBUG, "worker %s: retention %s batch: %d rows in %lld ms", r->name,
 	       r->step == EXPIRE ? "expiry" : "purge", n, (long long)took);
 	if (r->step == EXPIRE) {
-		gw_count(w, messages_expired, n);
+		atomic_fetch_add_explicit(&r->counters->messages_expired, (uint64_t)n,
+		                          memory_order_relaxed);
 		r->run_expired += n;
 	} else {
-		gw_count(w, messages_purged, n);
+		atomic_fetch_add_explicit(&r->counters->messages_purged, (uint64_t)n,
+		                          memory_order_relaxed);
 		r->run_purged += n;
 	}
 	if (n < BATCH) {
@@ -99,13 +104,12 @@ static void on_batch(void *arg, const PGresult *res, const char *err)
 
 static void submit(struct gw_retention *r)
 {
-	struct gw_worker *w = r->w;
 	int64_t now = gw_wall_ms(); /* expiry and keep are epoch ms in the store */
 	r->batch_start_ms = gw_mono_ms();
 	if (r->step == EXPIRE)
 		r->op = st_expire(r->store, now, BATCH, on_batch, r);
 	else
-		r->op = st_purge(r->store, now - w->conf->keep_ms, BATCH, on_batch, r);
+		r->op = st_purge(r->store, now - r->conf->keep_ms, BATCH, on_batch, r);
 	if (!r->op) /* the store is down: try again at the next run */
 		end_run(r);
 }
@@ -115,7 +119,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 	struct gw_retention *r = arg;
 	if (r->op)
 		return;
-	if (r->w->stopping) {
+	if (r->stopping) {
 		r->in_run = 0;
 		return;
 	}
@@ -128,23 +132,33 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 	submit(r);
 }
 
-struct gw_retention *gw_retention_new(struct gw_worker *w)
+struct gw_retention *gw_retention_new(struct event_base *base, const struct gw_config *conf,
+                                      const char *name, struct gw_counters *counters)
 {
 	struct gw_retention *r = calloc(1, sizeof(*r));
 	if (!r)
 		return NULL;
-	r->w = w;
-	char name[96];
-	snprintf(name, sizeof(name), "%s/retention", w->wc->name);
-	r->store = st_conn_new(w->base, w->conf->conninfo, name, NULL, NULL);
-	r->timer = evtimer_new(w->base, on_timer, r);
+	r->base = base;
+	r->conf = conf;
+	r->name = name;
+	r->counters = counters;
+	char cname[96];
+	snprintf(cname, sizeof(cname), "%s/retention", name);
+	r->store = st_conn_new(base, conf->conninfo, cname, NULL, NULL);
+	r->timer = evtimer_new(base, on_timer, r);
 	if (!r->store || !r->timer) {
 		gw_retention_free(r);
 		return NULL;
 	}
-	st_conn_set_timeout(r->store, w->conf->store_timeout * 1000);
+	st_conn_set_timeout(r->store, conf->store_timeout * 1000);
 	arm(r, FIRST_RUN_S * 1000);
 	return r;
+}
+
+void gw_retention_stop(struct gw_retention *r)
+{
+	if (r)
+		r->stopping = 1;
 }
 
 void gw_retention_free(struct gw_retention *r)

@@ -177,6 +177,7 @@ static void begin_stop(struct gw_worker *w)
 	if (w->stopping)
 		return;
 	w->stopping = 1;
+	gw_retention_stop(w->retention);
 	atomic_store(&w->gauges.draining, 1);
 	close_listener(w);
 	gw_log(GW_LOG_INFO, "worker %s: draining %d sessions", w->wc->name,
@@ -550,7 +551,8 @@ struct gw_worker *gw_worker_new(const struct gw_config *conf, int index, char *e
 	w->command_ev = event_new(w->base, -1, 0, on_command, w);
 	w->drain_timer = evtimer_new(w->base, on_drain_deadline, w);
 	/* the node's first worker runs the lifecycle job (retention.h) */
-	if (index == 0 && !(w->retention = gw_retention_new(w))) {
+	if (index == 0 &&
+	    !(w->retention = gw_retention_new(w->base, conf, w->wc->name, &w->counters))) {
 		snprintf(err, errlen, "worker %s: out of memory", w->wc->name);
 		return NULL;
 	}
