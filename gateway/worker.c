@@ -98,7 +98,7 @@ static void close_listener(struct gw_worker *w)
 
 static void finish_if_idle(struct gw_worker *w)
 {
-	if (w->stopping && TAILQ_EMPTY(&w->sessions) && !w->sweeping_self)
+	if (w->stopping && !gw_session_any(w) && !w->sweeping_self)
 		event_base_loopexit(w->base, NULL);
 }
 
@@ -110,13 +110,8 @@ void gw_worker_session_gone(struct gw_worker *w)
 static void on_drain_deadline(evutil_socket_t fd, short what, void *arg)
 {
 	struct gw_worker *w = arg;
-	struct gw_session *s;
-	int n = 0;
 	w->sweeping_self = 0;
-	while ((s = TAILQ_FIRST(&w->sessions))) {
-		gw_session_free(s);
-		n++;
-	}
+	int n = gw_session_free_all(w);
 	if (n)
 		gw_log(GW_LOG_WARN, "worker %s: drain_timeout reached, %d sessions closed",
 		       w->wc->name, n);
@@ -124,12 +119,6 @@ static void on_drain_deadline(evutil_socket_t fd, short what, void *arg)
 }
 
 static void heartbeat(struct gw_worker *w);
-
-static int awaits_reassign(const struct gw_worker *w, const struct gw_session *s)
-{
-	return s->primary_sent[0] == 0 && strcmp(s->primary, w->wc->name) == 0 &&
-	       (s->state == GW_S_READY || s->state == GW_S_BUSY);
-}
 
 /* Drain and SIGTERM (gateway.md "Workers and nodes"): the router moves this
  * worker's assigned agents elsewhere, and the connected ones get REASSIGN
@@ -144,15 +133,7 @@ static void tell_sessions(struct gw_worker *w, const char *why)
 		moving = rt_pool_sweep_away(w->pool, w->wc->name) == 0;
 	}
 	w->sweeping_self = moving;
-	for (struct gw_session *s = TAILQ_FIRST(&w->sessions), *next; s; s = next) {
-		next = TAILQ_NEXT(s, link);
-		if (s->reassign_timer)
-			continue; /* told already */
-		if (moving && awaits_reassign(w, s))
-			s->awaiting_reassign = 1;
-		else
-			gw_session_error(s, QS_E_DRAINING, "worker %s is %s", w->wc->name, why);
-	}
+	gw_session_drain(w, moving, why);
 }
 
 /* The router finished moving this worker's agents: whoever was not sent
@@ -160,13 +141,7 @@ static void tell_sessions(struct gw_worker *w, const char *why)
 static void end_reassign_wait(struct gw_worker *w, const char *why)
 {
 	w->sweeping_self = 0;
-	for (struct gw_session *s = TAILQ_FIRST(&w->sessions), *next; s; s = next) {
-		next = TAILQ_NEXT(s, link);
-		if (s->awaiting_reassign) {
-			s->awaiting_reassign = 0;
-			gw_session_error(s, QS_E_DRAINING, "worker %s is %s", w->wc->name, why);
-		}
-	}
+	gw_session_end_reassign_wait(w, why);
 }
 
 /* SIGTERM: stop listening, let every session finish the request it is in
@@ -181,7 +156,7 @@ static void begin_stop(struct gw_worker *w)
 	atomic_store(&w->gauges.draining, 1);
 	close_listener(w);
 	gw_log(GW_LOG_INFO, "worker %s: draining %d sessions", w->wc->name,
-	       w->n_sessions + w->n_pending_hello);
+	       gw_session_connections(w));
 	tell_sessions(w, "shutting down");
 	struct timeval tv = {w->conf->drain_timeout, 0};
 	evtimer_add(w->drain_timer, &tv);
@@ -199,7 +174,7 @@ static void drain(struct gw_worker *w)
 	atomic_store(&w->gauges.draining, 1);
 	close_listener(w);
 	gw_log(GW_LOG_INFO, "worker %s: drained by the admin (%d sessions told)", w->wc->name,
-	       w->n_sessions + w->n_pending_hello);
+	       gw_session_connections(w));
 	tell_sessions(w, "draining");
 }
 
@@ -237,11 +212,8 @@ static void on_command(evutil_socket_t fd, short what, void *arg)
 
 static void heartbeat(struct gw_worker *w)
 {
-	int sessions = 0, on_primary = 0;
-	for (struct gw_session *s = w->by_agent; s; s = s->hh.next) {
-		sessions++;
-		on_primary += s->on_primary;
-	}
+	int sessions, on_primary;
+	gw_session_tally(w, &sessions, &on_primary);
 	/* A worker joins the pool (the router may give it agents) once it
 	 * accepts, i.e. once its store was first reached. */
 	if (!w->pool || !w->accepting)
@@ -301,19 +273,9 @@ static void on_heartbeat(evutil_socket_t fd, short what, void *arg)
 
 static void on_announced(void *arg, uint64_t epoch, const char *primary)
 {
-	struct gw_ticket *t = arg;
-	struct gw_session *s = t->s;
-	free(t);
-	if (!s)
-		return;
-	s->ticket = NULL;
-	if (!epoch)
-		return;
-	s->epoch = epoch;
-	/* Router-assigned, and its worker is gone meanwhile: the router chose
-	 * again. */
-	if (!s->primary_sent[0] && primary[0] && strcmp(primary, s->primary) != 0)
-		gw_session_reassign(s, primary);
+	struct gw_session *s = gw_ticket_redeem(arg);
+	if (s && epoch)
+		gw_session_announced(s, epoch, primary);
 }
 
 static void announce_sessions(struct gw_worker *w);
@@ -332,30 +294,37 @@ static void on_pool_state(void *arg, int up)
 	announce_sessions(w);
 }
 
+struct announce {
+	struct gw_worker *w;
+	int n;
+};
+
+/* Announces one session; nonzero stops (out of memory, Redis gone). */
+static int announce_one(struct gw_session *s, void *arg)
+{
+	struct announce *a = arg;
+	if (!gw_session_announceable(s))
+		return 0;
+	struct rt_claim c;
+	gw_session_claim_of(s, &c);
+	struct gw_ticket *t = gw_ticket_new(s);
+	if (!t)
+		return 1;
+	if (rt_pool_claim(a->w->pool, &c, 1, on_announced, t) != 0) {
+		gw_ticket_redeem(t);
+		return 1;
+	}
+	a->n++;
+	return 0;
+}
+
 /* Tells the pool about every live session here, superseding nobody. */
 static void announce_sessions(struct gw_worker *w)
 {
-	int n = 0;
-	for (struct gw_session *s = w->by_agent; s; s = s->hh.next) {
-		if (s->state == GW_S_CLOSING || s->state == GW_S_WELCOMING || s->ticket)
-			continue;
-		struct gw_ticket *t = malloc(sizeof(*t));
-		if (!t)
-			break;
-		t->s = s;
-		s->ticket = t;
-		struct rt_claim c = {s->agent,        s->primary, s->primary_sent[0] != 0,
-		                     s->primary_sent, s->primary, s->persist,
-		                     s->since_ms};
-		if (rt_pool_claim(w->pool, &c, 1, on_announced, t) != 0) {
-			s->ticket = NULL;
-			free(t);
-			break;
-		}
-		n++;
-	}
-	if (n)
-		gw_log(GW_LOG_INFO, "worker %s: re-announced %d sessions", w->wc->name, n);
+	struct announce a = {w, 0};
+	gw_session_each_agent(w, announce_one, &a);
+	if (a.n)
+		gw_log(GW_LOG_INFO, "worker %s: re-announced %d sessions", w->wc->name, a.n);
 }
 
 static void on_pool_push(void *arg, const char *agent, int64_t commit_ms, int n, const char *sw)
@@ -529,7 +498,6 @@ struct gw_worker *gw_worker_new(const struct gw_config *conf, int index, char *e
 	w->index = index;
 	w->limits.max_frame = conf->max_frame;
 	w->limits.max_batch = (uint16_t)conf->max_batch;
-	TAILQ_INIT(&w->sessions);
 	w->base = event_base_new();
 	if (!w->base) {
 		snprintf(err, errlen, "worker %s: cannot create an event loop", w->wc->name);
@@ -574,7 +542,8 @@ struct gw_worker *gw_worker_new(const struct gw_config *conf, int index, char *e
 		st_conn_set_timeout(w->hello_store, conf->store_timeout * 1000);
 		st_conn_on_notify(w->hello_store, on_hello_store_notify, w);
 	}
-	if (!w->hello_store || !(w->auth_guard = gw_auth_guard_new()) || gw_revoke_init(w) != 0 ||
+	if (!w->hello_store || !(w->sessions = gw_session_table_new()) ||
+	    !(w->auth_guard = gw_auth_guard_new()) || gw_revoke_init(w) != 0 ||
 	    !(w->uploads = st_uploads_new(w->base, pick_store, w, conf->max_pending,
 	                                  conf->max_pending_per_sender)) ||
 	    !(w->acks = st_acks_new(w->base, pick_store, w))) {
@@ -619,9 +588,7 @@ void gw_worker_post(struct gw_worker *w, enum gw_command cmd)
 void gw_worker_join_and_free(struct gw_worker *w)
 {
 	pthread_join(w->thread, NULL);
-	struct gw_session *s;
-	while ((s = TAILQ_FIRST(&w->sessions)))
-		gw_session_free(s);
+	gw_session_free_all(w);
 	rt_pool_free(w->pool);
 	gw_retention_free(w->retention);
 	gw_revoke_free(w);
@@ -638,5 +605,6 @@ void gw_worker_join_and_free(struct gw_worker *w)
 	event_free(w->drain_timer);
 	event_base_free(w->base);
 	qs_buf_free(&w->scratch);
+	gw_session_table_free(w->sessions);
 	free(w);
 }

@@ -12,7 +12,6 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
-#include <sys/queue.h>
 
 struct event_base;
 struct event;
@@ -21,7 +20,7 @@ struct st_conn;
 struct st_group;
 struct rt_pool;
 struct gw_tls;
-struct gw_session;
+struct gw_session_table;
 struct gw_auth_guard;
 struct gw_revoke;
 
@@ -48,8 +47,7 @@ struct gw_worker {
 	struct st_group *uploads;    /* group commit of the sessions' UPLOADs (store/upload.h) */
 	struct st_group *acks;       /* ... and of their DELIVER_ACKs (store/agent.h) */
 	struct rt_pool *pool;        /* Redis routing state (docs/design.md) */
-	struct gw_session *by_agent; /* uthash: sessions past HELLO, by agent id */
-	struct gw_ip_count *pending_by_ip; /* uthash: connections not welcomed, by source */
+	struct gw_session_table *sessions; /* every connection here: session.c's (session.h) */
 	struct gw_tls *tls;                /* the node's TLS context (tls = on), else NULL */
 	struct event *heartbeat_timer;     /* registry heartbeat and push figures, every 1 s */
 	int fast_beats;                    /* heartbeats left at 250 ms after start */
@@ -57,11 +55,7 @@ struct gw_worker {
 	struct event *command_ev;
 	_Atomic int commands;
 	struct event *drain_timer;
-	struct gw_retention *retention; /* the lifecycle job, on the node's first worker only */
-	TAILQ_HEAD(, gw_session) sessions;
-	int n_sessions;      /* sessions welcomed (READY, BUSY) */
-	int n_welcoming;     /* HELLO taken, WELCOME not written: max_sessions counts these too */
-	int n_pending_hello; /* connections not welcomed yet (TLS, awaiting HELLO, WELCOMING) */
+	struct gw_retention *retention;   /* the lifecycle job, on the node's first worker only */
 	struct gw_auth_guard *auth_guard; /* failed HELLOs by source address (credentials.h) */
 	struct gw_revoke *revoke;         /* removed tokens end live sessions (credentials.h) */
 	int accepting; /* the listener was enabled (after the store was first reached) */
