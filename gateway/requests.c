@@ -5,6 +5,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "gateway/credentials.h"
+#include "gateway/pool.h"
 #include "gateway/primary.h"
 #include "gateway/session_int.h"
 #include "gateway/worker.h"
@@ -158,7 +159,7 @@ static void on_claimed(void *arg, uint64_t epoch, const char *primary)
 	else if (!is_pinned(s)) {
 		if (strcmp(primary, s->primary) != 0 && primary[0]) {
 			const char *a[1] = {s->agent}, *pr[1] = {primary};
-			gw_worker_record_assignments(s->w, a, pr, 1);
+			gw_pool_record_assignments(s->w, a, pr, 1);
 		}
 		snprintf(s->primary, sizeof(s->primary), "%s", primary);
 	}

@@ -86,10 +86,14 @@ struct st_conn *gw_worker_store(struct gw_worker *w);
  * up, so that failover under load is not queued behind uploads. */
 struct st_conn *gw_worker_hello_store(struct gw_worker *w);
 
-/* Worker-thread internals used by sessions. */
+/* Worker-thread calls from the worker's own modules. */
+/* A session was freed (session.c): a stopping worker leaves its loop once
+ * none is left. */
 void gw_worker_session_gone(struct gw_worker *w);
-/* Records router assignments in the store (best effort, logged). */
-void gw_worker_record_assignments(struct gw_worker *w, const char *const *agents,
-                                  const char *const *primaries, int n);
+/* Admin drain and resume, asked through the admin port or the pool (pool.c). */
+void gw_worker_drain(struct gw_worker *w);
+void gw_worker_resume(struct gw_worker *w);
+/* The router finished moving this worker's agents (pool.c). */
+void gw_worker_swept(struct gw_worker *w);
 
 #endif
