@@ -46,10 +46,10 @@ struct gw_worker {
 	struct st_conn *hello_store; /* HELLO's own: a WELCOME never waits behind bulk work */
 	struct st_group *uploads;    /* group commit of the sessions' UPLOADs (store/upload.h) */
 	struct st_group *acks;       /* ... and of their DELIVER_ACKs (store/agent.h) */
-	struct rt_pool *pool;        /* Redis routing state (docs/design.md) */
+	struct rt_pool *pool;        /* Redis routing state (pool.c, docs/design.md) */
 	struct gw_session_table *sessions; /* every connection here: session.c's (session.h) */
 	struct gw_tls *tls;                /* the node's TLS context (tls = on), else NULL */
-	struct event *heartbeat_timer;     /* registry heartbeat and push figures, every 1 s */
+	struct event *heartbeat_timer;     /* pool.c: registry heartbeat and push figures, 1 s */
 	int fast_beats;                    /* heartbeats left at 250 ms after start */
 	int drained;                       /* admin drain: not listening until resumed */
 	struct event *command_ev;
@@ -63,11 +63,11 @@ struct gw_worker {
 	struct qs_limits limits;
 	struct qs_buf scratch; /* encoding buffer, reused by every session of this worker */
 	struct gw_counters counters;
-	uint64_t req_hist[10]; /* the requests counter, one sample a second */
+	uint64_t req_hist[10]; /* pool.c: the requests counter, one sample a second */
 	int64_t req_ms[10];    /* when each sample was taken (0: none yet) */
 	int req_hist_i;
 	int sweeping_self;  /* draining: the router is moving this worker's agents */
-	int refill_pending; /* Redis needs the store's assignments; the store was down */
+	int refill_pending; /* pool.c: Redis needs the store's assignments, store was down */
 	struct gw_gauges gauges;
 };
 
