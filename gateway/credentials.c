@@ -246,7 +246,7 @@ struct gw_revoke {
 	int again;           /* asked for while one was in flight: once more after it */
 	const char **agents; /* the check's parameters (reused) */
 	const uint8_t **sha;
-	int cap;
+	int n, cap;
 };
 
 static void check(struct gw_worker *w);
@@ -266,7 +266,7 @@ static void on_checked(void *arg, const PGresult *res, const char *err)
 		st_revoked_row(res, i, &agent, &sha);
 		struct gw_session *s = gw_session_find(w, agent);
 		/* The session that was checked, not a newer one with a new token. */
-		if (!s || s->state == GW_S_CLOSING || memcmp(s->token_sha256, sha, 32) != 0)
+		if (!s || gw_session_closing(s) || memcmp(gw_session_token_sha256(s), sha, 32) != 0)
 			continue;
 		gw_count(w, sessions_revoked, 1);
 		gw_session_error(s, QS_E_AUTH, "the token of agent %s was removed", agent);
@@ -275,6 +275,29 @@ static void on_checked(void *arg, const PGresult *res, const char *err)
 		r->again = 0;
 		check(w);
 	}
+}
+
+/* Adds a live session past the token check to the check's parameters. */
+static int add_to_check(struct gw_session *s, void *arg)
+{
+	struct gw_revoke *r = arg;
+	if (gw_session_closing(s))
+		return 0;
+	if (r->n == r->cap) {
+		int cap = r->cap ? 2 * r->cap : 256;
+		const char **a = realloc(r->agents, (size_t)cap * sizeof(*a));
+		if (a)
+			r->agents = a;
+		const uint8_t **h = a ? realloc(r->sha, (size_t)cap * sizeof(*h)) : NULL;
+		if (!h)
+			return 1; /* the next sweep tries again */
+		r->sha = h;
+		r->cap = cap;
+	}
+	r->agents[r->n] = gw_session_agent(s);
+	r->sha[r->n] = gw_session_token_sha256(s);
+	r->n++;
+	return 0;
 }
 
 /* One statement over every live session here past the token check. */
@@ -287,25 +310,9 @@ static void check(struct gw_worker *w)
 		r->again = 1;
 		return;
 	}
-	int n = 0;
-	for (struct gw_session *s = w->by_agent; s; s = s->hh.next) {
-		if (s->state == GW_S_CLOSING)
-			continue;
-		if (n == r->cap) {
-			int cap = r->cap ? 2 * r->cap : 256;
-			const char **a = realloc(r->agents, (size_t)cap * sizeof(*a));
-			if (a)
-				r->agents = a;
-			const uint8_t **h = a ? realloc(r->sha, (size_t)cap * sizeof(*h)) : NULL;
-			if (!h)
-				break; /* the next sweep tries again */
-			r->sha = h;
-			r->cap = cap;
-		}
-		r->agents[n] = s->agent;
-		r->sha[n] = s->token_sha256;
-		n++;
-	}
+	r->n = 0;
+	gw_session_each_agent(w, add_to_check, r);
+	int n = r->n;
 	if (n == 0)
 		return;
 	/* The parameters are copied into the statement: the sessions may go. */
@@ -358,7 +365,7 @@ void gw_revoke_notified(struct gw_worker *w, const char *channel, const char *pa
 	if (!w->revoke || strcmp(channel, ST_TOKEN_CHANNEL) != 0)
 		return;
 	struct gw_session *s = gw_session_find(w, payload);
-	if (s && s->state != GW_S_CLOSING)
+	if (s && !gw_session_closing(s))
 		check(w);
 }
 

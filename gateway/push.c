@@ -4,7 +4,7 @@
  * Runs on the worker's thread; Redis calls go through router/rt_pool. */
 #include "common/clock.h"
 #include "common/log.h"
-#include "gateway/session.h"
+#include "gateway/session_int.h"
 #include "gateway/worker.h"
 #include "router/rt_pool.h"
 
@@ -158,8 +158,7 @@ void gw_push_supersede(struct gw_worker *w, const char *agent, uint64_t epoch)
 	struct gw_session *s = gw_session_find(w, agent);
 	if (!s || s->epoch != epoch)
 		return; /* already gone, or a newer session of ours */
-	HASH_DEL(w->by_agent, s);
-	s->in_agent_map = 0;
+	gw_session_unregister(s);
 	s->epoch = 0; /* the newer session owns the Redis entry now */
 	gw_session_error(s, QS_E_SUPERSEDED, "a newer session of agent %s took over elsewhere",
 	                 agent);

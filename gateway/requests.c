@@ -5,8 +5,9 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "gateway/credentials.h"
+#include "gateway/pool.h"
 #include "gateway/primary.h"
-#include "gateway/session.h"
+#include "gateway/session_int.h"
 #include "gateway/worker.h"
 #include "router/rt_pool.h"
 #include "store/store.h"
@@ -149,19 +150,16 @@ static int is_pinned(const struct gw_session *s)
 
 static void on_claimed(void *arg, uint64_t epoch, const char *primary)
 {
-	struct gw_ticket *t = arg;
-	struct gw_session *s = t->s;
-	free(t);
+	struct gw_session *s = gw_ticket_redeem(arg);
 	if (!s) /* the session ended first; its entry is cleared by the next HELLO */
 		return;
-	s->ticket = NULL;
 	s->epoch = epoch;
 	if (!epoch)
 		gw_slog(GW_LOG_WARN, s, "redis: session not registered for the pool");
 	else if (!is_pinned(s)) {
 		if (strcmp(primary, s->primary) != 0 && primary[0]) {
 			const char *a[1] = {s->agent}, *pr[1] = {primary};
-			gw_worker_record_assignments(s->w, a, pr, 1);
+			gw_pool_record_assignments(s->w, a, pr, 1);
 		}
 		snprintf(s->primary, sizeof(s->primary), "%s", primary);
 	}
@@ -174,23 +172,13 @@ static void claim_session(struct gw_session *s)
 {
 	struct gw_worker *w = s->w;
 	if (w->pool && rt_pool_is_up(w->pool)) {
-		struct gw_ticket *t = malloc(sizeof(*t));
-		struct rt_claim c = {
-		    .agent = s->agent,
-		    .primary = s->primary,
-		    .pinned = is_pinned(s),
-		    .primary_as_sent = s->primary_sent,
-		    .hint = s->primary, /* unpinned: the store's record */
-		    .persist = s->persist,
-		    .since_ms = s->since_ms,
-		};
+		struct rt_claim c;
+		gw_session_claim_of(s, &c);
+		struct gw_ticket *t = gw_ticket_new(s);
 		if (t) {
-			t->s = s;
-			s->ticket = t;
 			if (rt_pool_claim(w->pool, &c, 0, on_claimed, t) == 0)
 				return;
-			s->ticket = NULL;
-			free(t);
+			gw_ticket_redeem(t);
 		}
 	}
 	send_welcome(s);
@@ -321,7 +309,7 @@ void gw_req_hello(struct gw_session *s, const struct qs_hello *h)
 		return;
 	}
 	/* Sessions being welcomed count: concurrent HELLOs cannot overshoot. */
-	if (w->n_sessions + w->n_welcoming >= w->conf->max_sessions) {
+	if (w->sessions->n_sessions + w->sessions->n_welcoming >= w->conf->max_sessions) {
 		gw_count(w, refused_max_sessions, 1);
 		gw_session_error(s, QS_E_OVERLOADED, "worker %s is at max_sessions (%d)",
 		                 w->wc->name, w->conf->max_sessions);

@@ -10,7 +10,8 @@
 
 #include "common/clock.h"
 #include "common/log.h"
-#include "gateway/worker.h"
+#include "gateway/config.h"
+#include "gateway/counters.h"
 #include "store/queries.h"
 #include "store/store.h"
 
@@ -24,8 +25,12 @@
 #define FIRST_RUN_S  5
 
 struct gw_retention {
-	struct gw_worker *w;
-	struct st_conn *store; /* the job's own connection */
+	struct event_base *base; /* the worker's loop: the job runs on its thread */
+	const struct gw_config *conf;
+	const char *name;             /* the worker's, for the log */
+	struct gw_counters *counters; /* the worker's: messages_expired, messages_purged */
+	int stopping;                 /* the worker drains for SIGTERM: no further run */
+	struct st_conn *store;        /* the job's own connection */
 	struct event *timer;
 	struct st_op *op;
 	struct gw_retention_pace pace;
@@ -95,24 +100,22 @@ static void arm(struct gw_retention *r, int64_t ms)
 /* The run is over (pace.in_run is 0): logs it and arms the next. */
 static void end_run(struct gw_retention *r)
 {
-	struct gw_worker *w = r->w;
 	if (r->run_expired || r->run_purged)
 		gw_log(GW_LOG_INFO,
 		       "worker %s: retention: expired %lld, purged %lld (final and older than "
 		       "%lld s) in %lld ms",
-		       w->wc->name, (long long)r->run_expired, (long long)r->run_purged,
-		       (long long)(w->conf->keep_ms / 1000),
+		       r->name, (long long)r->run_expired, (long long)r->run_purged,
+		       (long long)(r->conf->keep_ms / 1000),
 		       (long long)(gw_mono_ms() - r->run_start_ms));
-	arm(r, gw_retention_interval_ms(w->conf->keep_ms));
+	arm(r, gw_retention_interval_ms(r->conf->keep_ms));
 }
 
 static void on_batch(void *arg, const PGresult *res, const char *err)
 {
 	struct gw_retention *r = arg;
-	struct gw_worker *w = r->w;
 	r->op = NULL;
 	if (!res) {
-		gw_log(GW_LOG_WARN, "worker %s: retention %s failed: %s", w->wc->name, step_name(r),
+		gw_log(GW_LOG_WARN, "worker %s: retention %s failed: %s", r->name, step_name(r),
 		       err);
 		gw_retention_run_abort(&r->pace);
 		end_run(r);
@@ -120,16 +123,18 @@ static void on_batch(void *arg, const PGresult *res, const char *err)
 	}
 	int64_t now = gw_mono_ms();
 	int n = st_batch_read(res);
-	gw_log(GW_LOG_DEBUG, "worker %s: retention %s batch: %d rows in %lld ms", w->wc->name,
+	gw_log(GW_LOG_DEBUG, "worker %s: retention %s batch: %d rows in %lld ms", r->name,
 	       step_name(r), n, (long long)gw_retention_batch_took(&r->pace, now));
 	if (r->pace.step == GW_RETENTION_EXPIRE) {
-		gw_count(w, messages_expired, n);
+		atomic_fetch_add_explicit(&r->counters->messages_expired, (uint64_t)n,
+		                          memory_order_relaxed);
 		r->run_expired += n;
 	} else {
-		gw_count(w, messages_purged, n);
+		atomic_fetch_add_explicit(&r->counters->messages_purged, (uint64_t)n,
+		                          memory_order_relaxed);
 		r->run_purged += n;
 	}
-	int64_t pause = gw_retention_batch_end(&r->pace, n, now, w->conf->keep_ms);
+	int64_t pause = gw_retention_batch_end(&r->pace, n, now, r->conf->keep_ms);
 	if (!r->pace.in_run)
 		end_run(r);
 	else
@@ -138,9 +143,8 @@ static void on_batch(void *arg, const PGresult *res, const char *err)
 
 static void submit(struct gw_retention *r)
 {
-	struct gw_worker *w = r->w;
 	int64_t cutoff =
-	    gw_retention_batch_begin(&r->pace, gw_mono_ms(), gw_wall_ms(), w->conf->keep_ms);
+	    gw_retention_batch_begin(&r->pace, gw_mono_ms(), gw_wall_ms(), r->conf->keep_ms);
 	if (r->pace.step == GW_RETENTION_EXPIRE)
 		r->op = st_expire(r->store, cutoff, BATCH, on_batch, r);
 	else
@@ -156,7 +160,7 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 	struct gw_retention *r = arg;
 	if (r->op)
 		return;
-	if (r->w->stopping) {
+	if (r->stopping) {
 		gw_retention_run_abort(&r->pace);
 		return;
 	}
@@ -168,23 +172,33 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 	submit(r);
 }
 
-struct gw_retention *gw_retention_new(struct gw_worker *w)
+struct gw_retention *gw_retention_new(struct event_base *base, const struct gw_config *conf,
+                                      const char *name, struct gw_counters *counters)
 {
 	struct gw_retention *r = calloc(1, sizeof(*r));
 	if (!r)
 		return NULL;
-	r->w = w;
-	char name[96];
-	snprintf(name, sizeof(name), "%s/retention", w->wc->name);
-	r->store = st_conn_new(w->base, w->conf->conninfo, name, NULL, NULL);
-	r->timer = evtimer_new(w->base, on_timer, r);
+	r->base = base;
+	r->conf = conf;
+	r->name = name;
+	r->counters = counters;
+	char cname[96];
+	snprintf(cname, sizeof(cname), "%s/retention", name);
+	r->store = st_conn_new(base, conf->conninfo, cname, NULL, NULL);
+	r->timer = evtimer_new(base, on_timer, r);
 	if (!r->store || !r->timer) {
 		gw_retention_free(r);
 		return NULL;
 	}
-	st_conn_set_timeout(r->store, w->conf->store_timeout * 1000);
+	st_conn_set_timeout(r->store, conf->store_timeout * 1000);
 	arm(r, FIRST_RUN_S * 1000);
 	return r;
+}
+
+void gw_retention_stop(struct gw_retention *r)
+{
+	if (r)
+		r->stopping = 1;
 }
 
 void gw_retention_free(struct gw_retention *r)

@@ -8,11 +8,18 @@
 
 #include <stdint.h>
 
-struct gw_worker;
+struct event_base;
+struct gw_config;
+struct gw_counters;
 struct gw_retention;
 
-/* Creates the job and schedules its first run 5 s from now. */
-struct gw_retention *gw_retention_new(struct gw_worker *w);
+/* Creates the job on the worker's loop and schedules its first run 5 s from
+ * now. name (the worker's, for the log), conf and counters (where the job
+ * counts what it expired and purged) outlive the job. */
+struct gw_retention *gw_retention_new(struct event_base *base, const struct gw_config *conf,
+                                      const char *name, struct gw_counters *counters);
+/* The worker drains for SIGTERM: no run starts after the batch in flight. */
+void gw_retention_stop(struct gw_retention *r);
 /* Frees the job; a statement in flight is abandoned (its result ignored). */
 void gw_retention_free(struct gw_retention *r);
 

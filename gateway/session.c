@@ -1,6 +1,7 @@
-/* The session state machine: framing, ordering, timeouts and close rules;
- * see session.h. What each request does is in requests.c. */
-#include "gateway/session.h"
+/* The session state machine: framing, ordering, timeouts and close rules,
+ * and the worker's session table; see session.h. What each request does is
+ * in requests.c. */
+#include "gateway/session_int.h"
 
 #include "common/clock.h"
 #include "common/log.h"
@@ -50,26 +51,26 @@ static size_t read_high(uint32_t max_len)
 
 static void set_state(struct gw_session *s, enum gw_session_state next)
 {
-	struct gw_worker *w = s->w;
+	struct gw_session_table *t = s->w->sessions;
 	if (not_welcomed(s->state) && !not_welcomed(next)) {
-		w->n_pending_hello--;
+		t->n_pending_hello--;
 		if (s->ipc && --s->ipc->n == 0) {
-			HASH_DEL(w->pending_by_ip, s->ipc);
+			HASH_DEL(t->pending_by_ip, s->ipc);
 			free(s->ipc);
 		}
 		s->ipc = NULL;
 	}
 	if (next == GW_S_WELCOMING && s->state != GW_S_WELCOMING)
-		w->n_welcoming++;
+		t->n_welcoming++;
 	if (s->state == GW_S_WELCOMING && next != GW_S_WELCOMING)
-		w->n_welcoming--;
+		t->n_welcoming--;
 	if (next == GW_S_READY && s->state == GW_S_WELCOMING) {
-		w->n_sessions++;
+		t->n_sessions++;
 		/* welcomed: a whole frame of any allowed length may now wait */
-		bufferevent_setwatermark(s->bev, EV_READ, 0, read_high(w->conf->max_frame));
+		bufferevent_setwatermark(s->bev, EV_READ, 0, read_high(s->w->conf->max_frame));
 	}
 	if (next == GW_S_CLOSING && (s->state == GW_S_READY || s->state == GW_S_BUSY))
-		w->n_sessions--;
+		t->n_sessions--;
 	s->state = next;
 }
 
@@ -90,7 +91,7 @@ void gw_session_free(struct gw_session *s)
 		atomic_fetch_sub(&w->gauges.on_primary, s->on_primary);
 	}
 	if (s->in_agent_map)
-		HASH_DEL(w->by_agent, s);
+		HASH_DEL(w->sessions->by_agent, s);
 	if (s->epoch && w->pool)
 		rt_pool_release(w->pool, s->agent, s->epoch);
 	qs_buf_free(&s->welcome);
@@ -100,7 +101,7 @@ void gw_session_free(struct gw_session *s)
 		free(s->primary_sent);
 	if (s->reassign_timer)
 		event_free(s->reassign_timer);
-	TAILQ_REMOVE(&w->sessions, s, link);
+	TAILQ_REMOVE(&w->sessions->all, s, link);
 	event_free(s->timer);
 	bufferevent_free(s->bev);
 	explicit_bzero(s->token_sha256, sizeof(s->token_sha256));
@@ -436,15 +437,16 @@ void gw_session_accept(struct gw_worker *w, int fd, const char *peer, const char
 		s->id = (uint64_t)s->since_ms ^ (uint64_t)(uintptr_t)s;
 	s->id &= 0x7fffffffffffffffULL; /* a positive bigint */
 	s->timer = evtimer_new(w->base, on_timer, s);
-	w->n_pending_hello++;
-	HASH_FIND_STR(w->pending_by_ip, ip, s->ipc);
+	struct gw_session_table *t = w->sessions;
+	t->n_pending_hello++;
+	HASH_FIND_STR(t->pending_by_ip, ip, s->ipc);
 	if (!s->ipc && (s->ipc = calloc(1, sizeof(*s->ipc)))) {
 		snprintf(s->ipc->ip, sizeof(s->ipc->ip), "%s", ip);
-		HASH_ADD_STR(w->pending_by_ip, ip, s->ipc);
+		HASH_ADD_STR(t->pending_by_ip, ip, s->ipc);
 	}
 	if (s->ipc)
 		s->ipc->n++;
-	TAILQ_INSERT_TAIL(&w->sessions, s, link);
+	TAILQ_INSERT_TAIL(&t->all, s, link);
 	gw_count(w, sessions_accepted, 1);
 
 	const struct gw_config *conf = w->conf;
@@ -463,7 +465,7 @@ void gw_session_accept(struct gw_worker *w, int fd, const char *peer, const char
 	}
 	/* Not welcomed yet: a connection counts until WELCOME is written, so a
 	 * HELLO the store is slow to check does not free its place. */
-	if (w->n_pending_hello > conf->max_pending_hello) {
+	if (t->n_pending_hello > conf->max_pending_hello) {
 		gw_count(w, refused_pending_hello, 1);
 		gw_session_error(s, QS_E_OVERLOADED, "too many connections not welcomed yet on %s",
 		                 w->wc->name);
@@ -494,11 +496,64 @@ void gw_session_welcomed(struct gw_session *s)
 	evtimer_del(s->timer);
 }
 
+/* ---- the worker's session table ---- */
+
+struct gw_session_table *gw_session_table_new(void)
+{
+	struct gw_session_table *t = calloc(1, sizeof(*t));
+	if (t)
+		TAILQ_INIT(&t->all);
+	return t;
+}
+
+void gw_session_table_free(struct gw_session_table *t)
+{
+	free(t);
+}
+
+int gw_session_free_all(struct gw_worker *w)
+{
+	struct gw_session *s;
+	int n = 0;
+	while ((s = TAILQ_FIRST(&w->sessions->all))) {
+		gw_session_free(s);
+		n++;
+	}
+	return n;
+}
+
+int gw_session_any(const struct gw_worker *w)
+{
+	return !TAILQ_EMPTY(&w->sessions->all);
+}
+
+int gw_session_connections(const struct gw_worker *w)
+{
+	return w->sessions->n_sessions + w->sessions->n_pending_hello;
+}
+
+void gw_session_tally(const struct gw_worker *w, int *sessions, int *on_primary)
+{
+	*sessions = *on_primary = 0;
+	for (struct gw_session *s = w->sessions->by_agent; s; s = s->hh.next) {
+		(*sessions)++;
+		*on_primary += s->on_primary;
+	}
+}
+
 struct gw_session *gw_session_find(struct gw_worker *w, const char *agent)
 {
 	struct gw_session *s = NULL;
-	HASH_FIND_STR(w->by_agent, agent, s);
+	HASH_FIND_STR(w->sessions->by_agent, agent, s);
 	return s;
+}
+
+void gw_session_each_agent(struct gw_worker *w, int (*fn)(struct gw_session *s, void *arg),
+                           void *arg)
+{
+	for (struct gw_session *s = w->sessions->by_agent; s; s = s->hh.next)
+		if (fn(s, arg))
+			return;
 }
 
 void gw_session_register(struct gw_session *s)
@@ -506,14 +561,114 @@ void gw_session_register(struct gw_session *s)
 	struct gw_worker *w = s->w;
 	struct gw_session *old = gw_session_find(w, s->agent);
 	if (old) {
-		HASH_DEL(w->by_agent, old);
-		old->in_agent_map = 0;
+		gw_session_unregister(old);
 		gw_session_error(old, QS_E_SUPERSEDED,
 		                 "a newer session of agent %s took over on worker %s", s->agent,
 		                 w->wc->name);
 	}
-	HASH_ADD_STR(w->by_agent, agent, s);
+	HASH_ADD_STR(w->sessions->by_agent, agent, s);
 	s->in_agent_map = 1;
+}
+
+void gw_session_unregister(struct gw_session *s)
+{
+	HASH_DEL(s->w->sessions->by_agent, s);
+	s->in_agent_map = 0;
+}
+
+const char *gw_session_agent(const struct gw_session *s)
+{
+	return s->agent;
+}
+
+const uint8_t *gw_session_token_sha256(const struct gw_session *s)
+{
+	return s->token_sha256;
+}
+
+int gw_session_closing(const struct gw_session *s)
+{
+	return s->state == GW_S_CLOSING;
+}
+
+/* ---- drain ---- */
+
+static int awaits_reassign(const struct gw_worker *w, const struct gw_session *s)
+{
+	return s->primary_sent[0] == 0 && strcmp(s->primary, w->wc->name) == 0 &&
+	       (s->state == GW_S_READY || s->state == GW_S_BUSY);
+}
+
+void gw_session_drain(struct gw_worker *w, int moving, const char *why)
+{
+	for (struct gw_session *s = TAILQ_FIRST(&w->sessions->all), *next; s; s = next) {
+		next = TAILQ_NEXT(s, link);
+		if (s->reassign_timer)
+			continue; /* told already */
+		if (moving && awaits_reassign(w, s))
+			s->awaiting_reassign = 1;
+		else
+			gw_session_error(s, QS_E_DRAINING, "worker %s is %s", w->wc->name, why);
+	}
+}
+
+void gw_session_end_reassign_wait(struct gw_worker *w, const char *why)
+{
+	for (struct gw_session *s = TAILQ_FIRST(&w->sessions->all), *next; s; s = next) {
+		next = TAILQ_NEXT(s, link);
+		if (s->awaiting_reassign) {
+			s->awaiting_reassign = 0;
+			gw_session_error(s, QS_E_DRAINING, "worker %s is %s", w->wc->name, why);
+		}
+	}
+}
+
+/* ---- the pool's registration (pool.c) ---- */
+
+int gw_session_announceable(const struct gw_session *s)
+{
+	return !(s->state == GW_S_CLOSING || s->state == GW_S_WELCOMING || s->ticket);
+}
+
+void gw_session_claim_of(const struct gw_session *s, struct rt_claim *c)
+{
+	*c = (struct rt_claim){
+	    .agent = s->agent,
+	    .primary = s->primary,
+	    .pinned = s->primary_sent[0] != 0,
+	    .primary_as_sent = s->primary_sent,
+	    .hint = s->primary, /* unpinned: the store's record */
+	    .persist = s->persist,
+	    .since_ms = s->since_ms,
+	};
+}
+
+struct gw_ticket *gw_ticket_new(struct gw_session *s)
+{
+	struct gw_ticket *t = malloc(sizeof(*t));
+	if (t) {
+		t->s = s;
+		s->ticket = t;
+	}
+	return t;
+}
+
+struct gw_session *gw_ticket_redeem(struct gw_ticket *t)
+{
+	struct gw_session *s = t->s;
+	free(t);
+	if (s)
+		s->ticket = NULL;
+	return s;
+}
+
+void gw_session_announced(struct gw_session *s, uint64_t epoch, const char *primary)
+{
+	s->epoch = epoch;
+	/* Router-assigned, and its worker is gone meanwhile: the router chose
+	 * again. */
+	if (!s->primary_sent[0] && primary[0] && strcmp(primary, s->primary) != 0)
+		gw_session_reassign(s, primary);
 }
 
 /* ---- REASSIGN (protocol.md) ---- */

@@ -2,119 +2,85 @@
  * A session lives on its worker's thread. Requests are taken from the input
  * buffer one at a time: while a request's store statement is in flight the
  * next one waits, so responses go out in request order and a request's effect
- * is committed before any later response is written. */
+ * is committed before any later response is written.
+ *
+ * This is what the rest of the worker (worker.c, pool.c, credentials.c) may
+ * call; struct gw_session and the session's internals are in session_int.h,
+ * seen by session.c, requests.c and push.c only. session.c owns the worker's
+ * session table (w->sessions): every connection, the agent map, the counts. */
 #ifndef GW_SESSION_H
 #define GW_SESSION_H
 
-#include "proto/qs_codec.h"
-
 #include <stdint.h>
-#include <sys/queue.h>
-#include <uthash.h>
 
 struct gw_worker;
-struct bufferevent;
-struct event;
-struct st_op;
+struct gw_session;
+struct gw_session_table;
+struct gw_ticket;
+struct rt_claim;
 
-enum gw_session_state {
-	GW_S_TLS_HANDSHAKE, /* accepted on a TLS worker; handshake deadline armed */
-	GW_S_AWAIT_HELLO,   /* accepted (and TLS done); no HELLO yet; the hello deadline is armed */
-	GW_S_WELCOMING,     /* HELLO read; the store checks the token, registers the agent
-	                     * (still counted as not welcomed: pending-HELLO caps) */
-	GW_S_READY,         /* WELCOME sent; the next request may be read */
-	GW_S_BUSY,          /* a request's store statement is in flight; later requests wait */
-	GW_S_CLOSING,       /* ERROR (or BYE) handled: flushing output, then freed; reads nothing */
-};
+/* ---- the worker's session table ---- */
 
-struct gw_session {
-	TAILQ_ENTRY(gw_session) link;
-	struct gw_worker *w;
-	struct bufferevent *bev;
-	enum gw_session_state state;
-	struct event *timer; /* hello deadline, then close deadline / deferred free */
-	char peer[64];
-	char agent[121];    /* set at HELLO */
-	char *primary_sent; /* the HELLO primary as sent (gw_session_empty if none) */
-	char primary[65];   /* resolved worker name, "" if unresolved */
-	int on_primary;
-	int persist;
-	int peer_eof;             /* the agent half-closed: finish what was read, then close */
-	int64_t clock_shift_ms;   /* server clock at HELLO - agent's now_ms */
-	uint8_t token_sha256[32]; /* of the HELLO token: the token itself is never kept */
-	uint64_t id;              /* holds delivered messages in the store (held_by) */
-	int64_t since_ms;
-	struct st_op *op;  /* the in-flight store statement, if any */
-	void *req;         /* what the in-flight UPLOAD needs at completion */
-	int req_count;     /* entries of the in-flight DELIVER_ACK or STATUS; FETCH's max_count */
-	int64_t req_bytes; /* the in-flight FETCH's max_bytes (asked again past an unreceivable) */
-	int64_t *held;     /* delivered here, not acknowledged: sorted seqs (requests.c) */
-	uint8_t *held_counted; /* the store counted that delivery already */
-	int n_held, cap_held;
-	int pending_error;  /* ERROR to send once the in-flight request is answered */
-	char *pending_text; /* its text (malloc'd) */
-
-	/* Pool registration (docs/design.md "Redis"). */
-	UT_hash_handle hh;       /* in w->by_agent from HELLO on: one session per agent here */
-	struct gw_ip_count *ipc; /* until WELCOME is written: this source address's count */
-	int in_agent_map;
-	int gauged;                    /* counted in w->gauges (WELCOME written) */
-	uint64_t epoch;                /* this live session's epoch in Redis; 0 if not registered */
-	struct gw_ticket *ticket;      /* Redis claim in flight (its s is cleared if we go first) */
-	struct qs_buf welcome;         /* encoded WELCOME, written once the claim is done */
-	struct gw_known_worker *known; /* HELLO to WELCOME: the workers the store knows */
-	int n_known;
-	int awaiting_reassign;        /* draining here: REASSIGN, not ERROR draining, is coming */
-	struct event *reassign_timer; /* REASSIGN sent: closed 5 s later */
-	int64_t pending_at_hello;     /* pending messages when the store answered HELLO */
-
-	/* Push (protocol.md PUSH/PUSH_ACK). */
-	uint64_t push_seq;         /* last push_id used on this session */
-	uint64_t push_out_id;      /* PUSH awaiting its PUSH_ACK (0: none) */
-	int64_t push_commit_ms;    /* commit time of the message that raised it */
-	int64_t coalesce_until_ms; /* further pushes coalesce until then (gw_mono_ms; 0: not) */
-	int deferred_n;            /* pushes that arrived before WELCOME was written */
-	int64_t deferred_commit_ms;
-};
-
-/* The empty string primary_sent points to when the agent names no primary
- * (most sessions: no allocation for them). */
-extern char gw_session_empty[1];
-
-/* A reply from Redis may outlive the session that asked: the ticket is
- * what the callback gets, and s is NULL once the session is gone. */
-struct gw_ticket {
-	struct gw_session *s;
-};
-
-/* The router moved the agent of s to primary: REASSIGN, closed 5 s later. */
-void gw_session_reassign(struct gw_session *s, const char *primary);
-
-/* The worker's session of this agent (past HELLO), or NULL. */
-struct gw_session *gw_session_find(struct gw_worker *w, const char *agent);
-/* Enters s in the worker's agent map; an older session of the same agent on
- * this worker gets ERROR superseded. */
-void gw_session_register(struct gw_session *s);
-
-/* Push (push.c). */
-void gw_push_route(struct gw_worker *w, const char *agent, int64_t commit_ms, int n);
-void gw_push_deliver(struct gw_worker *w, const char *agent, int64_t commit_ms, int n,
-                     const char *session_worker);
-void gw_push_after_welcome(struct gw_session *s);
-void gw_push_ack(struct gw_session *s, uint64_t push_id);
-void gw_push_fetched(struct gw_session *s);
-void gw_push_supersede(struct gw_worker *w, const char *agent, uint64_t epoch);
+/* An empty table, for a new worker (NULL: out of memory). */
+struct gw_session_table *gw_session_table_new(void);
+/* Frees the table; its sessions were freed first (gw_session_free_all). */
+void gw_session_table_free(struct gw_session_table *t);
 
 /* Takes ownership of fd (an accepted connection from ip; peer is "ip:port"). */
 void gw_session_accept(struct gw_worker *w, int fd, const char *peer, const char *ip);
 
-/* Connections not welcomed yet (TLS handshake, awaiting HELLO, WELCOMING)
- * from one source address (per worker): max_pending_hello_per_ip. */
-struct gw_ip_count {
-	char ip[64];
-	int n;
-	UT_hash_handle hh;
-};
+/* Frees every connection of the worker at once; returns how many. */
+int gw_session_free_all(struct gw_worker *w);
+
+/* Whether the worker has any connection left (closing ones included). */
+int gw_session_any(const struct gw_worker *w);
+/* Connections being served: sessions welcomed and those not welcomed yet. */
+int gw_session_connections(const struct gw_worker *w);
+/* Sessions past HELLO, and how many of them are on their primary. */
+void gw_session_tally(const struct gw_worker *w, int *sessions, int *on_primary);
+
+/* The worker's session of this agent (past HELLO), or NULL. */
+struct gw_session *gw_session_find(struct gw_worker *w, const char *agent);
+/* Calls fn for each session past HELLO until fn returns nonzero; fn must
+ * not end a session. */
+void gw_session_each_agent(struct gw_worker *w, int (*fn)(struct gw_session *s, void *arg),
+                           void *arg);
+
+/* What others may read of a session. */
+const char *gw_session_agent(const struct gw_session *s);
+const uint8_t *gw_session_token_sha256(const struct gw_session *s); /* 32 bytes */
+int gw_session_closing(const struct gw_session *s);
+
+/* ---- drain (gateway.md "Workers and nodes") ---- */
+
+/* The worker drains: every session not told already gets ERROR draining
+ * after its owed responses, except, when the router is moving this worker's
+ * agents (moving), the router-assigned ones whose primary this is: they
+ * wait for their REASSIGN. why: "draining", "shutting down". */
+void gw_session_drain(struct gw_worker *w, int moving, const char *why);
+/* The router finished moving: whoever still waits for REASSIGN (the move
+ * failed, or raced) gets ERROR draining. */
+void gw_session_end_reassign_wait(struct gw_worker *w, const char *why);
+
+/* ---- the pool (pool.c) ---- */
+
+/* The router moved the agent of s to primary: REASSIGN, closed 5 s later. */
+void gw_session_reassign(struct gw_session *s, const char *primary);
+
+/* Whether s may be announced to the pool again (Redis back or wiped):
+ * welcomed, not closing, and no claim of its own in flight. */
+int gw_session_announceable(const struct gw_session *s);
+/* What the pool is told of s: agent, primary (as resolved and as sent), persist, since. */
+void gw_session_claim_of(const struct gw_session *s, struct rt_claim *c);
+/* A ticket for a Redis reply about s (NULL: out of memory); s keeps it
+ * until gw_ticket_redeem. */
+struct gw_ticket *gw_ticket_new(struct gw_session *s);
+/* Frees t (the reply came, or the request was not sent); returns its
+ * session, or NULL if the session ended meanwhile. */
+struct gw_session *gw_ticket_redeem(struct gw_ticket *t);
+/* The pool registered s again with this epoch; primary: the router's
+ * (an unpinned agent whose primary changed meanwhile gets REASSIGN). */
+void gw_session_announced(struct gw_session *s, uint64_t epoch, const char *primary);
 
 /* Ends the session with ERROR code (sent after the responses it owes). */
 void gw_session_error(struct gw_session *s, int code, const char *fmt, ...)
@@ -123,37 +89,14 @@ void gw_session_error(struct gw_session *s, int code, const char *fmt, ...)
 /* Frees the session at once (drain deadline, shutdown). */
 void gw_session_free(struct gw_session *s);
 
-/* Writes one encoded frame to the agent; returns 0 or -1 (encoding failed). */
-int gw_session_send(struct gw_session *s, const struct qs_frame *f)
-    __attribute__((warn_unused_result));
+/* ---- push (push.c) ---- */
 
-/* Called by request handlers when a request is fully answered: the session
- * goes back to READY, sends a pending ERROR, or reads the next request. */
-void gw_session_request_done(struct gw_session *s);
-
-/* A request handler submitted op: the session waits for it (WELCOMING
- * after HELLO, BUSY otherwise) and reads no further request. */
-void gw_session_wait(struct gw_session *s, struct st_op *op);
-
-/* HELLO answered with WELCOME: the hello deadline is off. */
-void gw_session_welcomed(struct gw_session *s);
-
-/* Request handlers (requests.c). Each either answers at once and calls
- * gw_session_request_done, or submits a store statement and sets BUSY. */
-void gw_req_hello(struct gw_session *s, const struct qs_hello *h);
-void gw_req_upload(struct gw_session *s, const struct qs_upload *u);
-void gw_req_fetch(struct gw_session *s, const struct qs_fetch *f);
-void gw_req_deliver_ack(struct gw_session *s, const struct qs_deliver_ack *a);
-void gw_req_status(struct gw_session *s, const struct qs_status *st);
-/* Releases what an unfinished request holds (session closing). */
-void gw_req_abandon(struct gw_session *s);
-/* The session ends: the deliveries it holds and the store has not counted
- * are counted (qa_delivered, not waited for), and its holds are freed. */
-void gw_req_session_end(struct gw_session *s);
-
-/* Per-session log line: "worker=ml1 peer=1.2.3.4:5 agent=A: ..." */
-#define gw_slog(level, s, fmt, ...)                                                                \
-	gw_log(level, "worker=%s peer=%s agent=%s: " fmt, (s)->w->wc->name, (s)->peer,             \
-	       (s)->agent[0] ? (s)->agent : "-", ##__VA_ARGS__)
+/* A message to agent committed here: route its PUSH through the pool. */
+void gw_push_route(struct gw_worker *w, const char *agent, int64_t commit_ms, int n);
+/* The pool routed a PUSH for agent to this worker. */
+void gw_push_deliver(struct gw_worker *w, const char *agent, int64_t commit_ms, int n,
+                     const char *session_worker);
+/* A newer session of agent (epoch) took over elsewhere. */
+void gw_push_supersede(struct gw_worker *w, const char *agent, uint64_t epoch);
 
 #endif

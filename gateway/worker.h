@@ -12,7 +12,6 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
-#include <sys/queue.h>
 
 struct event_base;
 struct event;
@@ -21,7 +20,7 @@ struct st_conn;
 struct st_group;
 struct rt_pool;
 struct gw_tls;
-struct gw_session;
+struct gw_session_table;
 struct gw_auth_guard;
 struct gw_revoke;
 
@@ -47,21 +46,16 @@ struct gw_worker {
 	struct st_conn *hello_store; /* HELLO's own: a WELCOME never waits behind bulk work */
 	struct st_group *uploads;    /* group commit of the sessions' UPLOADs (store/upload.h) */
 	struct st_group *acks;       /* ... and of their DELIVER_ACKs (store/agent.h) */
-	struct rt_pool *pool;        /* Redis routing state (docs/design.md) */
-	struct gw_session *by_agent; /* uthash: sessions past HELLO, by agent id */
-	struct gw_ip_count *pending_by_ip; /* uthash: connections not welcomed, by source */
+	struct rt_pool *pool;        /* Redis routing state (pool.c, docs/design.md) */
+	struct gw_session_table *sessions; /* every connection here: session.c's (session.h) */
 	struct gw_tls *tls;                /* the node's TLS context (tls = on), else NULL */
-	struct event *heartbeat_timer;     /* registry heartbeat and push figures, every 1 s */
+	struct event *heartbeat_timer;     /* pool.c: registry heartbeat and push figures, 1 s */
 	int fast_beats;                    /* heartbeats left at 250 ms after start */
 	int drained;                       /* admin drain: not listening until resumed */
 	struct event *command_ev;
 	_Atomic int commands;
 	struct event *drain_timer;
-	struct gw_retention *retention; /* the lifecycle job, on the node's first worker only */
-	TAILQ_HEAD(, gw_session) sessions;
-	int n_sessions;      /* sessions welcomed (READY, BUSY) */
-	int n_welcoming;     /* HELLO taken, WELCOME not written: max_sessions counts these too */
-	int n_pending_hello; /* connections not welcomed yet (TLS, awaiting HELLO, WELCOMING) */
+	struct gw_retention *retention;   /* the lifecycle job, on the node's first worker only */
 	struct gw_auth_guard *auth_guard; /* failed HELLOs by source address (credentials.h) */
 	struct gw_revoke *revoke;         /* removed tokens end live sessions (credentials.h) */
 	int accepting; /* the listener was enabled (after the store was first reached) */
@@ -69,11 +63,11 @@ struct gw_worker {
 	struct qs_limits limits;
 	struct qs_buf scratch; /* encoding buffer, reused by every session of this worker */
 	struct gw_counters counters;
-	uint64_t req_hist[10]; /* the requests counter, one sample a second */
+	uint64_t req_hist[10]; /* pool.c: the requests counter, one sample a second */
 	int64_t req_ms[10];    /* when each sample was taken (0: none yet) */
 	int req_hist_i;
 	int sweeping_self;  /* draining: the router is moving this worker's agents */
-	int refill_pending; /* Redis needs the store's assignments; the store was down */
+	int refill_pending; /* pool.c: Redis needs the store's assignments, store was down */
 	struct gw_gauges gauges;
 };
 
@@ -92,10 +86,14 @@ struct st_conn *gw_worker_store(struct gw_worker *w);
  * up, so that failover under load is not queued behind uploads. */
 struct st_conn *gw_worker_hello_store(struct gw_worker *w);
 
-/* Worker-thread internals used by sessions. */
+/* Worker-thread calls from the worker's own modules. */
+/* A session was freed (session.c): a stopping worker leaves its loop once
+ * none is left. */
 void gw_worker_session_gone(struct gw_worker *w);
-/* Records router assignments in the store (best effort, logged). */
-void gw_worker_record_assignments(struct gw_worker *w, const char *const *agents,
-                                  const char *const *primaries, int n);
+/* Admin drain and resume, asked through the admin port or the pool (pool.c). */
+void gw_worker_drain(struct gw_worker *w);
+void gw_worker_resume(struct gw_worker *w);
+/* The router finished moving this worker's agents (pool.c). */
+void gw_worker_swept(struct gw_worker *w);
 
 #endif

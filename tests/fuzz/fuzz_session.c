@@ -23,7 +23,7 @@
  * failure paths too. */
 #include "common/log.h"
 #include "gateway/config.h"
-#include "gateway/session.h"
+#include "gateway/session_int.h"
 #include "gateway/worker.h"
 #include "store/store.h"
 #include "store/agent.h"
@@ -324,7 +324,9 @@ static void setup(void)
 	w->wc = &conf.workers[0];
 	w->limits.max_frame = conf.max_frame;
 	w->limits.max_batch = (uint16_t)conf.max_batch;
-	TAILQ_INIT(&w->sessions);
+	w->sessions = gw_session_table_new();
+	if (!w->sessions)
+		abort();
 	w->base = event_base_new();
 	if (!w->base)
 		abort();
@@ -380,14 +382,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		}
 		event_base_loop(w->base, EVLOOP_NONBLOCK);
 		drain_output(fds[1]);
-		if (TAILQ_EMPTY(&w->sessions))
+		if (!gw_session_any(w))
 			break;
 	}
 	/* A session still alive (e.g. waiting on a timer): free it here so the
 	 * next input starts clean and nothing leaks. */
-	struct gw_session *s;
-	while ((s = TAILQ_FIRST(&w->sessions)))
-		gw_session_free(s);
+	gw_session_free_all(w);
 	event_base_loop(w->base, EVLOOP_NONBLOCK);
 	struct fake_op *op;
 	while ((op = TAILQ_FIRST(&fake_ops))) { /* all cancelled with their sessions */
@@ -397,13 +397,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		PQclear(op->res);
 		free(op);
 	}
-	if (w->n_sessions != 0 || w->n_pending_hello != 0 || w->by_agent != NULL ||
-	    w->pending_by_ip != NULL) {
+	const struct gw_session_table *t = w->sessions;
+	if (t->n_sessions != 0 || t->n_pending_hello != 0 || t->by_agent != NULL ||
+	    t->pending_by_ip != NULL) {
 		fprintf(stderr,
 		        "fuzz_session: worker counts off after the session: sessions %d, "
 		        "pending_hello %d, agent map %s, per-address map %s\n",
-		        w->n_sessions, w->n_pending_hello, w->by_agent ? "not empty" : "empty",
-		        w->pending_by_ip ? "not empty" : "empty");
+		        t->n_sessions, t->n_pending_hello, t->by_agent ? "not empty" : "empty",
+		        t->pending_by_ip ? "not empty" : "empty");
 		abort();
 	}
 	close(fds[1]);
