@@ -306,8 +306,9 @@ test-asan: deps certs
 
 # The unit suite and part of the e2e suite against a ThreadSanitizer build in build-tsan/
 # (slow: not part of `make test`): the workers, the main thread's admin port and their
-# shared atomics. The whole e2e suite takes ~18 min under TSan on a 2-core machine, so
-# TSAN_E2E runs the files that drive the threads (~2-4 min): multi-worker nodes and push
+# shared atomics. The whole e2e suite takes ~14 min under TSan on a 2-core machine (and
+# test_hostile_buffers' RSS bound cannot hold with TSan's shadow memory), so TSAN_E2E
+# runs the files that drive the threads (~2-3 min): multi-worker nodes and push
 # across workers and nodes (test_push, test_router, test_status), drain and resume from the
 # admin port, which reads every worker's state from the main thread (test_admin), SIGTERM
 # drain and SIGHUP reload (test_lifecycle; test_tls reloads the certificate), Redis and
