@@ -21,6 +21,7 @@
 #include <event2/event.h>
 #include <event2/thread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,10 +74,11 @@ static void die(const char *what)
 static void on_stop_check(evutil_socket_t fd, short what, void *arg)
 {
 	struct node *n = arg;
-	/* A worker's loop has exited once its thread can be joined; the
-	 * workers set no flag, so try-join each. */
+	/* Every worker's loop has returned: stop the main loop. The threads are
+	 * joined once, after it (gw_worker_join_and_free); a try-join here would
+	 * join a thread again on the next tick, or there. */
 	for (int i = 0; i < n->node.n_workers; i++)
-		if (n->node.workers[i] && pthread_tryjoin_np(n->node.workers[i]->thread, NULL) != 0)
+		if (n->node.workers[i] && !atomic_load(&n->node.workers[i]->stopped))
 			return;
 	event_base_loopexit(n->node.base, NULL);
 }

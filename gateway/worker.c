@@ -329,6 +329,7 @@ static void *worker_main(void *arg)
 	gw_log(GW_LOG_INFO, "worker %s: listening on %s", w->wc->name, w->wc->listen);
 	event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
 	gw_log(GW_LOG_INFO, "worker %s: stopped", w->wc->name);
+	atomic_store(&w->stopped, 1);
 	return NULL;
 }
 

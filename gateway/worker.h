@@ -1,7 +1,8 @@
 /* A worker: one named server of the pool with its own listener, event loop
  * thread and store connection (gateway.md "Workers and nodes"). Everything in
  * struct gw_worker belongs to the worker's thread, except the counters (read
- * by others) and `commands` (set by the main thread, then event_active). */
+ * by others), `commands` (set by the main thread, then event_active) and
+ * `stopped` (set by the worker's thread as its loop returns). */
 #ifndef GW_WORKER_H
 #define GW_WORKER_H
 
@@ -54,6 +55,7 @@ struct gw_worker {
 	int drained;                       /* admin drain: not listening until resumed */
 	struct event *command_ev;
 	_Atomic int commands;
+	_Atomic int stopped; /* 1 once the loop has returned: the thread may be joined */
 	struct event *drain_timer;
 	struct gw_retention *retention;   /* the lifecycle job, on the node's first worker only */
 	struct gw_auth_guard *auth_guard; /* failed HELLOs by source address (credentials.h) */

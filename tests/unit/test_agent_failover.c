@@ -193,7 +193,7 @@ static int send_frame(int fd, const struct qs_frame *f)
 
 static void serve(struct fake *f, int fd)
 {
-	static uint8_t buf[1 << 16];
+	uint8_t buf[1 << 16]; /* on this fake's thread: two fakes serve at once */
 	const struct qs_limits lim = {1 << 20, 256};
 	for (;;) {
 		uint8_t hdr[4];
