@@ -13,6 +13,7 @@
 #include "agent/qa_plan.h"
 #include "agent/qa_session.h"
 #include "common/clock.h"
+#include "proto/qs_codec.h"
 
 /* run -policy automatic: how often the client store's queues are looked at. */
 #define QA_RUN_QUEUE_POLL_MS 500
@@ -37,6 +38,19 @@ struct runner {
  * session object for the probes (when the primary answers, the new session
  * moves into *s). Returns like qa_run_session, with the session closed;
  * *welcome_at is when the last WELCOME came (monotonic ms). */
+/* A failback probe's HELLO claims the agent on the primary before its WELCOME:
+ * a primary that dies in between leaves the probe failed, and the session on
+ * the alternate is ended "superseded" by that claim, which was this agent's
+ * own. Within this long of a failed probe, superseded is not final: a new
+ * cycle follows. */
+#define PROBE_SUPERSEDE_MS 5000
+
+static int superseded_by_own_probe(const struct qa_error *e, int64_t probe_failed_at)
+{
+	return probe_failed_at != 0 && e->kind == QA_FAIL_SERVER && e->code == QS_E_SUPERSEDED &&
+	       gw_mono_ms() - probe_failed_at <= PROBE_SUPERSEDE_MS;
+}
+
 static int run_connected(struct runner *rn, struct qa_plan *plan, size_t index,
                          struct qa_session *s, struct qa_session *spare, enum qa_run_end *end,
                          uint64_t *welcome_at, struct qa_error *e)
@@ -44,6 +58,7 @@ static int run_connected(struct runner *rn, struct qa_plan *plan, size_t index,
 	struct qa_agent *a = rn->a;
 	struct qa_run *run = &rn->run;
 	struct qa_plan probe;
+	int64_t probe_failed_at = 0;
 	int rc;
 	for (;;) {
 		*welcome_at = gw_mono_ms();
@@ -86,12 +101,19 @@ static int run_connected(struct runner *rn, struct qa_plan *plan, size_t index,
 				qa_run_close(run, s, -1, QA_RUN_END_NONE, e);
 				return -1;
 			}
+			probe_failed_at = gw_mono_ms();
 			run->probe_at_ms = gw_mono_ms() + rn->failback_ms;
 			rc = qa_run_resume(run, s, end, e);
 		}
 		if (rc == 0 && *end == QA_RUN_END_PROBE)
 			continue; /* switched to the primary: run the new session */
 		break;
+	}
+	if (rc != 0 && superseded_by_own_probe(e, probe_failed_at)) {
+		qa_log_write(&a->log,
+		             "superseded by this agent's own failback attempt, which failed: "
+		             "not final, a new cycle follows");
+		e->retryable = 1;
 	}
 	/* The new list is kept before BYE, so a crash after BYE still follows it. */
 	qa_plan_record_reassign(a, s);
