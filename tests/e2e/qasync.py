@@ -680,3 +680,25 @@ class Client:
 
     def bye(self) -> None:
         self.send(Bye())
+
+
+def read_raw_frame(sock: socket.socket, timeout: float):
+    """One frame from a raw socket (type, payload), or None at EOF/reset."""
+    deadline = time.monotonic() + timeout
+    buf = b""
+    while True:
+        if len(buf) >= 4:
+            (n,) = struct.unpack(">I", buf[:4])
+            if len(buf) >= 4 + n:
+                return buf[4], buf[5:4 + n]
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no frame within {timeout}s ({len(buf)} bytes)")
+        sock.settimeout(left)
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            return None
+        if not chunk:
+            return None
+        buf += chunk

@@ -32,28 +32,6 @@ def normal_sync_works(g, agent, uid: str, tag: str) -> None:
     assert [m.get("body") for m in got] == [f"after {tag}"], got
 
 
-def read_frame(sock: socket.socket, timeout: float):
-    """One frame from a raw socket (type, payload), or None at EOF/reset."""
-    deadline = time.monotonic() + timeout
-    buf = b""
-    while True:
-        if len(buf) >= 4:
-            (n,) = struct.unpack(">I", buf[:4])
-            if len(buf) >= 4 + n:
-                return buf[4], buf[5:4 + n]
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError(f"no frame within {timeout}s ({len(buf)} bytes)")
-        sock.settimeout(left)
-        try:
-            chunk = sock.recv(4096)
-        except ConnectionResetError:
-            return None
-        if not chunk:
-            return None
-        buf += chunk
-
-
 def test_slowloris_hello_trickle_is_cut_at_hello_timeout(qagw, agent, uid):
     HELLO_TIMEOUT = 2
     g = qagw(limits={"hello_timeout": HELLO_TIMEOUT})
@@ -73,12 +51,12 @@ def test_slowloris_hello_trickle_is_cut_at_hello_timeout(qagw, agent, uid):
                     break
             else:
                 pytest.fail("the whole HELLO was trickled in and the connection is still open")
-            f = read_frame(s, 5)
+            f = q.read_raw_frame(s, 5)
             elapsed = time.monotonic() - t0
             assert f is not None, "closed without ERROR"
             err = q.decode(*f)
             assert isinstance(err, q.Error) and err.code == q.E_TIMEOUT, err
-            assert read_frame(s, 5) is None, "not closed after ERROR timeout"
+            assert q.read_raw_frame(s, 5) is None, "not closed after ERROR timeout"
             return elapsed, i + 1
 
     # a few at once: none is kept alive by its trickle
@@ -189,7 +167,7 @@ def test_ten_thousand_connect_close_cycles_leak_nothing(qagw, agent, uid):
             kind = i % 10
             if kind == 0:  # a whole session: HELLO, WELCOME, close
                 s.sendall(q.encode(q.Hello(agent_id=f"cyc-{i}-{uid}", now_ms=q.now_ms())))
-                f = read_frame(s, 5)
+                f = q.read_raw_frame(s, 5)
                 assert f is not None and f[0] == q.WELCOME, f
                 with lock:
                     done["hello"] += 1

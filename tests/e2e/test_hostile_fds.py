@@ -29,28 +29,6 @@ import qasync as q
 HELLO_MAX_LEN = 1 + 2 + (2 + 120) + 2 * (2 + 65535) + 1 + 8
 
 
-def read_frame(sock: socket.socket, timeout: float):
-    """One frame from a raw socket (type, payload), or None at EOF/reset."""
-    deadline = time.monotonic() + timeout
-    buf = b""
-    while True:
-        if len(buf) >= 4:
-            (n,) = struct.unpack(">I", buf[:4])
-            if len(buf) >= 4 + n:
-                return buf[4], buf[5:4 + n]
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError(f"no frame within {timeout}s ({len(buf)} bytes)")
-        sock.settimeout(left)
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            return None
-        if not chunk:
-            return None
-        buf += chunk
-
-
 def error_code(frame) -> int:
     assert frame is not None, "connection closed without a frame"
     assert frame[0] == q.ERROR, f"expected ERROR, got {q.FRAME_NAMES.get(frame[0], frame[0])}"
@@ -62,7 +40,7 @@ def hello_serves(port: int, agent_id: str, timeout: float) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
             s.sendall(q.encode(q.Hello(agent_id=agent_id, now_ms=q.now_ms())))
-            f = read_frame(s, timeout)
+            f = q.read_raw_frame(s, timeout)
             return f is not None and f[0] == q.WELCOME
     except (OSError, TimeoutError):
         return False
@@ -76,10 +54,10 @@ def test_pre_hello_length_over_largest_hello_is_too_large_at_once(qagw):
     with socket.create_connection(("127.0.0.1", g.port("ml1")), timeout=5) as s:
         s.sendall(struct.pack(">I", HELLO_MAX_LEN + 1))  # the prefix alone, no payload
         t0 = time.monotonic()
-        f = read_frame(s, 2.0)
+        f = q.read_raw_frame(s, 2.0)
         assert error_code(f) == q.E_TOO_LARGE, f
         assert time.monotonic() - t0 < 1.0
-        assert read_frame(s, 2.0) is None  # then closed
+        assert q.read_raw_frame(s, 2.0) is None  # then closed
 
 
 def test_maximal_hello_still_gets_welcome(qagw, uid):
@@ -90,7 +68,7 @@ def test_maximal_hello_still_gets_welcome(qagw, uid):
     assert len(hello) == 4 + HELLO_MAX_LEN
     with socket.create_connection(("127.0.0.1", g.port("ml1")), timeout=5) as s:
         s.sendall(hello)
-        f = read_frame(s, 5.0)
+        f = q.read_raw_frame(s, 5.0)
         assert f is not None and f[0] == q.WELCOME, f
 
 
@@ -183,7 +161,7 @@ def test_descriptor_exhaustion_pauses_accept_without_spinning(qagw, uid, monkeyp
             flood.append(s)
             s.sendall(q.encode(q.Hello(agent_id=f"fl{i}-{uid}", now_ms=q.now_ms())))
             try:
-                f = read_frame(s, 1.0)
+                f = q.read_raw_frame(s, 1.0)
             except TimeoutError:
                 exhausted = True
                 break
@@ -212,7 +190,7 @@ def test_descriptor_exhaustion_pauses_accept_without_spinning(qagw, uid, monkeyp
     # served within 1 s of the flood's end
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall(q.encode(q.Hello(agent_id=f"after-{uid}", now_ms=q.now_ms())))
-        f = read_frame(s, 2.0)
+        f = q.read_raw_frame(s, 2.0)
         served = time.monotonic() - t_end
     print(f"served {served:.3f} s after the flood ended")
     assert f is not None and f[0] == q.WELCOME, f
