@@ -395,6 +395,34 @@ static void route_pushes(struct gw_worker *w, const struct upload_req *u, int64_
 	}
 }
 
+/* Reads this part's results into u; 0, or -1 (the session is failed). */
+static int read_upload_results(struct gw_session *s, struct upload_req *u, const PGresult *res)
+{
+	for (int k = 0; k < u->n_sent; k++) {
+		int result = st_upload_result(res, s->op, k);
+		if (result < 0) {
+			store_failed(s, "unexpected result from qa_upload_group");
+			return -1;
+		}
+		u->results[u->sent[k]] = (uint8_t)result;
+	}
+	return 0;
+}
+
+/* Committed, visible to every session, not yet durable: pushes go now (a
+ * message delivered before its flush and then lost in a crash is one its
+ * sender was never told is stored: it sends it again, and the recipient drops
+ * the repeat by id). */
+static void on_upload_visible(void *arg, const PGresult *res, const char *err)
+{
+	struct gw_session *s = arg;
+	struct upload_req *u = s->req;
+	(void)err;
+	if (read_upload_results(s, u, res) == 0)
+		route_pushes(s->w, u, gw_wall_ms());
+}
+
+/* Durable: the UPLOAD_ACK. */
 static void on_upload(void *arg, const PGresult *res, const char *err)
 {
 	struct gw_session *s = arg;
@@ -403,20 +431,12 @@ static void on_upload(void *arg, const PGresult *res, const char *err)
 		store_failed(s, err);
 		return;
 	}
-	for (int k = 0; k < u->n_sent; k++) {
-		int result = st_upload_result(res, s->op, k);
-		if (result < 0) {
-			store_failed(s, "unexpected result from qa_upload_group");
-			return;
-		}
-		u->results[u->sent[k]] = (uint8_t)result;
-	}
+	if (read_upload_results(s, u, res) != 0)
+		return;
 	s->op = NULL;
-	int64_t now = gw_wall_ms(); /* the commit time the pushes carry */
 	gw_histogram_observe(&s->w->counters.store_commit,
 	                     (double)(gw_mono_ms() - u->started_ms) / 1000.0);
 	send_upload_ack(s, u);
-	route_pushes(s->w, u, now);
 	gw_req_abandon(s);
 	gw_session_request_done(s);
 }
@@ -496,6 +516,7 @@ void gw_req_upload(struct gw_session *s, const struct qs_upload *up)
 		store_failed(s, "out of memory");
 		return;
 	}
+	st_op_on_visible(op, on_upload_visible);
 	gw_session_wait(s, op);
 }
 

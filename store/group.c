@@ -26,14 +26,16 @@ struct batch {
 	size_t bytes;
 	int solo; /* a part of a failed group sent again alone: never split */
 	struct st_conn *conn;
+	PGresult *kept; /* with a barrier: the statement's result, while it flushes */
 };
 
 struct st_group {
 	struct st_group_spec spec;
 	struct event *kick;
 	struct batch *filling;
-	TAILQ_HEAD(, batch) ready;
-	TAILQ_HEAD(, batch) sent; /* in flight */
+	TAILQ_HEAD(batches, batch) ready;
+	struct batches sent;     /* in flight */
+	struct batches flushing; /* committed, their barrier in flight */
 	int inflight;
 	size_t mark[ST_MAX_PARAMS];
 	uint64_t n_groups, n_parts;
@@ -63,6 +65,7 @@ static void batch_free(struct batch *b, const PGresult *res, const char *why)
 	}
 	for (int i = 0; i < ST_MAX_PARAMS; i++)
 		free(b->cols[i].buf);
+	PQclear(b->kept);
 	st_params_clear(&b->p);
 	free(b->parts);
 	free(b);
@@ -147,6 +150,11 @@ struct st_op *st_group_submit(struct st_group *g, int n_rows, st_done_fn done, v
 	return op;
 }
 
+void st_op_on_visible(struct st_op *op, st_done_fn visible)
+{
+	op->visible = visible;
+}
+
 void st_op_rows(const struct st_op *op, int *first, int *n)
 {
 	*first = op->first;
@@ -225,6 +233,40 @@ static void split(struct st_group *g, struct batch *b)
 	}
 }
 
+static void on_barrier_done(void *arg, const PGresult *res, const char *err)
+{
+	struct batch *b = arg;
+	if (b->g)
+		TAILQ_REMOVE(&b->g->flushing, b, link);
+	if (!res && b->g)
+		gw_log(GW_LOG_WARN,
+		       "store: a group of %d parts committed but its flush was not confirmed (%s):"
+		       " each part fails (its rows may be stored: a retry reports them duplicate)",
+		       b->n_parts, err ? err : "?");
+	batch_free(b, res ? b->kept : NULL, err ? err : "the store did not confirm the commit");
+}
+
+/* The group's statement committed (not yet durable): keep its result, send
+ * the barrier, tell each part its rows are visible. -1: the barrier could
+ * not be sent (nothing was called). */
+static int flush_after(struct st_group *g, struct batch *b, const PGresult *res)
+{
+	b->kept = PQcopyResult(res, PG_COPYRES_ATTRS | PG_COPYRES_TUPLES);
+	struct st_params p = {.reuse = 1}; /* the spec's barrier: a literal */
+	struct st_op *op = b->kept && b->conn && st_conn_is_up(b->conn)
+	                       ? st_submit(b->conn, g->spec.barrier_sql, &p, on_barrier_done, b)
+	                       : NULL;
+	if (!op)
+		return -1;
+	TAILQ_INSERT_TAIL(&g->flushing, b, link);
+	for (int i = 0; i < b->n_parts; i++) {
+		struct st_op *part = b->parts[i].op;
+		if (part && part->done && part->visible)
+			part->visible(part->arg, res, NULL);
+	}
+	return 0;
+}
+
 static void on_group_done(void *arg, const PGresult *res, const char *err)
 {
 	struct batch *b = arg;
@@ -242,6 +284,14 @@ static void on_group_done(void *arg, const PGresult *res, const char *err)
 		       b->n_parts, err ? err : "?");
 		split(g, b);
 	}
+	if (res && g->spec.barrier_sql) {
+		if (flush_after(g, b, res) == 0) {
+			schedule(g);
+			return;
+		}
+		res = NULL;
+		err = "cannot send the commit's flush barrier";
+	}
 	batch_free(b, res, err ? err : "the store did not answer");
 	schedule(g);
 }
@@ -256,12 +306,27 @@ struct st_group *st_group_new(struct event_base *base, const struct st_group_spe
 		g->spec.max_inflight = 1;
 	TAILQ_INIT(&g->ready);
 	TAILQ_INIT(&g->sent);
+	TAILQ_INIT(&g->flushing);
 	g->kick = event_new(base, -1, 0, on_kick, g);
 	if (!g->kick) {
 		free(g);
 		return NULL;
 	}
 	return g;
+}
+
+/* Batches whose statement is in flight are freed when it completes (or by
+ * their connection's st_conn_free, without a callback): nobody to answer. */
+static void detach(struct batches *list)
+{
+	struct batch *b;
+	while ((b = TAILQ_FIRST(list))) {
+		TAILQ_REMOVE(list, b, link);
+		b->g = NULL;
+		for (int i = 0; i < b->n_parts; i++)
+			if (b->parts[i].op)
+				b->parts[i].op->done = NULL;
+	}
 }
 
 void st_group_free(struct st_group *g)
@@ -275,15 +340,8 @@ void st_group_free(struct st_group *g)
 	}
 	if (g->filling)
 		batch_free(g->filling, NULL, "the worker is stopping");
-	/* Batches in flight are freed when their statement completes (or by
-	 * their connection's st_conn_free, without a callback). */
-	while ((b = TAILQ_FIRST(&g->sent))) {
-		TAILQ_REMOVE(&g->sent, b, link);
-		b->g = NULL;
-		for (int i = 0; i < b->n_parts; i++)
-			if (b->parts[i].op)
-				b->parts[i].op->done = NULL;
-	}
+	detach(&g->sent);
+	detach(&g->flushing);
 	event_free(g->kick);
 	free(g);
 }

@@ -2,6 +2,17 @@
  * worker, each a run of rows, go to the store as one statement, in one
  * transaction, and each requester gets its own rows of the result.
  *
+ * With a barrier (spec.barrier_sql), the group's statement commits without
+ * waiting for its WAL to reach the disk (synchronous_commit off, set by the
+ * statement itself): its rows are visible to every other transaction as soon
+ * as its result is back, and each part's visible callback runs then. The
+ * barrier, a statement whose commit waits for the WAL to be flushed (and
+ * replicated, per synchronous_commit) up to its own commit record, is sent at
+ * once on the same connection; the parts' done runs only when it has
+ * completed, so a part is acknowledged only once its rows are durable. The
+ * group's slot is free again as soon as the statement's result is back: the
+ * next group runs while this one's WAL is being flushed.
+ *
  * A group is sent at the end of the loop turn in which its first part
  * arrived, or, while max_inflight groups are in flight, as soon as one of
  * them completes: under load the next group gathers everything that arrived
@@ -36,6 +47,9 @@ struct st_group_spec {
 	int max_inflight; /* groups in flight at once */
 	size_t max_bytes; /* a group stops taking parts past this size */
 	int max_rows;     /* ... or this many rows */
+	/* NULL, or the durability barrier (see above), e.g. store/upload.c's:
+	 * a literal, prepared once per connection. */
+	const char *barrier_sql;
 };
 
 struct st_group *st_group_new(struct event_base *base, const struct st_group_spec *spec);
@@ -58,6 +72,13 @@ void st_group_close(struct st_group *g);
  * dropped, done is never called). */
 struct st_op *st_group_submit(struct st_group *g, int n_rows, st_done_fn done, void *arg)
     __attribute__((warn_unused_result));
+
+/* With a barrier: visible(arg, res, NULL) runs when the group's statement
+ * has committed (its rows visible, not yet durable), before done. Not called
+ * for a group that failed (done gets NULL), nor once the part is cancelled.
+ * done still decides: a part whose barrier fails gets done(arg, NULL, why)
+ * after its visible. */
+void st_op_on_visible(struct st_op *op, st_done_fn visible);
 
 /* This part's rows of the result passed to its done: first .. first+n-1. */
 void st_op_rows(const struct st_op *op, int *first, int *n);

@@ -12,6 +12,7 @@ struct st_op {
 	TAILQ_ENTRY(st_op) link;
 	st_done_fn done; /* NULL once cancelled */
 	void *arg;
+	st_done_fn visible; /* a group's part: see st_op_on_visible (NULL: none) */
 	PGresult *res;
 	int failed;
 	char err[200];

@@ -124,6 +124,12 @@ struct st_group *st_uploads_new(struct event_base *base, struct st_conn *(*pick)
 	    .max_inflight = 1,
 	    .max_bytes = 8u << 20,
 	    .max_rows = 8192,
+	    /* qa_upload_group commits with synchronous_commit off: the barrier's commit
+	     * flushes the WAL past it before any UPLOAD_ACK. It must write WAL of its
+	     * own: a transaction that only took an xid (txid_current()) commits
+	     * without a flush. A logical message is a WAL record that changes no
+	     * table (logical decoding shows it, prefix "qagw"). */
+	    .barrier_sql = "SELECT pg_logical_emit_message(true, 'qagw', '')",
 	};
 	struct st_group *g = st_group_new(base, &spec);
 	if (!g)
