@@ -377,7 +377,9 @@ install: $(QAGW) $(QAAGENT) $(MANPAGES)
 	install -d -m 0755 $(DESTDIR)$(PREFIX)/share/doc/qagw
 	install -m 0644 README.md docs/*.md $(DESTDIR)$(PREFIX)/share/doc/qagw/
 	install -m 0644 conf/qagw.conf $(DESTDIR)$(PREFIX)/share/doc/qagw/qagw.conf.sample
-	install -D -m 0644 conf/qagw.service $(DESTDIR)/etc/systemd/system/qagw.service
+	install -d -m 0755 $(DESTDIR)/etc/systemd/system
+	sed 's|@PREFIX@|$(PREFIX)|g' conf/qagw.service.in > $(DESTDIR)/etc/systemd/system/qagw.service
+	chmod 0644 $(DESTDIR)/etc/systemd/system/qagw.service
 	@if [ -e $(DESTDIR)/etc/qagw/qagw.conf ]; then \
 	  echo "install: $(DESTDIR)/etc/qagw/qagw.conf exists: kept (the sample is in $(PREFIX)/share/doc/qagw)"; \
 	else install -D -m 0640 conf/qagw.conf $(DESTDIR)/etc/qagw/qagw.conf && \

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 enum key_type {
 	K_STR,      /* copied into a char array of .size bytes */
@@ -564,6 +565,93 @@ int gw_config_warnings(const struct gw_config *c, FILE *out)
 		     c->path, (int)n, remote);
 	PQconninfoFree(opts);
 	return count;
+}
+
+static int check_log_file(const struct gw_config *c, char *err, size_t errlen)
+{
+	const char *f = c->log_file;
+	if (!f[0] || access(f, W_OK) == 0)
+		return 0;
+	if (errno != ENOENT) {
+		snprintf(err, errlen, "%s: [node] key \"log_file\": %s cannot be written: %s",
+		         c->path, f, strerror(errno));
+		return -1;
+	}
+	char dir[sizeof(c->log_file)];
+	snprintf(dir, sizeof(dir), "%s", f);
+	char *slash = strrchr(dir, '/');
+	if (!slash)
+		snprintf(dir, sizeof(dir), ".");
+	else if (slash == dir)
+		dir[1] = 0;
+	else
+		*slash = 0;
+	if (access(dir, W_OK | X_OK) != 0) {
+		snprintf(err, errlen,
+		         "%s: [node] key \"log_file\": %s cannot be created: directory %s: %s",
+		         c->path, f, dir, strerror(errno));
+		return -1;
+	}
+	return 0;
+}
+
+/* Each host of a comma-separated libpq host list that is a name (not an
+ * address, not a socket directory) must resolve. */
+static int check_store_hosts(const struct gw_config *c, const char *hosts, FILE *out, char *err,
+                             size_t errlen)
+{
+	int count = 0;
+	const char *p = hosts;
+	while (*p) {
+		size_t n = strcspn(p, ",");
+		char h[256];
+		snprintf(h, sizeof(h), "%.*s", (int)(n < sizeof(h) - 1 ? n : sizeof(h) - 1), p);
+		p += n + (p[n] == ',');
+		if (!h[0] || h[0] == '/' || h[0] == '@')
+			continue;
+		struct addrinfo hints = {.ai_flags = AI_NUMERICHOST, .ai_socktype = SOCK_STREAM};
+		struct addrinfo *ai = NULL;
+		if (getaddrinfo(h, NULL, &hints, &ai) == 0) {
+			freeaddrinfo(ai);
+			continue; /* an address */
+		}
+		hints.ai_flags = 0;
+		int rc = getaddrinfo(h, NULL, &hints, &ai);
+		if (rc != 0) {
+			snprintf(err, errlen,
+			         "%s: [store] key \"conninfo\": host %s does not resolve: %s",
+			         c->path, h, gai_strerror(rc));
+			return -1;
+		}
+		freeaddrinfo(ai);
+		warn(
+		    out, &count,
+		    "%s: [store] key \"conninfo\": host %s is a name: libpq resolves it with a "
+		    "blocking call on a worker's loop at every connect; give its address (host= or "
+		    "hostaddr=, docs/operations.md)",
+		    c->path, h);
+	}
+	return 0;
+}
+
+int gw_config_check_opens(const struct gw_config *c, FILE *out, char *err, size_t errlen)
+{
+	if (check_log_file(c, err, errlen) != 0)
+		return -1;
+	char *why = NULL;
+	PQconninfoOption *opts = PQconninfoParse(c->conninfo, &why);
+	if (!opts) {
+		snprintf(err, errlen, "%s: [store] key \"conninfo\": %s", c->path,
+		         why ? why : "cannot be parsed");
+		PQfreemem(why);
+		return -1;
+	}
+	int rc = 0;
+	const char *hosts = pq_option(opts, "host", "PGHOST");
+	if (hosts && !pq_option(opts, "hostaddr", "PGHOSTADDR"))
+		rc = check_store_hosts(c, hosts, out, err, errlen);
+	PQconninfoFree(opts);
+	return rc;
 }
 
 /* The table, read-only, for the test that holds conf/qagw.conf to it. */

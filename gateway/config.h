@@ -96,6 +96,13 @@ int gw_config_load(const char *path, struct gw_config *c, char *err, size_t errl
  * written to out as "qagw: warning: ..." (--check). Never connects; parses
  * conninfo, so start only, off every hot path. Returns how many. */
 int gw_config_warnings(const struct gw_config *c, FILE *out);
+/* What --check opens or resolves as the node would at start (issue 19):
+ * [node] log_file can be written (the file, else its directory), and each
+ * [store] conninfo host name (without hostaddr) resolves; a host name that
+ * does resolve gets a warning on out (libpq resolves it with a blocking call
+ * on the worker's loop). 0, or -1 with err naming the key. ([tls] cert and
+ * key are loaded by the caller: gateway/tls.c.) */
+int gw_config_check_opens(const struct gw_config *c, FILE *out, char *err, size_t errlen);
 
 /* The configuration table, for tests and tooling: how many keys it has, and
  * key i's section ("node", ..., "worker" for every [worker NAME]), name and

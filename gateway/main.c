@@ -71,6 +71,29 @@ static void die(const char *what)
 	exit(GW_EXIT_FAILURE);
 }
 
+/* --check opens what the node will open: the log file, the store's host
+ * names, and the certificate and key (parsed, and matched), from the
+ * working directory the node would start in. */
+static int check_opens(const struct gw_config *c, char *err, size_t errlen)
+{
+	if (gw_config_check_opens(c, stderr, err, errlen) != 0)
+		return -1;
+	for (int i = 0; i < c->n_workers; i++) {
+		if (!c->workers[i].tls)
+			continue;
+		char why[512];
+		struct gw_tls *t = gw_tls_new(c->tls_cert, c->tls_key, why, sizeof(why));
+		if (!t) {
+			snprintf(err, errlen, "[tls] keys \"cert\" and \"key\" (worker %s): %s",
+			         c->workers[i].name, why);
+			return -1;
+		}
+		gw_tls_free(t);
+		break;
+	}
+	return 0;
+}
+
 static void on_stop_check(evutil_socket_t fd, short what, void *arg)
 {
 	struct node *n = arg;
@@ -238,6 +261,10 @@ int main(int argc, char **argv)
 	}
 	gw_fd_budget_note(&n.node.conf, &fds, note, sizeof(note));
 	if (check) {
+		if (check_opens(&n.node.conf, err, sizeof(err)) != 0) {
+			fprintf(stderr, "qagw: %s\n", err);
+			return GW_EXIT_USAGE;
+		}
 		gw_config_warnings(&n.node.conf, stderr);
 		if (note[0])
 			fprintf(stderr, "qagw: note: %s\n", note);

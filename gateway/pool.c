@@ -140,6 +140,13 @@ static void on_pool_push(void *arg, const char *agent, int64_t commit_ms, int n,
 	gw_push_deliver(arg, agent, commit_ms, n, sw);
 }
 
+/* Pushes routed while the channel was not subscribed are lost: whoever
+ * is owed one gets it now (issue 19: an idle device would wait for ever). */
+static void on_pool_listening(void *arg)
+{
+	gw_push_resync(arg);
+}
+
 static void on_pool_supersede(void *arg, const char *agent, uint64_t epoch)
 {
 	gw_push_supersede(arg, agent, epoch);
@@ -256,9 +263,17 @@ void gw_pool_init(struct gw_worker *w)
 	                          conf->redis_prefix,  w->wc->name,      conf->node_name,
 	                          w->wc->capacity,     w->wc->tls,       conf->epsilon,
 	                          conf->reassign_after};
-	struct rt_pool_hooks hooks = {on_pool_push,    on_pool_supersede, on_pool_state,
-	                              on_pool_command, on_pool_reassign,  on_pool_moved,
-	                              on_pool_swept,   on_pool_wiped};
+	struct rt_pool_hooks hooks = {
+	    .on_push = on_pool_push,
+	    .on_supersede = on_pool_supersede,
+	    .on_listening = on_pool_listening,
+	    .on_state = on_pool_state,
+	    .on_command = on_pool_command,
+	    .on_reassign = on_pool_reassign,
+	    .on_moved = on_pool_moved,
+	    .on_swept = on_pool_swept,
+	    .on_wiped = on_pool_wiped,
+	};
 	w->pool = rt_pool_new(w->base, &pc, &hooks, w);
 	w->heartbeat_timer = event_new(w->base, -1, EV_PERSIST, on_heartbeat, w);
 	struct timeval quarter = {0, 250000};

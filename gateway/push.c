@@ -7,6 +7,7 @@
 #include "gateway/session_int.h"
 #include "gateway/worker.h"
 #include "router/rt_pool.h"
+#include "store/queries.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -162,4 +163,83 @@ void gw_push_supersede(struct gw_worker *w, const char *agent, uint64_t epoch)
 	s->epoch = 0; /* the newer session owns the Redis entry now */
 	gw_session_error(s, QS_E_SUPERSEDED, "a newer session of agent %s took over elsewhere",
 	                 agent);
+}
+
+/* ---- pushes owed across a gap in routing ---- */
+
+enum { RESYNC_CHUNK = 1000 };
+
+struct resync {
+	struct gw_worker *w;
+	const char *agents[RESYNC_CHUNK];
+	int n, queries;
+};
+
+/* Whether s could take a PUSH now (welcomed, PERSIST, the push policy). */
+static int pushable(const struct gw_session *s)
+{
+	return (s->state == GW_S_READY || s->state == GW_S_BUSY) && push_refusal(s) == RT_PUSH_SENT;
+}
+
+static void on_pending_of(void *arg, const PGresult *res, const char *err)
+{
+	struct gw_worker *w = arg;
+	int n = res ? st_pending_rows(res) : -1;
+	if (n < 0) {
+		gw_log(GW_LOG_WARN, "worker %s: pushes owed after a routing gap not checked: %s",
+		       w->wc->name, err ? err : "unexpected result");
+		return;
+	}
+	int sent = 0;
+	for (int i = 0; i < n; i++) {
+		struct st_pending_row row;
+		st_pending_row(res, i, &row);
+		struct gw_session *s = gw_session_find(w, row.agent);
+		if (!s || !pushable(s) || s->coalesce_until_ms > gw_mono_ms())
+			continue; /* gone, or a PUSH is out already */
+		gw_count_push(w, RT_PUSH_ROUTED);
+		send_push(s, row.pending > INT32_MAX ? INT32_MAX : (int)row.pending, gw_wall_ms());
+		sent++;
+	}
+	if (sent)
+		gw_log(GW_LOG_INFO, "worker %s: %d PUSHes owed after a routing gap", w->wc->name,
+		       sent);
+}
+
+static void resync_flush(struct resync *r)
+{
+	if (r->n == 0)
+		return;
+	if (!st_pending_of(gw_worker_store(r->w), r->agents, r->n, on_pending_of, r->w))
+		gw_log(GW_LOG_WARN,
+		       "worker %s: store down: pushes owed after a routing gap "
+		       "not checked",
+		       r->w->wc->name);
+	r->queries++;
+	r->n = 0;
+}
+
+static int resync_one(struct gw_session *s, void *arg)
+{
+	struct resync *r = arg;
+	if (!pushable(s))
+		return 0;
+	r->agents[r->n++] = s->agent; /* st_pending_of copies it */
+	if (r->n == RESYNC_CHUNK)
+		resync_flush(r);
+	return 0;
+}
+
+void gw_push_resync(struct gw_worker *w)
+{
+	struct resync *r = calloc(1, sizeof(*r));
+	if (!r) {
+		gw_log(GW_LOG_WARN, "worker %s: out of memory: pushes owed not checked",
+		       w->wc->name);
+		return;
+	}
+	r->w = w;
+	gw_session_each_agent(w, resync_one, r);
+	resync_flush(r);
+	free(r);
 }

@@ -93,6 +93,11 @@ void gw_session_free(struct gw_session *s);
 
 /* A message to agent committed here: route its PUSH through the pool. */
 void gw_push_route(struct gw_worker *w, const char *agent, int64_t commit_ms, int n);
+/* Routing had a gap (this worker's push channel was not subscribed: Redis
+ * down, hung or restarted): every welcomed PERSIST session that may take a
+ * PUSH and has pending messages gets one, as right after WELCOME (one store
+ * statement per 1000 sessions, from the pending counters). */
+void gw_push_resync(struct gw_worker *w);
 /* The pool routed a PUSH for agent to this worker. */
 void gw_push_deliver(struct gw_worker *w, const char *agent, int64_t commit_ms, int n,
                      const char *session_worker);

@@ -138,6 +138,8 @@ static void on_sub_state(void *arg, int up)
 	const char *channels[2] = {p->ch_push, p->ch_ctl};
 	if (rt_redis_subscribe(p->sub, channels, 2, on_message, p) != 0)
 		gw_log(GW_LOG_WARN, "redis %s: cannot subscribe", p->worker);
+	else if (p->hooks.on_listening)
+		p->hooks.on_listening(p->arg);
 }
 
 static void on_cmd_state(void *arg, int up)

@@ -35,6 +35,9 @@ struct rt_pool_hooks {
 	/* Redis lost this worker's state (restarted empty, or flushed): announce
 	 * the live sessions again; the store may refill assignments. */
 	void (*on_wiped)(void *arg);
+	/* This worker's push channel is subscribed (at start, and again after
+	 * its connection dropped): pushes routed meanwhile were lost. */
+	void (*on_listening)(void *arg);
 };
 
 struct rt_pool_conf {

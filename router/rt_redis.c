@@ -28,7 +28,7 @@ struct rt_redis {
 	char password[256];
 	char name[80];
 	redisAsyncContext *ac; /* NULL while down */
-	int up;                /* connected (and authenticated, if a password is set) */
+	int up; /* a reply was read on this connection: its handshake PING (after AUTH) */
 	int backoff_ms;
 	struct event *retry;
 	rt_state_fn on_state;
@@ -42,6 +42,7 @@ struct rt_redis {
 	int n_pending;            /* commands sent, reply not yet in */
 	int64_t pending_since_ms; /* the last reply (or the first send) since n_pending > 0 */
 	int64_t connect_ms;       /* when the current connect started */
+	int64_t last_reply_ms;    /* the last reply read (an idle connection is PINGed) */
 	struct event *watchdog;
 	/* Scripts: EVAL is sent as EVALSHA of the script's SHA-1, computed once
 	 * per script (scripts are static strings: known by their address). */
@@ -53,6 +54,7 @@ struct rt_redis {
 };
 
 static void connect_now(struct rt_redis *r);
+static void handshake(struct rt_redis *r);
 
 static void arm_retry(struct rt_redis *r)
 {
@@ -86,7 +88,7 @@ static void on_connect(const redisAsyncContext *ac, int status)
 		return;
 	}
 	if (!r->password[0])
-		set_up(r, 1);
+		handshake(r);
 }
 
 static void on_disconnect(const redisAsyncContext *ac, int status)
@@ -115,7 +117,32 @@ static void on_auth(redisAsyncContext *ac, void *reply, void *privdata)
 		redisAsyncDisconnect(ac);
 		return;
 	}
+	handshake(r);
+}
+
+/* Up means Redis answered, not that a TCP connect succeeded: a stopped or
+ * hung Redis still completes connects (the kernel's backlog) and reads
+ * nothing. The watchdog drops a connection not up within timeout_ms. */
+static void on_handshake(redisAsyncContext *ac, void *reply, void *privdata)
+{
+	struct rt_redis *r = privdata;
+	redisReply *rep = reply;
+	if (!rep)
+		return;
+	if (rep->type == REDIS_REPLY_ERROR) {
+		gw_log(GW_LOG_ERROR, "redis %s: PING refused: %s", r->name, rep->str);
+		redisAsyncDisconnect(ac);
+		return;
+	}
+	r->last_reply_ms = gw_mono_ms();
 	set_up(r, 1);
+}
+
+static void handshake(struct rt_redis *r)
+{
+	/* (if it cannot be sent, the watchdog drops the connection) */
+	if (redisAsyncCommand(r->ac, on_handshake, r, "PING") != REDIS_OK)
+		gw_log(GW_LOG_WARN, "redis %s: cannot send PING", r->name);
 }
 
 static void connect_now(struct rt_redis *r)
@@ -150,13 +177,20 @@ static void on_watchdog(evutil_socket_t fd, short what, void *arg)
 {
 	struct rt_redis *r = arg;
 	if (r->ac && !r->up && r->timeout_ms > 0 && gw_mono_ms() - r->connect_ms >= r->timeout_ms) {
-		/* A silent host holds a connect for the kernel's SYN retries. */
-		gw_log(GW_LOG_WARN, "redis %s: connect timed out after %d ms", r->name,
-		       r->timeout_ms);
+		/* A silent host holds a connect for the kernel's SYN retries; a hung
+		 * Redis accepts it and never answers the PING. */
+		gw_log(GW_LOG_WARN, "redis %s: no answer within %d ms of connecting to %s:%d",
+		       r->name, r->timeout_ms, r->host, r->port);
 		rt_redis_reset(r);
 		return;
 	}
-	if (!r->ac || !r->up || r->n_pending == 0 || r->timeout_ms <= 0)
+	if (!r->ac || !r->up || r->timeout_ms <= 0)
+		return;
+	/* An idle command connection is PINGed, so that a hung Redis is found
+	 * without waiting for traffic (not a subscriber: SUBSCRIBE mode). */
+	if (r->n_pending == 0 && !r->sub_fn && gw_mono_ms() - r->last_reply_ms >= 1000)
+		(void)rt_redis_command(r, NULL, NULL, "PING");
+	if (r->n_pending == 0)
 		return;
 	int64_t waited = gw_mono_ms() - r->pending_since_ms;
 	if (waited < r->timeout_ms)
@@ -251,6 +285,8 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 	if (p->r->n_pending > 0)
 		p->r->n_pending--;
 	p->r->pending_since_ms = gw_mono_ms();
+	if (reply)
+		p->r->last_reply_ms = p->r->pending_since_ms;
 	if (p->fn)
 		p->fn(p->arg, reply);
 	free(p);

@@ -133,6 +133,20 @@ struct st_op *st_most_pending(struct st_conn *c, int32_t limit, st_done_fn done,
 	    &p, done, arg);
 }
 
+struct st_op *st_pending_of(struct st_conn *c, const char *const *agents, int n, st_done_fn done,
+                            void *arg)
+{
+	struct st_params p = {0};
+	st_params_text_array(&p, agents, n);
+	return st_submit_clear(
+	    c,
+	    "SELECT i.recipient, i.n - coalesce(o.n, 0) AS pending\n"
+	    "  FROM unnest($1::text[]) AS a(r) JOIN qa_pending_in i ON i.recipient = a.r\n"
+	    "  LEFT JOIN qa_pending_out o ON o.recipient = a.r\n"
+	    " WHERE i.n - coalesce(o.n, 0) > 0",
+	    &p, done, arg);
+}
+
 int st_pending_rows(const PGresult *res)
 {
 	return rows(res, 2);

@@ -89,12 +89,18 @@ int64_t st_count_read(const PGresult *res);
 struct st_op *st_most_pending(struct st_conn *c, int32_t limit, st_done_fn done, void *arg)
     __attribute__((warn_unused_result));
 
+/* Which of agents[0..n-1] have pending messages (status 1, due or not,
+ * held ones included), and how many: from the counters, O(n). Rows as
+ * st_most_pending's. */
+struct st_op *st_pending_of(struct st_conn *c, const char *const *agents, int n, st_done_fn done,
+                            void *arg) __attribute__((warn_unused_result));
+
 struct st_pending_row {
 	const char *agent; /* points into res */
 	size_t agent_len;
 	int64_t pending;
 };
-/* The rows of a st_most_pending result, or -1 when it has an unexpected shape. */
+/* The rows of a st_most_pending or st_pending_of result, or -1 when it has an unexpected shape. */
 int st_pending_rows(const PGresult *res);
 /* Row row (< st_pending_rows(res)). */
 void st_pending_row(const PGresult *res, int row, struct st_pending_row *out);

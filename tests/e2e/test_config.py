@@ -78,3 +78,41 @@ def test_check_refuses_auth_off_on_non_loopback(tmp_path, store):
     rc, out = check(write(tmp_path, lines))
     assert rc == 2, f"auth = off with a non-loopback listener: rc {rc} (2 expected):\n{out}"
     assert "auth" in out.lower(), out
+
+
+# Issue 19 (3): --check opens what the node will open, and names the key that is wrong.
+
+def test_check_refuses_a_certificate_the_start_cannot_load(tmp_path, store):
+    lines = good_lines(store)
+    lines.insert(lines.index("[worker ml2]"), "tls = on")
+    lines += ["[tls]", "cert = relative/does-not-exist.crt", "key = relative/does-not-exist.key"]
+    rc, out = check(write(tmp_path, lines))
+    assert rc == 2, f"a certificate that does not load: rc {rc} (2 expected):\n{out}"
+    assert "[tls]" in out and "cert" in out and "does-not-exist.crt" in out, out
+
+
+def test_check_refuses_a_log_file_in_a_missing_directory(tmp_path, store):
+    lines = good_lines(store)
+    lines.insert(lines.index("auth = off") + 1, f"log_file = {tmp_path}/no-such-dir/qagw.log")
+    rc, out = check(write(tmp_path, lines))
+    assert rc == 2, f"a log_file that cannot be created: rc {rc} (2 expected):\n{out}"
+    assert "log_file" in out and "no-such-dir" in out, out
+    # positive control: the directory exists
+    lines[lines.index(f"log_file = {tmp_path}/no-such-dir/qagw.log")] = \
+        f"log_file = {tmp_path}/qagw.log"
+    rc, out = check(write(tmp_path, lines))
+    assert rc == 0, out
+    assert not (tmp_path / "qagw.log").exists(), "--check must not create the log file"
+
+
+def test_check_refuses_a_store_host_that_does_not_resolve(tmp_path, store):
+    lines = good_lines(store)
+    i = next(k for k, v in enumerate(lines) if v.startswith("conninfo = "))
+    lines[i] = "conninfo = host=qagw-no-such-host.invalid dbname=x user=qagw"
+    rc, out = check(write(tmp_path, lines))
+    assert rc == 2, f"a store host name that does not resolve: rc {rc} (2 expected):\n{out}"
+    assert "conninfo" in out and "qagw-no-such-host.invalid" in out, out
+    lines[i] = f"conninfo = host=localhost port={store.server.port} dbname=x user=qagw"
+    rc, out = check(write(tmp_path, lines))
+    assert rc == 0, out
+    assert "localhost is a name" in out, out

@@ -435,3 +435,30 @@ def test_drain_and_resume_a_worker_of_another_node(qagw, uid):
     persist(n2, "ml3", f"C-{uid}").close()
     st, body = n1.admin.post("/api/workers/nosuch/drain", {})
     assert st == 404, (st, body)
+
+
+def test_push_owed_during_a_redis_outage_is_sent_when_it_returns(qagw, private_redis, uid):
+    """Issue 19 (2): B is connected, PERSIST, on its primary; Redis dies; a message to B is
+    stored (its push fails: no route); Redis comes back (empty). B gets its PUSH without
+    any other message to carry it, within a few seconds, and fetches the message."""
+    g = qagw(workers=("ml1",), redis=private_redis)
+    B = f"B-{uid}"
+    b = persist(g, "ml1", B, primary=g.address("ml1"))
+    try:
+        assert b.welcome.on_primary
+        private_redis.stop()
+        poll(lambda: g.admin.metrics(), lambda m: m.get("qagw_redis_up") == 0, 10,
+             "qagw_redis_up 0")
+        m = send_one(g, "ml1", f"A-{uid}", f"{B}\\q", body=b"owed")
+        poll(lambda: g.admin.metrics(), lambda x: x.value("qagw_push_total", result="failed") >= 1,
+             3, "the push failed (no route)")
+        expect_no_frame(b, 0.5)
+        private_redis.start()
+        t0 = time.monotonic()
+        push = expect_push(b, 10)
+        print(f"\n[owed push] PUSH {time.monotonic() - t0:.1f} s after Redis came back")
+        b.send(q.PushAck(push.push_id))
+        d, _ = fetch_skipping_push(b)
+        assert [x.id for x in d.msgs] == [m.id], d
+    finally:
+        b.close()

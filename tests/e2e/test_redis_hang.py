@@ -46,3 +46,35 @@ def test_silent_redis_is_dropped_then_pushes_resume(qagw, private_redis, uid):
         s.upload([msg(f"{A}\\q", body=b"after")], batch=1)
     pool.expect_push(c, 5)
     c.close()
+
+
+def test_hung_redis_stays_down_until_it_answers(qagw, private_redis, uid):
+    """Issue 19 (1): with Redis stopped for 14 s and no traffic, the gateway finds it by
+    itself (an idle connection is PINGed) and, once found, never reports it up again while
+    nothing answers: a reconnect completes its TCP connect (the kernel's backlog) but up
+    means a reply was read. Sampled every 0.5 s: from 8 s after the stop (5 s without a
+    reply, the watchdog's 1 s ticks, the idle PING), /healthz is 503 and qagw_redis_up 0
+    in every sample; after SIGCONT both come back."""
+    g = qagw(workers=("ml1",), redis=private_redis)
+    pool.poll(lambda: g.admin.workers(), lambda ws: (ws.get("ml1") or {}).get("state") == "serving",
+              5, "ml1 serving")
+    samples = []
+    os.kill(private_redis.proc.pid, signal.SIGSTOP)
+    t0 = time.monotonic()
+    try:
+        while time.monotonic() - t0 < 14:
+            st, _ = g.admin.get("/healthz")
+            up = g.admin.metrics().value("qagw_redis_up")
+            samples.append((time.monotonic() - t0, st, up))
+            time.sleep(0.5)
+    finally:
+        os.kill(private_redis.proc.pid, signal.SIGCONT)
+    late = [s for s in samples if s[0] >= 8]
+    healthy = [s for s in late if s[1] == 200 or s[2] != 0]
+    print(f"\n[hung redis] {len(samples)} samples, first 503 at "
+          f"{next((round(s[0], 1) for s in samples if s[1] == 503), None)} s; "
+          f"healthy after 8 s: {len(healthy)} of {len(late)}")
+    assert len(late) >= 8, samples
+    assert not healthy, f"reported healthy while Redis was stopped: {healthy}"
+    pool.poll(lambda: (g.admin.get("/healthz")[0], g.admin.metrics().value("qagw_redis_up")),
+              lambda v: v == (200, 1), 10, "healthy again after SIGCONT")

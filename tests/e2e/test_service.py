@@ -24,7 +24,12 @@ from harness import QAGW, REPO, free_port, port_open, require_binary, tail, wait
 from pool import HOST, persist
 
 VERSION = (REPO / "VERSION").read_text().strip()
-UNIT = REPO / "conf" / "qagw.service"
+UNIT_TEMPLATE = REPO / "conf" / "qagw.service.in"
+
+
+def unit_text(prefix: str = "/usr/local") -> str:
+    """The unit as `make install PREFIX=prefix` writes it (issue 19: from a template)."""
+    return UNIT_TEMPLATE.read_text().replace("@PREFIX@", prefix)
 
 
 def run(*args, timeout: float = 60.0, env=None) -> subprocess.CompletedProcess:
@@ -349,7 +354,7 @@ def unit_directives(text: str) -> dict:
 
 
 def test_unit_file_directives():
-    d = unit_directives(UNIT.read_text())
+    d = unit_directives(unit_text())
     one = {k: v[-1] for k, v in d.items()}
     assert one["Type"] == "notify", one
     assert one["ExecStart"].split()[:3] == ["/usr/local/bin/qagw", "-c", "/etc/qagw/qagw.conf"]
@@ -379,7 +384,7 @@ def test_systemd_analyze_verify(tmp_path):
                     "conf/qagw.service")
     require_binary(QAGW)
     # verify wants ExecStart's binary to exist: a copy of the unit runs the built one
-    text = UNIT.read_text().replace("/usr/local/bin/qagw", str(QAGW))
+    text = unit_text().replace("/usr/local/bin/qagw", str(QAGW))
     unit = tmp_path / "qagw.service"
     unit.write_text(text)
     p = verify(unit)
@@ -409,7 +414,7 @@ def test_make_install_stages_the_tree_and_keeps_an_existing_config(tmp_path):
                       ("share/doc/qagw/qagw.conf.sample", 0o644)):
         f = usr / rel
         assert f.is_file() and f.stat().st_mode & 0o777 == mode, (rel, oct(f.stat().st_mode))
-    assert (stage / "etc/systemd/system/qagw.service").read_text() == UNIT.read_text()
+    assert (stage / "etc/systemd/system/qagw.service").read_text() == unit_text("/usr/local")
     conf = stage / "etc/qagw/qagw.conf"
     assert conf.stat().st_mode & 0o777 == 0o640
     v = subprocess.run([str(usr / "bin/qagw"), "--version"], capture_output=True, text=True)
@@ -418,3 +423,22 @@ def test_make_install_stages_the_tree_and_keeps_an_existing_config(tmp_path):
     r = subprocess.run(argv, cwd=REPO, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "exists: kept" in r.stdout, r.stdout + r.stderr
     assert conf.read_text().endswith("; edited by the operator\n")
+
+
+def test_make_install_with_prefix_usr_writes_a_unit_for_usr(tmp_path):
+    """Issue 19 (4): `make install PREFIX=/usr` installed a unit whose ExecStart and
+    Documentation still said /usr/local. The unit is written from conf/qagw.service.in
+    with the PREFIX."""
+    stage = tmp_path / "stage"
+    r = subprocess.run(["make", "-s", "--no-print-directory", "install", f"DESTDIR={stage}",
+                        "PREFIX=/usr", f"BUILD={harness.BUILD}"], cwd=REPO, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (stage / "usr/bin/qagw").is_file()
+    unit = (stage / "etc/systemd/system/qagw.service").read_text()
+    assert "/usr/local" not in unit, [l for l in unit.splitlines() if "/usr/local" in l]
+    assert "@PREFIX@" not in unit
+    d = unit_directives(unit)
+    assert d["ExecStart"][-1].split()[0] == "/usr/bin/qagw", d["ExecStart"]
+    assert "file:///usr/share/doc/qagw/service.md" in d["Documentation"][-1], d["Documentation"]
+    assert (stage / "usr/share/doc/qagw/service.md").is_file()

@@ -307,8 +307,16 @@ static void on_wiped(void *arg)
 {
 }
 
-static const struct rt_pool_hooks hooks = {on_push,     on_supersede, on_state, on_command,
-                                           on_reassign, on_moved,     on_swept, on_wiped};
+static const struct rt_pool_hooks hooks = {
+    .on_push = on_push,
+    .on_supersede = on_supersede,
+    .on_state = on_state,
+    .on_command = on_command,
+    .on_reassign = on_reassign,
+    .on_moved = on_moved,
+    .on_swept = on_swept,
+    .on_wiped = on_wiped,
+};
 
 /* Runs the loop for about ms milliseconds. */
 static void run_for(int ms)
