@@ -7,6 +7,7 @@
 #include "admin/metrics.h"
 
 #include "admin/http.h"
+#include "common/clock.h"
 #include "gateway/node.h"
 #include "proto/qs_codec.h"
 
@@ -132,6 +133,21 @@ int adm_metrics_render(struct evbuffer *out, const struct adm_metrics_worker *w,
                        const struct adm_metrics_node *node)
 {
 	size_t before = evbuffer_get_length(out);
+	family(out, "qagw_build_info", "gauge", "This node's qagw version (the value is 1)");
+	evbuffer_add_printf(out, "qagw_build_info{version=\"%s\"} 1\n", QAGW_VERSION);
+	if (node->backlog_pending >= 0) {
+		family(out, "qagw_pending_messages", "gauge",
+		       "Messages pending in the store, for every recipient (as the lifecycle job "
+		       "last read it, once a run)");
+		evbuffer_add_printf(out, "qagw_pending_messages %lld\n",
+		                    (long long)node->backlog_pending);
+		int64_t age =
+		    node->backlog_oldest_ms > 0 ? node->now_ms - node->backlog_oldest_ms : 0;
+		family(out, "qagw_oldest_pending_age_seconds", "gauge",
+		       "Age of the oldest pending message in the store (0: none pending)");
+		evbuffer_add_printf(out, "qagw_oldest_pending_age_seconds %.3f\n",
+		                    (double)(age > 0 ? age : 0) / 1000.0);
+	}
 	family(out, "qagw_store_up", "gauge",
 	       "1 while this node's store connections (admin and every worker) are up");
 	evbuffer_add_printf(out, "qagw_store_up %d\n", node->store_up ? 1 : 0);
@@ -161,8 +177,13 @@ void adm_get_metrics(struct adm_req *r)
 {
 	struct gw_node *node = r->node;
 	struct adm_metrics_worker w[GW_MAX_WORKERS];
-	struct adm_metrics_node nm = {adm_store_up(node), adm_redis_up(node), node->started_ms,
-	                              r->srv ? LOAD(r->srv->listener_paused) : 0};
+	struct adm_metrics_node nm = {adm_store_up(node),
+	                              adm_redis_up(node),
+	                              node->started_ms,
+	                              r->srv ? LOAD(r->srv->listener_paused) : 0,
+	                              -1,
+	                              0,
+	                              gw_wall_ms()};
 	for (int i = 0; i < node->n_workers; i++) {
 		w[i].name = node->workers[i]->wc->name;
 		w[i].counters = &node->workers[i]->counters;
@@ -170,6 +191,11 @@ void adm_get_metrics(struct adm_req *r)
 		nm.store_up &= LOAD(w[i].gauges->store_up) != 0;
 		nm.redis_up &= LOAD(w[i].gauges->redis_up) != 0;
 		nm.listeners_paused += LOAD(w[i].gauges->listener_paused) != 0;
+		int64_t pending = LOAD(w[i].gauges->backlog_pending);
+		if (pending >= 0 && nm.backlog_pending < 0) { /* the lifecycle job's worker */
+			nm.backlog_pending = pending;
+			nm.backlog_oldest_ms = LOAD(w[i].gauges->backlog_oldest_ms);
+		}
 	}
 	struct evbuffer *out = evbuffer_new();
 	if (!out || adm_metrics_render(out, w, node->n_workers, &nm) != 0) {

@@ -30,6 +30,9 @@ struct adm_metrics_node {
 	int redis_up;
 	int64_t started_ms;
 	int listeners_paused;
+	int64_t backlog_pending;   /* -1: not read yet */
+	int64_t backlog_oldest_ms; /* created_ms of the oldest pending message; 0: none */
+	int64_t now_ms;            /* wall clock, for the age */
 };
 
 /* Appends the exposition of n workers and the node to out. Returns 0, or -1

@@ -54,7 +54,11 @@
 	X(store_groups, "qagw_store_groups_total", "kind=\"upload\"",                              \
 	  "Group statements sent: one transaction for the requests of several sessions")           \
 	X(store_group_parts, "qagw_store_group_parts_total", "kind=\"upload\"",                    \
-	  "Requests carried by group statements (parts / groups: the mean group size)")
+	  "Requests carried by group statements (parts / groups: the mean group size)")            \
+	X(retention_runs, "qagw_retention_runs_total", "",                                         \
+	  "Runs of the lifecycle job (expiry, then purge) that completed")                         \
+	X(retention_failures, "qagw_retention_failures_total", "",                                 \
+	  "Runs of the lifecycle job cut short by a store error (retried at the next run)")
 
 /* Histogram buckets (seconds), shared by every histogram: X(upper bound). */
 #define GW_HIST_BUCKETS(X)                                                                         \
@@ -117,7 +121,10 @@ struct gw_counters {
 	X(draining, "qagw_worker_draining",                                                        \
 	  "1 while the worker is drained (admin) or stopping (SIGTERM)")                           \
 	X(store_up, "qagw_worker_store_up", "1 while the worker's store connection is up")         \
-	X(redis_up, "qagw_worker_redis_up", "1 while the worker's Redis connection is up")
+	X(redis_up, "qagw_worker_redis_up", "1 while the worker's Redis connection is up")         \
+	X(retention_last_run, "qagw_retention_last_run_seconds",                                   \
+	  "When the lifecycle job last completed a run (Unix time; 0: not yet, or not this "       \
+	  "worker)")
 
 struct gw_gauges {
 #define GW_GAUGE_FIELD(f, name, help) _Atomic int f;
@@ -126,6 +133,11 @@ struct gw_gauges {
 	/* 1 while accept is paused for want of descriptors: not a per-worker
 	 * metric, the admin port sums it into qagw_listeners_paused. */
 	_Atomic int listener_paused;
+	/* The store's backlog as the lifecycle job last read it (node-wide
+	 * metrics; -1: not read yet): qagw_pending_messages and
+	 * qagw_oldest_pending_age_seconds. */
+	_Atomic int64_t backlog_pending;
+	_Atomic int64_t backlog_oldest_ms; /* created_ms; 0: nothing pending */
 };
 
 #define gw_count(w, f, n)                                                                          \

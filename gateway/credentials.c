@@ -55,7 +55,9 @@ int gw_credentials_cli(const struct gw_config *c, int argc, char **argv)
 		fprintf(stderr, "qagw: bad agent id \"%s\" (1..120 of [A-Za-z0-9._-])\n", id);
 		return 2;
 	}
-	PGconn *pg = PQconnectdb(c->conninfo);
+	char app[96];
+	snprintf(app, sizeof(app), "%s/agent-cli", c->node_name);
+	PGconn *pg = st_connect_blocking(c->conninfo, app);
 	if (PQstatus(pg) != CONNECTION_OK) {
 		fprintf(stderr, "qagw: cannot connect to the store: %s", PQerrorMessage(pg));
 		PQfinish(pg);

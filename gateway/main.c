@@ -238,7 +238,9 @@ int main(int argc, char **argv)
 		return gw_cli_agent(&n.node.conf, agent_id, json);
 	if (agent_cmd) {
 		/* Provisioning needs the schema: migrate first (idempotent). */
-		if (st_startup(n.node.conf.conninfo, 5, NULL, 0, err, sizeof(err)) != 0) {
+		char app[96];
+		snprintf(app, sizeof(app), "%s/agent-cli", n.node.conf.node_name);
+		if (st_startup(n.node.conf.conninfo, app, 5, NULL, 0, err, sizeof(err)) != 0) {
 			fprintf(stderr, "qagw: %s\n", err);
 			return GW_EXIT_FAILURE;
 		}
@@ -295,8 +297,10 @@ int main(int argc, char **argv)
 		rows[i].tls = n.node.conf.workers[i].tls;
 		rows[i].capacity = n.node.conf.workers[i].capacity;
 	}
-	if (st_startup(n.node.conf.conninfo, STORE_START_WAIT_S, rows, n.node.conf.n_workers, err,
-	               sizeof(err)) != 0)
+	char app[96];
+	snprintf(app, sizeof(app), "%s/startup", n.node.conf.node_name);
+	if (st_startup(n.node.conf.conninfo, app, STORE_START_WAIT_S, rows, n.node.conf.n_workers,
+	               err, sizeof(err)) != 0)
 		die(err);
 
 	n.node.started_ms = gw_wall_ms();

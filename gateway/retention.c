@@ -29,6 +29,8 @@ struct gw_retention {
 	const struct gw_config *conf;
 	const char *name;             /* the worker's, for the log */
 	struct gw_counters *counters; /* the worker's: messages_expired, messages_purged */
+	struct gw_gauges *gauges;     /* the worker's: retention_last_run, backlog_* */
+	int failed;                   /* this run was cut short */
 	int stopping;                 /* the worker drains for SIGTERM: no further run */
 	struct st_conn *store;        /* the job's own connection */
 	struct event *timer;
@@ -97,9 +99,35 @@ static void arm(struct gw_retention *r, int64_t ms)
 	evtimer_add(r->timer, &tv);
 }
 
-/* The run is over (pace.in_run is 0): logs it and arms the next. */
+static void on_backlog(void *arg, const PGresult *res, const char *err)
+{
+	struct gw_retention *r = arg;
+	r->op = NULL;
+	int64_t pending, oldest;
+	if (!res || st_backlog_read(res, &pending, &oldest) != 0) {
+		gw_log(GW_LOG_WARN, "worker %s: the store's backlog not read: %s", r->name,
+		       err ? err : "unexpected result");
+		return;
+	}
+	atomic_store(&r->gauges->backlog_oldest_ms, oldest);
+	atomic_store(&r->gauges->backlog_pending, pending);
+}
+
+/* The run is over (pace.in_run is 0): logs it, counts it, reads the
+ * store's backlog (the job's connection is free now) and arms the next. */
 static void end_run(struct gw_retention *r)
 {
+	if (r->failed) {
+		atomic_fetch_add_explicit(&r->counters->retention_failures, 1,
+		                          memory_order_relaxed);
+	} else {
+		atomic_fetch_add_explicit(&r->counters->retention_runs, 1, memory_order_relaxed);
+		atomic_store(&r->gauges->retention_last_run, (int)(gw_wall_ms() / 1000));
+		r->op = st_backlog(r->store, on_backlog, r);
+	}
+	gw_log(GW_LOG_DEBUG, "worker %s: retention run %s: expired %lld, purged %lld in %lld ms",
+	       r->name, r->failed ? "failed" : "done", (long long)r->run_expired,
+	       (long long)r->run_purged, (long long)(gw_mono_ms() - r->run_start_ms));
 	if (r->run_expired || r->run_purged)
 		gw_log(GW_LOG_INFO,
 		       "worker %s: retention: expired %lld, purged %lld (final and older than "
@@ -117,6 +145,7 @@ static void on_batch(void *arg, const PGresult *res, const char *err)
 	if (!res) {
 		gw_log(GW_LOG_WARN, "worker %s: retention %s failed: %s", r->name, step_name(r),
 		       err);
+		r->failed = 1;
 		gw_retention_run_abort(&r->pace);
 		end_run(r);
 		return;
@@ -150,6 +179,7 @@ static void submit(struct gw_retention *r)
 	else
 		r->op = st_purge(r->store, cutoff, BATCH, on_batch, r);
 	if (!r->op) { /* the store is down: try again at the next run */
+		r->failed = 1;
 		gw_retention_run_abort(&r->pace);
 		end_run(r);
 	}
@@ -158,8 +188,10 @@ static void submit(struct gw_retention *r)
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
 	struct gw_retention *r = arg;
-	if (r->op)
+	if (r->op) { /* the backlog read of the last run is still out */
+		arm(r, 1000);
 		return;
+	}
 	if (r->stopping) {
 		gw_retention_run_abort(&r->pace);
 		return;
@@ -168,12 +200,14 @@ static void on_timer(evutil_socket_t fd, short what, void *arg)
 		gw_retention_run_begin(&r->pace);
 		r->run_start_ms = gw_mono_ms();
 		r->run_expired = r->run_purged = 0;
+		r->failed = 0;
 	}
 	submit(r);
 }
 
 struct gw_retention *gw_retention_new(struct event_base *base, const struct gw_config *conf,
-                                      const char *name, struct gw_counters *counters)
+                                      const char *name, struct gw_counters *counters,
+                                      struct gw_gauges *gauges)
 {
 	struct gw_retention *r = calloc(1, sizeof(*r));
 	if (!r)
@@ -182,8 +216,10 @@ struct gw_retention *gw_retention_new(struct event_base *base, const struct gw_c
 	r->conf = conf;
 	r->name = name;
 	r->counters = counters;
-	char cname[96];
-	snprintf(cname, sizeof(cname), "%s/retention", name);
+	r->gauges = gauges;
+	atomic_store(&gauges->backlog_pending, -1);
+	char cname[160];
+	snprintf(cname, sizeof(cname), "%s/%s/retention", conf->node_name, name);
 	r->store = st_conn_new(base, conf->conninfo, cname, NULL, NULL);
 	r->timer = evtimer_new(base, on_timer, r);
 	if (!r->store || !r->timer) {

@@ -11,13 +11,16 @@
 struct event_base;
 struct gw_config;
 struct gw_counters;
+struct gw_gauges;
 struct gw_retention;
 
 /* Creates the job on the worker's loop and schedules its first run 5 s from
- * now. name (the worker's, for the log), conf and counters (where the job
- * counts what it expired and purged) outlive the job. */
+ * now. name (the worker's, for the log), conf, counters (where the job
+ * counts what it expired and purged, its runs and failures) and gauges (its
+ * last run, and the store's backlog read after each run) outlive the job. */
 struct gw_retention *gw_retention_new(struct event_base *base, const struct gw_config *conf,
-                                      const char *name, struct gw_counters *counters);
+                                      const char *name, struct gw_counters *counters,
+                                      struct gw_gauges *gauges);
 /* The worker drains for SIGTERM: no run starts after the batch in flight. */
 void gw_retention_stop(struct gw_retention *r);
 /* Frees the job; a statement in flight is abandoned (its result ignored). */

@@ -288,15 +288,15 @@ struct gw_worker *gw_worker_new(const struct gw_config *conf, int index, char *e
 	w->command_ev = event_new(w->base, -1, 0, on_command, w);
 	w->drain_timer = evtimer_new(w->base, on_drain_deadline, w);
 	/* the node's first worker runs the lifecycle job (retention.h) */
-	if (index == 0 &&
-	    !(w->retention = gw_retention_new(w->base, conf, w->wc->name, &w->counters))) {
+	if (index == 0 && !(w->retention = gw_retention_new(w->base, conf, w->wc->name,
+	                                                    &w->counters, &w->gauges))) {
 		snprintf(err, errlen, "worker %s: out of memory", w->wc->name);
 		return NULL;
 	}
 	w->n_stores = conf->store_connections > 0 ? conf->store_connections : 1;
 	for (int i = 0; i < w->n_stores; i++) {
-		char name[96];
-		snprintf(name, sizeof(name), "%s/%d", w->wc->name, i);
+		char name[160];
+		snprintf(name, sizeof(name), "%s/%s/%d", conf->node_name, w->wc->name, i);
 		w->stores[i] = st_conn_new(w->base, conf->conninfo, name, on_store_state, w);
 		if (!w->stores[i]) {
 			snprintf(err, errlen, "worker %s: out of memory", w->wc->name);
@@ -304,8 +304,8 @@ struct gw_worker *gw_worker_new(const struct gw_config *conf, int index, char *e
 		}
 		st_conn_set_timeout(w->stores[i], conf->store_timeout * 1000);
 	}
-	char hname[96];
-	snprintf(hname, sizeof(hname), "%s/hello", w->wc->name);
+	char hname[160];
+	snprintf(hname, sizeof(hname), "%s/%s/hello", conf->node_name, w->wc->name);
 	w->hello_store = st_conn_new(w->base, conf->conninfo, hname, on_hello_store_state, w);
 	if (w->hello_store) {
 		st_conn_set_timeout(w->hello_store, conf->store_timeout * 1000);

@@ -188,7 +188,8 @@ static void on_watchdog(evutil_socket_t fd, short what, void *arg)
 		return;
 	/* An idle command connection is PINGed, so that a hung Redis is found
 	 * without waiting for traffic (not a subscriber: SUBSCRIBE mode). */
-	if (r->n_pending == 0 && !r->sub_fn && gw_mono_ms() - r->last_reply_ms >= 1000)
+	if (r->n_pending == 0 && !r->sub_fn &&
+	    gw_mono_ms() - r->last_reply_ms >= RT_REDIS_IDLE_PING_MS)
 		(void)rt_redis_command(r, NULL, NULL, "PING");
 	if (r->n_pending == 0)
 		return;
@@ -241,8 +242,8 @@ struct rt_redis *rt_redis_new(struct event_base *base, const char *host, int por
 	r->retry = evtimer_new(base, on_retry, r);
 	r->timeout_ms = RT_REDIS_DEFAULT_TIMEOUT_MS;
 	r->watchdog = event_new(base, -1, EV_PERSIST, on_watchdog, r);
-	struct timeval second = {1, 0};
-	event_add(r->watchdog, &second);
+	struct timeval tick = {0, RT_REDIS_WATCH_MS * 1000};
+	event_add(r->watchdog, &tick);
 	connect_now(r);
 	return r;
 }

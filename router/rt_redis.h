@@ -26,8 +26,14 @@ void rt_redis_free(struct rt_redis *r);
 int rt_redis_is_up(const struct rt_redis *r);
 
 /* Commands without a reply for this long drop the connection (their
- * callbacks get NULL) and it reconnects; 0: never. */
-#define RT_REDIS_DEFAULT_TIMEOUT_MS 5000
+ * callbacks get NULL) and it reconnects; 0: never. Redis answers in
+ * microseconds: 1 s without a reply is a hung or unreachable server, and
+ * /healthz must say so within ~2 s (issue 19). An idle command connection
+ * is PINGed every RT_REDIS_IDLE_PING_MS; the watchdog looks every
+ * RT_REDIS_WATCH_MS. */
+#define RT_REDIS_DEFAULT_TIMEOUT_MS 1000
+#define RT_REDIS_IDLE_PING_MS       250
+#define RT_REDIS_WATCH_MS           250
 void rt_redis_set_timeout(struct rt_redis *r, int ms);
 /* Drops the connection now (pending callbacks get NULL); it reconnects. */
 void rt_redis_reset(struct rt_redis *r);

@@ -147,6 +147,26 @@ struct st_op *st_pending_of(struct st_conn *c, const char *const *agents, int n,
 	    &p, done, arg);
 }
 
+struct st_op *st_backlog(struct st_conn *c, st_done_fn done, void *arg)
+{
+	struct st_params p = {0};
+	return st_submit_clear(
+	    c,
+	    "SELECT (SELECT coalesce(sum(n), 0)::bigint FROM qa_pending_in)"
+	    " - (SELECT coalesce(sum(n), 0)::bigint FROM qa_pending_out),"
+	    " coalesce((SELECT min(created_ms) FROM qa_messages WHERE status = 1), 0)",
+	    &p, done, arg);
+}
+
+int st_backlog_read(const PGresult *res, int64_t *pending, int64_t *oldest_created_ms)
+{
+	if (rows(res, 2) != 1)
+		return -1;
+	*pending = st_get_int8(res, 0, 0);
+	*oldest_created_ms = st_get_int8(res, 0, 1);
+	return 0;
+}
+
 int st_pending_rows(const PGresult *res)
 {
 	return rows(res, 2);

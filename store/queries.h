@@ -45,6 +45,14 @@ struct st_op *st_purge(struct st_conn *c, int64_t before_ms, int32_t limit, st_d
 /* The rows a st_expire or st_purge batch handled (0 for any other shape). */
 int st_batch_read(const PGresult *res);
 
+/* The store's backlog: pending messages (status 1, from the counters) and
+ * the oldest one's created_ms (0: none; reads the pending rows' index, so
+ * O(pending): for the lifecycle job, once a run). Read with st_backlog_read. */
+struct st_op *st_backlog(struct st_conn *c, st_done_fn done, void *arg)
+    __attribute__((warn_unused_result));
+/* 0, or -1 when res has an unexpected shape. */
+int st_backlog_read(const PGresult *res, int64_t *pending, int64_t *oldest_created_ms);
+
 /* ---- server-side sends (gateway/node.c) ---- */
 
 /* The channel the store's functions NOTIFY with "AGENT ID COMMIT_MS" for a

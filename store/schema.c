@@ -4,6 +4,7 @@
 #include "store/schema.h"
 
 #include "store/sql.h"
+#include "store/store.h"
 
 #include "common/clock.h"
 #include "common/log.h"
@@ -172,13 +173,13 @@ static int register_workers(PGconn *pg, const struct st_worker_row *rows, int n,
 	return 0;
 }
 
-int st_startup(const char *conninfo, int wait_s, const struct st_worker_row *rows, int n, char *err,
-               size_t errlen)
+int st_startup(const char *conninfo, const char *name, int wait_s, const struct st_worker_row *rows,
+               int n, char *err, size_t errlen)
 {
 	int64_t deadline = gw_mono_ms() + (int64_t)wait_s * 1000;
 	PGconn *pg = NULL;
 	for (;;) {
-		pg = PQconnectdb(conninfo);
+		pg = st_connect_blocking(conninfo, name);
 		if (PQstatus(pg) == CONNECTION_OK)
 			break;
 		snprintf(err, errlen, "cannot connect to the store: %s", PQerrorMessage(pg));

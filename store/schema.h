@@ -14,10 +14,11 @@ struct st_worker_row {
 	int capacity;
 };
 
-/* Connects (retrying until wait_s seconds have passed), applies pending
- * migrations, and records this node's workers. Returns 0, or -1 with err. */
-int st_startup(const char *conninfo, int wait_s, const struct st_worker_row *rows, int n, char *err,
-               size_t errlen) __attribute__((warn_unused_result));
+/* Connects as "qagw/" name (retrying until wait_s seconds have passed),
+ * applies pending migrations, and records this node's workers. Returns 0,
+ * or -1 with err. */
+int st_startup(const char *conninfo, const char *name, int wait_s, const struct st_worker_row *rows,
+               int n, char *err, size_t errlen) __attribute__((warn_unused_result));
 
 /* The newest schema version this build knows. */
 int st_schema_version(void);

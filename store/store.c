@@ -30,7 +30,7 @@ enum st_state {
 struct st_conn {
 	struct event_base *base;
 	char *conninfo;
-	char name[80];
+	char name[160];
 	PGconn *pg;
 	enum st_state state;
 	struct event *io;    /* connect polling, then read readiness (persistent) */
@@ -268,9 +268,32 @@ static void poll_connect(evutil_socket_t fd, short what, void *arg)
 	set_state(c, ST_UP);
 }
 
+/* conninfo with application_name "qagw/" name on top (kw and val: 3 entries). */
+static void conn_params(const char *conninfo, const char *name, char *app, size_t app_len,
+                        const char **kw, const char **val)
+{
+	snprintf(app, app_len, "qagw/%s", name);
+	kw[0] = "dbname"; /* expanded: conninfo's own keywords */
+	val[0] = conninfo;
+	kw[1] = "application_name"; /* after it: wins */
+	val[1] = app;
+	kw[2] = val[2] = NULL;
+}
+
+PGconn *st_connect_blocking(const char *conninfo, const char *name)
+{
+	char app[192];
+	const char *kw[3], *val[3];
+	conn_params(conninfo, name, app, sizeof(app), kw, val);
+	return PQconnectdbParams(kw, val, 1);
+}
+
 static void start_connect(struct st_conn *c)
 {
-	c->pg = PQconnectStart(c->conninfo);
+	char app[192];
+	const char *kw[3], *val[3];
+	conn_params(c->conninfo, c->name, app, sizeof(app), kw, val);
+	c->pg = PQconnectStartParams(kw, val, 1);
 	if (!c->pg || PQstatus(c->pg) == CONNECTION_BAD) {
 		gw_log(GW_LOG_WARN, "store %s: cannot start connecting: %s", c->name,
 		       c->pg ? PQerrorMessage(c->pg) : "out of memory");

@@ -21,8 +21,13 @@ typedef void (*st_done_fn)(void *arg, const PGresult *res, const char *err);
 /* Called when the connection comes up (up = 1) or goes down (up = 0). */
 typedef void (*st_state_fn)(void *arg, int up);
 
+/* name: "NODE/WORKER/N", "NODE/retention", ...: in the logs, and as the
+ * connection's application_name, "qagw/" name (pg_stat_activity tells the
+ * connections apart; it overrides one in conninfo). */
 struct st_conn *st_conn_new(struct event_base *base, const char *conninfo, const char *name,
                             st_state_fn on_state, void *state_arg);
+/* A blocking connection (start-up, command line) named "qagw/" name. */
+PGconn *st_connect_blocking(const char *conninfo, const char *name);
 void st_conn_free(struct st_conn *c);
 int st_conn_is_up(const struct st_conn *c);
 /* Drops the connection (failing what is in flight, then reconnecting) when

@@ -43,7 +43,8 @@ static int setup(void **state)
 	g1.store_up = g2.store_up = 1;
 
 	struct adm_metrics_worker w[2] = {{"ml1", &c1, &g1}, {"ml2", &c2, &g2}};
-	struct adm_metrics_node node = {.store_up = 1, .redis_up = 0, .started_ms = 1700000000123};
+	struct adm_metrics_node node = {
+	    .store_up = 1, .redis_up = 0, .started_ms = 1700000000123, .backlog_pending = -1};
 	struct evbuffer *out = evbuffer_new();
 	if (adm_metrics_render(out, w, 2, &node) != 0)
 		return -1;
@@ -181,6 +182,17 @@ static void test_families_declared_once_and_contiguous(void **state)
  * lines and their order are what dashboards and alerts are written against
  * (admin.md "GET /metrics"), so a change to any table shows up here. */
 static const char pinned[] =
+    "# HELP qagw_build_info This node's qagw version (the value is 1)\n"
+    "# TYPE qagw_build_info gauge\n"
+    "qagw_build_info{version=\"0.9.0\"} 1\n"
+    "# HELP qagw_pending_messages Messages pending in the store, for every recipient (as the "
+    "lifecycle job last read it, once a run)\n"
+    "# TYPE qagw_pending_messages gauge\n"
+    "qagw_pending_messages 1234\n"
+    "# HELP qagw_oldest_pending_age_seconds Age of the oldest pending message in the store (0: "
+    "none pending)\n"
+    "# TYPE qagw_oldest_pending_age_seconds gauge\n"
+    "qagw_oldest_pending_age_seconds 90.500\n"
     "# HELP qagw_store_up 1 while this node's store connections (admin and every worker) are up\n"
     "# TYPE qagw_store_up gauge\n"
     "qagw_store_up 1\n"
@@ -209,6 +221,10 @@ static const char pinned[] =
     "# HELP qagw_worker_redis_up 1 while the worker's Redis connection is up\n"
     "# TYPE qagw_worker_redis_up gauge\n"
     "qagw_worker_redis_up{worker=\"ml1\"} 0\n"
+    "# HELP qagw_retention_last_run_seconds When the lifecycle job last completed a run (Unix "
+    "time; 0: not yet, or not this worker)\n"
+    "# TYPE qagw_retention_last_run_seconds gauge\n"
+    "qagw_retention_last_run_seconds{worker=\"ml1\"} 0\n"
     "# HELP qagw_messages_stored_total Messages committed to the store\n"
     "# TYPE qagw_messages_stored_total counter\n"
     "qagw_messages_stored_total{worker=\"ml1\"} 5\n"
@@ -280,6 +296,14 @@ static const char pinned[] =
     "mean group size)\n"
     "# TYPE qagw_store_group_parts_total counter\n"
     "qagw_store_group_parts_total{worker=\"ml1\",kind=\"upload\"} 0\n"
+    "# HELP qagw_retention_runs_total Runs of the lifecycle job (expiry, then purge) that "
+    "completed\n"
+    "# TYPE qagw_retention_runs_total counter\n"
+    "qagw_retention_runs_total{worker=\"ml1\"} 0\n"
+    "# HELP qagw_retention_failures_total Runs of the lifecycle job cut short by a store error "
+    "(retried at the next run)\n"
+    "# TYPE qagw_retention_failures_total counter\n"
+    "qagw_retention_failures_total{worker=\"ml1\"} 0\n"
     "# HELP qagw_errors_total ERROR frames sent, by error name\n"
     "# TYPE qagw_errors_total counter\n"
     "qagw_errors_total{worker=\"ml1\",code=\"bad_frame\"} 3\n"
@@ -343,12 +367,19 @@ static const char pinned[] =
 static void test_exposition_pinned(void **state)
 {
 	struct adm_metrics_worker w[1] = {{"ml1", &c1, &g1}};
-	struct adm_metrics_node node = {
-	    .store_up = 1, .redis_up = 0, .started_ms = 1700000000123, .listeners_paused = 1};
+	struct adm_metrics_node node = {.store_up = 1,
+	                                .redis_up = 0,
+	                                .started_ms = 1700000000123,
+	                                .listeners_paused = 1,
+	                                .backlog_pending = 1234,
+	                                .backlog_oldest_ms = 1700000000000,
+	                                .now_ms = 1700000090500};
 	struct evbuffer *out = evbuffer_new();
 	assert_int_equal(adm_metrics_render(out, w, 1, &node), 0);
 	size_t n = evbuffer_get_length(out);
 	const char *got = (const char *)evbuffer_pullup(out, -1);
+	if (getenv("QAGW_PIN_DUMP")) /* to rewrite pinned[] after an intended change */
+		fwrite(got, 1, n, stderr);
 	size_t at = 0;
 	while (at < n && at < sizeof(pinned) - 1 && got[at] == pinned[at])
 		at++;

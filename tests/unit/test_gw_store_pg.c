@@ -825,7 +825,7 @@ static void assert_latest(const char *ci)
 static void startup_ok(const char *ci, const struct st_worker_row *rows, int n)
 {
 	char err[512] = "";
-	if (st_startup(ci, 5, rows, n, err, sizeof(err)) != 0)
+	if (st_startup(ci, "test/startup", 5, rows, n, err, sizeof(err)) != 0)
 		fail_msg("st_startup: %s", err);
 }
 
@@ -906,7 +906,7 @@ static void test_migrations_newer_refused(void **state)
 	snprintf(sql, sizeof(sql), "INSERT INTO qa_schema_version (version) VALUES (%d)",
 	         st_sql_n_migrations + 1);
 	exec_ok(pg, sql);
-	assert_int_equal(st_startup(ci, 5, NULL, 0, err, sizeof(err)), -1);
+	assert_int_equal(st_startup(ci, "test/startup", 5, NULL, 0, err, sizeof(err)), -1);
 	assert_non_null(strstr(err, "newer than this qagw"));
 	assert_int_equal(query_int(pg, "SELECT max(version) FROM qa_schema_version"),
 	                 st_sql_n_migrations + 1);

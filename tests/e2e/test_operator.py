@@ -1,0 +1,53 @@
+"""Issue 19, what an operator looks for: the store connections told apart in
+pg_stat_activity (application_name), and the metrics a dashboard needs (build, the
+store's backlog, the lifecycle job's runs)."""
+
+import re
+import time
+
+from harness import REPO, msg
+from pool import poll, upload
+
+VERSION_RE = re.compile(r'^qagw_build_info\{version="([^"]+)"\} 1$', re.M)
+
+
+def app_names(store):
+    out = store.server.admin_sql(
+        "select application_name from pg_stat_activity "
+        f"where datname = '{store.dbname}' and application_name like 'qagw/%' order by 1")
+    return [line for line in out.splitlines() if line]
+
+
+def test_every_store_connection_says_who_it_is(qagw, store):
+    g = qagw(workers=("ml1", "ml2", "ml3"), node="n7")
+    want = sorted([f"qagw/n7/{w}/{i}" for w in ("ml1", "ml2", "ml3") for i in range(4)] +
+                  [f"qagw/n7/{w}/hello" for w in ("ml1", "ml2", "ml3")] +
+                  ["qagw/n7/node", "qagw/n7/ml1/retention"])
+    got = poll(lambda: app_names(store), lambda names: names == want, 10,
+               "every store connection named qagw/NODE/...")
+    # docs/operations.md "Store connections" gives the count for a node of 3 workers
+    print(f"\n[connections] {len(got)}: {got}")
+    doc = (REPO / "docs" / "operations.md").read_text()
+    m = re.search(r"a node of 3 workers uses (\d+)", doc)
+    assert m and int(m.group(1)) == len(got), (m and m.group(0), len(got))
+
+
+def test_build_backlog_and_lifecycle_metrics(qagw, store):
+    g = qagw(workers=("ml1",), sections={"store": {"keep_days": "4s"}})
+    m = g.admin.metrics()
+    v = VERSION_RE.search(m.text)
+    assert v and v.group(1) == (REPO / "VERSION").read_text().strip(), m.text[:400]
+    upload(g, "ml1", "S-op", [msg("R-op\\q", body=b"one"), msg("R-op\\q", body=b"two")])
+    t_sent = time.time()
+    # keep 4 s: a lifecycle run every second (keep/4, at least 1 s), the first 5 s after
+    # the start; after a run the backlog is read
+    m = poll(lambda: g.admin.metrics(),
+             lambda x: x.get("qagw_retention_last_run_seconds", worker="ml1") and
+             x.get("qagw_pending_messages") == 2, 15,
+             "a lifecycle run and the backlog read")
+    age = m.value("qagw_oldest_pending_age_seconds")
+    assert 0 < age <= time.time() - t_sent + 16, age
+    assert m.value("qagw_retention_runs_total", worker="ml1") >= 1
+    assert m.value("qagw_retention_failures_total", worker="ml1") == 0
+    last = m.value("qagw_retention_last_run_seconds", worker="ml1")
+    assert abs(last - time.time()) < 10, last
