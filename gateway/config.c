@@ -607,8 +607,8 @@ static int check_store_hosts(const struct gw_config *c, const char *hosts, FILE 
 		char h[256];
 		snprintf(h, sizeof(h), "%.*s", (int)(n < sizeof(h) - 1 ? n : sizeof(h) - 1), p);
 		p += n + (p[n] == ',');
-		if (!h[0] || h[0] == '/' || h[0] == '@')
-			continue;
+		if (!h[0] || h[0] == '/' || h[0] == '@' || strcmp(h, "localhost") == 0)
+			continue; /* a socket directory, or the name of loopback */
 		struct addrinfo hints = {.ai_flags = AI_NUMERICHOST, .ai_socktype = SOCK_STREAM};
 		struct addrinfo *ai = NULL;
 		if (getaddrinfo(h, NULL, &hints, &ai) == 0) {

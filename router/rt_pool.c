@@ -33,6 +33,19 @@ struct rt_held {
 	char primary[80];
 };
 
+/* Push results are accounted in batches: RT_ACCT_BATCH at most, sent
+ * RT_ACCT_FLUSH_MS after the first (admin.md: counters current within 1 s). */
+#define RT_ACCT_BATCH    256
+#define RT_ACCT_FLUSH_MS 50
+
+/* One push result waiting for its batch (account.lua). */
+struct rt_acct {
+	char agent[121];
+	const char *result; /* rt_push_result_names: static */
+	int64_t latency_ms; /* -1: none */
+	int64_t ts_ms;
+};
+
 struct rt_pool {
 	struct rt_redis *cmd; /* commands and scripts */
 	struct rt_redis *sub; /* SUBSCRIBE only: P push:NAME and P ctl:NAME */
@@ -60,12 +73,19 @@ struct rt_pool {
 	struct rt_held *held, **held_tail;
 	uint64_t views_sent, views_done;
 	int leaving; /* draining or stopping (rt_pool_set_leaving) */
+	/* Push results waiting to be accounted in one script call: sent when
+	 * RT_ACCT_BATCH are in, or RT_ACCT_FLUSH_MS after the first. */
+	struct rt_acct *acct;
+	int n_acct;
+	struct event *acct_timer;
 };
 
 /* The scripts: router/lua/, declared in rt_scripts.h (KEYS and ARGV at the top of each
  * file). Key names: rt_keys.h. */
 
 static void refresh_view(struct rt_pool *p);
+static void account_flush(struct rt_pool *p);
+static void on_account_timer(evutil_socket_t fd, short what, void *arg);
 
 static void hold_reassign(struct rt_pool *p, const char *agent, const char *primary)
 {
@@ -175,12 +195,14 @@ struct rt_pool *rt_pool_new(struct event_base *base, const struct rt_pool_conf *
 	p->arg = arg;
 	p->held_tail = &p->held;
 	p->held_ev = evtimer_new(base, on_held, p);
+	p->acct = calloc(RT_ACCT_BATCH, sizeof(*p->acct));
+	p->acct_timer = evtimer_new(base, on_account_timer, p);
 	char name[96];
 	snprintf(name, sizeof(name), "%s/sub", conf->worker);
 	p->sub = rt_redis_new(base, conf->host, conf->port, conf->password, name, on_sub_state, p);
 	p->cmd = rt_redis_new(base, conf->host, conf->port, conf->password, conf->worker,
 	                      on_cmd_state, p);
-	if (!p->sub || !p->cmd || !p->held_ev) {
+	if (!p->sub || !p->cmd || !p->held_ev || !p->acct || !p->acct_timer) {
 		rt_pool_free(p);
 		return NULL;
 	}
@@ -192,6 +214,11 @@ void rt_pool_free(struct rt_pool *p)
 	if (!p)
 		return;
 	p->freeing = 1;
+	if (p->acct_timer) {
+		account_flush(p); /* best effort: queued, sent if the loop runs on */
+		event_free(p->acct_timer);
+	}
+	free(p->acct);
 	rt_redis_free(p->cmd);
 	rt_redis_free(p->sub);
 	rt_ring_free(&p->ring);
@@ -435,45 +462,104 @@ int rt_route(struct rt_redis *r, const char *prefix, const char *agent, int64_t 
 	return 0;
 }
 
-void rt_pool_account(struct rt_pool *p, const char *agent, const char *result, int64_t latency_ms)
-{
-	rt_account(p->cmd, p->prefix, p->worker, agent, result, latency_ms);
-}
-
 /* An agent that has never connected (no P agent:ID: it never said HELLO to
  * the pool, nor was it given a primary) keeps its push counters this long
  * after the last push for it, not for ever: any id can be a recipient
  * (issue 16). Its first HELLO makes them permanent (the next accounting). */
 #define RT_AGENTPUSH_TTL_S "86400"
 
+/* Sends n results of worker's as one script call on r. */
+static void account_send(struct rt_redis *r, const char *prefix, const char *worker,
+                         const struct rt_acct *a, int n)
+{
+	if (n <= 0 || !rt_redis_is_up(r))
+		return;
+	int argc = 3 + 2 + 2 * n + 1 + 4 * n;
+	const char **argv = calloc((size_t)argc, sizeof(*argv));
+	char *keys = calloc((size_t)(2 + 2 * n), 200);
+	char *lats = calloc((size_t)n, 24);
+	char **evs = calloc((size_t)n, sizeof(*evs));
+	char numkeys[16];
+	if (!argv || !keys || !lats || !evs)
+		goto out;
+	snprintf(numkeys, sizeof(numkeys), "%d", 2 + 2 * n);
+	int k = 0, v = 3 + 2 + 2 * n;
+	argv[k++] = "EVAL";
+	argv[k++] = rt_lua_account;
+	argv[k++] = numkeys;
+	snprintf(keys, 200, "%s" RT_KEY_PUSHLAT "%s", prefix, worker);
+	snprintf(keys + 200, 200, "%s" RT_KEY_PUSHEVENTS, prefix);
+	argv[k++] = keys;
+	argv[k++] = keys + 200;
+	argv[v++] = RT_AGENTPUSH_TTL_S;
+	for (int i = 0; i < n; i++) {
+		char *ak = keys + 200 * (2 + 2 * i), *gk = ak + 200, *lat = lats + 24 * i;
+		snprintf(ak, 200, "%s" RT_KEY_AGENTPUSH "%s", prefix, a[i].agent);
+		snprintf(gk, 200, "%s" RT_KEY_AGENT "%s", prefix, a[i].agent);
+		argv[k++] = ak;
+		argv[k++] = gk;
+		if (a[i].latency_ms >= 0)
+			snprintf(lat, 24, "%" PRId64, a[i].latency_ms);
+		/* The event admin/api_push.c reads back: ts_ms, agent, worker, result
+		 * and latency_ms (only when there is one), in that order. */
+		json_t *o = json_pack("{sIssssss}", "ts_ms", (json_int_t)a[i].ts_ms, "agent",
+		                      a[i].agent, "worker", worker, "result", a[i].result);
+		if (o && a[i].latency_ms >= 0)
+			json_object_set_new(o, "latency_ms",
+			                    json_integer((json_int_t)a[i].latency_ms));
+		evs[i] = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+		json_decref(o);
+		if (!evs[i]) /* no memory (agent ids and worker names are ASCII: qs_ident.c) */
+			goto out;
+		argv[v++] = a[i].result;
+		argv[v++] = rt_push_result_per_agent(a[i].result) ? "1" : "0";
+		argv[v++] = lat;
+		argv[v++] = evs[i];
+	}
+	rt_redis_commandv(r, NULL, NULL, argc, argv, NULL);
+out:
+	for (int i = 0; evs && i < n; i++)
+		free(evs[i]);
+	free(evs);
+	free(lats);
+	free(keys);
+	free(argv);
+}
+
+static void account_flush(struct rt_pool *p)
+{
+	account_send(p->cmd, p->prefix, p->worker, p->acct, p->n_acct);
+	p->n_acct = 0;
+}
+
+static void on_account_timer(evutil_socket_t fd, short what, void *arg)
+{
+	account_flush(arg);
+}
+
+void rt_pool_account(struct rt_pool *p, const char *agent, const char *result, int64_t latency_ms)
+{
+	if (!rt_redis_is_up(p->cmd))
+		return;
+	struct rt_acct *a = &p->acct[p->n_acct++];
+	snprintf(a->agent, sizeof(a->agent), "%s", agent);
+	a->result = result;
+	a->latency_ms = latency_ms;
+	a->ts_ms = gw_wall_ms();
+	if (p->n_acct == RT_ACCT_BATCH)
+		account_flush(p);
+	else if (p->n_acct == 1) {
+		struct timeval tv = {0, RT_ACCT_FLUSH_MS * 1000};
+		evtimer_add(p->acct_timer, &tv);
+	}
+}
+
 void rt_account(struct rt_redis *r, const char *prefix, const char *worker, const char *agent,
                 const char *result, int64_t latency_ms)
 {
-	if (!rt_redis_is_up(r))
-		return;
-	char key[200], lat_key[200], ev_key[200], agent_key[200], lat[24] = "";
-	snprintf(key, sizeof(key), "%s" RT_KEY_AGENTPUSH "%s", prefix, agent);
-	snprintf(agent_key, sizeof(agent_key), "%s" RT_KEY_AGENT "%s", prefix, agent);
-	snprintf(lat_key, sizeof(lat_key), "%s" RT_KEY_PUSHLAT "%s", prefix, worker);
-	snprintf(ev_key, sizeof(ev_key), "%s" RT_KEY_PUSHEVENTS, prefix);
-	int counted = rt_push_result_per_agent(result);
-	if (latency_ms >= 0)
-		snprintf(lat, sizeof(lat), "%" PRId64, latency_ms);
-	/* The event admin/api_push.c reads back: ts_ms, agent, worker, result and
-	 * latency_ms (only when there is one), in that order. */
-	json_t *o = json_pack("{sIssssss}", "ts_ms", (json_int_t)gw_wall_ms(), "agent", agent,
-	                      "worker", worker, "result", result);
-	if (o && latency_ms >= 0)
-		json_object_set_new(o, "latency_ms", json_integer((json_int_t)latency_ms));
-	char *ev = o ? json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-	json_decref(o);
-	if (!ev) /* no memory (agent ids and worker names are ASCII: qs_ident.c) */
-		return;
-	const char *argv[] = {
-	    "EVAL", rt_lua_account,      "4", key, lat_key,           ev_key, agent_key,
-	    result, counted ? "1" : "0", lat, ev,  RT_AGENTPUSH_TTL_S};
-	rt_redis_commandv(r, NULL, NULL, 12, argv, NULL);
-	free(ev);
+	struct rt_acct a = {.result = result, .latency_ms = latency_ms, .ts_ms = gw_wall_ms()};
+	snprintf(a.agent, sizeof(a.agent), "%s", agent);
+	account_send(r, prefix, worker, &a, 1);
 }
 
 /* ---- the router ---- */

@@ -26,14 +26,14 @@ OFF_LOOPBACK = "10.255.255.1"  # never reached: --check does not connect
 WARNING = "qagw: warning: "    # how --check prints one (the test's paths may say "warning")
 
 
-def conf_text(listen="127.0.0.1", node=(), worker=(), conninfo=None, redis=()):
+def conf_text(listen="127.0.0.1", node=(), worker=(), conninfo=None, redis=(), tls=()):
     conninfo = conninfo or "host=127.0.0.1 port=5432 dbname=qagw user=qagw"
     return "\n".join(
         ["; written by tests/e2e/test_hostile_config.py", "[node]", "name = n1", *node,
          "[worker ml1]", f"listen = {listen}:{free_port()}", *worker,
          "[worker ml2]", f"listen = 127.0.0.1:{free_port()}",
          "[store]", f"conninfo = {conninfo}",
-         "[redis]", *redis, ""])
+         "[redis]", *redis, *(["[tls]", *tls] if tls else []), ""])
 
 
 def check(tmp_path, text, argv_prefix=()):
@@ -67,8 +67,11 @@ def test_allow_plaintext_tokens_accepts_it(tmp_path):
     assert "configuration ok" in out, out
 
 
-def test_tls_on_accepts_it(tmp_path):
-    rc, out, _ = check(tmp_path, conf_text(listen="0.0.0.0", worker=["tls = on"]))
+def test_tls_on_accepts_it(tmp_path, dev_certs):
+    # --check loads the certificate and key (issue 19): real ones
+    rc, out, _ = check(tmp_path, conf_text(listen="0.0.0.0", worker=["tls = on"],
+                                           tls=[f"cert = {dev_certs / 'server.crt'}",
+                                                f"key = {dev_certs / 'server.key'}"]))
     assert rc == 0, out
 
 
@@ -118,7 +121,7 @@ def test_no_store_warning_when_protected_or_local(tmp_path, conninfo):
 @pytest.mark.parametrize("conninfo", [
     f"postgresql://qagw@{OFF_LOOPBACK}/qagw?sslmode=prefer",
     f"host=127.0.0.1,{OFF_LOOPBACK} dbname=qagw",  # the second host of a multi-host list
-    "host=db.example.com dbname=qagw",             # a name is not resolved: off loopback
+    # (a host name that does not resolve is refused by --check: test_config.py)
 ])
 def test_store_warning_forms(tmp_path, conninfo):
     rc, out, _ = check(tmp_path, conf_text(conninfo=conninfo))
