@@ -666,6 +666,18 @@ static void make_unreceivable(struct gw_session *s, int64_t seq, const char *why
 	                          on_unreceivable, s));
 }
 
+/* The agent's due messages expired: ask again. */
+static void on_expired(void *arg, const PGresult *res, const char *err)
+{
+	struct gw_session *s = arg;
+	if (!res) {
+		store_failed(s, err);
+		return;
+	}
+	s->op = NULL;
+	fetch_next(s);
+}
+
 static void on_fetch(void *arg, const PGresult *res, const char *err)
 {
 	struct gw_session *s = arg;
@@ -675,7 +687,13 @@ static void on_fetch(void *arg, const PGresult *res, const char *err)
 	}
 	int n = st_next_rows(res);
 	if (n < 0) {
-		store_failed(s, "unexpected result from qa_next");
+		store_failed(s, "unexpected result from the FETCH statement");
+		return;
+	}
+	if (st_next_due(res)) { /* expire first (senders told), then ask again */
+		s->op = NULL;
+		waited(s,
+		       st_expire_due(gw_worker_store(s->w), s->agent, gw_wall_ms(), on_expired, s));
 		return;
 	}
 	struct qs_msg_in *msgs = calloc((size_t)n + 1, sizeof(*msgs));

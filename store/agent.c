@@ -72,6 +72,41 @@ void st_hello_row(const PGresult *res, int row, struct st_hello_row *out)
 
 /* ---- FETCH ---- */
 
+/* One FETCH as one plain statement (no plpgsql: ~50 µs a FETCH, docs/benchmarks.md),
+ * prepared once per connection. d.due: some of the agent's pending messages are due
+ * (a scalar subquery in qa_messages_expiring_rcpt's order, not EXISTS, which would
+ * drop ORDER BY and LIMIT); then nothing else is read (the gateway expires them and
+ * asks again) and the one row has NULL columns but due. Otherwise the most urgent,
+ * oldest pending messages except the held ones, up to $3 + 1, each with its exact
+ * MSG_IN size (the two server-set properties included; ias_DeliveryCount is
+ * delivery_count + 1) and the running total cum; a row whose total passes $4 is left
+ * out, except the first such one (without its body unless it is the first row); with
+ * no message, one row of NULLs. */
+static const char next_sql[] =
+    "SELECT w.seq, w.id, w.sender, w.queue, w.priority, w.created_ms, w.expires_ms,"
+    " w.props, CASE WHEN w.rn = 1 OR w.cum <= $4 THEN w.body END, w.delivery_count,"
+    " w.rn, w.cum, d.due"
+    " FROM (SELECT (SELECT 1 FROM qa_messages m"
+    "                WHERE m.recipient = $1 AND m.status = 1 AND m.expires_ms <> 0"
+    "                  AND m.expires_ms <= $5"
+    "                ORDER BY m.recipient, m.expires_ms LIMIT 1) IS NOT NULL AS due) d"
+    " LEFT JOIN LATERAL ("
+    "  SELECT c.*, row_number() OVER o AS rn, sum(c.sz) OVER o AS cum"
+    "    FROM (SELECT m.seq, m.id, m.sender, m.queue, m.priority, m.created_ms,"
+    "                 m.expires_ms, m.props, m.body, m.delivery_count,"
+    "                 8 + 16 + 2 + octet_length(m.sender) + 2 + octet_length(m.queue) + 1"
+    "                 + 8 + 8 + octet_length(m.props) + (2 + 14 + 2 + octet_length(m.sender))"
+    "                 + (2 + 17 + 2 + length((m.delivery_count + 1)::text)) + 4"
+    "                 + octet_length(m.body) AS sz"
+    "            FROM qa_messages m"
+    "           WHERE m.recipient = $1 AND m.status = 1 AND m.seq <> ALL ($2)"
+    "             AND (m.expires_ms = 0 OR m.expires_ms > $5)"
+    "           ORDER BY m.priority DESC, m.seq"
+    "           LIMIT $3 + 1) c"
+    "  WINDOW o AS (ORDER BY c.priority DESC, c.seq)) w"
+    " ON NOT d.due AND (w.rn <= 2 OR w.cum - w.sz <= $4)"
+    " ORDER BY w.rn";
+
 struct st_op *st_next(struct st_conn *c, const char *agent, const int64_t *held, int n_held,
                       int32_t max_count, int64_t max_bytes, int64_t now_ms, st_done_fn done,
                       void *arg)
@@ -82,16 +117,20 @@ struct st_op *st_next(struct st_conn *c, const char *agent, const int64_t *held,
 	st_params_int4(&p, max_count);
 	st_params_int8(&p, max_bytes);
 	st_params_int8(&p, now_ms);
-	return submit(
-	    c,
-	    "SELECT seq, id, sender, queue, priority, created_ms, expires_ms, props, body,"
-	    " delivery_count, rn, cum FROM qa_next($1, $2, $3, $4, $5)",
-	    &p, done, arg);
+	return submit(c, next_sql, &p, done, arg);
+}
+
+int st_next_due(const PGresult *res)
+{
+	return PQntuples(res) > 0 && *PQgetvalue(res, 0, 12) != 0;
 }
 
 int st_next_rows(const PGresult *res)
 {
-	return PQnfields(res) == 12 ? PQntuples(res) : -1;
+	if (PQnfields(res) != 13)
+		return -1;
+	int n = PQntuples(res);
+	return n == 1 && PQgetisnull(res, 0, 0) ? 0 : n; /* the row of no message */
 }
 
 void st_next_row(const PGresult *res, int row, struct st_next_row *out)
@@ -113,6 +152,15 @@ void st_next_row(const PGresult *res, int row, struct st_next_row *out)
 	out->rn = st_get_int8(res, row, 10);
 	out->cum = st_get_int8(res, row, 11);
 	out->fits = !PQgetisnull(res, row, 8);
+}
+
+struct st_op *st_expire_due(struct st_conn *c, const char *agent, int64_t now_ms, st_done_fn done,
+                            void *arg)
+{
+	struct st_params p = {0};
+	st_params_text(&p, agent, strlen(agent));
+	st_params_int8(&p, now_ms);
+	return submit(c, "SELECT qa_expire_due($1, $2)", &p, done, arg);
 }
 
 struct st_op *st_unreceivable(struct st_conn *c, const char *agent, int64_t seq, int64_t now_ms,

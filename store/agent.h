@@ -1,5 +1,5 @@
 /* The statements of the agent requests other than UPLOAD (store/upload.h):
- * HELLO (credentials, qa_hello), FETCH (qa_next, a read), DELIVER_ACK (a
+ * HELLO (credentials, qa_hello), FETCH (st_next, a read), DELIVER_ACK (a
  * group statement, qa_ack_group) and STATUS; and the count of what a session
  * delivered and never acknowledged (qa_delivered). A session's holds live in
  * its worker's memory (docs/design.md "Delivery"); the store is told of a
@@ -37,10 +37,12 @@ void st_hello_row(const PGresult *res, int row, struct st_hello_row *out);
 
 /* ---- FETCH ---- */
 
-/* qa_next: the next messages for agent that are not among the n_held seqs
- * held (the session's holds), in delivery order: up to max_count + 1 rows,
- * the last of which may not fit (fits 0, no body) or be over max_count (rn):
- * deliver the rows that fit with rn <= max_count; more: any row left. */
+/* FETCH, a read: the next messages for agent that are not among the n_held
+ * seqs held (the session's holds), in delivery order: up to max_count + 1
+ * rows, the last of which may not fit (fits 0, no body) or be over max_count
+ * (rn): deliver the rows that fit with rn <= max_count; more: any row left.
+ * If st_next_due(res), some of the agent's messages are due and no row is
+ * read: st_expire_due, then st_next again. */
 struct st_op *st_next(struct st_conn *c, const char *agent, const int64_t *held, int n_held,
                       int32_t max_count, int64_t max_bytes, int64_t now_ms, st_done_fn done,
                       void *arg) __attribute__((warn_unused_result));
@@ -58,7 +60,11 @@ struct st_next_row {
 	int64_t cum;            /* MSG_IN bytes of rows 1..rn as delivered (row 1: its own) */
 	int fits;               /* within max_bytes (or the first): its body is here */
 };
-int st_next_rows(const PGresult *res); /* -1 if res is not qa_next's */
+int st_next_rows(const PGresult *res); /* -1 if res is not st_next's */
+int st_next_due(const PGresult *res);
+/* qa_expire_due: agent's due messages expire now (their senders told). */
+struct st_op *st_expire_due(struct st_conn *c, const char *agent, int64_t now_ms, st_done_fn done,
+                            void *arg) __attribute__((warn_unused_result));
 void st_next_row(const PGresult *res, int row, struct st_next_row *out);
 
 /* qa_unreceivable: agent's pending message seq can never be delivered (its

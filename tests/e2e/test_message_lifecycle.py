@@ -236,3 +236,28 @@ def test_quota_refuses_beyond_max_pending_others_unaffected_and_admin_lists(qagw
             r1.ping()
         results = [r for _, r in a.upload([msg(f"{R1}\\q"), msg(f"{R1}\\q")]).results]
         assert results == [q.R_STORED, q.R_QUOTA], results
+
+
+def test_due_message_expires_at_the_fetch_that_finds_it(qagw, agent, uid):
+    """A FETCH that finds its agent's due messages expires them before it answers (the
+    sender told at once), whatever the lifecycle job does: keep 7 days, so the job runs
+    every 60 s, its first 5 s after the start, long before the message is due."""
+    g = qagw(workers=("ml1",))
+    A, C = f"A-{uid}", f"C-{uid}"
+    a = agent(A, g.stream("ml1"))
+    time.sleep(6)  # past the job's first run
+    mid = a.send(f"{C}\\q", "short-lived", expires_in=1)
+    lasting = a.send(f"{C}\\q", "no expiry")
+    assert a.sync().json()["uploaded"]["stored"] == 2
+    time.sleep(1.5)
+    assert message(g, mid)["status"] == 1  # due, not expired yet
+    with q.Client(HOST, g.port("ml1")) as c:
+        c.hello(C)
+        d = c.fetch()
+        assert [str(x.id) for x in d.msgs] == [lasting] and d.more == 0, d
+    m = message(g, mid)
+    assert m["status"] == 30 and m["delivery_count"] == 0, m
+    assert a.sync().json()["received"] == 1
+    notes = a.recv("system")
+    assert [(n["props"].get("ias_Status"), n["props"].get("ias_StatusMessageId"))
+            for n in notes] == [("30", uuid.UUID(mid).hex)], notes
