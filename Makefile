@@ -209,16 +209,21 @@ certs:
 
 # The main job: packages, build, PostgreSQL + Redis under run/, a 3-worker gateway.
 # Its configuration, run/qagw.conf, is the sample (every key at its default) with the
-# development overrides of conf/dev.conf (auth = off) applied, rewritten when either changes.
+# development overrides of conf/dev.conf (auth = off) and the ports below applied,
+# written at every make run. Where 5432 or 6379 is taken:
+# make run PG_PORT=15432 REDIS_PORT=16379
 RUN_CONF = run/qagw.conf
+PG_PORT ?= 5432
+REDIS_PORT ?= 6379
 run: deps certs
-	$(MAKE) all $(RUN_CONF)
-	bash scripts/services.sh start run
+	$(MAKE) all
+	@mkdir -p run
+	@printf '[store]\nconninfo = host=127.0.0.1 port=%s dbname=qagw user=qagw\n[redis]\nport = %s\n' \
+	  '$(PG_PORT)' '$(REDIS_PORT)' > run/ports.conf
+	$(PYTHON) scripts/conf-overlay.py conf/qagw.conf conf/dev.conf run/ports.conf > $(RUN_CONF).tmp
+	mv $(RUN_CONF).tmp $(RUN_CONF)
+	bash scripts/services.sh start run --pg-port '$(PG_PORT)' --redis-port '$(REDIS_PORT)'
 	$(QAGW) -c $(RUN_CONF)
-
-$(RUN_CONF): conf/qagw.conf conf/dev.conf scripts/conf-overlay.py
-	@mkdir -p $(dir $@)
-	$(PYTHON) scripts/conf-overlay.py conf/qagw.conf conf/dev.conf > $@.tmp && mv $@.tmp $@
 
 stop-services:
 	bash scripts/services.sh stop run

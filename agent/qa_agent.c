@@ -112,9 +112,22 @@ int qa_agent_queue(struct qa_agent *a, const struct qa_send_params *p, uint8_t i
 		qs_buf_free(&block);
 		return qa_error_set(e, QA_FAIL_USAGE, "properties too large to encode");
 	}
-	uuid_t uu;
-	uuid_generate(uu);
-	memcpy(id, uu, 16);
+	if (p->id) {
+		int found = 0;
+		memcpy(id, p->id, 16);
+		if (qa_store_has_id(a->store, id, &found, e) != 0) {
+			qs_buf_free(&block);
+			return -1;
+		}
+		if (found) {
+			qs_buf_free(&block);
+			return 1;
+		}
+	} else {
+		uuid_t uu;
+		uuid_generate(uu);
+		memcpy(id, uu, 16);
+	}
 	struct qa_out_msg out = {
 	    .address = (char *)p->address,
 	    .priority = p->priority,

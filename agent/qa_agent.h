@@ -32,6 +32,7 @@ struct qa_send_params {
 	uint8_t priority;    /* 0..9 */
 	uint64_t expires_ms; /* 0 = never */
 	const struct qs_props *props;
+	const uint8_t *id; /* 16 bytes chosen by the caller (send --id), NULL: a new one */
 };
 
 /* Opens the client store of cfg; log lines go to log_out (NULL: stderr). */
@@ -44,8 +45,9 @@ void qa_agent_close(struct qa_agent *a);
 int qa_agent_check(const struct qa_send_params *p, struct qa_error *e)
     __attribute__((warn_unused_result));
 
-/* Validates the message (qa_agent_check), gives it a new id (libuuid) and
- * queues it in the outbox. */
+/* Validates the message (qa_agent_check), gives it its id (p->id, else a new
+ * one from libuuid) and queues it in the outbox. Returns 0, or 1 when p->id
+ * is in the outbox or the sent log already (a retry: nothing queued), or -1. */
 int qa_agent_queue(struct qa_agent *a, const struct qa_send_params *p, uint8_t id[16],
                    struct qa_error *e) __attribute__((warn_unused_result));
 

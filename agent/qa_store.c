@@ -232,6 +232,22 @@ int qa_store_out_add(struct qa_store *st, const struct qa_out_msg *m, struct qa_
 	return rc;
 }
 
+int qa_store_has_id(struct qa_store *st, const uint8_t id[16], int *found, struct qa_error *e)
+{
+	sqlite3_stmt *s;
+	if (prepare(st,
+	            "SELECT EXISTS(SELECT 1 FROM outbox WHERE id = ?1)"
+	            " OR EXISTS(SELECT 1 FROM sent_log WHERE id = ?1)",
+	            &s, e) != 0)
+		return -1;
+	bind_blob(s, 1, id, 16);
+	int rc = sqlite3_step(s) == SQLITE_ROW ? 0 : db_fail(st, e, "look up a message id");
+	if (rc == 0)
+		*found = sqlite3_column_int(s, 0) != 0;
+	sqlite3_finalize(s);
+	return rc;
+}
+
 void qa_out_list_free(struct qa_out_list *list)
 {
 	for (size_t i = 0; i < list->n; i++) {

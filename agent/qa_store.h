@@ -92,6 +92,10 @@ void qa_store_close(struct qa_store *st);
 /* Outbox. */
 int qa_store_out_add(struct qa_store *st, const struct qa_out_msg *m, struct qa_error *e)
     __attribute__((warn_unused_result));
+/* Whether a message with this id is in the outbox or the sent log (*found
+ * 1), else 0; -1 on a store error. */
+int qa_store_has_id(struct qa_store *st, const uint8_t id[16], int *found, struct qa_error *e)
+    __attribute__((warn_unused_result));
 /* The next at most max messages after qid after_qid, in upload order. */
 int qa_store_out_next(struct qa_store *st, int64_t after_qid, size_t max, struct qa_out_list *list,
                       struct qa_error *e) __attribute__((warn_unused_result));

@@ -35,7 +35,7 @@ static const char usage_text[] =
     "               [-token TOKEN | -token-file FILE] [-o LOGFILE] [-trace FILE] [-v]\n"
     "               COMMAND [ARGS]\n"
     "commands:\n"
-    "  send ADDRESS BODY [--priority P] [--expires-in S] [--prop K=V]...\n"
+    "  send ADDRESS BODY [--priority P] [--expires-in S] [--prop K=V]... [--id UUID]\n"
     "  sync\n"
     "  recv [QUEUE] [--wait S]\n"
     "  status [MESSAGE_ID]\n"
@@ -216,6 +216,8 @@ static int cmd_send(struct cli *c, int argc, char **argv)
 	int has_expiry = 0;
 	struct qs_prop props[256];
 	struct qs_props plist = {0, props};
+	uuid_t chosen;
+	int has_id = 0;
 
 	for (int i = 1; i < argc; i++) {
 		const char *a = argv[i];
@@ -236,6 +238,10 @@ static int cmd_send(struct cli *c, int argc, char **argv)
 					return usage_error(
 					    "send: bad --expires-in \"%s\": whole seconds", v);
 				has_expiry = 1;
+			} else if (strcmp(a, "--id") == 0) {
+				if (uuid_parse(v, chosen) != 0)
+					return usage_error("send: bad --id \"%s\": a UUID", v);
+				has_id = 1;
 			} else if (strcmp(a, "--prop") == 0) {
 				const char *eq = strchr(v, '=');
 				if (eq == NULL || eq == v)
@@ -273,6 +279,7 @@ static int cmd_send(struct cli *c, int argc, char **argv)
 	    .body_len = strlen(pos[1]),
 	    .priority = (uint8_t)priority,
 	    .props = &plist,
+	    .id = has_id ? chosen : NULL,
 	};
 	if (has_expiry) {
 		/* 0 means "never" on the wire: an expiry at or before the epoch
@@ -287,10 +294,16 @@ static int cmd_send(struct cli *c, int argc, char **argv)
 	int rc = open_agent(c);
 	if (rc != 0)
 		return rc;
-	if (qa_agent_queue(&c->agent, &p, id, &e) != 0)
+	int queued = qa_agent_queue(&c->agent, &p, id, &e);
+	if (queued < 0)
 		return fail(c, "send: ", &e);
 	char text[37];
 	uuid_unparse_lower(id, text);
+	if (queued == 1) /* a retry of send --id after a kill: idempotent */
+		fprintf(stderr,
+		        "send: duplicate: message %s is already in this client store "
+		        "(queued or sent): not queued again\n",
+		        text);
 	puts(text);
 	fflush(stdout);
 	if (c->cfg.policy != QA_POLICY_AUTOMATIC)

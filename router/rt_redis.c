@@ -260,9 +260,11 @@ void rt_redis_free(struct rt_redis *r)
 		redisAsyncContext *ac = r->ac;
 		r->ac = NULL;
 		ac->data = r;
-		/* Pending callbacks run with NULL replies now, then the disconnect
-		 * callback; neither may use r afterwards. */
-		redisAsyncSetDisconnectCallback(ac, NULL);
+		/* Pending callbacks run with NULL replies now; the disconnect
+		 * callback must not run (it would log a lost connection at every
+		 * clean stop: issue 19). redisAsyncSetDisconnectCallback sets only an
+		 * unset callback, hence the field. */
+		ac->onDisconnect = NULL;
 		redisAsyncFree(ac);
 	}
 	free(r);

@@ -51,3 +51,17 @@ def test_build_backlog_and_lifecycle_metrics(qagw, store):
     assert m.value("qagw_retention_failures_total", worker="ml1") == 0
     last = m.value("qagw_retention_last_run_seconds", worker="ml1")
     assert abs(last - time.time()) < 10, last
+
+
+def test_a_clean_stop_logs_no_warning(qagw, uid):
+    """Issue 19: SIGTERM with nothing wrong logs no warning (it logged one "connection
+    lost: closed" per Redis connection, which `journalctl -p warning` then showed)."""
+    g = qagw(workers=("ml1", "ml2"))
+    poll(lambda: g.admin.get("/healthz")[0], lambda st: st == 200, 10, "healthy")
+    upload(g, "ml1", f"S-{uid}", [msg(f"R-{uid}\\q", body=b"x")])
+    before = len(g.log_text())
+    assert g.stop() == 0
+    tail = g.log_text()[before:]
+    warnings = [line for line in tail.splitlines() if " warn " in line or " error " in line]
+    assert "stopped" in tail, tail[-2000:]
+    assert not warnings, "\n".join(warnings)
