@@ -13,8 +13,10 @@
  *   4. per collected agent: HMGET P agent:ID primary pinned worker on_primary
  *
  * A member of P primaries:NAME whose hash names another primary (or has no
- * hash) is a stale entry and is left out. Without Redis, or on any failed
- * reply: 503 redis_unavailable (the store keeps no such list). */
+ * hash) is a stale entry and is left out. The agents pinned to a primary
+ * that matches no worker (P unresolved, kept by claim.lua) are read the same
+ * way, as if they were a worker's named "" whose state is "unresolved". Without Redis, or on any
+ * failed reply: 503 redis_unavailable (the store keeps no such list). */
 #include "admin/api.h"
 #include "admin/http.h"
 #include "proto/qs_codec.h"
@@ -36,7 +38,8 @@ struct off_worker {
 	int scans;           /* SSCAN rounds so far */
 	int done;            /* stop scanning: read through, OFF_CAP reached, or gave up */
 	int truncated;
-	int listed; /* agents of this worker in the answer */
+	int listed;     /* agents of this worker in the answer */
+	int unresolved; /* not a worker: P unresolved */
 };
 
 struct off_agent {
@@ -46,6 +49,7 @@ struct off_agent {
 	int pinned;           /* "pinned" 1: it named its own primary in HELLO */
 	int on_primary;       /* "on_primary" 1 */
 	char *session_worker; /* "worker": holds its live session; NULL when empty */
+	char *as_sent;        /* "primary_as_sent": what its HELLO named; NULL when empty */
 };
 
 struct off_ctx {
@@ -67,6 +71,7 @@ static void off_ctx_free(void *p)
 	for (int i = 0; i < c->n_agents; i++) {
 		free(c->agents[i].id);
 		free(c->agents[i].session_worker);
+		free(c->agents[i].as_sent);
 	}
 	free(c->workers);
 	free(c->agents);
@@ -136,8 +141,12 @@ static json_t *agent_entry(const struct off_ctx *c, const struct off_agent *a)
 	int live = sw && sw->state;
 	json_t *e = json_object();
 	json_object_set_new(e, "agent", json_string(a->id));
-	json_object_set_new(e, "primary", json_string(primary->name));
+	json_object_set_new(e, "primary",
+	                    primary->unresolved ? json_null() : json_string(primary->name));
 	json_object_set_new(e, "primary_state", json_string(state_name(primary)));
+	json_object_set_new(e, "reason", json_string(state_name(primary)));
+	json_object_set_new(e, "primary_as_sent",
+	                    a->as_sent ? json_string(a->as_sent) : json_null());
 	json_object_set_new(e, "pinned", json_boolean(a->pinned));
 	json_object_set_new(e, "session_worker", live ? json_string(sw->name) : json_null());
 	json_object_set_new(e, "on_primary", json_boolean(live && a->on_primary));
@@ -160,8 +169,15 @@ static void answer(struct adm_req *r)
 		json_array_append_new(agents, agent_entry(c, &c->agents[i]));
 	}
 	json_t *workers = json_array();
+	json_t *unresolved = json_object();
 	for (int i = 0; i < c->n_workers; i++) {
 		const struct off_worker *w = &c->workers[i];
+		if (w->unresolved) {
+			json_object_set_new(unresolved, "agents", json_integer(w->listed));
+			json_object_set_new(unresolved, "truncated", json_boolean(w->truncated));
+			json_object_set_new(unresolved, "total", json_integer(w->primaries));
+			continue;
+		}
 		if (serving(w))
 			continue;
 		json_t *e = json_object();
@@ -175,15 +191,16 @@ static void answer(struct adm_req *r)
 	json_t *j = json_object();
 	json_object_set_new(j, "workers", workers);
 	json_object_set_new(j, "agents", agents);
+	json_object_set_new(j, "unresolved", unresolved);
 	adm_reply_json(r, 200, j);
 }
 
-/* HMGET P agent:ID primary pinned worker on_primary. */
+/* HMGET P agent:ID primary pinned worker on_primary primary_as_sent. */
 static void on_agent(struct adm_req *r, redisReply *reply, int i)
 {
 	struct off_ctx *c = r->ctx;
 	struct off_agent *a = &c->agents[i];
-	if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 4) {
+	if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 5) {
 		c->failed = 1;
 		return;
 	}
@@ -191,6 +208,9 @@ static void on_agent(struct adm_req *r, redisReply *reply, int i)
 	a->pinned = reply_is(reply->element[1], "1");
 	a->session_worker = reply_strdup(reply->element[2]);
 	a->on_primary = reply_is(reply->element[3], "1");
+	a->as_sent = reply_strdup(reply->element[4]);
+	if (c->workers[a->worker].unresolved) /* still pinned to nothing */
+		a->listed = a->listed && a->pinned && a->as_sent;
 }
 
 /* Takes up to OFF_CAP agents of each worker not serving (the first by id, so
@@ -242,7 +262,7 @@ static void fetch_agents(struct adm_req *r)
 		char key[256];
 		adm_key(r, key, sizeof(key), RT_KEY_AGENT "%s", c->agents[i].id);
 		if (adm_redis(r, on_agent, i, "HMGET", key, "primary", "pinned", "worker",
-		              "on_primary", NULL) != 0)
+		              "on_primary", "primary_as_sent", NULL) != 0)
 			c->failed = 1;
 	}
 	adm_then(r, answer);
@@ -301,7 +321,10 @@ static void scan_round(struct adm_req *r)
 		if (w->done)
 			continue;
 		char key[256];
-		adm_key(r, key, sizeof(key), RT_KEY_PRIMARIES "%s", w->name);
+		if (w->unresolved)
+			adm_key(r, key, sizeof(key), RT_KEY_UNRESOLVED);
+		else
+			adm_key(r, key, sizeof(key), RT_KEY_PRIMARIES "%s", w->name);
 		if (adm_redis(r, on_scan, i, "SSCAN", key, w->cursor, "COUNT", OFF_SCAN_COUNT,
 		              NULL) != 0)
 			c->failed = 1;
@@ -374,6 +397,12 @@ static void fetch_states(struct adm_req *r)
 	}
 	for (int i = 0; i < c->n_workers && !c->failed; i++) {
 		char hkey[256], pkey[256];
+		if (c->workers[i].unresolved) {
+			adm_key(r, pkey, sizeof(pkey), RT_KEY_UNRESOLVED);
+			if (adm_redis(r, on_primaries, i, "SCARD", pkey, NULL) != 0)
+				c->failed = 1;
+			continue;
+		}
 		adm_key(r, hkey, sizeof(hkey), RT_KEY_WORKER "%s", c->workers[i].name);
 		adm_key(r, pkey, sizeof(pkey), RT_KEY_PRIMARIES "%s", c->workers[i].name);
 		if (adm_redis(r, on_state, i, "HGET", hkey, "state", NULL) != 0 ||
@@ -392,7 +421,7 @@ static void on_names(struct adm_req *r, redisReply *reply, int idx)
 		c->failed = 1;
 		return;
 	}
-	c->workers = calloc(reply->elements ? reply->elements : 1, sizeof(*c->workers));
+	c->workers = calloc(reply->elements + 1, sizeof(*c->workers)); /* + P unresolved */
 	if (!c->workers) {
 		c->failed = 1;
 		return;
@@ -405,6 +434,16 @@ static void on_names(struct adm_req *r, redisReply *reply, int idx)
 		if (c->workers[c->n_workers].name)
 			c->n_workers++;
 	}
+	struct off_worker *u = &c->workers[c->n_workers];
+	u->name = strdup("");
+	u->state = strdup("unresolved");
+	u->unresolved = 1;
+	if (!u->name || !u->state) {
+		free(u->name), free(u->state);
+		c->failed = 1;
+		return;
+	}
+	c->n_workers++;
 	qsort(c->workers, (size_t)c->n_workers, sizeof(*c->workers), cmp_worker);
 }
 

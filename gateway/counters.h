@@ -118,6 +118,9 @@ struct gw_counters {
 #define GW_GAUGES(X)                                                                               \
 	X(sessions, "qagw_sessions", "Sessions past HELLO")                                        \
 	X(on_primary, "qagw_sessions_on_primary", "Sessions held on their agent's primary worker") \
+	X(unresolved, "qagw_sessions_unresolved_primary",                                          \
+	  "Sessions whose HELLO named a primary that matches no worker of the pool (a mistyped "   \
+	  "-x: every push to them is no_session)")                                                 \
 	X(draining, "qagw_worker_draining",                                                        \
 	  "1 while the worker is drained (admin) or stopping (SIGTERM)")                           \
 	X(store_up, "qagw_worker_store_up", "1 while the worker's store connection is up")         \

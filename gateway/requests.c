@@ -96,6 +96,8 @@ static void finish_welcome(struct gw_session *s)
 	s->gauged = 1;
 	atomic_fetch_add(&s->w->gauges.sessions, 1);
 	atomic_fetch_add(&s->w->gauges.on_primary, s->on_primary);
+	s->gauged_unresolved = s->primary_sent[0] && !s->primary[0];
+	atomic_fetch_add(&s->w->gauges.unresolved, s->gauged_unresolved);
 	gw_slog(GW_LOG_INFO, s,
 	        "HELLO: primary \"%s\" -> %s, on_primary %d, persist %d, epoch %llu",
 	        s->primary_sent, s->primary[0] ? s->primary : "(unresolved)", s->on_primary,

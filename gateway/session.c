@@ -89,6 +89,7 @@ void gw_session_free(struct gw_session *s)
 	if (s->gauged) {
 		atomic_fetch_sub(&w->gauges.sessions, 1);
 		atomic_fetch_sub(&w->gauges.on_primary, s->on_primary);
+		atomic_fetch_sub(&w->gauges.unresolved, s->gauged_unresolved);
 	}
 	if (s->in_agent_map)
 		HASH_DEL(w->sessions->by_agent, s);

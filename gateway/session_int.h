@@ -58,6 +58,7 @@ struct gw_session {
 	UT_hash_handle hh;       /* in the table's by_agent from HELLO on: one session per agent */
 	struct gw_ip_count *ipc; /* until WELCOME is written: this source address's count */
 	int in_agent_map;
+	int gauged_unresolved;         /* counted in qagw_sessions_unresolved_primary */
 	int gauged;                    /* counted in w->gauges (WELCOME written) */
 	uint64_t epoch;                /* this live session's epoch in Redis; 0 if not registered */
 	struct gw_ticket *ticket;      /* Redis claim in flight (its s is cleared if we go first) */

@@ -16,6 +16,7 @@
 #define RT_KEY_WORKERINFO "workerinfo:" /* NAME: hash, no expiry: a worker that is down */
 #define RT_KEY_ASSIGNED   "assigned:"   /* NAME: set, agents the router assigned to NAME */
 #define RT_KEY_PRIMARIES  "primaries:"  /* NAME: set, agents whose primary is NAME */
+#define RT_KEY_UNRESOLVED "unresolved"  /* set: agents pinned to a primary no worker is */
 #define RT_KEY_MARKER     "marker:"     /* NAME: string, absent only in an emptied Redis */
 #define RT_KEY_SWEEP      "sweep:"      /* NAME: string, who moves a lost worker's agents */
 #define RT_KEY_AGENT      "agent:"      /* ID: hash, primary, pinned and the session */

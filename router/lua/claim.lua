@@ -1,4 +1,5 @@
 -- A session's claim (HELLO) or announce. KEYS[1] agent hash, KEYS[2] epoch counter.
+-- P unresolved: the agents pinned to a primary that matches no worker.
 -- ARGV: 1 prefix, 2 agent, 3 worker, 4 node, 5 primary (pinned), 6 pinned,
 -- 7 primary_as_sent, 8 persist, 9 since_ms, 10 announce_only, 11 eps, 12 now_ms,
 -- 13 ms since the last heartbeat after which a lost worker's agents move, 14 hint,
@@ -18,7 +19,11 @@ if ARGV[6] == '1' then
   end
   if primary ~= '' then redis.call('SADD', P..'primaries:'..primary, a) end
   redis.call('HSET', KEYS[1], 'primary', primary, 'pinned', '1')
+  -- named a primary that matches no worker (a mistyped -x): listed by the admin port
+  if primary == '' and ARGV[7] ~= '' then redis.call('SADD', P..'unresolved', a)
+  else redis.call('SREM', P..'unresolved', a) end
 else
+  redis.call('SREM', P..'unresolved', a)
   local cur = ''
   if opin == '0' then cur = op elseif opin == '' then cur = ARGV[14] end
   local now, ra = tonumber(ARGV[12]), tonumber(ARGV[13])

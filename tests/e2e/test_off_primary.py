@@ -38,6 +38,11 @@ def by_worker(body) -> Dict[str, dict]:
     return {w["name"]: w for w in body["workers"]}
 
 
+# nothing off its primary: no worker, no agent, and no agent pinned to a primary that
+# matches no worker (issue 19's "unresolved")
+EMPTY = {"workers": [], "agents": [], "unresolved": {"agents": 0, "total": 0, "truncated": False}}
+
+
 def check_shape(body) -> None:
     """Field types, and the agents sorted by id."""
     ids = [a["agent"] for a in body["agents"]]
@@ -47,6 +52,7 @@ def check_shape(body) -> None:
         assert isinstance(w["agents"], int) and isinstance(w["truncated"], bool), w
     for a in body["agents"]:
         assert a["primary_state"] in ("down", "draining"), a
+        assert a["reason"] == a["primary_state"], a
         assert isinstance(a["pinned"], bool), a
         assert a["session_worker"] is None or isinstance(a["session_worker"], str), a
     counts = {}
@@ -100,7 +106,7 @@ def test_down_primary_lists_pinned_and_not_yet_moved_agents(qagw, uid):
                 persist(n1, "ml2", R)]
     try:
         before = off_primary(n1)
-        assert before == {"workers": [], "agents": []}, before
+        assert before == EMPTY, before
 
         t0 = time.monotonic()
         n2.kill(signal.SIGKILL)
@@ -152,7 +158,7 @@ def test_draining_primary_lists_pinned_agents_and_router_moves_the_others(qagw, 
     sessions = [persist(n1, "ml1", P, primary=ml3),
                 persist(n1, "ml2", Q, primary=n1.address("ml2"))]
     try:
-        assert off_primary(n2) == {"workers": [], "agents": []}
+        assert off_primary(n2) == EMPTY
         t0 = time.monotonic()
         status, body = n1.admin.post("/api/workers/ml3/drain")
         assert status == 202, (status, body)
@@ -171,7 +177,8 @@ def test_draining_primary_lists_pinned_agents_and_router_moves_the_others(qagw, 
             assert body["workers"] == [{"name": "ml3", "state": "draining", "agents": 1,
                                         "truncated": False, "primaries": 1}], body["workers"]
             assert body["agents"] == [{"agent": P, "primary": "ml3",
-                                       "primary_state": "draining", "pinned": True,
+                                       "primary_state": "draining", "reason": "draining",
+                                       "primary_as_sent": ml3, "pinned": True,
                                        "session_worker": "ml1", "on_primary": False}], body
         moved = agent_json(n1, R)
         assert moved["primary"] in ("ml1", "ml2") and moved["pinned"] is False, moved
@@ -184,7 +191,7 @@ def test_draining_primary_lists_pinned_agents_and_router_moves_the_others(qagw, 
     # resumed: nobody is off-primary any more
     status, body = n1.admin.post("/api/workers/ml3/resume")
     assert status == 202, (status, body)
-    poll(lambda: off_primary(n1), lambda b: b == {"workers": [], "agents": []}, 5,
+    poll(lambda: off_primary(n1), lambda b: b == EMPTY, 5,
          "an empty list after ml3 resumed")
 
 
@@ -223,8 +230,9 @@ def test_truncated_at_1000_agents_per_worker_and_stale_entries_left_out(qagw, ui
     assert set(ag) - {A} <= set(many)
     assert all(e["pinned"] is True and e["primary"] == "gone1" and e["session_worker"] is None
                for a, e in ag.items() if a != A)
-    assert ag[A] == {"agent": A, "primary": "gone2", "primary_state": "down", "pinned": False,
-                     "session_worker": "ml1", "on_primary": False}, ag[A]
+    assert ag[A] == {"agent": A, "primary": "gone2", "primary_state": "down", "reason": "down",
+                     "primary_as_sent": None, "pinned": False, "session_worker": "ml1",
+                     "on_primary": False}, ag[A]
 
 
 def test_token_required_and_503_without_redis(qagw, private_redis, uid):
@@ -233,7 +241,7 @@ def test_token_required_and_503_without_redis(qagw, private_redis, uid):
     for tok in (None, "wrong"):
         status, body = g.admin.get(PATH, token=tok)
         assert status == 401 and body.get("error") == "unauthorized", (tok, status, body)
-    assert off_primary(g) == {"workers": [], "agents": []}
+    assert off_primary(g) == EMPTY
     # a path of its own: not an agent id under /api/agents/
     status, body = g.admin.get(PATH + "/x")
     assert status == 404, (status, body)
@@ -248,5 +256,5 @@ def test_token_required_and_503_without_redis(qagw, private_redis, uid):
     assert body.get("error") == "redis_unavailable", body
 
     private_redis.start()
-    poll(lambda: g.admin.get(PATH), lambda sb: sb == (200, {"workers": [], "agents": []}), 10,
+    poll(lambda: g.admin.get(PATH), lambda sb: sb == (200, EMPTY), 10,
          "200 again once Redis is back")

@@ -65,3 +65,36 @@ def test_a_clean_stop_logs_no_warning(qagw, uid):
     warnings = [line for line in tail.splitlines() if " warn " in line or " error " in line]
     assert "stopped" in tail, tail[-2000:]
     assert not warnings, "\n".join(warnings)
+
+
+def test_agent_pinned_to_no_worker_is_listed_and_counted(qagw, uid):
+    """Issue 19: an agent whose HELLO names a primary that matches no worker (a mistyped
+    -x) is listed in /api/agents-off-primary with reason unresolved, and counted in
+    qagw_sessions_unresolved_primary; once it names a real primary it leaves both."""
+    import qasync as q
+    from pool import persist
+    g = qagw(workers=("ml1",))
+    A = f"A-{uid}"
+    c = persist(g, "ml1", A, primary="10.9.9.9:2439")
+    try:
+        assert not c.welcome.on_primary
+        off = poll(lambda: g.admin.get_ok("/api/agents-off-primary"),
+                   lambda j: any(e["agent"] == A for e in j["agents"]), 5, "A listed")
+        e = next(e for e in off["agents"] if e["agent"] == A)
+        assert (e["reason"], e["primary"], e["primary_as_sent"], e["pinned"],
+                e["session_worker"]) == ("unresolved", None, "10.9.9.9:2439", True, "ml1"), e
+        assert off["unresolved"]["agents"] >= 1, off
+        m = g.admin.metrics()
+        assert m.value("qagw_sessions_unresolved_primary", worker="ml1") == 1
+    finally:
+        c.close()
+    c = persist(g, "ml1", A, primary=g.address("ml1"))
+    try:
+        assert c.welcome.on_primary
+        poll(lambda: g.admin.get_ok("/api/agents-off-primary"),
+             lambda j: all(e["agent"] != A for e in j["agents"]), 5, "A no longer listed")
+        poll(lambda: g.admin.metrics(),
+             lambda m: m.value("qagw_sessions_unresolved_primary", worker="ml1") == 0, 5,
+             "gauge back to 0")
+    finally:
+        c.close()
