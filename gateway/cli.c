@@ -426,8 +426,9 @@ int gw_cli_agent(const struct gw_config *c, const char *id, int json)
 		line_of("session persist:", json_object_get(s, "persist"));
 		stamp(json_object_get(s, "since_ms"), cell, sizeof(cell));
 		line("session since:", cell);
-	} else {
-		line("session:", "none");
+	} else { /* with Redis down the node cannot tell: "-" (docs/service.md) */
+		const char *src = json_string_value(json_object_get(a, "source"));
+		line("session:", src && strcmp(src, "redis") == 0 ? "none" : "-");
 	}
 	line_of("pending:", json_object_get(a, "pending"));
 	stamp(json_object_get(a, "last_sync_ms"), cell, sizeof(cell));

@@ -442,3 +442,23 @@ def test_make_install_with_prefix_usr_writes_a_unit_for_usr(tmp_path):
     assert d["ExecStart"][-1].split()[0] == "/usr/bin/qagw", d["ExecStart"]
     assert "file:///usr/share/doc/qagw/service.md" in d["Documentation"][-1], d["Documentation"]
     assert (stage / "usr/share/doc/qagw/service.md").is_file()
+
+
+def test_agents_subcommand_with_redis_down_says_unknown_session(qagw, private_redis, uid):
+    """Issue 19: with Redis down the node cannot tell whether an agent has a live session:
+    `qagw agents ID` prints `session: -` (docs/service.md), not `session: none`."""
+    gw = qagw(workers=("ml1",), redis=private_redis)
+    agent = f"cli-{uid}"
+    c = persist(gw, "ml1", agent)
+    try:
+        wait_until(lambda: (gw.admin.get(f"/api/agents/{agent}")[1] or {}).get("session"), 10,
+                   what="the session in the pool")
+        private_redis.stop()
+        wait_until(lambda: gw.admin.metrics().get("qagw_redis_up") == 0, 10, what="redis down")
+        p = run("-c", gw.conf, "agents", agent)
+        assert p.returncode == 0, (p.returncode, p.stderr)
+        kv = {k.strip(): v.strip() for k, v in
+              (ln.split(":", 1) for ln in p.stdout.splitlines())}
+        assert kv["source"] == "store" and kv["session"] == "-", p.stdout
+    finally:
+        c.close()
