@@ -14,7 +14,7 @@ restart, and (with a private PostgreSQL at synchronous_commit=on) an immediate s
 PostgreSQL and restart. "Mid-batch": slow_uploads makes every insert statement into the
 messages table sleep 30 ms (a trigger the test creates), and a node fault can wait until
 pg_stat_activity shows one of that node's qa_upload calls running (upload_in_flight; the
-nodes' connections carry application_name=qagw-NODE).
+nodes' connections carry application_name qagw/NODE/...).
 
 `batch_atomicity` compares the server store with the agents' sent logs: qa_upload runs
 one UPLOAD frame in one transaction, with one created_ms for all its rows, and the agent
@@ -45,16 +45,18 @@ QUEUE = "q"
 
 
 class NodeStore(harness.Store):
-    """A Store whose conninfo names the node (application_name=qagw-NODE), so that
-    pg_stat_activity tells which node's query is running."""
+    """The store as one node sees it. qagw names each of its store connections
+    (application_name qagw/NODE/WORKER/N, docs/operations.md), so pg_stat_activity tells
+    which node's query is running: node_app_pattern(node)."""
 
     def __init__(self, store: harness.Store, node: str) -> None:
         super().__init__(store.server, store.dbname)
-        self.app = f"qagw-{node}"
+        self.app = node_app_pattern(node)
 
-    @property
-    def conninfo(self) -> str:
-        return f"{super().conninfo} application_name={self.app}"
+
+def node_app_pattern(node: str) -> str:
+    """A LIKE pattern for the application_name of every store connection of node."""
+    return f"qagw/{node}/%"
 
 
 def two_node_pool(qagw, store: harness.Store, **kw) -> Dict[str, harness.Gateway]:
@@ -81,8 +83,9 @@ def upload_in_flight(store: harness.Store, node: str, timeout: float = 5.0) -> b
     or not, its UPLOAD_ACK has not been sent); False after timeout."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        n = store.scalar("select count(*) from pg_stat_activity where application_name = %s "
-                         "and state = 'active' and query like %s", [f"qagw-{node}", "%qa_upload%"])
+        n = store.scalar("select count(*) from pg_stat_activity where application_name like %s "
+                         "and state = 'active' and query like %s",
+                         [node_app_pattern(node), "%qa_upload%"])
         if int(n) > 0:
             return True
         time.sleep(0.005)

@@ -7,7 +7,7 @@ back, all on ONE worker (ml1 of node n1). The store is made slow by 20 ms per IN
 statement into qa_messages (a test trigger), so that while one group statement runs the
 next one gathers many sessions' batches, and a fault can be aimed at a group in flight
 (pg_stat_activity shows qa_upload_group running on the node's connections, named
-application_name=qagw-n1). What each client got is recorded in a history.History (every
+application_name qagw/n1/...). What each client got is recorded in a history.History (every
 final UPLOAD_ACK result); a client that loses its session (connection closed, ERROR) opens
 a new one and uploads the same batch again (same ids: the retry is idempotent). After the
 faults the recipients FETCH and acknowledge everything (the application receiving), and
@@ -48,7 +48,7 @@ import harness
 import qasync as q
 from harness import msg, wait_until
 from history import History
-from soak import NodeStore
+from soak import NodeStore, node_app_pattern
 from test_faults_store import pg_set, restart_postgres, sigkill_postgres
 from test_upgrade import count_mismatches
 
@@ -100,9 +100,9 @@ def group_in_flight(store: harness.Store, node: str, timeout: float = 5.0) -> bo
     """Waits until a qa_upload_group statement of node's connections runs in PostgreSQL."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        n = store.scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s "
+        n = store.scalar("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE %s "
                          "AND state = 'active' AND query LIKE %s",
-                         (f"qagw-{node}", "%qa_upload_group(%"))
+                         (node_app_pattern(node), "%qa_upload_group(%"))
         if int(n) > 0:
             return True
         time.sleep(0.003)
@@ -248,7 +248,7 @@ class Uploaders:
 
 
 def one_worker(qagw, store: harness.Store, **kw):
-    """Node n1 with one worker, ml1, its store connections named qagw-n1."""
+    """Node n1 with one worker, ml1, its store connections named qagw/n1/..."""
     return qagw(workers=("ml1",), node="n1", store_=NodeStore(store, "n1"), **kw)
 
 
