@@ -29,6 +29,7 @@ static const struct adm_route routes[] = {
     {ADM_GET, "/api/workers", adm_get_workers, ADM_TOKEN},
     {ADM_POST, "/api/workers/{}/drain", adm_post_worker_drain, ADM_TOKEN},
     {ADM_POST, "/api/workers/{}/resume", adm_post_worker_resume, ADM_TOKEN},
+    {ADM_DELETE, "/api/workers/{}", adm_delete_worker, ADM_TOKEN},
     {ADM_GET, "/api/agents", adm_get_agents, ADM_TOKEN},
     {ADM_POST, "/api/agents", adm_post_agent, ADM_TOKEN},
     {ADM_GET, "/api/agents/{}", adm_get_agent, ADM_TOKEN},

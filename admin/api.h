@@ -12,6 +12,7 @@ void adm_get_healthz(struct adm_req *r);
 void adm_get_workers(struct adm_req *r);
 void adm_post_worker_drain(struct adm_req *r);
 void adm_post_worker_resume(struct adm_req *r);
+void adm_delete_worker(struct adm_req *r);
 
 /* api_push.c */
 void adm_get_push(struct adm_req *r);

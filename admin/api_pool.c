@@ -1,4 +1,5 @@
-/* GET /healthz, GET /api/workers, POST /api/workers/{name}/drain|resume.
+/* GET /healthz, GET /api/workers, POST /api/workers/{name}/drain|resume,
+ * DELETE /api/workers/{name}.
  *
  * /healthz looks only at this node: its own store and Redis connections and
  * the gauges of its local workers. /api/workers is pool-wide, from Redis
@@ -13,6 +14,8 @@
 #include "gateway/node.h"
 #include "proto/qs_codec.h"
 #include "router/rt_keys.h"
+#include "router/rt_scripts.h"
+#include "store/queries.h"
 
 #include <stdatomic.h>
 #include <stdio.h>
@@ -408,4 +411,114 @@ void adm_post_worker_drain(struct adm_req *r)
 void adm_post_worker_resume(struct adm_req *r)
 {
 	worker_command(r, GW_CMD_RESUME, "resume");
+}
+
+/* ---- DELETE /api/workers/{name} (issue 19: retiring a worker or a node) ----
+ * Only a worker that is down (no heartbeat): 409 otherwise. retire.lua takes
+ * it out of the pool's registry, at once if no router-assigned agent names
+ * it, else once the routers have moved them (at once: as for a worker lost
+ * longer than reassign_after); its pinned agents are listed as unresolved.
+ * Then its row in the store's known workers goes. */
+
+struct retire_ctx {
+	char result[16]; /* retire.lua's: alive, unknown, retiring, removed */
+	long long assigned, pinned;
+	int in_store; /* the store knew it */
+	int failed;
+};
+
+static void on_retired(struct adm_req *r, redisReply *reply, int idx)
+{
+	struct retire_ctx *c = r->ctx;
+	if (!reply || reply->type != REDIS_REPLY_ARRAY || reply->elements != 3 ||
+	    reply->element[0]->type != REDIS_REPLY_STRING ||
+	    reply->element[0]->len >= sizeof(c->result)) {
+		c->failed = 1;
+		return;
+	}
+	memcpy(c->result, reply->element[0]->str, reply->element[0]->len);
+	c->assigned = adm_int_from_reply(reply->element[1]);
+	c->pinned = adm_int_from_reply(reply->element[2]);
+}
+
+static void on_store_removed(struct adm_req *r, const PGresult *res, const char *err)
+{
+	struct retire_ctx *c = r->ctx;
+	if (!res) {
+		adm_reply_error(r, 503, "store_unavailable",
+		                "the store did not answer (%s): run the removal again",
+		                err ? err : "?");
+		return;
+	}
+	c->in_store = PQntuples(res) == 1;
+	const char *name = r->params.v[0];
+	if (strcmp(c->result, "unknown") == 0 && !c->in_store) {
+		adm_reply_error(r, 404, "not_found", "unknown worker %s", name);
+		return;
+	}
+	const char *state = strcmp(c->result, "retiring") == 0 ? "retiring" : "removed";
+	gw_log(GW_LOG_INFO,
+	       "admin: worker %s %s: %lld router-assigned agents to move, %lld pinned agents "
+	       "now unresolved",
+	       name, state, c->assigned, c->pinned);
+	json_t *j = json_object();
+	json_object_set_new(j, "worker", json_string(name));
+	json_object_set_new(j, "state", json_string(state));
+	json_object_set_new(j, "agents_to_move", json_integer(c->assigned));
+	json_object_set_new(j, "pinned_unresolved", json_integer(c->pinned));
+	adm_reply_json(r, strcmp(state, "removed") == 0 ? 200 : 202, j);
+}
+
+static struct st_op *submit_remove(struct st_conn *c, const void *name, st_done_fn done, void *arg)
+{
+	return st_worker_remove(c, name, done, arg);
+}
+
+static void retire_decided(struct adm_req *r)
+{
+	struct retire_ctx *c = r->ctx;
+	const char *name = r->params.v[0];
+	if (c->failed) {
+		adm_reply_error(r, 503, "redis_unavailable",
+		                "Redis did not answer: the pool's registry cannot be changed");
+		return;
+	}
+	if (strcmp(c->result, "alive") == 0) {
+		adm_reply_error(r, 409, "worker_not_down",
+		                "worker %s has a heartbeat: stop its node (or drain it) first",
+		                name);
+		return;
+	}
+	if (adm_store(r, on_store_removed, submit_remove, name) != 0)
+		adm_reply_error(r, 503, "store_unavailable",
+		                "the store is unavailable: run the removal again");
+}
+
+void adm_delete_worker(struct adm_req *r)
+{
+	const char *name = r->params.v[0];
+	if (local_worker(r->node, name)) {
+		adm_reply_error(r, 409, "worker_not_down",
+		                "worker %s is this node's: stop the node first", name);
+		return;
+	}
+	if (!qs_valid_worker_name(name, strlen(name))) {
+		adm_reply_error(r, 404, "not_found", "unknown worker (not a valid worker name)");
+		return;
+	}
+	struct retire_ctx *c = calloc(1, sizeof(*c));
+	if (!c) {
+		adm_reply_error(r, 500, "internal", "out of memory");
+		return;
+	}
+	r->ctx = c;
+	r->ctx_free = free;
+	char prefix[128];
+	adm_key(r, prefix, sizeof(prefix), "%s", "");
+	if (adm_redis(r, on_retired, 0, "EVAL", rt_lua_retire, "0", prefix, name, NULL) != 0) {
+		adm_reply_error(r, 503, "redis_unavailable",
+		                "Redis is unavailable: the pool's registry cannot be changed");
+		return;
+	}
+	adm_then(r, retire_decided);
 }

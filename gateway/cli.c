@@ -2,6 +2,7 @@
  * connection (Connection: close) through libcurl's easy API, bounded by a
  * connect and a total timeout; libcurl decodes chunked bodies. */
 #include "gateway/cli.h"
+#include "proto/qs_codec.h"
 #include "router/rt_push.h"
 
 #include "common/clock.h"
@@ -159,11 +160,11 @@ static int set_options(CURL *h, const char *url, struct curl_slist *headers,
 	return 0;
 }
 
-/* GET path. Returns GW_EXIT_OK with reply filled (reply->body is the
- * caller's to free, also on failure), GW_EXIT_UNREACHABLE (no connection or
- * no answer) or GW_EXIT_FAILURE (not HTTP), with err. */
-static int http_get(const struct gw_config *c, const char *path, struct http_reply *reply,
-                    char *err, size_t errlen)
+/* method (GET, or DELETE for workers remove) path. Returns GW_EXIT_OK with reply filled
+ * (reply->body is the caller's to free, also on failure), GW_EXIT_UNREACHABLE (no connection or no
+ * answer) or GW_EXIT_FAILURE (not HTTP), with err. */
+static int http_request(const struct gw_config *c, const char *method, const char *path,
+                        struct http_reply *reply, char *err, size_t errlen)
 {
 	memset(reply, 0, sizeof(*reply));
 	reply->cap = 8192;
@@ -208,6 +209,9 @@ static int http_get(const struct gw_config *c, const char *path, struct http_rep
 	char detail[CURL_ERROR_SIZE] = "";
 	if (ok && set_options(h, url, headers, reply, detail) != 0)
 		ok = 0;
+	if (ok && strcmp(method, "GET") != 0 &&
+	    curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, method) != CURLE_OK)
+		ok = 0;
 	int rc;
 	if (!ok) {
 		snprintf(err, errlen, "cannot set up the request (libcurl)");
@@ -229,13 +233,13 @@ static int http_get(const struct gw_config *c, const char *path, struct http_rep
 	return rc;
 }
 
-/* GET path and parse the JSON. Returns GW_EXIT_OK with *out and the raw
+/* method path and parse the JSON. Returns GW_EXIT_OK with *out and the raw
  * body in *raw (caller frees), or the exit code, having said why. */
-static int get_json(const struct gw_config *c, const char *what, const char *path, json_t **out,
-                    struct http_reply *reply)
+static int request_json(const struct gw_config *c, const char *what, const char *method,
+                        const char *path, json_t **out, struct http_reply *reply)
 {
 	char err[512];
-	int rc = http_get(c, path, reply, err, sizeof(err));
+	int rc = http_request(c, method, path, reply, err, sizeof(err));
 	if (rc != GW_EXIT_OK) {
 		fprintf(stderr, "qagw: %s: %s\n", what, err);
 		return rc;
@@ -290,6 +294,12 @@ static void stamp(const json_t *v, char *out, size_t len)
 	long long age = (long long)(gw_wall_ms() / 1000) - (long long)t;
 	snprintf(out, len, "%04d-%02d-%02dT%02d:%02d:%02dZ (%lld s ago)", tm.tm_year + 1900,
 	         tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, age < 0 ? 0 : age);
+}
+
+static int get_json(const struct gw_config *c, const char *what, const char *path, json_t **out,
+                    struct http_reply *reply)
+{
+	return request_json(c, what, "GET", path, out, reply);
 }
 
 static int print_raw(const struct http_reply *reply)
@@ -445,6 +455,36 @@ int gw_cli_agent(const struct gw_config *c, const char *id, int json)
 	line_of("source:", json_object_get(a, "source"));
 	rc = fflush(stdout) == 0 ? GW_EXIT_OK : GW_EXIT_FAILURE;
 	json_decref(a);
+	free(reply.body);
+	return rc;
+}
+
+/* ---- workers remove NAME ---- */
+
+int gw_cli_worker_remove(const struct gw_config *c, const char *name, int json)
+{
+	char path[200];
+	if (!qs_valid_worker_name(name, strlen(name))) {
+		fprintf(stderr, "qagw: workers remove: bad worker name \"%.80s\"\n", name);
+		return GW_EXIT_USAGE;
+	}
+	snprintf(path, sizeof(path), "/api/workers/%s", name);
+	json_t *j = NULL;
+	struct http_reply reply;
+	int rc = request_json(c, "workers remove", "DELETE", path, &j, &reply);
+	if (rc == GW_EXIT_OK && json) {
+		rc = print_raw(&reply);
+	} else if (rc == GW_EXIT_OK) {
+		char state[64], moving[32], pinned[32];
+		scalar(json_object_get(j, "state"), state, sizeof(state));
+		scalar(json_object_get(j, "agents_to_move"), moving, sizeof(moving));
+		scalar(json_object_get(j, "pinned_unresolved"), pinned, sizeof(pinned));
+		printf("worker %s: %s (router-assigned agents to move: %s; pinned agents now "
+		       "unresolved: %s)\n",
+		       name, state, moving, pinned);
+		rc = fflush(stdout) == 0 ? GW_EXIT_OK : GW_EXIT_FAILURE;
+	}
+	json_decref(j);
 	free(reply.body);
 	return rc;
 }

@@ -20,6 +20,10 @@ enum gw_exit {
  * a gw_exit code; messages for the failures go to stderr. */
 int gw_cli_workers(const struct gw_config *c, int json);
 
+/* DELETE /api/workers/{name}: a worker that is down leaves the pool (its
+ * agents move); one line on stdout, or the raw JSON. */
+int gw_cli_worker_remove(const struct gw_config *c, const char *name, int json);
+
 /* GET /api/agents/{id}: key: value lines on stdout, or the raw JSON. */
 int gw_cli_agent(const struct gw_config *c, const char *id, int json);
 

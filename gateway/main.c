@@ -45,6 +45,8 @@ static const char usage_text[] =
     "       qagw -c FILE agent remove ID\n"
     "       qagw -c FILE agent list\n"
     "       qagw -c FILE workers [--json]     the pool's workers, from the admin port\n"
+    "       qagw -c FILE workers remove NAME [--json]\n"
+    "                                         a worker that is down leaves the pool\n"
     "       qagw -c FILE agents ID [--json]   one agent, from the admin port\n"
     "       qagw --version | -V               print the version and exit\n"
     "       qagw --help | -h                  print this help and exit\n"
@@ -184,6 +186,7 @@ int main(int argc, char **argv)
 	int check = 0, json = 0;
 	const char *command = NULL; /* "agent", "workers", "agents" */
 	const char *agent_id = NULL;
+	const char *remove_worker = NULL; /* workers remove NAME */
 	char **agent_cmd = NULL;
 	int agent_argc = 0;
 	for (int i = 1; i < argc; i++) {
@@ -210,6 +213,12 @@ int main(int argc, char **argv)
 			break;
 		} else if (strcmp(a, "workers") == 0 && !command) {
 			command = a;
+			if (i + 1 < argc && strcmp(argv[i + 1], "remove") == 0) {
+				if (i + 2 >= argc || argv[i + 2][0] == '-')
+					usage("workers remove needs a worker NAME");
+				remove_worker = argv[i + 2];
+				i += 2;
+			}
 		} else if (strcmp(a, "agents") == 0 && !command) {
 			command = a;
 			if (i + 1 >= argc || argv[i + 1][0] == '-')
@@ -233,7 +242,8 @@ int main(int argc, char **argv)
 		return GW_EXIT_USAGE;
 	}
 	if (command && strcmp(command, "workers") == 0)
-		return gw_cli_workers(&n.node.conf, json);
+		return remove_worker ? gw_cli_worker_remove(&n.node.conf, remove_worker, json)
+		                     : gw_cli_workers(&n.node.conf, json);
 	if (command && strcmp(command, "agents") == 0)
 		return gw_cli_agent(&n.node.conf, agent_id, json);
 	if (agent_cmd) {

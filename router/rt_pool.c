@@ -648,7 +648,7 @@ static void on_view(void *arg, redisReply *r)
 	int n = 0;
 	for (size_t i = 0; i < r->elements && n < RT_VIEW_MAX; i++) {
 		const redisReply *e = r->element[i];
-		if (e->type != REDIS_REPLY_ARRAY || e->elements != 9)
+		if (e->type != REDIS_REPLY_ARRAY || e->elements != 10)
 			continue;
 		struct rt_view_worker *w = &v->w[n++];
 		char state[32];
@@ -664,6 +664,7 @@ static void on_view(void *arg, redisReply *r)
 		w->tls = int_field(e->element[6]) != 0;
 		w->last_seen_ms = int_field(e->element[7]);
 		w->assigned = int_field(e->element[8]);
+		w->retired = int_field(e->element[9]) != 0;
 	}
 	v->n = n;
 	v->updated_ms = gw_wall_ms();
@@ -886,6 +887,13 @@ static void check_pool(struct rt_pool *p)
 		const struct rt_view_worker *v = &p->view.w[i];
 		if (strcmp(v->name, p->worker) == 0)
 			self_serving = v->serving;
+		/* A retired worker whose agents are all moved leaves the registry
+		 * (retire.lua, idempotent: any router may run it). */
+		if (v->retired && !v->alive && v->assigned == 0) {
+			const char *argv[] = {"EVAL", rt_lua_retire, "0", p->prefix, v->name};
+			(void)rt_redis_commandv(p->cmd, NULL, NULL, 5, argv, NULL);
+			continue;
+		}
 		if (v->alive || v->assigned == 0 || v->last_seen_ms <= 0 ||
 		    now - v->last_seen_ms < p->reassign_after_ms || sweeping(p, v->name, 0))
 			continue;

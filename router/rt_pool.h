@@ -130,6 +130,7 @@ struct rt_view_worker {
 	int serving; /* alive and not draining */
 	int64_t last_seen_ms;
 	int64_t assigned; /* router-assigned agents */
+	int retired;      /* an operator removed it (retire.lua): its agents move at once */
 };
 struct rt_view {
 	int n;

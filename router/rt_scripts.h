@@ -19,5 +19,6 @@ extern const char rt_lua_move_away[];   /* move_away.lua: a sweep's batch off a 
 extern const char rt_lua_move_to[];     /* move_to.lua: a joining worker's rebalance batch */
 extern const char rt_lua_refill[];      /* refill.lua: primaries from the store */
 extern const char rt_lua_set_primary[]; /* set_primary.lua: an operator's primary */
+extern const char rt_lua_retire[];      /* retire.lua: an operator removes a worker */
 
 #endif

@@ -147,6 +147,14 @@ struct st_op *st_pending_of(struct st_conn *c, const char *const *agents, int n,
 	    &p, done, arg);
 }
 
+struct st_op *st_worker_remove(struct st_conn *c, const char *name, st_done_fn done, void *arg)
+{
+	struct st_params p = {0};
+	st_params_text(&p, name, strlen(name));
+	return st_submit_clear(c, "DELETE FROM qa_workers WHERE name = $1 RETURNING name", &p, done,
+	                       arg);
+}
+
 struct st_op *st_backlog(struct st_conn *c, st_done_fn done, void *arg)
 {
 	struct st_params p = {0};

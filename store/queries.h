@@ -45,6 +45,11 @@ struct st_op *st_purge(struct st_conn *c, int64_t before_ms, int32_t limit, st_d
 /* The rows a st_expire or st_purge batch handled (0 for any other shape). */
 int st_batch_read(const PGresult *res);
 
+/* Removes worker name from the known workers (qa_workers): the WELCOMEs'
+ * server lists no longer name it. One row ("removed") if it was known. */
+struct st_op *st_worker_remove(struct st_conn *c, const char *name, st_done_fn done, void *arg)
+    __attribute__((warn_unused_result));
+
 /* The store's backlog: pending messages (status 1, from the counters) and
  * the oldest one's created_ms (0: none; reads the pending rows' index, so
  * O(pending): for the lifecycle job, once a run). Read with st_backlog_read. */

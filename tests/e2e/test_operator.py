@@ -98,3 +98,52 @@ def test_agent_pinned_to_no_worker_is_listed_and_counted(qagw, uid):
              "gauge back to 0")
     finally:
         c.close()
+
+
+def test_a_stopped_node_is_removed_and_its_agents_move(qagw, store, uid):
+    """Issue 19, retiring a node: DELETE /api/workers/{name} (409 while the worker has a
+    heartbeat) and `qagw -c FILE workers remove NAME`. The worker leaves /api/workers and
+    the store's known workers; its router-assigned agents move at once (not reassign_after
+    later); an agent pinned to it is listed unresolved; a second removal is 404."""
+    import subprocess
+    import qasync as q
+    from harness import QAGW
+    n1 = qagw(workers=("ml1",), node="n1")
+    n2 = qagw(workers=("ml3",), node="n2")
+    poll(lambda: {w["name"]: w["state"] for w in n1.admin.get_ok("/api/workers")},
+         lambda ws: ws.get("ml1") == "serving" and ws.get("ml3") == "serving", 10, "both serve")
+    agents = [f"R{i}-{uid}" for i in range(12)]
+    for a in agents:  # router-assigned (empty primary): some to ml3
+        with q.Client("127.0.0.1", n2.port("ml3")) as c:
+            c.hello(a)
+    P = f"P-{uid}"
+    with q.Client("127.0.0.1", n2.port("ml3")) as c:
+        c.hello(P, primary=n2.address("ml3"))
+    on_ml3 = [a for a in agents if n1.admin.get_ok(f"/api/agents/{a}")["primary"] == "ml3"]
+    assert on_ml3, "no agent assigned to ml3"
+
+    st, body = n1.admin.delete("/api/workers/ml3")
+    assert st == 409 and body["error"] == "worker_not_down", (st, body)
+
+    n2.kill()
+    poll(lambda: {w["name"]: w["state"] for w in n1.admin.get_ok("/api/workers")},
+         lambda ws: ws.get("ml3") == "down", 10, "ml3 down")
+    t0 = time.monotonic()
+    p = subprocess.run([str(QAGW), "-c", str(n1.conf), "workers", "remove", "ml3"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0 and "worker ml3: retiring" in p.stdout, (p.returncode, p.stdout,
+                                                                       p.stderr)
+    poll(lambda: [w["name"] for w in n1.admin.get_ok("/api/workers")],
+         lambda names: "ml3" not in names, 10, "ml3 gone from /api/workers")
+    took = time.monotonic() - t0
+    for a in on_ml3:
+        assert n1.admin.get_ok(f"/api/agents/{a}")["primary"] == "ml1", a
+    off = n1.admin.get_ok("/api/agents-off-primary")
+    assert [e["agent"] for e in off["agents"]] == [P], off
+    assert off["agents"][0]["reason"] == "unresolved" and \
+        off["agents"][0]["primary_as_sent"] == n2.address("ml3"), off
+    assert off["workers"] == [], off
+    assert store.scalar("select count(*) from qa_workers where name = 'ml3'") in (0, "0")
+    print(f"\n[retire] {len(on_ml3)} agents moved, ml3 gone {took:.1f} s after the removal")
+    st, body = n1.admin.delete("/api/workers/ml3")
+    assert st == 404, (st, body)

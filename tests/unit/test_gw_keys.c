@@ -31,7 +31,7 @@ static const struct {
     {"move_to.lua", rt_lua_move_to, 1}, {"set_primary.lua", rt_lua_set_primary, 1},
     {"refill.lua", rt_lua_refill, 1},   {"view.lua", rt_lua_view, 0},
     {"release.lua", rt_lua_release, 0}, {"route.lua", rt_lua_route, 0},
-    {"account.lua", rt_lua_account, 0},
+    {"account.lua", rt_lua_account, 0}, {"retire.lua", rt_lua_retire, 0},
 };
 #define N_SCRIPTS (int)(sizeof(scripts) / sizeof(scripts[0]))
 
