@@ -26,7 +26,7 @@ from __future__ import annotations
 import time
 from typing import Dict, List, Optional
 
-import harness
+from qagwtest import harness
 import peers
 
 

@@ -1,4 +1,4 @@
-"""The processes of a benchmark run besides the ones tests/e2e/harness.py starts
+"""The processes of a benchmark run besides the ones tests/lib/qagwtest/harness.py starts
 (PostgreSQL, Redis, qagw): the peers Mosquitto, nats-server and `openssl s_server`, the
 load generator build/qabench, CPU pinning, RSS readings and the child-process set-up every
 start shares. Used by bench/run.py and bench/scenarios.py.
@@ -22,7 +22,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Set
 
 import psutil  # python3-psutil
 
-import harness  # tests/e2e/harness.py; run.py puts tests/e2e on sys.path
+from qagwtest import harness  # tests/lib/qagwtest (bench/qagwtest links to it)
 
 MOSQUITTO = Path(os.environ.get("MOSQUITTO", "/usr/sbin/mosquitto"))
 NATS_SERVER = Path(os.environ.get("NATS_SERVER", "/usr/sbin/nats-server"))

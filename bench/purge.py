@@ -25,15 +25,13 @@ from pathlib import Path
 from typing import List, Optional
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "e2e"))
-sys.path.insert(0, str(REPO / "bench"))
 
-import harness  # noqa: E402
-import peers  # noqa: E402
-import report  # noqa: E402
-import run  # noqa: E402
-import scenarios  # noqa: E402
-from scenarios import fmt  # noqa: E402
+from qagwtest import harness
+import peers
+import report
+import run
+import scenarios
+from scenarios import fmt
 
 BUDGET_S = 570  # the whole run, under 10 minutes with the teardown
 

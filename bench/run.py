@@ -13,7 +13,7 @@ figure "not run: REASON"; nothing is ever filled in. Targets are reported, not a
 Pinning (on a machine of 2+ CPUs): the server under test and every peer server, with
 PostgreSQL and Redis, on CPU 0; qabench and qaagent on CPU 1.
 
-PostgreSQL, Redis and qagw are started through tests/e2e/harness.py, the peers and qabench
+PostgreSQL, Redis and qagw are started through tests/lib/qagwtest/harness.py, the peers and qabench
 through bench/peers.py; the scenarios are bench/scenarios.py, the files bench/report.py.
 """
 
@@ -35,14 +35,12 @@ from typing import Dict, List, Optional, Set
 import psutil  # python3-psutil
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "e2e"))
-sys.path.insert(0, str(REPO / "bench"))
 
-import harness  # noqa: E402
-import peers  # noqa: E402
-import report  # noqa: E402
-import scenarios  # noqa: E402
-from peers import NotRun, Qabench  # noqa: E402
+from qagwtest import harness
+import peers
+import report
+import scenarios
+from peers import NotRun, Qabench
 
 CERTS = REPO / "conf" / "dev"  # `make certs`
 RESULTS = REPO / "bench" / "results"

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Dict, List, Optional
 import psutil  # python3-psutil
 
 import costs
-import harness
+from qagwtest import harness
 import peers
 from peers import NotRun, stop_proc
 

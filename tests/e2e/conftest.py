@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-import harness
-from harness import Agent, Gateway, PgServer, RedisServer
+from qagwtest import harness
+from qagwtest.harness import Agent, Gateway, PgServer, RedisServer
 
 _db_counter = itertools.count(1)
 

@@ -36,8 +36,8 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Dict, List, Optional
 
-import harness
-from history import History, QaAgentStore, Report, canonical
+from qagwtest import harness
+from qagwtest.history import History, QaAgentStore, Report, canonical
 from test_failover import json_lines, stop_run
 
 WORKERS = ("ml1", "ml2", "ml3")

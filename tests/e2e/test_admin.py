@@ -7,8 +7,8 @@ import re
 import socket
 import uuid
 
-import qasync as q
-from pool import (HOST, agent_json, canonical, fetch_skipping_push, healthz, mentions, persist,
+from qagwtest import qasync as q
+from qagwtest.pool import (HOST, agent_json, canonical, fetch_skipping_push, healthz, mentions, persist,
                   poll, send_one)
 
 CANONICAL = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")

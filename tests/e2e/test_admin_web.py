@@ -10,8 +10,8 @@ import json
 import socket
 import subprocess
 
-from harness import QAGW, port_open, require_binary
-from pool import poll
+from qagwtest.harness import QAGW, port_open, require_binary
+from qagwtest.pool import poll
 
 EVIL = "https://evil.example"
 

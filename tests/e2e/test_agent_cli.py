@@ -1,7 +1,7 @@
 """qaagent's command line (agent.md): a STREAM that does not parse is a usage error naming
 the bad part (exit 2); sync with no server reachable exits 1 and keeps the messages."""
 
-from harness import free_port
+from qagwtest.harness import free_port
 
 
 def test_bad_stream_is_usage_error_naming_the_part(agent, uid):

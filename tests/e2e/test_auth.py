@@ -10,8 +10,8 @@ from __future__ import annotations
 import re
 import subprocess
 
-import qasync as q
-from harness import QAGW, free_port, msg, require_binary, wait_until
+from qagwtest import qasync as q
+from qagwtest.harness import QAGW, free_port, msg, require_binary, wait_until
 
 TOKEN = {"auth": "token"}
 HEX64 = re.compile(r"^[0-9a-f]{64}$")

@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from harness import QAGW, free_port, require_binary
+from qagwtest.harness import QAGW, free_port, require_binary
 
 
 def check(conf):

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import pytest
 
-import harness
-import qasync as q
-from pool import expect_push, fetch_skipping_push, persist, poll, push_json, send_one, two_nodes
+from qagwtest import harness
+from qagwtest import qasync as q
+from qagwtest.pool import expect_push, fetch_skipping_push, persist, poll, push_json, send_one, two_nodes
 
 BROWSER_DIR = harness.REPO / "tests" / "browser"
 SCRIPT = BROWSER_DIR / "dashboard.mjs"

@@ -16,8 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-import harness
-import qasync as q
+from qagwtest import harness
+from qagwtest import qasync as q
 
 
 def normal_sync_works(g, agent, uid: str, tag: str) -> None:

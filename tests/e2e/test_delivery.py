@@ -8,8 +8,8 @@ import random
 import time
 import uuid
 
-import qasync as q
-from harness import msg, priority_order_key
+from qagwtest import qasync as q
+from qagwtest.harness import msg, priority_order_key
 
 N_TOTAL = 1000
 N_AGENT = 60         # sent with `qaagent send` (-policy ondemand) and one `qaagent sync`

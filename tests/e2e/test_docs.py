@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-import harness
-from harness import REPO
+from qagwtest import harness
+from qagwtest.harness import REPO
 
 MARK = "<!-- runnable -->"
 DOCS = [REPO / "README.md"] + sorted((REPO / "docs").glob("*.md"))

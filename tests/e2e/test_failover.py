@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import List
 
-import harness
-import qasync as q
-from pool import canonical, send_one
+from qagwtest import harness
+from qagwtest import qasync as q
+from qagwtest.pool import canonical, send_one
 
 # Slack for "immediately" and for "within 150 ms of schedule" (the bound).
 SCHEDULE_SLACK_MS = 150

@@ -16,7 +16,7 @@ import random
 import threading
 import time
 
-import harness
+from qagwtest import harness
 from test_failover import json_lines, stop_run, three_nodes
 
 CYCLES = 60

@@ -23,8 +23,8 @@ from __future__ import annotations
 import threading
 import time
 
-import harness
-from history import History
+from qagwtest import harness
+from qagwtest.history import History
 from soak import (Faults, Traffic, atomicity_line, batch_atomicity, mixed, nodes_of,
                   set_synchronous_commit, slow_uploads, two_node_pool)
 

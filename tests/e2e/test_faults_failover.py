@@ -29,9 +29,9 @@ from typing import Dict, List, Optional, Sequence
 import psutil
 import pytest
 
-import harness
-from harness import PGBIN, PgServer, Store
-from history import History
+from qagwtest import harness
+from qagwtest.harness import PGBIN, PgServer, Store
+from qagwtest.history import History
 from test_failover import json_lines, stop_run
 
 N_AGENTS = 20

@@ -44,10 +44,10 @@ from typing import List, Optional
 
 import pytest
 
-import harness
-import qasync as q
-from harness import msg, wait_until
-from history import History
+from qagwtest import harness
+from qagwtest import qasync as q
+from qagwtest.harness import msg, wait_until
+from qagwtest.history import History
 from soak import NodeStore, node_app_pattern
 from test_faults_store import pg_set, restart_postgres, sigkill_postgres
 from test_upgrade import count_mismatches

@@ -42,8 +42,8 @@ from typing import Dict, List, Optional
 
 import pytest
 
-import harness
-from harness import ConfGateway, PgServer, RedisServer, Store
+from qagwtest import harness
+from qagwtest.harness import ConfGateway, PgServer, RedisServer, Store
 from test_faults_failover import Traffic, log_events_ms
 
 CUT_S = 12

@@ -44,11 +44,11 @@ from typing import Callable, Dict, List, Optional, Sequence
 import psutil
 import pytest
 
-import harness
-import qasync as q
-from harness import msg
-from history import History, QaAgentStore, canonical, recipient_of
-from pool import HOST, healthz, poll, two_nodes
+from qagwtest import harness
+from qagwtest import qasync as q
+from qagwtest.harness import msg
+from qagwtest.history import History, QaAgentStore, canonical, recipient_of
+from qagwtest.pool import HOST, healthz, poll, two_nodes
 from test_failover import json_lines, stop_run
 
 WORKERS = ("ml1", "ml2", "ml3")

@@ -35,9 +35,9 @@ from typing import Callable, Dict, List, Optional
 
 import pytest
 
-import qasync as q
-from harness import AgentResult
-from history import History, canonical
+from qagwtest import qasync as q
+from qagwtest.harness import AgentResult
+from qagwtest.history import History, canonical
 
 QUEUE = "q"
 

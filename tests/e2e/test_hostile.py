@@ -7,8 +7,8 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-import qasync as q
-from harness import msg
+from qagwtest import qasync as q
+from qagwtest.harness import msg
 
 MAX_FRAME = 65536
 MAX_BATCH = 8

@@ -11,8 +11,8 @@ import time
 
 import psycopg2
 
-import qasync as q
-from harness import msg, proc_rss_kb
+from qagwtest import qasync as q
+from qagwtest.harness import msg, proc_rss_kb
 
 TOKEN = {"auth": "token"}
 N_CONNS = 24

@@ -20,7 +20,7 @@ import time
 
 import pytest
 
-from harness import QAGW, free_port, require_binary
+from qagwtest.harness import QAGW, free_port, require_binary
 
 OFF_LOOPBACK = "10.255.255.1"  # never reached: --check does not connect
 WARNING = "qagw: warning: "    # how --check prints one (the test's paths may say "warning")

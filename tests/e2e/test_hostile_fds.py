@@ -21,8 +21,8 @@ import time
 import psutil
 import pytest
 
-import harness
-import qasync as q
+from qagwtest import harness
+from qagwtest import qasync as q
 
 # protocol.md HELLO: type, u16 version, str agent_id (<= 120), str token, str primary
 # (each <= 65535), u8 flags, u64 now_ms

@@ -12,7 +12,7 @@ import time
 import psycopg2
 import pytest
 
-import qasync as q
+from qagwtest import qasync as q
 
 TOKEN = {"auth": "token"}
 BUDGET = 10          # GW_AUTH_BUDGET (gateway/credentials.h)

@@ -1,8 +1,8 @@
 """Issue 16, item 8: a string a peer sends is logged on one line, control characters
 written as \\xNN, so it can neither forge a log line nor reach a terminal as an escape."""
 
-import qasync as q
-from harness import wait_until
+from qagwtest import qasync as q
+from qagwtest.harness import wait_until
 
 FORGED = "2026-01-01T00:00:00.000Z error FORGED by the peer"
 

@@ -18,9 +18,9 @@ from __future__ import annotations
 
 import pytest
 
-import qasync as q
-from harness import msg
-from pool import HOST, agent_json, expect_push, persist, poll, send_one
+from qagwtest import qasync as q
+from qagwtest.harness import msg
+from qagwtest.pool import HOST, agent_json, expect_push, persist, poll, send_one
 
 COUNTERS_S = 3.0
 

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-import qasync as q
-from harness import msg, wait_until
+from qagwtest import qasync as q
+from qagwtest.harness import msg, wait_until
 
 
 def batch_of(n, to, tag):

@@ -11,9 +11,9 @@ import uuid
 
 import pytest
 
-import harness
-import qasync
-from qasync import Client, MsgOut, Ping, frame
+from qagwtest import harness
+from qagwtest import qasync
+from qagwtest.qasync import Client, MsgOut, Ping, frame
 
 
 def test_sigterm_drains_sessions_and_exits(qagw, uid):

@@ -5,7 +5,7 @@ conf/dev.conf and run/ports.conf) names those ports, and qagw --check accepts it
 import subprocess
 import sys
 
-from harness import QAGW, REPO, require_binary
+from qagwtest.harness import QAGW, REPO, require_binary
 
 PYTHON_BIN = sys.executable
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-import harness
+from qagwtest import harness
 
 REPO = harness.REPO
 DOCS = REPO / "docs"

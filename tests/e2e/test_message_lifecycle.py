@@ -7,9 +7,9 @@ import threading
 import time
 import uuid
 
-import qasync as q
-from harness import msg, wait_until
-from pool import poll
+from qagwtest import qasync as q
+from qagwtest.harness import msg, wait_until
+from qagwtest.pool import poll
 
 HOST = "127.0.0.1"
 

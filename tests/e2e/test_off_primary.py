@@ -13,9 +13,9 @@ import signal
 import time
 from typing import Dict, Sequence
 
-import harness
-import qasync as q
-from pool import HOST, agent_json, persist, poll, two_nodes
+from qagwtest import harness
+from qagwtest import qasync as q
+from qagwtest.pool import HOST, agent_json, persist, poll, two_nodes
 
 PATH = "/api/agents-off-primary"
 WORKERS = ("ml1", "ml2", "ml3")

@@ -5,8 +5,8 @@ store's backlog, the lifecycle job's runs)."""
 import re
 import time
 
-from harness import REPO, msg
-from pool import poll, upload
+from qagwtest.harness import REPO, msg
+from qagwtest.pool import poll, upload
 
 VERSION_RE = re.compile(r'^qagw_build_info\{version="([^"]+)"\} 1$', re.M)
 
@@ -71,8 +71,8 @@ def test_agent_pinned_to_no_worker_is_listed_and_counted(qagw, uid):
     """Issue 19: an agent whose HELLO names a primary that matches no worker (a mistyped
     -x) is listed in /api/agents-off-primary with reason unresolved, and counted in
     qagw_sessions_unresolved_primary; once it names a real primary it leaves both."""
-    import qasync as q
-    from pool import persist
+    from qagwtest import qasync as q
+    from qagwtest.pool import persist
     g = qagw(workers=("ml1",))
     A = f"A-{uid}"
     c = persist(g, "ml1", A, primary="10.9.9.9:2439")
@@ -106,8 +106,8 @@ def test_a_stopped_node_is_removed_and_its_agents_move(qagw, store, uid):
     the store's known workers; its router-assigned agents move at once (not reassign_after
     later); an agent pinned to it is listed unresolved; a second removal is 404."""
     import subprocess
-    import qasync as q
-    from harness import QAGW
+    from qagwtest import qasync as q
+    from qagwtest.harness import QAGW
     n1 = qagw(workers=("ml1",), node="n1")
     n2 = qagw(workers=("ml3",), node="n2")
     poll(lambda: {w["name"]: w["state"] for w in n1.admin.get_ok("/api/workers")},

@@ -17,9 +17,9 @@ import time
 
 import pytest
 
-import harness
-import qasync as q
-from pool import (agent_json, canonical, expect_no_frame, expect_push, expect_superseded, falsy,
+from qagwtest import harness
+from qagwtest import qasync as q
+from qagwtest.pool import (agent_json, canonical, expect_no_frame, expect_push, expect_superseded, falsy,
                   fetch_skipping_push, healthz, persist, poll, push_json, send_one, sum_metric,
                   truthy, two_nodes)
 

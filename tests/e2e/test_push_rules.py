@@ -4,9 +4,9 @@ no PUSH on a session without PERSIST, no_session accounting, and supersede withi
 
 from __future__ import annotations
 
-import qasync as q
-from harness import msg
-from pool import (HOST, agent_json, expect_no_frame, expect_push, expect_superseded, persist, poll,
+from qagwtest import qasync as q
+from qagwtest.harness import msg
+from qagwtest.pool import (HOST, agent_json, expect_no_frame, expect_push, expect_superseded, persist, poll,
                   push_json, send_one, upload)
 
 COUNTERS_S = 1.5

@@ -14,9 +14,9 @@ import socket
 import struct
 import time
 
-import qasync as q
-from harness import msg
-from pool import HOST, PUSH_FIELDS, poll, push_json, sum_metric, two_nodes
+from qagwtest import qasync as q
+from qagwtest.harness import msg
+from qagwtest.pool import HOST, PUSH_FIELDS, poll, push_json, sum_metric, two_nodes
 
 N_AGENTS = 1000
 WAVE = 100          # connections opened before waiting for their WELCOMEs

@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-import qasync as q
+from qagwtest import qasync as q
 
 MID = uuid.UUID("00112233-4455-6677-8899-aabbccddeeff")
 

@@ -8,9 +8,9 @@ import os
 import signal
 import time
 
-import pool
-import qasync as q
-from harness import msg
+from qagwtest import pool
+from qagwtest import qasync as q
+from qagwtest.harness import msg
 
 
 def test_silent_redis_is_dropped_then_pushes_resume(qagw, private_redis, uid):

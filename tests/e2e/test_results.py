@@ -7,9 +7,9 @@ from __future__ import annotations
 import subprocess
 import time
 
-import harness
-import qasync as q
-from harness import msg
+from qagwtest import harness
+from qagwtest import qasync as q
+from qagwtest.harness import msg
 
 
 def results(ack):

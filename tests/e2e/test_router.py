@@ -15,9 +15,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Dict, List, Sequence
 
-import harness
-import qasync as q
-from pool import HOST, agent_json, expect_no_frame, falsy, persist, poll, truthy, two_nodes
+from qagwtest import harness
+from qagwtest import qasync as q
+from qagwtest.pool import HOST, agent_json, expect_no_frame, falsy, persist, poll, truthy, two_nodes
 
 WORKERS = ("ml1", "ml2", "ml3")
 # the workers' heartbeat (and with it every router's view of the pool) is refreshed each 1 s

@@ -24,8 +24,8 @@ import math
 import time
 from typing import Dict, List, Sequence, Tuple
 
-import qasync as q
-from pool import HOST, expect_no_frame, persist, poll
+from qagwtest import qasync as q
+from qagwtest.pool import HOST, expect_no_frame, persist, poll
 from test_router import assigned_loads, hello_once, routing, wait_serving
 
 N = 120            # router-assigned agents before the join

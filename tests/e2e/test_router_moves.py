@@ -37,8 +37,8 @@ from typing import Dict, List, Sequence
 
 import pytest
 
-import harness
-from pool import agent_json, poll, push_json, sum_metric, truthy
+from qagwtest import harness
+from qagwtest.pool import agent_json, poll, push_json, sum_metric, truthy
 
 FD_S = "0.5"        # -fd: the return to the primary is tried every half second
 BATCH = 50          # qaagent processes started at once (two cores)

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-import harness
-import qasync as q
-from harness import QAGW, REPO, free_port, port_open, require_binary, tail, wait_until
-from pool import HOST, persist
+from qagwtest import harness
+from qagwtest import qasync as q
+from qagwtest.harness import QAGW, REPO, free_port, port_open, require_binary, tail, wait_until
+from qagwtest.pool import HOST, persist
 
 VERSION = (REPO / "VERSION").read_text().strip()
 UNIT_TEMPLATE = REPO / "conf" / "qagw.service.in"

@@ -5,8 +5,8 @@ ias_StatusMessageId = the id as 32 lowercase hex digits."""
 import time
 import uuid
 
-import qasync as q
-from harness import msg
+from qagwtest import qasync as q
+from qagwtest.harness import msg
 
 
 def status_props_ok(props: dict, mid, code: int) -> bool:

@@ -7,8 +7,8 @@ import signal
 import subprocess
 import time
 
-import qasync as q
-from harness import msg
+from qagwtest import qasync as q
+from qagwtest.harness import msg
 
 
 def test_store_down_then_back(qagw, private_pg, agent, uid):

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-import harness
-import qasync as q
-from harness import msg
+from qagwtest import harness
+from qagwtest import qasync as q
+from qagwtest.harness import msg
 
 HANDSHAKE_TIMEOUT = 2
 LIMITS = {"tls_handshake_timeout": HANDSHAKE_TIMEOUT, "hello_timeout": 10}

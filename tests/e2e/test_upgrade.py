@@ -30,9 +30,9 @@ import time
 import uuid
 from pathlib import Path
 
-import harness
-import qasync as q
-from harness import REPO, msg, wait_until
+from qagwtest import harness
+from qagwtest import qasync as q
+from qagwtest.harness import REPO, msg, wait_until
 
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "store_adbbedc.sql"
 OLD_VERSIONS = 7

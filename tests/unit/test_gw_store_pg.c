@@ -2,7 +2,7 @@
  * cluster (initdb -A trust, acceptable only because it listens on 127.0.0.1 and
  * a private socket directory) in a temporary directory on a free loopback port,
  * with fsync off; PostgreSQL refuses to run as root, so as root the directory
- * belongs to the `postgres` user (chown'ed, as tests/e2e/harness.py does) and
+ * belongs to the `postgres` user (chown'ed, as tests/lib/qagwtest/harness.py does) and
  * initdb and the server are exec'ed by a child that has switched to that user
  * itself rather than through runuser, which would fork: PR_SET_PDEATHSIG (they
  * die with this test, also when it is killed) must be on the process itself.

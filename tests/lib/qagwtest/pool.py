@@ -14,8 +14,8 @@ import time
 import uuid
 from typing import Callable, List, Optional, Sequence, Tuple
 
-import qasync as q
-from harness import msg
+from . import qasync as q
+from .harness import msg
 
 HOST = "127.0.0.1"
 

@@ -29,7 +29,7 @@ import psutil  # python3-psutil
 import redis as redis_py  # python3-redis
 from prometheus_client.parser import text_string_to_metric_families  # python3-prometheus-client
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 # QAGW_BUILD (e.g. build-asan, set by `make test-asan`) wins over BUILD; default build/.
 BUILD = Path(os.environ.get("QAGW_BUILD") or os.environ.get("BUILD", REPO / "build"))
 if not BUILD.is_absolute():
@@ -769,7 +769,7 @@ def rmtree(path: Path) -> None:
 def msg(to: str, body: Optional[bytes] = None, priority: int = 4, expires_ms: int = 0,
         props: Sequence = ()):
     """A MSG_OUT with a fresh id (imported lazily so harness stays protocol-agnostic)."""
-    import qasync
+    from . import qasync
     mid = uuid.uuid4()
     return qasync.MsgOut(id=mid, to=to, body=body if body is not None else f"body {mid}".encode(),
                          priority=priority, expires_ms=expires_ms, props=list(props))
