@@ -21,7 +21,7 @@ import time
 import psutil
 import pytest
 
-from qagwtest import harness
+from qagwtest import harness, procs
 from qagwtest import qasync as q
 
 # protocol.md HELLO: type, u16 version, str agent_id (<= 120), str token, str primary
@@ -142,7 +142,7 @@ def test_caps_over_the_descriptor_limit_are_refused(qagw):
 def test_descriptor_exhaustion_pauses_accept_without_spinning(qagw, uid, monkeypatch):
     import http.client
 
-    monkeypatch.setattr(harness, "_die_with_parent", limited((NOFILE, NOFILE)))
+    monkeypatch.setattr(procs, "_die_with_parent", limited((NOFILE, NOFILE)))  # every Popen of the harness calls it
     g = qagw(limits=FITS, sections=STORE_1)
     monkeypatch.undo()
     port, pid = g.port("ml1"), g.pid
