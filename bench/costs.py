@@ -1,6 +1,6 @@
 """What a message costs (issue 15, "The benchmark must tell the truth"): PostgreSQL
 transactions per message and CPU time per message of PostgreSQL, qagw and Redis, read before
-and after a measured window (bench/scenarios.py; docs/benchmarks.md "How to read").
+and after a measured window (bench/scenarios/; docs/benchmarks.md "How to read").
 
 - CPU: psutil's cpu_times of each server's whole process tree, utime + stime + cutime + cstime
   (peers.tree_cpu_seconds): PostgreSQL is the postmaster and every backend and auxiliary

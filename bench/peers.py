@@ -1,7 +1,7 @@
 """The processes of a benchmark run besides the ones tests/lib/qagwtest/harness.py starts
 (PostgreSQL, Redis, qagw): the peers Mosquitto, nats-server and `openssl s_server`, the
 load generator build/qabench, CPU pinning, RSS readings and the child-process set-up every
-start shares. Used by bench/run.py and bench/scenarios.py.
+start shares. Used by bench/run.py and bench/scenarios/.
 
 Every process is started in its own session with PR_SET_PDEATHSIG (a killed run.py leaves
 nothing behind), listens on 127.0.0.1 on a port picked free at run time, logs into the

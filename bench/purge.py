@@ -9,7 +9,7 @@ Writes bench/results/PURGE.json and PURGE.md (never LATEST.*), the logs into
 bench/results/logs/purge/. At most 10 minutes. Services as bench/run.py starts them
 (PostgreSQL 15 with durable commits, Redis, one qagw node of 3 workers; loopback only;
 servers on CPU 0, qabench on CPU 1); binaries from $QAGW_BUILD or $BUILD (default build/).
-The scenario itself is bench/scenarios.py scenario_purge.
+The scenario itself is bench/scenarios/purge.py scenario_purge.
 """
 
 from __future__ import annotations

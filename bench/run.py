@@ -14,7 +14,7 @@ Pinning (on a machine of 2+ CPUs): the server under test and every peer server, 
 PostgreSQL and Redis, on CPU 0; qabench and qaagent on CPU 1.
 
 PostgreSQL, Redis and qagw are started through tests/lib/qagwtest/harness.py, the peers and qabench
-through bench/peers.py; the scenarios are bench/scenarios.py, the files bench/report.py.
+through bench/peers.py; the scenarios are bench/scenarios/, the files bench/report.py.
 """
 
 from __future__ import annotations
