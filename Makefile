@@ -153,7 +153,8 @@ $(BUILD)/tests/test_proto_%: $(call obj,tests/unit/test_proto_%.c) $(LIBPROTO)
 	@mkdir -p $(dir $@)
 	$(CC) $(HARDEN_LD) $(LDFLAGS) -o $@ $^ $(LIBS_TEST)
 
-$(BUILD)/tests/test_agent_%: $(call obj,tests/unit/test_agent_%.c) $(LIBAGENT) $(LIBPROTO) $(LIBCOMMON)
+# (the agent tests' fake servers share tests/unit/fake_qs.c: frame I/O, the listener)
+$(BUILD)/tests/test_agent_%: $(call obj,tests/unit/test_agent_%.c tests/unit/fake_qs.c) $(LIBAGENT) $(LIBPROTO) $(LIBCOMMON)
 	@mkdir -p $(dir $@)
 	$(CC) $(HARDEN_LD) $(LDFLAGS) -o $@ $^ $(LIBS_AGENT) $(LIBS_TEST)
 

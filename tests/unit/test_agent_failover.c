@@ -30,6 +30,7 @@
 #include "agent/qa_stream.h"
 #include "common/clock.h"
 #include "proto/qs_codec.h"
+#include "tests/unit/fake_qs.h"
 
 /* ---- the plan ---- */
 
@@ -169,43 +170,12 @@ struct fake {
 	pthread_t th;
 };
 
-static int read_n(int fd, uint8_t *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t r = read(fd, p, n);
-		if (r <= 0)
-			return -1;
-		p += r;
-		n -= (size_t)r;
-	}
-	return 0;
-}
-
-static int send_frame(int fd, const struct qs_frame *f)
-{
-	struct qs_buf b = {0};
-	int rc = qs_encode(f, &b);
-	if (rc == 0 && write(fd, b.data, b.len) != (ssize_t)b.len)
-		rc = -1;
-	qs_buf_free(&b);
-	return rc;
-}
-
 static void serve(struct fake *f, int fd)
 {
 	uint8_t buf[1 << 16]; /* on this fake's thread: two fakes serve at once */
-	const struct qs_limits lim = {1 << 20, 256};
 	for (;;) {
-		uint8_t hdr[4];
-		if (read_n(fd, hdr, 4) != 0)
-			return;
-		uint32_t len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 |
-		               (uint32_t)hdr[2] << 8 | hdr[3];
-		if (len == 0 || len > sizeof buf || read_n(fd, buf, len) != 0)
-			return;
 		struct qs_frame in, out;
-		const char *why = NULL;
-		if (qs_decode(buf, len, &lim, &in, &why) != QS_OK)
+		if (fq_recv(fd, buf, sizeof buf, &in) != 0)
 			return;
 		memset(&out, 0, sizeof out);
 		const enum qs_type type = in.type;
@@ -220,7 +190,7 @@ static void serve(struct fake *f, int fd)
 			f->saw_bye_after_reassign = f->sent_reassign;
 			return;
 		}
-		if (out.type != 0 && send_frame(fd, &out) != 0)
+		if (out.type != 0 && fq_send(fd, &out) != 0)
 			return;
 		if (type == QS_PING && f->reassign_name != NULL && !f->sent_reassign) {
 			struct qs_server list[2] = {
@@ -231,7 +201,7 @@ static void serve(struct fake *f, int fd)
 			r.u.reassign.primary = qs_str_c(f->reassign_name);
 			r.u.reassign.n_servers = 2;
 			r.u.reassign.servers = list;
-			if (send_frame(fd, &r) != 0)
+			if (fq_send(fd, &r) != 0)
 				return;
 			f->sent_reassign = 1;
 		}
@@ -248,65 +218,53 @@ static void *fake_main(void *arg)
 	/* WELCOME's list (serve mode): lives as long as the frame that points to it. */
 	struct qs_server self = {qs_str_c(f->name ? f->name : ""),
 	                         qs_str_c(f->own_stream ? f->own_stream : "")};
-	uint8_t hdr[4], buf[4096];
-	if (read_n(fd, hdr, 4) == 0) {
-		uint32_t len = (uint32_t)hdr[0] << 24 | (uint32_t)hdr[1] << 16 |
-		               (uint32_t)hdr[2] << 8 | hdr[3];
-		if (len <= sizeof buf && read_n(fd, buf, len) == 0) {
-			const struct qs_limits lim = {1 << 20, 256};
-			struct qs_frame hello_in;
-			const char *why = NULL;
-			if (qs_decode(buf, len, &lim, &hello_in, &why) == QS_OK) {
-				snprintf(f->hello_primary, sizeof f->hello_primary, "%.*s",
-				         (int)hello_in.u.hello.primary.len,
-				         hello_in.u.hello.primary.ptr);
-				f->hello_flags = hello_in.u.hello.flags;
-				qs_frame_release(&hello_in);
-			}
-			struct qs_frame out;
-			memset(&out, 0, sizeof out);
-			if (f->error_code != 0) {
-				out.type = QS_ERROR;
-				out.u.error.code = f->error_code;
-				out.u.error.retryable = f->retryable;
-				out.u.error.text = qs_str_c("fake says no");
-			} else {
-				out.type = QS_WELCOME;
-				out.u.welcome.version = 1;
-				out.u.welcome.server = qs_str_c(f->name);
-				out.u.welcome.primary = qs_str_c(f->serve ? f->name : "ml1");
-				out.u.welcome.on_primary = f->serve ? 1 : 0;
-
-				if (f->serve) {
-					out.u.welcome.n_servers = 1;
-					out.u.welcome.servers = &self;
-				}
-				out.u.welcome.max_frame = 1 << 20;
-				out.u.welcome.max_batch = 16;
-				out.u.welcome.heartbeat_s = 30;
-			}
-			if (send_frame(fd, &out) != 0)
-				perror("fake write");
-			if (f->serve && f->error_code == 0)
-				serve(f, fd);
-			/* Keep it open until the agent closes it. */
-			while (read(fd, buf, sizeof buf) > 0)
-				;
-		}
+	uint8_t buf[4096];
+	struct qs_frame hello_in;
+	if (fq_recv(fd, buf, sizeof buf, &hello_in) != 0) {
+		close(fd);
+		return NULL;
 	}
+	snprintf(f->hello_primary, sizeof f->hello_primary, "%.*s",
+	         (int)hello_in.u.hello.primary.len, hello_in.u.hello.primary.ptr);
+	f->hello_flags = hello_in.u.hello.flags;
+	qs_frame_release(&hello_in);
+	struct qs_frame out;
+	memset(&out, 0, sizeof out);
+	if (f->error_code != 0) {
+		out.type = QS_ERROR;
+		out.u.error.code = f->error_code;
+		out.u.error.retryable = f->retryable;
+		out.u.error.text = qs_str_c("fake says no");
+	} else {
+		out.type = QS_WELCOME;
+		out.u.welcome.version = 1;
+		out.u.welcome.server = qs_str_c(f->name);
+		out.u.welcome.primary = qs_str_c(f->serve ? f->name : "ml1");
+		out.u.welcome.on_primary = f->serve ? 1 : 0;
+
+		if (f->serve) {
+			out.u.welcome.n_servers = 1;
+			out.u.welcome.servers = &self;
+		}
+		out.u.welcome.max_frame = 1 << 20;
+		out.u.welcome.max_batch = 16;
+		out.u.welcome.heartbeat_s = 30;
+	}
+	if (fq_send(fd, &out) != 0)
+		perror("fake write");
+	if (f->serve && f->error_code == 0)
+		serve(f, fd);
+	/* Keep it open until the agent closes it. */
+	while (read(fd, buf, sizeof buf) > 0)
+		;
 	close(fd);
 	return NULL;
 }
 
 static void fake_start(struct fake *f)
 {
-	f->lfd = socket(AF_INET, SOCK_STREAM, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t len = sizeof a;
-	assert_int_equal(bind(f->lfd, (struct sockaddr *)&a, sizeof a), 0);
-	assert_int_equal(listen(f->lfd, 4), 0);
-	assert_int_equal(getsockname(f->lfd, (struct sockaddr *)&a, &len), 0);
-	f->port = ntohs(a.sin_port);
+	f->lfd = fq_listen(&f->port);
+	assert_true(f->lfd >= 0);
 	assert_int_equal(pthread_create(&f->th, NULL, fake_main, f), 0);
 }
 

@@ -30,6 +30,7 @@
 #include "agent/qa_store.h"
 #include "common/clock.h"
 #include "proto/qs_codec.h"
+#include "tests/unit/fake_qs.h"
 
 /* ---- the fake server ---- */
 
@@ -64,40 +65,9 @@ struct fake {
 	int queued;    /* messages the next FETCH delivers */
 };
 
-static int write_all(int fd, const uint8_t *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return -1;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
-static int read_all(int fd, uint8_t *p, size_t n)
-{
-	while (n > 0) {
-		ssize_t r = recv(fd, p, n, 0);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			return -1;
-		p += r;
-		n -= (size_t)r;
-	}
-	return 0;
-}
-
 static int fake_send(struct fake *f, const struct qs_frame *fr)
 {
-	struct qs_buf b = {0};
-	int rc = qs_encode(fr, &b) == 0 ? write_all(f->fd, b.data, b.len) : -1;
-	qs_buf_free(&b);
-	return rc;
+	return fq_send(f->fd, fr);
 }
 
 static int send_welcome(struct fake *f)
@@ -233,17 +203,10 @@ static int fake_answer(struct fake *f, const struct qs_frame *in)
 static void *fake_main(void *arg)
 {
 	struct fake *f = arg;
-	const struct qs_limits lim = {QS_DEFAULT_MAX_FRAME, QS_DEFAULT_MAX_BATCH};
 	uint8_t *buf = malloc(QS_DEFAULT_MAX_FRAME);
 	for (;;) {
-		uint8_t hdr[QS_HEADER_LEN];
-		uint32_t len;
-		if (read_all(f->fd, hdr, sizeof hdr) != 0 ||
-		    qs_check_header(hdr, QS_DEFAULT_MAX_FRAME, &len) != QS_OK ||
-		    read_all(f->fd, buf, len) != 0)
-			break;
 		struct qs_frame in;
-		if (qs_decode(buf, len, &lim, &in, NULL) != QS_OK)
+		if (!buf || fq_recv(f->fd, buf, QS_DEFAULT_MAX_FRAME, &in) != 0)
 			break;
 		if (f->n_seen < sizeof f->seen / sizeof f->seen[0])
 			f->seen[f->n_seen++] =
@@ -606,19 +569,16 @@ static void *accept_main(void *arg)
 static void test_agent_run_hello_is_persist(void **state)
 {
 	struct fixture *f = *state;
-	int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-	socklen_t alen = sizeof a;
-	assert_int_equal(bind(lfd, (struct sockaddr *)&a, sizeof a), 0);
-	assert_int_equal(listen(lfd, 1), 0);
-	assert_int_equal(getsockname(lfd, (struct sockaddr *)&a, &alen), 0);
+	uint16_t port = 0;
+	int lfd = fq_listen(&port);
+	assert_true(lfd >= 0);
 
 	struct qa_config cfg;
 	qa_config_init(&cfg);
 	snprintf(cfg.agent_id, sizeof cfg.agent_id, "dev1");
 	cfg.db_path = strdup(f->path);
 	char text[64], err[256];
-	snprintf(text, sizeof text, "tcpip(host=127.0.0.1;port=%u)", (unsigned)ntohs(a.sin_port));
+	snprintf(text, sizeof text, "tcpip(host=127.0.0.1;port=%u)", (unsigned)port);
 	assert_int_equal(qa_stream_parse(text, &cfg.streams[0], err, sizeof err), 0);
 	cfg.n_streams = 1;
 	struct qa_agent agent;
