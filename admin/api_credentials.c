@@ -1,4 +1,4 @@
-/* Agent credentials through the admin port (gateway.md "Authentication"),
+/* Agent credentials through the admin port (docs/operations.md "Agent credentials"),
  * the same as `qagw agent add|remove|list`:
  *   POST   /api/agents               {"agent":"ID"} -> 201 {"agent","token"} (shown once)
  *   DELETE /api/agents/{id}/token    -> 200 {"agent","removed":true}; 404 if none;

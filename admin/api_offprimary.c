@@ -1,5 +1,5 @@
 /* GET /api/agents-off-primary: the agents whose primary worker does not
- * serve. gateway.md "Router": an agent that names its own primary keeps it,
+ * serve. docs/design.md "The router": an agent that names its own primary keeps it,
  * and the admin port lists it while that primary is down; router-assigned
  * agents show here too until the router moves them ("pinned" tells them
  * apart). Pool-wide, from Redis (docs/design.md "Redis: routing state"), in

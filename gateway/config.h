@@ -1,4 +1,4 @@
-/* qagw's configuration: the INI file of gateway.md "Configuration", parsed
+/* qagw's configuration: the INI file of conf/qagw.conf, parsed
  * through one declarative table (section, key, type, default, reloadable).
  * Loaded once at start by the main thread; a SIGHUP reload parses into a fresh
  * copy and applies only the reloadable keys. Workers read it, never write it. */

@@ -1,4 +1,4 @@
-/* Agent credentials (gateway.md "Authentication"): tokens of 256 random
+/* Agent credentials (docs/operations.md "Agent credentials"): tokens of 256 random
  * bits, shown once, kept in the store only as their SHA-256. Used by the
  * `qagw agent add|remove|list` command and by the admin API; and, on each
  * worker's thread, the defences around them: the failed-HELLO budget per

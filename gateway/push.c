@@ -1,4 +1,4 @@
-/* Push (gateway.md "Push", protocol.md PUSH/PUSH_ACK): routing a push
+/* Push (docs/design.md "Push accounting", protocol.md PUSH/PUSH_ACK): routing a push
  * when a message commits, delivering it on the agent's primary worker,
  * coalescing, and the accounting of docs/design.md "Push accounting".
  * Runs on the worker's thread; Redis calls go through router/rt_pool. */

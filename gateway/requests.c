@@ -251,7 +251,7 @@ static void start_hello(struct gw_session *s)
 	                   gw_wall_ms(), on_hello, s));
 }
 
-/* gateway.md "Authentication": the SHA-256 of the HELLO token against the
+/* docs/operations.md "Agent credentials": the SHA-256 of the HELLO token against the
  * stored one, in constant time; an unknown agent is compared against a
  * dummy so that both failures take the same path and say the same. */
 static void on_credentials(void *arg, const PGresult *res, const char *err)

@@ -1,4 +1,4 @@
-/* The message lifecycle's background job (gateway.md "Store", docs/operations.md
+/* The message lifecycle's background job (docs/design.md "Store (store/)", docs/operations.md
  * "Retention"): on the node's first worker, it expires due pending messages (status 30,
  * the sender told) and purges final messages older than keep_days, in small batches
  * on a store connection of its own, paced so that it keeps that connection busy at

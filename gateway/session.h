@@ -51,7 +51,7 @@ const char *gw_session_agent(const struct gw_session *s);
 const uint8_t *gw_session_token_sha256(const struct gw_session *s); /* 32 bytes */
 int gw_session_closing(const struct gw_session *s);
 
-/* ---- drain (gateway.md "Workers and nodes") ---- */
+/* ---- drain (docs/operations.md "Draining a worker") ---- */
 
 /* The worker drains: every session not told already gets ERROR draining
  * after its owed responses, except, when the router is moving this worker's

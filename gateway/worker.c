@@ -115,7 +115,7 @@ static void on_drain_deadline(evutil_socket_t fd, short what, void *arg)
 	finish_if_idle(w);
 }
 
-/* Drain and SIGTERM (gateway.md "Workers and nodes"): the router moves this
+/* Drain and SIGTERM (docs/operations.md "Draining a worker"): the router moves this
  * worker's assigned agents elsewhere, and the connected ones get REASSIGN
  * through the pool; every other session gets ERROR draining after its
  * owed responses. Without Redis nothing can be moved: ERROR draining to all. */

@@ -1,5 +1,5 @@
 /* A worker: one named server of the pool with its own listener, event loop
- * thread and store connection (gateway.md "Workers and nodes"). Everything in
+ * thread and store connection (docs/operations.md "Draining a worker"). Everything in
  * struct gw_worker belongs to the worker's thread, except the counters (read
  * by others), `commands` (set by the main thread, then event_active) and
  * `stopped` (set by the worker's thread as its loop returns). */

@@ -117,7 +117,7 @@ void rt_pool_account(struct rt_pool *p, const char *agent, const char *result, i
 void rt_account(struct rt_redis *r, const char *prefix, const char *worker, const char *agent,
                 const char *result, int64_t latency_ms);
 
-/* ---- the router (gateway.md "Router") ---- */
+/* ---- the router (docs/design.md "The router") ---- */
 
 /* The pool as the last refresh (every heartbeat) saw it. */
 struct rt_view_worker {

@@ -1,4 +1,4 @@
-/* Push results, declared once (gateway.md "Push"; docs/design.md "Push
+/* Push results, declared once (docs/design.md "Push accounting"; docs/design.md "Push
  * accounting"): the gateway counts them (qagw_push_total{result}), the router
  * records them in Redis (rt_account), the admin port and `qagw agent` show them.
  * The names are the Redis hash fields and the JSON keys of /api/push and

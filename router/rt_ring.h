@@ -1,4 +1,4 @@
-/* The router's assignment rule (gateway.md "Router"): consistent hashing
+/* The router's assignment rule (docs/design.md "The router"): consistent hashing
  * with bounded loads (Mirrokni, Thorup, Zadimoghaddam 2018), weighted by
  * capacity. Pure functions, no I/O: the worker computes an agent's ring
  * order here, and the Redis script that decides (router/rt_pool.c) takes

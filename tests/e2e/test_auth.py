@@ -1,4 +1,4 @@
-"""Issue 5, agent authentication (gateway.md "Authentication"): with `[node] auth = token`
+"""Issue 5, agent authentication (docs/operations.md "Agent credentials"): with `[node] auth = token`
 each agent proves itself with a 256-bit token that the pool generated (`qagw agent add`, or
 POST /api/agents) and keeps only as its SHA-256. A wrong token and an unknown agent get
 the same ERROR auth; an authenticated agent still cannot acknowledge or report on another

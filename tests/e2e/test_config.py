@@ -1,4 +1,4 @@
-"""gateway.md "Configuration": `qagw -c FILE --check` validates and exits; an unknown
+"""conf/qagw.conf: `qagw -c FILE --check` validates and exits; an unknown
 section or key, or a bad value, is an error naming file, line and key."""
 
 import re

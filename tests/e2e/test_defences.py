@@ -1,4 +1,4 @@
-"""Issue 5, defences against hostile load (gateway.md "Bad input, load and faults"):
+"""Issue 5, defences against hostile load (docs/operations.md "Faults: what is guaranteed, what you see, what to do"):
 slowloris (a HELLO trickled below the hello timeout), a flood of connections that never
 say HELLO (per source address cap), a flood of sessions past max_sessions, and 10,000
 connect/close cycles leaving no fd or memory behind. After each, the process still

@@ -1,4 +1,4 @@
-"""GET /api/agents-off-primary (gateway.md "Router": agents that name their own primary keep
+"""GET /api/agents-off-primary (docs/design.md "The router": agents that name their own primary keep
 it, and the admin port lists them as off-primary while their primary is down; docs/admin.md).
 
 Two qagw processes on one PostgreSQL database and one Redis key prefix: n1 with ml1 and

@@ -1,4 +1,4 @@
-"""The push rules around must-show 1-7 (protocol.md PUSH/PUSH_ACK, gateway.md "Push",
+"""The push rules around must-show 1-7 (protocol.md PUSH/PUSH_ACK, docs/design.md "Push accounting",
 design.md "Push accounting"): coalescing and what ends it, the PUSH right after WELCOME,
 no PUSH on a session without PERSIST, no_session accounting, and supersede within one node."""
 

@@ -1,6 +1,6 @@
 """Every UPLOAD_ACK result and its precedence, the HELLO clock shift, FETCH's byte budget,
 acknowledgements of other agents' messages, max_sessions, and two nodes migrating one
-fresh store at the same time (protocol.md UPLOAD/FETCH, gateway.md Store)."""
+fresh store at the same time (protocol.md UPLOAD/FETCH, docs/design.md "Store (store/)")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Issue 6: the router (gateway.md "Router"; protocol.md HELLO "Primary", WELCOME, REASSIGN;
+"""Issue 6: the router (docs/design.md "The router"; protocol.md HELLO "Primary", WELCOME, REASSIGN;
 admin.md GET /api/workers, PUT /api/agents/{id}/primary; docs/design.md "The router").
 
 Two qagw processes on one PostgreSQL database and one Redis key prefix: n1 with ml1 and
@@ -316,7 +316,7 @@ def test_drain_reassign_names_only_serving_workers(qagw, uid):
 
 
 def test_drain_sends_reassign_not_error_on_the_drained_worker(qagw, uid):
-    """gateway.md "Workers and nodes": on drain, sessions of router-assigned agents whose
+    """docs/operations.md "Draining a worker": on drain, sessions of router-assigned agents whose
     primary is the draining worker get REASSIGN; a session sent REASSIGN is not also sent
     ERROR draining (protocol.md REASSIGN), and the server closes it itself."""
     n1, sessions, got, agents = _drain_ml1_with_sessions_on(qagw, uid, ("ml1",))

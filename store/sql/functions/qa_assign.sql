@@ -1,4 +1,4 @@
--- Records a batch of router moves (gateway.md "Redis": Redis is never the only record).
+-- Records a batch of router moves (docs/design.md "Redis: routing state": Redis is never the only record).
 CREATE OR REPLACE FUNCTION qa_assign(p_agents text[], p_primaries text[]) RETURNS integer
 LANGUAGE sql AS $$
   WITH u AS (UPDATE qa_agents a SET assigned = x.p

@@ -1,7 +1,7 @@
 -- (p_max_frame added by issue 16: the six-argument function is replaced; calls with up to
 -- six arguments resolve to this one)
 DROP FUNCTION IF EXISTS qa_send(text, text, text, integer, bigint, jsonb);
--- Server-side send (gateway.md "Store"): validates, stores and NOTIFYs qa_send so that
+-- Server-side send (docs/design.md "Store (store/)"): validates, stores and NOTIFYs qa_send so that
 -- the gateways push it like an uploaded message. A message that could never be delivered
 -- is refused (SQLSTATE 54000, "qa_send: too_large: ..."): protocol.md's too_large rule of
 -- an UPLOAD, against p_max_frame, or when it is NULL the setting qa.max_frame (an operator
