@@ -73,8 +73,17 @@ static void batch_free(struct batch *b, const PGresult *res, const char *why)
 
 static void schedule(struct st_group *g)
 {
-	if (g->inflight < g->spec.max_inflight)
-		event_active(g->kick, EV_TIMEOUT, 0);
+	if (g->inflight >= g->spec.max_inflight)
+		return;
+	if (g->spec.linger_ms > 0 && TAILQ_EMPTY(&g->ready)) {
+		/* only a filling group: it waits linger_ms for more parts */
+		if (!evtimer_pending(g->kick, NULL)) {
+			struct timeval tv = {0, g->spec.linger_ms * 1000};
+			evtimer_add(g->kick, &tv);
+		}
+		return;
+	}
+	event_active(g->kick, EV_TIMEOUT, 0);
 }
 
 static void close_filling(struct st_group *g)

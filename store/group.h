@@ -45,6 +45,7 @@ struct st_group_spec {
 	struct st_conn *(*pick)(void *arg);
 	void *pick_arg;
 	int max_inflight; /* groups in flight at once */
+	int linger_ms;    /* > 0: a group not full waits this long for more parts (< 1000) */
 	size_t max_bytes; /* a group stops taking parts past this size */
 	int max_rows;     /* ... or this many rows */
 	/* NULL, or the durability barrier (see above), e.g. store/upload.c's:
