@@ -643,8 +643,9 @@ static void fetch_next(struct gw_session *s)
 	                  s->req_bytes, gw_wall_ms(), on_fetch, s));
 }
 
-/* The message that blocked the FETCH is unreceivable now: ask again. */
-static void on_unreceivable(void *arg, const PGresult *res, const char *err)
+/* A write the FETCH needed first is done (the message that blocked it is
+ * unreceivable now, or the agent's due messages expired): ask again. */
+static void on_fetch_again(void *arg, const PGresult *res, const char *err)
 {
 	struct gw_session *s = arg;
 	if (!res) {
@@ -665,19 +666,7 @@ static void make_unreceivable(struct gw_session *s, int64_t seq, const char *why
 	gw_slog(GW_LOG_WARN, s, "message seq %lld can never be delivered (%s): unreceivable",
 	        (long long)seq, why);
 	waited(s, st_unreceivable(gw_worker_store(s->w), s->agent, seq, gw_wall_ms(),
-	                          on_unreceivable, s));
-}
-
-/* The agent's due messages expired: ask again. */
-static void on_expired(void *arg, const PGresult *res, const char *err)
-{
-	struct gw_session *s = arg;
-	if (!res) {
-		store_failed(s, err);
-		return;
-	}
-	s->op = NULL;
-	fetch_next(s);
+	                          on_fetch_again, s));
 }
 
 static void on_fetch(void *arg, const PGresult *res, const char *err)
@@ -694,8 +683,8 @@ static void on_fetch(void *arg, const PGresult *res, const char *err)
 	}
 	if (st_next_due(res)) { /* expire first (senders told), then ask again */
 		s->op = NULL;
-		waited(s,
-		       st_expire_due(gw_worker_store(s->w), s->agent, gw_wall_ms(), on_expired, s));
+		waited(s, st_expire_due(gw_worker_store(s->w), s->agent, gw_wall_ms(),
+		                        on_fetch_again, s));
 		return;
 	}
 	struct qs_msg_in *msgs = calloc((size_t)n + 1, sizeof(*msgs));

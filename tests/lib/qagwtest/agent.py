@@ -41,8 +41,9 @@ class Agent:
         self.streams = list(streams)
         self.extra = list(extra)
 
-    def run(self, *args: str, timeout: float = 60.0, policy: Optional[str] = "ondemand",
-            verbose: bool = False) -> AgentResult:
+    def argv(self, args: Sequence[str], policy: Optional[str], verbose: bool) -> List[str]:
+        """qaagent's command line: this agent's -id, -db, -x list and extra options, then
+        -policy and -v if given, then args."""
         require_binary(QAAGENT)
         argv = [str(QAAGENT), "-id", self.id, "-db", str(self.db)]
         for s in self.streams:
@@ -51,7 +52,11 @@ class Agent:
             argv += ["-policy", policy]
         if verbose:
             argv.append("-v")
-        argv += self.extra + list(args)
+        return argv + self.extra + list(args)
+
+    def run(self, *args: str, timeout: float = 60.0, policy: Optional[str] = "ondemand",
+            verbose: bool = False) -> AgentResult:
+        argv = self.argv(args, policy, verbose)
         try:
             p = subprocess.run(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, timeout=timeout, cwd=self.db.parent)
@@ -64,15 +69,7 @@ class Agent:
               stderr_path: Optional[Path] = None) -> subprocess.Popen:
         """Starts qaagent with args (e.g. "run", "--count", "1") without waiting: stdout is a
         pipe of text lines, stderr goes to stderr_path (or next to the client store)."""
-        require_binary(QAAGENT)
-        argv = [str(QAAGENT), "-id", self.id, "-db", str(self.db)]
-        for s in self.streams:
-            argv += ["-x", s]
-        if policy:
-            argv += ["-policy", policy]
-        if verbose:
-            argv.append("-v")
-        argv += self.extra + list(args)
+        argv = self.argv(args, policy, verbose)
         errf = open(stderr_path or self.db.with_suffix(".stderr"), "ab")
         try:
             return subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
