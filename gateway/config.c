@@ -68,6 +68,8 @@ static const struct key_def keys[] = {
     {"redis", "port", K_INT, C(redis_port), "6379", 0, 1, 65535, NULL},
     {"redis", "prefix", K_STR, C(redis_prefix), "qagw:", 0, 0, 0, NULL},
     {"redis", "password", K_STR, C(redis_password), "", 0, 0, 0, NULL},
+    {"redis", "sentinels", K_STR, C(redis_sentinels), "", 0, 0, 0, NULL},
+    {"redis", "master_name", K_STR, C(redis_master_name), "mymaster", 0, 0, 0, NULL},
     {"admin", "listen", K_STR, C(admin_listen), "127.0.0.1:8439", 0, 0, 0, NULL},
     {"admin", "token", K_STR, C(admin_token), "", 0, 0, 0, NULL},
     {"admin", "allowed_hosts", K_STR, C(admin_allowed_hosts), "", 0, 0, 0, NULL},
@@ -415,6 +417,21 @@ int gw_config_load(const char *path, struct gw_config *c, char *err, size_t errl
 	for (int i = 0; i < c->n_workers; i++)
 		if (check_worker(&st, &c->workers[i]) != 0)
 			return -1;
+	if (c->redis_sentinels[0]) {
+		struct rt_addr s[RT_REDIS_MAX_SENTINELS];
+		char why[160];
+		if (rt_redis_parse_sentinels(c->redis_sentinels, s, RT_REDIS_MAX_SENTINELS, why,
+		                             sizeof(why)) < 0) {
+			snprintf(err, errlen, "%s: [redis] key \"sentinels\": %s", path, why);
+			return -1;
+		}
+		if (!c->redis_master_name[0]) {
+			snprintf(err, errlen,
+			         "%s: [redis] key \"master_name\": empty, and sentinels are set",
+			         path);
+			return -1;
+		}
+	}
 	struct gw_addr admin;
 	if (gw_addr_parse(c->admin_listen, &admin) != 0 ||
 	    resolve(&admin, &c->admin_sa, &c->admin_sa_len) != 0) {
@@ -527,12 +544,36 @@ static void warn(FILE *out, int *count, const char *fmt, ...)
 	(*count)++;
 }
 
+struct rt_redis_conf gw_config_redis(const struct gw_config *c)
+{
+	struct rt_redis_conf rc = {c->redis_host, c->redis_port, c->redis_password,
+	                           c->redis_sentinels, c->redis_master_name};
+	return rc;
+}
+
 int gw_config_warnings(const struct gw_config *c, FILE *out)
 {
 	int count = 0;
 	size_t n;
 	const char *remote;
-	if (!c->redis_password[0] && (remote = first_remote(c->redis_host, &n)) != NULL)
+	struct rt_addr s[RT_REDIS_MAX_SENTINELS];
+	char why_s[160];
+	int n_s = c->redis_sentinels[0]
+	              ? rt_redis_parse_sentinels(c->redis_sentinels, s, RT_REDIS_MAX_SENTINELS,
+	                                         why_s, sizeof(why_s))
+	              : 0;
+	for (int i = 0; !c->redis_password[0] && i < n_s; i++)
+		if (!host_is_local(s[i].host, strlen(s[i].host))) {
+			warn(out, &count,
+			     "%s: [redis] key \"sentinels\": %s is not loopback and [redis] "
+			     "password "
+			     "is empty: whoever reaches the master it names can rewrite the pool's "
+			     "routing; set a password (requirepass) on the master and replicas",
+			     c->path, s[i].host);
+			break;
+		}
+	if (!c->redis_sentinels[0] && !c->redis_password[0] &&
+	    (remote = first_remote(c->redis_host, &n)) != NULL)
 		warn(out, &count,
 		     "%s: [redis] key \"host\": %.*s is not loopback and [redis] password is "
 		     "empty: whoever reaches it can rewrite the pool's routing (the worker lists "

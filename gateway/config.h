@@ -5,6 +5,8 @@
 #ifndef GW_CONFIG_H
 #define GW_CONFIG_H
 
+#include "router/rt_redis.h"
+
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -57,6 +59,8 @@ struct gw_config {
 	int redis_port;
 	char redis_prefix[64];
 	char redis_password[256];
+	char redis_sentinels[1024]; /* "HOST:PORT,...": Sentinel instead of host and port */
+	char redis_master_name[128];
 	/* [admin] */
 	char admin_listen[300];
 	struct sockaddr_storage admin_sa;
@@ -96,6 +100,9 @@ int gw_config_load(const char *path, struct gw_config *c, char *err, size_t errl
  * written to out as "qagw: warning: ..." (--check). Never connects; parses
  * conninfo, so start only, off every hot path. Returns how many. */
 int gw_config_warnings(const struct gw_config *c, FILE *out);
+
+/* Where the pool's Redis is, for rt_redis_new (points into c). */
+struct rt_redis_conf gw_config_redis(const struct gw_config *c);
 /* What --check opens or resolves as the node would at start (issue 19):
  * [node] log_file can be written (the file, else its directory), and each
  * [store] conninfo host name (without hostaddr) resolves; a host name that

@@ -121,8 +121,8 @@ int gw_node_start_services(struct gw_node *n)
 	if (!n->store)
 		return -1;
 	st_conn_on_notify(n->store, on_notify, n);
-	n->redis = rt_redis_new(n->base, n->conf.redis_host, n->conf.redis_port,
-	                        n->conf.redis_password, name, NULL, NULL);
+	struct rt_redis_conf rc = gw_config_redis(&n->conf);
+	n->redis = rt_redis_new(n->base, &rc, name, NULL, NULL);
 	return n->redis ? 0 : -1;
 }
 

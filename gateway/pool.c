@@ -79,11 +79,14 @@ static void on_heartbeat(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/* epoch 0: the pool names another worker's session for the agent. */
 static void on_announced(void *arg, uint64_t epoch, const char *primary)
 {
 	struct gw_session *s = gw_ticket_redeem(arg);
 	if (s && epoch)
 		gw_session_announced(s, epoch, primary);
+	else if (s)
+		gw_session_announce_refused(s);
 }
 
 static void announce_sessions(struct gw_worker *w);
@@ -259,10 +262,9 @@ void gw_pool_store_up(struct gw_worker *w)
 void gw_pool_init(struct gw_worker *w)
 {
 	const struct gw_config *conf = w->conf;
-	struct rt_pool_conf pc = {conf->redis_host,    conf->redis_port, conf->redis_password,
-	                          conf->redis_prefix,  w->wc->name,      conf->node_name,
-	                          w->wc->capacity,     w->wc->tls,       conf->epsilon,
-	                          conf->reassign_after};
+	struct rt_pool_conf pc = {gw_config_redis(conf), conf->redis_prefix,  w->wc->name,
+	                          conf->node_name,       w->wc->capacity,     w->wc->tls,
+	                          conf->epsilon,         conf->reassign_after};
 	struct rt_pool_hooks hooks = {
 	    .on_push = on_pool_push,
 	    .on_supersede = on_pool_supersede,

@@ -672,6 +672,18 @@ void gw_session_announced(struct gw_session *s, uint64_t epoch, const char *prim
 		gw_session_reassign(s, primary);
 }
 
+void gw_session_announce_refused(struct gw_session *s)
+{
+	if (s->state == GW_S_CLOSING)
+		return;
+	gw_session_unregister(s);
+	s->epoch = 0; /* the agent's Redis entry is the other session's */
+	gw_session_error(s, QS_E_INTERNAL,
+	                 "the pool's routing names another session of agent %s (Redis came back "
+	                 "without this one's claim): reconnect",
+	                 s->agent);
+}
+
 /* ---- REASSIGN (protocol.md) ---- */
 
 static void on_reassign_deadline(evutil_socket_t fd, short what, void *arg)

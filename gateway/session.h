@@ -81,6 +81,11 @@ struct gw_session *gw_ticket_redeem(struct gw_ticket *t);
 /* The pool registered s again with this epoch; primary: the router's
  * (an unpinned agent whose primary changed meanwhile gets REASSIGN). */
 void gw_session_announced(struct gw_session *s, uint64_t epoch, const char *primary);
+/* The pool names another worker's session for s's agent (a supersede missed
+ * while Redis was away, or a record a Redis failover brought back from
+ * before s): which one lives cannot be told here, so s ends with a
+ * retryable ERROR, and the agent's next HELLO claims the one session. */
+void gw_session_announce_refused(struct gw_session *s);
 
 /* Ends the session with ERROR code (sent after the responses it owes). */
 void gw_session_error(struct gw_session *s, int code, const char *fmt, ...)

@@ -199,9 +199,8 @@ struct rt_pool *rt_pool_new(struct event_base *base, const struct rt_pool_conf *
 	p->acct_timer = evtimer_new(base, on_account_timer, p);
 	char name[96];
 	snprintf(name, sizeof(name), "%s/sub", conf->worker);
-	p->sub = rt_redis_new(base, conf->host, conf->port, conf->password, name, on_sub_state, p);
-	p->cmd = rt_redis_new(base, conf->host, conf->port, conf->password, conf->worker,
-	                      on_cmd_state, p);
+	p->sub = rt_redis_new(base, &conf->redis, name, on_sub_state, p);
+	p->cmd = rt_redis_new(base, &conf->redis, conf->worker, on_cmd_state, p);
 	if (!p->sub || !p->cmd || !p->held_ev || !p->acct || !p->acct_timer) {
 		rt_pool_free(p);
 		return NULL;

@@ -7,6 +7,8 @@
 #ifndef RT_POOL_H
 #define RT_POOL_H
 
+#include "router/rt_redis.h"
+
 #include <stdint.h>
 
 #define RT_VIEW_MAX 256
@@ -41,9 +43,7 @@ struct rt_pool_hooks {
 };
 
 struct rt_pool_conf {
-	const char *host;
-	int port;
-	const char *password;
+	struct rt_redis_conf redis;
 	const char *prefix;
 	const char *worker; /* this worker's name */
 	const char *node;

@@ -51,10 +51,27 @@ struct rt_redis {
 		char sha[41];
 	} shas[16];
 	int n_shas;
+	/* Sentinel (n_sentinels > 0): host and port above are the master the
+	 * sentinels named last. */
+	struct rt_addr sentinels[RT_REDIS_MAX_SENTINELS];
+	int n_sentinels;
+	char master_name[128];
+	int ask_at;               /* the sentinel to ask next */
+	int asked;                /* sentinels asked in this round */
+	redisAsyncContext *ask;   /* the sentinel being asked, or NULL */
+	int64_t ask_ms;           /* when that started */
+	int warned;               /* "no sentinel named a master" logged in this outage */
+	redisAsyncContext *watch; /* a sentinel, subscribed to +switch-master, or NULL */
+	int watch_at;             /* the sentinel it is (or is to be) on */
+	int watch_ok;             /* the SUBSCRIBE was confirmed */
+	int64_t watch_ms;         /* when it connected, or when to try again */
 };
 
 static void connect_now(struct rt_redis *r);
+static void connect_master(struct rt_redis *r);
 static void handshake(struct rt_redis *r);
+static void ask_sentinel(struct rt_redis *r);
+static void start_watch(struct rt_redis *r);
 
 static void arm_retry(struct rt_redis *r)
 {
@@ -70,6 +87,7 @@ static void set_up(struct rt_redis *r, int up)
 	r->up = up;
 	if (up) {
 		r->was_up = 1;
+		r->warned = 0;
 		r->backoff_ms = BACKOFF_MIN_MS;
 		gw_log(GW_LOG_INFO, "redis %s: connected to %s:%d", r->name, r->host, r->port);
 	}
@@ -120,6 +138,20 @@ static void on_auth(redisAsyncContext *ac, void *reply, void *privdata)
 	handshake(r);
 }
 
+/* ROLE's first element: "master", "slave" or "sentinel". */
+static const char *role_of(const redisReply *rep)
+{
+	if (rep->type == REDIS_REPLY_ARRAY && rep->elements > 0 &&
+	    rep->element[0]->type == REDIS_REPLY_STRING)
+		return rep->element[0]->str;
+	return "?";
+}
+
+static int is_master(const redisReply *rep)
+{
+	return strcmp(role_of(rep), "master") == 0;
+}
+
 /* Up means Redis answered, not that a TCP connect succeeded: a stopped or
  * hung Redis still completes connects (the kernel's backlog) and reads
  * nothing. The watchdog drops a connection not up within timeout_ms. */
@@ -134,18 +166,40 @@ static void on_handshake(redisAsyncContext *ac, void *reply, void *privdata)
 		redisAsyncDisconnect(ac);
 		return;
 	}
+	if (r->n_sentinels && !is_master(rep)) {
+		/* A stale sentinel, or a failover under way: ask the next one. */
+		gw_log(GW_LOG_WARN,
+		       "redis %s: %s:%d, named by a sentinel, is not a master (ROLE %s)", r->name,
+		       r->host, r->port, role_of(rep));
+		r->ask_at = (r->ask_at + 1) % r->n_sentinels;
+		redisAsyncDisconnect(ac);
+		return;
+	}
 	r->last_reply_ms = gw_mono_ms();
 	set_up(r, 1);
 }
 
 static void handshake(struct rt_redis *r)
 {
-	/* (if it cannot be sent, the watchdog drops the connection) */
-	if (redisAsyncCommand(r->ac, on_handshake, r, "PING") != REDIS_OK)
-		gw_log(GW_LOG_WARN, "redis %s: cannot send PING", r->name);
+	/* With sentinels, ROLE: what a sentinel names may already be a replica.
+	 * (If it cannot be sent, the watchdog drops the connection.) */
+	const char *cmd = r->n_sentinels ? "ROLE" : "PING";
+	if (redisAsyncCommand(r->ac, on_handshake, r, cmd) != REDIS_OK)
+		gw_log(GW_LOG_WARN, "redis %s: cannot send %s", r->name, cmd);
 }
 
 static void connect_now(struct rt_redis *r)
+{
+	if (r->n_sentinels) {
+		r->asked = 0;
+		ask_sentinel(r);
+		return;
+	}
+	connect_master(r);
+}
+
+/* Connects to host and port (the master, with sentinels). */
+static void connect_master(struct rt_redis *r)
 {
 	redisAsyncContext *ac = redisAsyncConnect(r->host, r->port);
 	if (!ac || ac->err) {
@@ -166,16 +220,228 @@ static void connect_now(struct rt_redis *r)
 		redisAsyncCommand(ac, on_auth, r, "AUTH %s", r->password);
 }
 
+/* ---- Sentinel ---------------------------------------------------------- */
+
+static void ask_next(struct rt_redis *r)
+{
+	r->ask_at = (r->ask_at + 1) % r->n_sentinels;
+	ask_sentinel(r);
+}
+
+/* The sentinel's answer: [host, port], nil (it knows no such master), or
+ * NULL (no answer: down, refused, or dropped by the watchdog). */
+static void on_ask_reply(redisAsyncContext *ac, void *reply, void *privdata)
+{
+	struct rt_redis *r = privdata;
+	redisReply *rep = reply;
+	if (r->ask != ac) /* a sentinel given up on, or rt_redis_free */
+		return;
+	r->ask = NULL;
+	const struct rt_addr *s = &r->sentinels[r->ask_at];
+	if (rep)
+		redisAsyncDisconnect(ac);
+	if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+	    rep->element[0]->type != REDIS_REPLY_STRING ||
+	    rep->element[1]->type != REDIS_REPLY_STRING) {
+		gw_log(GW_LOG_DEBUG, "redis %s: sentinel %s:%d: %s", r->name, s->host, s->port,
+		       !rep                             ? "no answer"
+		       : rep->type == REDIS_REPLY_ERROR ? rep->str
+		                                        : "knows no such master");
+		ask_next(r);
+		return;
+	}
+	char *end;
+	long port = strtol(rep->element[1]->str, &end, 10);
+	if (*end || port < 1 || port > 65535 || rep->element[0]->len >= sizeof(r->host)) {
+		ask_next(r);
+		return;
+	}
+	if (strcmp(r->host, rep->element[0]->str) != 0 || r->port != (int)port)
+		gw_log(GW_LOG_INFO, "redis %s: sentinel %s:%d names %s:%s the master of \"%s\"",
+		       r->name, s->host, s->port, rep->element[0]->str, rep->element[1]->str,
+		       r->master_name);
+	snprintf(r->host, sizeof(r->host), "%s", rep->element[0]->str);
+	r->port = (int)port;
+	connect_master(r);
+}
+
+/* Asks the sentinel at ask_at, or the next ones; once each was asked in
+ * this round, the reconnect backoff applies. */
+static void ask_sentinel(struct rt_redis *r)
+{
+	while (r->asked < r->n_sentinels) {
+		const struct rt_addr *s = &r->sentinels[r->ask_at];
+		r->asked++;
+		redisAsyncContext *ac = redisAsyncConnect(s->host, s->port);
+		if (!ac || ac->err) {
+			if (ac)
+				redisAsyncFree(ac);
+			r->ask_at = (r->ask_at + 1) % r->n_sentinels;
+			continue;
+		}
+		ac->data = r;
+		r->ask = ac;
+		r->ask_ms = gw_mono_ms();
+		redisLibeventAttach(ac, r->base);
+		/* queued until connected; a failed connect calls back with NULL */
+		redisAsyncCommand(ac, on_ask_reply, r, "SENTINEL get-master-addr-by-name %s",
+		                  r->master_name);
+		return;
+	}
+	if (!r->warned)
+		gw_log(GW_LOG_WARN, "redis %s: no sentinel named a master for \"%s\"", r->name,
+		       r->master_name);
+	r->warned = 1;
+	arm_retry(r);
+}
+
+/* +switch-master "NAME OLDHOST OLDPORT NEWHOST NEWPORT": the connection, if
+ * it is not on the new master, is dropped and asks the sentinels again. */
+static void on_switch(redisAsyncContext *ac, void *reply, void *privdata)
+{
+	struct rt_redis *r = privdata;
+	redisReply *rep = reply;
+	if (r->watch != ac)
+		return;
+	if (!rep) { /* the sentinel went: another one in a second */
+		r->watch = NULL;
+		r->watch_at = (r->watch_at + 1) % r->n_sentinels;
+		r->watch_ms = gw_mono_ms() + 1000;
+		return;
+	}
+	if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 3 ||
+	    rep->element[0]->type != REDIS_REPLY_STRING)
+		return;
+	if (strcmp(rep->element[0]->str, "subscribe") == 0) {
+		r->watch_ok = 1;
+		return;
+	}
+	if (strcmp(rep->element[0]->str, "message") != 0 ||
+	    rep->element[2]->type != REDIS_REPLY_STRING)
+		return;
+	char name[128], host[256];
+	int port = 0;
+	if (sscanf(rep->element[2]->str, "%127s %*s %*s %255s %d", name, host, &port) != 3 ||
+	    strcmp(name, r->master_name) != 0)
+		return;
+	gw_log(GW_LOG_INFO, "redis %s: the sentinels switched the master of \"%s\" to %s:%d",
+	       r->name, name, host, port);
+	if (r->ac && (strcmp(host, r->host) != 0 || port != r->port)) {
+		r->ask_at = r->watch_at; /* it knows already */
+		rt_redis_reset(r);
+	}
+}
+
+static void start_watch(struct rt_redis *r)
+{
+	const struct rt_addr *s = &r->sentinels[r->watch_at];
+	redisAsyncContext *ac = redisAsyncConnect(s->host, s->port);
+	if (!ac || ac->err) {
+		if (ac)
+			redisAsyncFree(ac);
+		r->watch_at = (r->watch_at + 1) % r->n_sentinels;
+		r->watch_ms = gw_mono_ms() + 1000;
+		return;
+	}
+	ac->data = r;
+	r->watch = ac;
+	r->watch_ok = 0;
+	r->watch_ms = gw_mono_ms();
+	redisLibeventAttach(ac, r->base);
+	redisAsyncCommand(ac, on_switch, r, "SUBSCRIBE +switch-master");
+}
+
+/* From the watchdog: a sentinel that does not answer is given up on. */
+static void watch_sentinels(struct rt_redis *r)
+{
+	int64_t now = gw_mono_ms();
+	if (r->ask && r->timeout_ms > 0 && now - r->ask_ms >= r->timeout_ms) {
+		redisAsyncContext *ac = r->ask;
+		r->ask = NULL;
+		redisAsyncFree(ac);
+		ask_next(r);
+	}
+	if (r->watch && !r->watch_ok && r->timeout_ms > 0 && now - r->watch_ms >= r->timeout_ms)
+		redisAsyncFree(r->watch); /* on_switch(NULL) moves to the next sentinel */
+	else if (!r->watch && now >= r->watch_ms)
+		start_watch(r);
+}
+
+int rt_redis_parse_sentinels(const char *list, struct rt_addr *out, int max, char *err,
+                             size_t errlen)
+{
+	int n = 0;
+	const char *p = list;
+	for (;;) {
+		p += strspn(p, " \t");
+		size_t len = strcspn(p, ",");
+		while (len > 0 && (p[len - 1] == ' ' || p[len - 1] == '\t'))
+			len--;
+		char item[sizeof(out->host) + 8];
+		if (len == 0 || len >= sizeof(item)) {
+			snprintf(err, errlen, "%s",
+			         len ? "an address too long" : "an empty address");
+			return -1;
+		}
+		memcpy(item, p, len);
+		item[len] = 0;
+		char *host = item, *colon;
+		if (item[0] == '[') { /* [v6]:PORT */
+			char *rb = strchr(item, ']');
+			if (!rb || rb[1] != ':') {
+				snprintf(err, errlen, "\"%s\" is not [ADDRESS]:PORT", item);
+				return -1;
+			}
+			*rb = 0;
+			host = item + 1;
+			colon = rb + 1;
+		} else {
+			colon = strchr(item, ':');
+			if (!colon || strchr(colon + 1, ':')) {
+				snprintf(err, errlen, "\"%s\" is not HOST:PORT", item);
+				return -1;
+			}
+		}
+		*colon = 0;
+		char *end;
+		long port = strtol(colon + 1, &end, 10);
+		if (!host[0] || !colon[1] || *end || port < 1 || port > 65535) {
+			snprintf(err, errlen, "\"%.*s\" is not HOST:PORT with a port 1..65535",
+			         (int)len, p);
+			return -1;
+		}
+		if (n == max) {
+			snprintf(err, errlen, "more than %d sentinels", max);
+			return -1;
+		}
+		if (strlen(host) >= sizeof(out[n].host)) {
+			snprintf(err, errlen, "a host name too long");
+			return -1;
+		}
+		memcpy(out[n].host, host, strlen(host) + 1);
+		out[n].port = (int)port;
+		n++;
+		p += strcspn(p, ",");
+		if (!*p)
+			return n;
+		p++;
+	}
+}
+
+/* ---- the connection ------------------------------------------------------ */
+
 static void on_retry(evutil_socket_t fd, short what, void *arg)
 {
 	struct rt_redis *r = arg;
-	if (!r->ac)
+	if (!r->ac && !r->ask)
 		connect_now(r);
 }
 
 static void on_watchdog(evutil_socket_t fd, short what, void *arg)
 {
 	struct rt_redis *r = arg;
+	if (r->n_sentinels)
+		watch_sentinels(r);
 	if (r->ac && !r->up && r->timeout_ms > 0 && gw_mono_ms() - r->connect_ms >= r->timeout_ms) {
 		/* A silent host holds a connect for the kernel's SYN retries; a hung
 		 * Redis accepts it and never answers the PING. */
@@ -224,18 +490,29 @@ void rt_redis_set_timeout(struct rt_redis *r, int ms)
 	r->timeout_ms = ms;
 }
 
-struct rt_redis *rt_redis_new(struct event_base *base, const char *host, int port,
-                              const char *password, const char *name, rt_state_fn on_state,
-                              void *arg)
+struct rt_redis *rt_redis_new(struct event_base *base, const struct rt_redis_conf *conf,
+                              const char *name, rt_state_fn on_state, void *arg)
 {
 	struct rt_redis *r = calloc(1, sizeof(*r));
 	if (!r)
 		return NULL;
 	r->base = base;
-	snprintf(r->host, sizeof(r->host), "%s", host);
-	r->port = port;
-	snprintf(r->password, sizeof(r->password), "%s", password ? password : "");
+	snprintf(r->host, sizeof(r->host), "%s", conf->host ? conf->host : "");
+	r->port = conf->port;
+	snprintf(r->password, sizeof(r->password), "%s", conf->password ? conf->password : "");
 	snprintf(r->name, sizeof(r->name), "%s", name);
+	if (conf->sentinels && conf->sentinels[0]) {
+		char err[160];
+		r->n_sentinels = rt_redis_parse_sentinels(conf->sentinels, r->sentinels,
+		                                          RT_REDIS_MAX_SENTINELS, err, sizeof(err));
+		if (r->n_sentinels < 0) { /* the configuration check refuses it first */
+			gw_log(GW_LOG_ERROR, "redis %s: sentinels: %s", name, err);
+			free(r);
+			return NULL;
+		}
+		snprintf(r->master_name, sizeof(r->master_name), "%s",
+		         conf->master_name ? conf->master_name : "");
+	}
 	r->on_state = on_state;
 	r->arg = arg;
 	r->backoff_ms = BACKOFF_MIN_MS;
@@ -256,6 +533,13 @@ void rt_redis_free(struct rt_redis *r)
 	event_free(r->retry);
 	r->retry = NULL;
 	event_free(r->watchdog);
+	/* Their callbacks see they are no longer r's and return. */
+	redisAsyncContext *ask = r->ask, *watch = r->watch;
+	r->ask = r->watch = NULL;
+	if (ask)
+		redisAsyncFree(ask);
+	if (watch)
+		redisAsyncFree(watch);
 	if (r->ac) {
 		redisAsyncContext *ac = r->ac;
 		r->ac = NULL;
@@ -292,7 +576,16 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
 		p->r->last_reply_ms = p->r->pending_since_ms;
 	if (p->fn)
 		p->fn(p->arg, reply);
+	/* A master demoted under us (Sentinel) refuses writes: find the new one. */
+	redisReply *rep = reply;
+	struct rt_redis *r = p->r;
 	free(p);
+	if (rep && rep->type == REDIS_REPLY_ERROR && rep->str &&
+	    strncmp(rep->str, "READONLY", 8) == 0 && r->ac == ac) {
+		gw_log(GW_LOG_WARN, "redis %s: %s:%d is read-only (a replica now): reconnecting",
+		       r->name, r->host, r->port);
+		rt_redis_reset(r);
+	}
 }
 
 static struct pending *pending_new(struct rt_redis *r, rt_reply_fn fn, void *arg)

@@ -1,7 +1,14 @@
 /* One hiredis async connection driven by a libevent loop, with its own
  * reconnect (backoff 250 ms doubling to 2 s) and AUTH. Used by each worker
  * (commands, and a second connection for SUBSCRIBE) and by the node's main
- * thread. Everything runs on the owning loop's thread. */
+ * thread. Everything runs on the owning loop's thread.
+ *
+ * With Redis Sentinel (conf.sentinels), each connect first asks a sentinel
+ * for the master (SENTINEL get-master-addr-by-name), checks ROLE on what it
+ * reaches, and a second connection to a sentinel, subscribed to
+ * +switch-master, drops the connection when the master moves. A sentinel
+ * that is down, silent or names a server that is not a master is skipped
+ * for the next one. Debian 12's hiredis (0.14) has no Sentinel support. */
 #ifndef RT_REDIS_H
 #define RT_REDIS_H
 
@@ -19,9 +26,30 @@ typedef void (*rt_reply_fn)(void *arg, redisReply *r);
  * up, a subscriber re-issues its SUBSCRIBE here. */
 typedef void (*rt_state_fn)(void *arg, int up);
 
-struct rt_redis *rt_redis_new(struct event_base *base, const char *host, int port,
-                              const char *password, const char *name, rt_state_fn on_state,
-                              void *arg);
+/* Where the Redis is: host and port, or sentinels and a master name. */
+#define RT_REDIS_MAX_SENTINELS 8
+struct rt_redis_conf {
+	const char *host;
+	int port;
+	const char *password;    /* NULL or empty: no AUTH */
+	const char *sentinels;   /* "HOST:PORT[,HOST:PORT...]" ([v6]:PORT too); NULL or
+	                          * empty: host and port */
+	const char *master_name; /* the master's name at the sentinels */
+};
+
+/* One sentinel address. */
+struct rt_addr {
+	char host[256];
+	int port;
+};
+
+/* Parses a sentinels list into out (at most max). Returns the count, or -1
+ * with a reason in err. Also used by the configuration check. */
+int rt_redis_parse_sentinels(const char *list, struct rt_addr *out, int max, char *err,
+                             size_t errlen);
+
+struct rt_redis *rt_redis_new(struct event_base *base, const struct rt_redis_conf *conf,
+                              const char *name, rt_state_fn on_state, void *arg);
 void rt_redis_free(struct rt_redis *r);
 int rt_redis_is_up(const struct rt_redis *r);
 

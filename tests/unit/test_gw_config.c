@@ -110,6 +110,36 @@ static void test_errors(void **state)
 	             "token is empty");
 }
 
+/* [redis] sentinels: HOST:PORT or [v6]:PORT, comma-separated, at most 8 */
+static void test_sentinels(void **state)
+{
+	const char *w = "[worker ml1]\nlisten = 127.0.0.1:1\n[redis]\n";
+	char text[512];
+	snprintf(text, sizeof(text), "%ssentinels = 127.0.0.1:26379, [::1]:26380,s3:1\n", w);
+	assert_int_equal(load(text), 0);
+	assert_string_equal(conf.redis_master_name, "mymaster");
+	struct rt_redis_conf rc = gw_config_redis(&conf);
+	struct rt_addr a[RT_REDIS_MAX_SENTINELS];
+	char why[160];
+	assert_int_equal(
+	    rt_redis_parse_sentinels(rc.sentinels, a, RT_REDIS_MAX_SENTINELS, why, sizeof(why)), 3);
+	assert_string_equal(a[0].host, "127.0.0.1");
+	assert_int_equal(a[0].port, 26379);
+	assert_string_equal(a[1].host, "::1");
+	assert_int_equal(a[1].port, 26380);
+	assert_string_equal(a[2].host, "s3");
+	assert_int_equal(a[2].port, 1);
+	const char *bad[] = {"127.0.0.1",  "127.0.0.1:0", "h:70000",
+	                     ":1",         "h:1,,h:2",    "::1:26379",
+	                     "[::1]26379", "h:1x",        "a:1,b:2,c:3,d:4,e:5,f:6,g:7,h:8,i:9"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		snprintf(text, sizeof(text), "%ssentinels = %s\n", w, bad[i]);
+		expect_error(text, "", "[redis] key \"sentinels\"");
+	}
+	snprintf(text, sizeof(text), "%ssentinels = h:1\nmaster_name =\n", w);
+	expect_error(text, "", "master_name");
+}
+
 /* keep_days: a bare number is days; s, m, h and d units; up to 36500 days */
 static void test_durations(void **state)
 {
@@ -275,6 +305,7 @@ int main(void)
 	    cmocka_unit_test(test_full),
 	    cmocka_unit_test(test_errors),
 	    cmocka_unit_test(test_durations),
+	    cmocka_unit_test(test_sentinels),
 	    cmocka_unit_test(test_sample_is_the_table),
 	    cmocka_unit_test(test_dev_overrides_are_table_keys),
 	};

@@ -354,8 +354,14 @@ static struct wk *start_worker(int i, int capacity, int reassign_after)
 	memset(w, 0, sizeof(*w));
 	snprintf(w->name, sizeof(w->name), "w%d", i + 1);
 	w->capacity = capacity;
-	struct rt_pool_conf pc = {"127.0.0.1", redis_port, NULL, PREFIX, w->name,
-	                          "n1",        capacity,   0,    eps,    reassign_after};
+	struct rt_pool_conf pc = {{"127.0.0.1", redis_port, NULL, NULL, NULL},
+	                          PREFIX,
+	                          w->name,
+	                          "n1",
+	                          capacity,
+	                          0,
+	                          eps,
+	                          reassign_after};
 	w->p = rt_pool_new(base, &pc, &hooks, w);
 	assert_non_null(w->p);
 	return w;

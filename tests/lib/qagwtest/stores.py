@@ -231,22 +231,27 @@ class RedisServer:
     keeping nothing on disk (`--save "" --appendonly no`). stop() and start() again keep
     the port, so a gateway configured with it sees the same Redis come back, empty."""
 
-    def __init__(self, base: Path, port: Optional[int] = None) -> None:
+    def __init__(self, base: Path, port: Optional[int] = None, extra: Sequence[str] = ()) -> None:
         self.base = Path(base)
         self.port = port or free_port()
+        self.extra = list(extra)  # more redis-server options (a replica's --replicaof)
         self.log = self.base / "redis.log"
         self.proc: Optional[subprocess.Popen] = None
         self.starts = 0
 
     def start(self, timeout: float = 10.0) -> "RedisServer":
         require_binary(REDIS_SERVER)
-        assert not self.running(), "redis already running"
-        self.base.mkdir(parents=True, exist_ok=True)
-        self.starts += 1
         argv = [str(REDIS_SERVER), "--bind", "127.0.0.1", "--port", str(self.port),
                 "--protected-mode", "yes", "--save", "", "--appendonly", "no",
                 "--dir", str(self.base), "--logfile", str(self.log), "--daemonize", "no",
-                "--databases", "1"]
+                "--databases", "1"] + self.extra
+        return self._start_argv(argv, timeout)
+
+    def _start_argv(self, argv: List[str], timeout: float) -> "RedisServer":
+        """Starts argv and returns once it answers PING (a sentinel does too)."""
+        assert not self.running(), "redis already running"
+        self.base.mkdir(parents=True, exist_ok=True)
+        self.starts += 1
         self.proc = subprocess.Popen(argv, cwd=self.base, stdin=subprocess.DEVNULL,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                                      start_new_session=True, preexec_fn=lambda: procs._die_with_parent())

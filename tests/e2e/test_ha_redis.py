@@ -1,0 +1,160 @@
+"""Issue 18: Redis under Sentinel. A master, a replica and three sentinels (qagwtest.sentinel,
+the layout of docs/operations.md "High availability"); two qagw nodes (ml1+ml2, ml3) with
+`[redis] sentinels` and `master_name`, and `[redis] port` pointing at a closed port, so
+that only the sentinels can tell them where Redis is. 20 `qaagent run` agents exchange
+messages (the fault suite's Traffic, with the history checker); three PERSIST probe
+sessions, one on each worker, pinned to it, time their pushes.
+
+The master is SIGKILLed. Shown:
+- pushes resume within 10 s of the promotion (a probe message every 0.25 s to each probe
+  until its PUSH comes);
+- nothing acknowledged is lost (history checker), syncs never stop (Redis is not on the
+  sync path);
+- one live session per agent: a second HELLO of a probe's agent on another node ends the
+  first one with ERROR superseded;
+- the routing repairs itself after lost writes: replication is asynchronous, so before
+  the kill the test writes into the replica (made writable) a record that names another
+  worker for one probe's agent, as a master that died before replicating the last
+  claims would leave it. That probe's session must end (retryable ERROR internal: the
+  pool names another session) so that its agent's next HELLO claims the one session;
+  and the claim, and its pushes, work again.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from qagwtest import harness
+from qagwtest import qasync as q
+from qagwtest.pool import expect_push, expect_superseded, fetch_skipping_push, persist, poll, send_one
+from qagwtest.sentinel import MASTER_NAME, SentinelSet
+from test_faults_failover import Traffic
+
+PRE_KILL_S = 4
+POST_KILL_S = 8
+DRAIN_S = 40
+PUSH_RESUME_S = 10  # issue 18: pushes resume within 10 s of the promotion
+
+
+@pytest.fixture
+def sentinels(run_dir, uid):
+    base = Path(run_dir) / f"sentinel-{uid}"
+    ss = SentinelSet(base)
+    try:
+        ss.start()
+        yield ss
+    finally:
+        ss.shutdown()
+        harness.rmtree(base)
+
+
+def sentinel_sections(ss: SentinelSet) -> dict:
+    return {"redis": {"sentinels": ss.conf, "master_name": MASTER_NAME,
+                      "port": harness.free_port()}}  # nothing listens there
+
+
+def push_round_trip(gw, worker: str, probe: q.Client, probe_id: str, sender: str,
+                    timeout: float) -> float:
+    """Sends a message to probe every 0.25 s until a PUSH arrives; acknowledges it and
+    fetches. Returns time.monotonic() at the PUSH."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            send_one(gw, worker, sender, f"{probe_id}\\q")
+        except (OSError, q.ServerError, AssertionError):
+            pass  # the upload itself does not need Redis; count only the PUSH
+        try:
+            p = expect_push(probe, 0.25)
+        except AssertionError:
+            continue
+        t = time.monotonic()
+        probe.send(q.PushAck(p.push_id))
+        fetch_skipping_push(probe)
+        return t
+    raise AssertionError(f"no PUSH to {probe_id} within {timeout}s")
+
+
+def test_redis_master_sigkilled_under_sentinel(sentinels, qagw, agent, uid, tmp_path,
+                                               redis_prefix):
+    ss = sentinels
+    sec = sentinel_sections(ss)
+    n1 = qagw(workers=("ml1", "ml2"), node="n1", sections=sec, redis=ss.master)
+    n2 = qagw(workers=("ml3",), node="n2", sections=sec, redis=ss.master)
+    gws = {"ml1": n1, "ml2": n1, "ml3": n2}
+    for g in (n1, n2):
+        poll(lambda g=g: g.admin.metrics(), lambda m: m.get("qagw_redis_up") == 1, 10,
+             f"{g.node}: redis up through the sentinels")
+    probes = {}
+    tr = None
+    try:
+        for w, g in gws.items():
+            pid = f"P{w}-{uid}"
+            probes[w] = (pid, persist(g, w, pid, primary=g.address(w)))
+            assert probes[w][1].welcome.on_primary
+            push_round_trip(g, w, probes[w][1], pid, f"S-{uid}", 5)
+
+        tr = Traffic(agent, tmp_path, [gws[w].stream(w) for w in gws], uid)
+        tr.start_runs()
+        tr.start_senders(seed=uid)
+        time.sleep(PRE_KILL_S)
+        tr.check_alive()
+
+        # a write the dead master will not have replicated: ml2's probe named ml3's
+        stale_id = probes["ml2"][0]
+        ss.replica.command("CONFIG", "SET", "replica-read-only", "no")
+        ss.replica.command("HSET", f"{redis_prefix}agent:{stale_id}", "worker", "ml3",
+                           "epoch", "999999")
+
+        old_port = ss.master.port
+        t_kill = time.monotonic()
+        ss.master.kill()
+        t_prom = ss.wait_promoted(old_port)
+        print(f"\nmaster :{old_port} SIGKILLed; sentinels promoted "
+              f":{ss.current_master()[1]} {t_prom - t_kill:.2f}s later")
+
+        # the stale record: ml2's probe is ended (retryable), its agent claims again
+        stale = probes["ml2"][1]
+        err = stale.expect_error_and_close(timeout=PUSH_RESUME_S)
+        assert (err.code, err.retryable) == (q.E_INTERNAL, 1), err
+        t_refused = time.monotonic()
+        probes["ml2"] = (stale_id, persist(n1, "ml2", stale_id, primary=n1.address("ml2")))
+        assert probes["ml2"][1].welcome.on_primary
+
+        resumed = {}
+        for w, (pid, c) in probes.items():
+            t = push_round_trip(gws[w], w, c, pid, f"S-{uid}", PUSH_RESUME_S)
+            resumed[w] = t - t_prom
+        print(f"stale session of {stale_id} ended {t_refused - t_prom:.2f}s after the "
+              f"promotion; first PUSH after the promotion, per probe (s): "
+              f"{ {w: round(v, 2) for w, v in resumed.items()} }")
+        assert all(v <= PUSH_RESUME_S for v in resumed.values()), resumed
+
+        # one live session per agent: a second HELLO on another node ends the first
+        pid, first = probes["ml1"]
+        second = persist(n2, "ml3", pid, primary=n1.address("ml1"))
+        expect_superseded(first, 5)
+        probes["ml1"] = (pid, second)
+
+        time.sleep(max(0.0, POST_KILL_S - (time.monotonic() - t_kill)))
+        tr.check_alive()
+    finally:
+        if tr is not None:
+            tr.stop_senders()
+    assert not tr.send_failures, tr.send_failures[:3]
+    rep = tr.history.drain(timeout=DRAIN_S)
+    print(f"sent {tr.sent} messages; {rep.line()}")
+    rcs = tr.stop_runs()
+    for _, c in probes.values():
+        c.close()
+    rep.assert_ok()
+    assert rep.pending == 0, rep.details()
+    assert rep.acked >= 50, rep.details()
+    assert all(v == 0 for v in rcs.values()), rcs
+    for g in (n1, n2):
+        assert g.alive()
+        log = g.log.read_text(errors="replace")
+        assert "the sentinels switched the master" in log or "names 127.0.0.1:" in log, \
+            harness.tail(g.log, 30)
