@@ -61,6 +61,7 @@ struct rt_redis {
 	redisAsyncContext *ask;   /* the sentinel being asked, or NULL */
 	int64_t ask_ms;           /* when that started */
 	int warned;               /* "no sentinel named a master" logged in this outage */
+	int reask;                /* what a sentinel named is not a master: ask the next */
 	redisAsyncContext *watch; /* a sentinel, subscribed to +switch-master, or NULL */
 	int watch_at;             /* the sentinel it is (or is to be) on */
 	int watch_ok;             /* the SUBSCRIBE was confirmed */
@@ -119,8 +120,12 @@ static void on_disconnect(const redisAsyncContext *ac, int status)
 		       status == REDIS_OK ? "closed" : ac->errstr);
 	r->was_up = 0;
 	set_up(r, 0);
-	if (r->retry)
+	if (r->retry && r->reask) { /* not a master: the next sentinel of this round, now */
+		r->reask = 0;
+		ask_sentinel(r);
+	} else if (r->retry) {
 		arm_retry(r);
+	}
 }
 
 static void on_auth(redisAsyncContext *ac, void *reply, void *privdata)
@@ -172,6 +177,7 @@ static void on_handshake(redisAsyncContext *ac, void *reply, void *privdata)
 		       "redis %s: %s:%d, named by a sentinel, is not a master (ROLE %s)", r->name,
 		       r->host, r->port, role_of(rep));
 		r->ask_at = (r->ask_at + 1) % r->n_sentinels;
+		r->reask = 1;
 		redisAsyncDisconnect(ac);
 		return;
 	}
@@ -326,9 +332,13 @@ static void on_switch(redisAsyncContext *ac, void *reply, void *privdata)
 		return;
 	gw_log(GW_LOG_INFO, "redis %s: the sentinels switched the master of \"%s\" to %s:%d",
 	       r->name, name, host, port);
+	r->ask_at = r->watch_at; /* it knows already */
 	if (r->ac && (strcmp(host, r->host) != 0 || port != r->port)) {
-		r->ask_at = r->watch_at; /* it knows already */
 		rt_redis_reset(r);
+	} else if (!r->ac && !r->ask) { /* down, waiting for the backoff: no need to wait */
+		evtimer_del(r->retry);
+		r->backoff_ms = BACKOFF_MIN_MS;
+		connect_now(r);
 	}
 }
 

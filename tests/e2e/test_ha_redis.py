@@ -3,7 +3,9 @@ the layout of docs/operations.md "High availability"); two qagw nodes (ml1+ml2, 
 `[redis] sentinels` and `master_name`, and `[redis] port` pointing at a closed port, so
 that only the sentinels can tell them where Redis is. 20 `qaagent run` agents exchange
 messages (the fault suite's Traffic, with the history checker); three PERSIST probe
-sessions, one on each worker, pinned to it, time their pushes.
+sessions, one on each worker, pinned to it, time their pushes. The sentinels list given to
+qagw starts with a sentinel that is down and one that names the replica as the master
+(stale): both are skipped.
 
 The master is SIGKILLed. Shown:
 - pushes resume within 10 s of the promotion (a probe message every 0.25 s to each probe
@@ -22,6 +24,8 @@ The master is SIGKILLed. Shown:
 
 from __future__ import annotations
 
+import socketserver
+import threading
 import time
 from pathlib import Path
 
@@ -51,9 +55,41 @@ def sentinels(run_dir, uid):
         harness.rmtree(base)
 
 
-def sentinel_sections(ss: SentinelSet) -> dict:
-    return {"redis": {"sentinels": ss.conf, "master_name": MASTER_NAME,
-                      "port": harness.free_port()}}  # nothing listens there
+class StaleSentinel(socketserver.ThreadingTCPServer):
+    """A sentinel that answers every command with the replica's address as the master's,
+    as a sentinel cut off from the others since before a failover would: qagw must see
+    (ROLE) that it is not a master and go on to the next sentinel."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, replica_port: int) -> None:
+        name = str(replica_port).encode()
+        reply = b"*2\r\n$9\r\n127.0.0.1\r\n$%d\r\n%s\r\n" % (len(name), name)
+
+        class Handler(socketserver.StreamRequestHandler):
+            def handle(self) -> None:
+                self.server.asked += 1
+                while True:  # one reply a command (RESP: *N, then N times $len and data)
+                    head = self.rfile.readline()
+                    if not head.startswith(b"*"):
+                        return
+                    for _ in range(int(head[1:])):
+                        self.rfile.readline()
+                        self.rfile.readline()
+                    self.wfile.write(reply)
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        self.asked = 0
+        self.port = self.server_address[1]
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+
+def sentinel_sections(ss: SentinelSet, first=()) -> dict:
+    """qagw's [redis] for ss: the sentinels after `first` (addresses tried before them);
+    `port` points where nothing listens, so only the sentinels can tell where Redis is."""
+    return {"redis": {"sentinels": ",".join(list(first) + [ss.conf]),
+                      "master_name": MASTER_NAME, "port": harness.free_port()}}
 
 
 def push_round_trip(gw, worker: str, probe: q.Client, probe_id: str, sender: str,
@@ -77,16 +113,35 @@ def push_round_trip(gw, worker: str, probe: q.Client, probe_id: str, sender: str
     raise AssertionError(f"no PUSH to {probe_id} within {timeout}s")
 
 
+def expect_error_skipping_push(c: q.Client, timeout: float) -> q.Error:
+    """The ERROR that ends c's session, within timeout; PUSHes before it are acked (an
+    owed push may come first)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        f = c.recv(timeout=max(0.01, deadline - time.monotonic()))
+        if isinstance(f, q.Push):
+            c.send(q.PushAck(f.push_id))
+            continue
+        assert isinstance(f, q.Error), f"expected ERROR, got {f!r}"
+        return f
+
+
 def test_redis_master_sigkilled_under_sentinel(sentinels, qagw, agent, uid, tmp_path,
                                                redis_prefix):
     ss = sentinels
-    sec = sentinel_sections(ss)
+    # listed first: a sentinel that is down, and one that names the replica
+    stale = StaleSentinel(ss.replica.port)
+    sec = sentinel_sections(ss, [f"127.0.0.1:{harness.free_port()}", f"127.0.0.1:{stale.port}"])
     n1 = qagw(workers=("ml1", "ml2"), node="n1", sections=sec, redis=ss.master)
     n2 = qagw(workers=("ml3",), node="n2", sections=sec, redis=ss.master)
     gws = {"ml1": n1, "ml2": n1, "ml3": n2}
     for g in (n1, n2):
         poll(lambda g=g: g.admin.metrics(), lambda m: m.get("qagw_redis_up") == 1, 10,
              f"{g.node}: redis up through the sentinels")
+        assert "named by a sentinel, is not a master (ROLE slave)" in g.log.read_text(), \
+            harness.tail(g.log, 20)
+    assert stale.asked >= 1
+    stale.shutdown()
     probes = {}
     tr = None
     try:
@@ -116,8 +171,8 @@ def test_redis_master_sigkilled_under_sentinel(sentinels, qagw, agent, uid, tmp_
               f":{ss.current_master()[1]} {t_prom - t_kill:.2f}s later")
 
         # the stale record: ml2's probe is ended (retryable), its agent claims again
-        stale = probes["ml2"][1]
-        err = stale.expect_error_and_close(timeout=PUSH_RESUME_S)
+        refused = probes["ml2"][1]
+        err = expect_error_skipping_push(refused, PUSH_RESUME_S)
         assert (err.code, err.retryable) == (q.E_INTERNAL, 1), err
         t_refused = time.monotonic()
         probes["ml2"] = (stale_id, persist(n1, "ml2", stale_id, primary=n1.address("ml2")))
