@@ -57,7 +57,7 @@ struct rt_pool {
 	int capacity;
 	int tls;
 	char eps[32]; /* epsilon as "%.17g": the scripts compute with the same double */
-	int64_t reassign_after_ms; /* counted from when the worker is down: heartbeat expiry */
+	int64_t reassign_after_ms; /* counted from the worker's last heartbeat */
 	struct rt_pool_hooks hooks;
 	void *arg;
 	int freeing; /* rt_pool_free under way: sweeps end without hooks */
@@ -188,9 +188,13 @@ struct rt_pool *rt_pool_new(struct event_base *base, const struct rt_pool_conf *
 	p->capacity = conf->capacity > 0 ? conf->capacity : 1;
 	p->tls = conf->tls;
 	snprintf(p->eps, sizeof(p->eps), "%.17g", conf->epsilon);
-	/* A worker is down once its heartbeat key expires (3 s after its last
-	 * heartbeat); reassign_after counts from then. */
-	p->reassign_after_ms = (int64_t)conf->reassign_after * 1000 + HEARTBEAT_EXPIRY_MS;
+	/* reassign_after counts from the worker's last heartbeat, when it was
+	 * last known alive (issue 18: a node's agents get pushes again within
+	 * reassign_after + 2 s of its loss). It is down, so its agents can move,
+	 * only once its heartbeat key expires: 3 s after that heartbeat. */
+	p->reassign_after_ms = (int64_t)conf->reassign_after * 1000;
+	if (p->reassign_after_ms < HEARTBEAT_EXPIRY_MS)
+		p->reassign_after_ms = HEARTBEAT_EXPIRY_MS;
 	p->hooks = *hooks;
 	p->arg = arg;
 	p->held_tail = &p->held;

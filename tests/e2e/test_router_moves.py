@@ -14,8 +14,9 @@ B. SIGKILL of a node: n1 (ml1, ml2) and n2 (ml3), `[router] reassign_after = 3`,
    has been without heartbeat for reassign_after (docs/design.md "Lost worker": counted
    from its last heartbeat, at most 1 s before the kill) the router moves them to ml1/ml2
    and REASSIGN takes them there. Every one is on a live primary with on_primary 1 no
-   sooner than reassign_after - 1 s and no later than reassign_after + 3 s (heartbeat
-   expiry) + 4 s after the kill. Then each of the 60 is sent a message: pushed, acked,
+   sooner than reassign_after - 1 s and no later than reassign_after + 4 s after the kill
+   (issue 18: reassign_after counts from the last heartbeat, no longer from its expiry
+   3 s later; a view check each second, then REASSIGN and the reconnect). Then each of the 60 is sent a message: pushed, acked,
    received.
 
 Where each agent stands is read from Redis (`P agent:ID`: primary, worker, on_primary;
@@ -436,8 +437,8 @@ def test_sigkill_of_node_moves_its_agents_to_live_primaries(qagw, runs, uid, tmp
           f"new primaries {count_primaries(moved, ('ml1', 'ml2'))}")
     assert not late, f"{len(late)} agents of ml3: no WELCOME on_primary 1 from ml1/ml2: {late[:5]}"
     # not before ml3 was reassign_after without heartbeat (its last beat was <= 1 s before
-    # the kill), and about reassign_after + 3 s heartbeat expiry + a reconnect after it
-    bound_ms = (REASSIGN_AFTER + 3 + 4) * 1000
+    # the kill), and within a view check (1 s) and a reconnect after that
+    bound_ms = (REASSIGN_AFTER + 4) * 1000
     assert first >= (REASSIGN_AFTER - 1) * 1000, f"an agent moved {first} ms after the kill"
     assert last <= bound_ms, f"last agent on a live primary {last} ms after the kill (> {bound_ms})"
     for aid in on_ml3:
