@@ -13,6 +13,7 @@ PKGS=(
   libmosquitto-dev libnats-dev mosquitto nats-server gnuplot-nox
   libsystemd-dev man-db systemd
   strace iproute2
+  postgresql-15-auto-failover pg-auto-failover-cli
 )
 # Wanted but not required: the dashboard's browser test (tests/e2e/test_dashboard.py)
 # drives Debian's Chromium through playwright-core (npm, tests/browser/); where either

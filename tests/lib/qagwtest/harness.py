@@ -6,7 +6,8 @@ temporary directory, and is killed by pid in teardown, also when a test fails.
 
 One module per concern, all re-exported here (`from qagwtest import harness`, then
 harness.Gateway, harness.BUILD, ...): procs (paths, processes, ports), stores
-(PostgreSQL, Redis), gateway (qagw, its admin port), agent (qaagent, messages).
+(PostgreSQL, Redis), gateway (qagw, its admin port), agent (qaagent, messages), pgaf (a
+pg_auto_failover formation: Formation).
 """
 
 from .procs import *  # noqa: F401,F403
@@ -15,3 +16,4 @@ from .stores import *  # noqa: F401,F403
 from .stores import _redis, _redis_args  # noqa: F401
 from .gateway import *  # noqa: F401,F403
 from .agent import *  # noqa: F401,F403
+from .pgaf import *  # noqa: F401,F403
