@@ -103,6 +103,7 @@ static const struct {
     {"ingest", qb_mode_ingest, "agents uploading batches through qagw workers (TCP or TLS)"},
     {"store-limit", qb_mode_store_limit, "the same rows straight into the store (libpq)"},
     {"push", qb_mode_push, "PERSIST agents on their primaries, one sender: UPLOAD->PUSH"},
+    {"coverage", qb_mode_coverage, "router-assigned agents' push coverage after a node loss"},
     {"idle", qb_mode_idle, "hold N idle PERSIST sessions"},
     {"handshakes", qb_mode_handshakes, "new TLS handshakes per second"},
     {"mqtt-push", qb_mode_mqtt_push, "Mosquitto: QoS 1 subscribers, one publisher"},

@@ -46,6 +46,7 @@ void qb_uuid(uint8_t id[16]);
 int qb_mode_ingest(const struct qb_opts *o);      /* qb_ingest.c */
 int qb_mode_store_limit(const struct qb_opts *o); /* qb_store.c */
 int qb_mode_push(const struct qb_opts *o);        /* qb_push.c */
+int qb_mode_coverage(const struct qb_opts *o);    /* qb_coverage.c */
 int qb_mode_idle(const struct qb_opts *o);        /* qb_idle.c */
 int qb_mode_handshakes(const struct qb_opts *o);  /* qb_tls.c */
 int qb_mode_mqtt_push(const struct qb_opts *o);   /* qb_mqtt.c */

@@ -60,7 +60,9 @@ PROFILES: Dict[str, dict] = {
         "backlog_rounds": 2,
         "capacity_rates": [500, 1000, 2000, 4000, 8000], "capacity_agents": 1000,
         "capacity_seconds": 5, "capacity_warmup": 1,
-        "budget_s": 690,
+        "coverage_agents": 3000, "coverage_reassign_after": 5, "coverage_tail": 10,
+        "coverage_probes": 5,
+        "budget_s": 760,
     },
     "quick": {
         "seconds": 5, "warmup": 1,
@@ -74,7 +76,9 @@ PROFILES: Dict[str, dict] = {
         "backlog_rounds": 1,
         "capacity_rates": [500, 1000, 2000, 4000, 8000], "capacity_agents": 200,
         "capacity_seconds": 2, "capacity_warmup": 0.5,
-        "budget_s": 170,
+        "coverage_agents": 600, "coverage_reassign_after": 3, "coverage_tail": 6,
+        "coverage_probes": 5,
+        "budget_s": 200,
     },
 }
 

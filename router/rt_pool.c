@@ -866,15 +866,16 @@ int rt_pool_sweep_away(struct rt_pool *p, const char *from)
 }
 
 /* One live worker of the pool (whoever takes the lock) moves the agents of
- * a worker down longer than reassign_after. */
+ * a worker down whose last heartbeat is older than reassign_after. */
 static void on_sweep_lock(void *arg, redisReply *r)
 {
 	struct rt_sweep *probe = arg; /* carries p and the name */
 	struct rt_pool *p = probe->p;
 	if (r && r->type == REDIS_REPLY_STATUS && !p->freeing) {
-		gw_log(GW_LOG_WARN, "router %s: worker %s down for over %lld s: moving its agents",
-		       p->worker, probe->from,
-		       (long long)((p->reassign_after_ms - HEARTBEAT_EXPIRY_MS) / 1000));
+		gw_log(
+		    GW_LOG_WARN,
+		    "router %s: worker %s down, no heartbeat for over %lld ms: moving its agents",
+		    p->worker, probe->from, (long long)p->reassign_after_ms);
 		if (start_sweep(p, probe->from, 0) != 0)
 			gw_log(GW_LOG_WARN, "router %s: cannot move %s's agents now", p->worker,
 			       probe->from);

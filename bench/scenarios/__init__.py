@@ -10,12 +10,13 @@ scenarios 1, 2, 8 and 9 carry what each message cost (bench/costs.py): PostgreSQ
 transactions, and CPU time of PostgreSQL, qagw and Redis, over the measured window.
 
 One module per kind of figure: scenarios.common (cells, verdicts, costs), ingest (1, 3,
-8), push (2, 9), sessions (4, 5), failover (6), purge (7).
+8), push (2, 9), sessions (4, 5), failover (6), purge (7), coverage (10).
 """
 
 from __future__ import annotations
 
 from scenarios.common import *  # noqa: F401,F403
+from scenarios.coverage import scenario_coverage
 from scenarios.failover import scenario_failover
 from scenarios.ingest import scenario_backlog, scenario_ingest, scenario_nats
 from scenarios.purge import scenario_purge  # noqa: F401
@@ -35,4 +36,5 @@ SCENARIOS = [
     (6, False, scenario_failover),
     (8, False, scenario_backlog),
     (9, True, scenario_capacity),
+    (10, False, scenario_coverage),
 ]
