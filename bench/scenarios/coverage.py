@@ -77,9 +77,9 @@ def scenario_coverage(b: Bench) -> dict:
         "header": ["measure", "qagw", "target", "verdict"],
         "summary_col": 1,
         "rows": rows, "figures": {"coverage": fig, "reassign_after_s": ra},
-        "notes": [f"reassign_after counts from the lost worker's last heartbeat (heartbeats "
-                  f"every second; a worker is down once its heartbeat key expires, 3 s after "
-                  f"it); agents whose primary was on cv3 wait on an alternate (no PUSH there "
-                  f"under the default push policy `primary`) until the router moves them"]
+        "notes": ["reassign_after counts from the lost worker's last heartbeat (heartbeats "
+                  "every second; a worker is down once its heartbeat key expires, 3 s after "
+                  "it); agents whose primary was on cv3 wait on an alternate (no PUSH there "
+                  "under the default push policy `primary`) until the router moves them"]
         + anomalies("qagw", fig),
     }
