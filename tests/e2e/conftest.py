@@ -20,6 +20,8 @@ import pytest
 
 from qagwtest import harness
 from qagwtest.harness import Agent, Gateway, PgServer, RedisServer
+from qagwtest.pgaf import Formation
+from qagwtest.sentinel import SentinelSet
 
 _db_counter = itertools.count(1)
 
@@ -206,3 +208,38 @@ def qagw_conf(tmp_path, store, redis_server, redis_prefix, request):
     yield make
 
     _stop_gateways(started, request)
+
+
+# ------------------------------------------------------------------ HA engines (issue 18)
+
+
+@pytest.fixture
+def pgaf(run_dir, uid):
+    """A pg_auto_failover formation of this test (database qagw owned by role qagw), shut
+    down after the test's gateways (request it before `qagw`); no process may be left."""
+    f = Formation(run_dir / f"pgaf-{uid}")
+    try:
+        f.start()
+        prim = f.primary()
+        f.admin_sql(prim, "create role qagw login")
+        f.admin_sql(prim, f'alter database "{f.dbname}" owner to qagw')
+        yield f
+    finally:
+        f.shutdown()
+        left = [(n.name, n.pids()) for n in [f.monitor] + f.nodes if n.pids()]
+        if not os.environ.get("QAGW_E2E_KEEP"):
+            harness.rmtree(f.base)
+    assert not left, f"processes left behind by the formation: {left}"
+
+
+@pytest.fixture
+def sentinels(run_dir, uid):
+    """A Redis master, its replica and three sentinels of this test (qagwtest.sentinel)."""
+    base = Path(run_dir) / f"sentinel-{uid}"
+    ss = SentinelSet(base)
+    try:
+        ss.start()
+        yield ss
+    finally:
+        ss.shutdown()
+        harness.rmtree(base)

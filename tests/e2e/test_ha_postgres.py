@@ -15,14 +15,10 @@ commit on the new primary (the first UPLOAD_ACK after the kill), promotion -> fi
 
 from __future__ import annotations
 
-import os
 import time
 
-import pytest
-
-from qagwtest import harness
 from qagwtest.harness import Store
-from qagwtest.pgaf import Formation
+from qagwtest.pgaf import FormationStore
 from test_faults_failover import (DRAIN_S, N_AGENTS, Traffic, log_events_ms, log_lines_after,
                                   max_gap_s)
 
@@ -30,40 +26,6 @@ PRE_KILL_S = 5       # traffic before the kill
 POST_PROMOTE_S = 8   # traffic after the monitor's promotion
 PROMOTE_TIMEOUT_S = 30
 RESUME_S = 5         # syncs resume within this long of the promotion
-
-
-class FormationStore:
-    """What the `qagw` fixture's store_= takes: the formation's URI as conninfo."""
-
-    def __init__(self, formation: Formation, user: str = "qagw") -> None:
-        self.formation = formation
-        self.dbname = formation.dbname
-        self.base_uri = formation.uri()
-        sep = "&" if "?" in self.base_uri else "?"
-        self.uri = f"{self.base_uri}{sep}user={user}"
-
-    @property
-    def conninfo(self) -> str:
-        return self.uri
-
-
-@pytest.fixture
-def pgaf(run_dir, uid):
-    """A pg_auto_failover formation of this test (database qagw owned by role qagw), shut
-    down after the test's gateways (request it before `qagw`); no process may be left."""
-    f = Formation(run_dir / f"pgaf-{uid}")
-    try:
-        f.start()
-        prim = f.primary()
-        f.admin_sql(prim, "create role qagw login")
-        f.admin_sql(prim, f'alter database "{f.dbname}" owner to qagw')
-        yield f
-    finally:
-        f.shutdown()
-        left = [(n.name, n.pids()) for n in [f.monitor] + f.nodes if n.pids()]
-        if not os.environ.get("QAGW_E2E_KEEP"):
-            harness.rmtree(f.base)
-    assert not left, f"processes left behind by the formation: {left}"
 
 
 def test_pgaf_primary_lost(pgaf, qagw, agent, uid, tmp_path):

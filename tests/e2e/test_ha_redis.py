@@ -27,9 +27,6 @@ from __future__ import annotations
 import socketserver
 import threading
 import time
-from pathlib import Path
-
-import pytest
 
 from qagwtest import harness
 from qagwtest import qasync as q
@@ -41,18 +38,6 @@ PRE_KILL_S = 4
 POST_KILL_S = 8
 DRAIN_S = 40
 PUSH_RESUME_S = 10  # issue 18: pushes resume within 10 s of the promotion
-
-
-@pytest.fixture
-def sentinels(run_dir, uid):
-    base = Path(run_dir) / f"sentinel-{uid}"
-    ss = SentinelSet(base)
-    try:
-        ss.start()
-        yield ss
-    finally:
-        ss.shutdown()
-        harness.rmtree(base)
 
 
 class StaleSentinel(socketserver.ThreadingTCPServer):

@@ -473,3 +473,18 @@ class Formation:
                 n.sigkill(grace=5)
             except Exception:  # noqa: BLE001
                 pass
+
+
+class FormationStore:
+    """What the `qagw` fixture's store_= takes: the formation's URI as conninfo."""
+
+    def __init__(self, formation: Formation, user: str = "qagw") -> None:
+        self.formation = formation
+        self.dbname = formation.dbname
+        self.base_uri = formation.uri()
+        sep = "&" if "?" in self.base_uri else "?"
+        self.uri = f"{self.base_uri}{sep}user={user}"
+
+    @property
+    def conninfo(self) -> str:
+        return self.uri
