@@ -18,6 +18,20 @@ const char *qb_opt(const struct qb_opts *o, const char *key, const char *def)
 	return def;
 }
 
+int qb_parse_ports(const char *s, int *ports, int max)
+{
+	int n = 0;
+	while (s && *s && n < max) {
+		char *end;
+		long p = strtol(s, &end, 10);
+		if (end == s || p <= 0 || p > 65535 || (*end && *end != ','))
+			return -1;
+		ports[n++] = (int)p;
+		s = *end == ',' ? end + 1 : end;
+	}
+	return n;
+}
+
 long qb_opt_int(const struct qb_opts *o, const char *key, long def)
 {
 	const char *v = qb_opt(o, key, NULL);

@@ -20,6 +20,8 @@ struct qb_opts {
 	char **argv;
 };
 const char *qb_opt(const struct qb_opts *o, const char *key, const char *def);
+/* "P1,P2,...": up to max ports 1..65535; the count, or -1 on a bad list. */
+int qb_parse_ports(const char *s, int *ports, int max);
 long qb_opt_int(const struct qb_opts *o, const char *key, long def);
 double qb_opt_double(const struct qb_opts *o, const char *key, double def);
 int qb_opt_flag(const struct qb_opts *o,

@@ -383,6 +383,49 @@ void *qb_agent_user(const struct qb_agent *a)
 	return a->user;
 }
 
+int qb_agent_fetch(struct qb_agent *a)
+{
+	struct qs_frame f = {.type = QS_FETCH};
+	f.u.fetch.max_count = QS_DEFAULT_MAX_BATCH;
+	f.u.fetch.max_bytes = 1u << 20;
+	return a ? qb_agent_send(a, &f) : -1;
+}
+
+int qb_agent_ack_all(struct qb_agent *a, const struct qs_deliver *d)
+{
+	uint64_t seqs[QS_DEFAULT_MAX_BATCH];
+	uint16_t n = 0;
+	for (uint16_t i = 0; i < d->count && n < QS_DEFAULT_MAX_BATCH; i++)
+		seqs[n++] = d->msgs[i].seq;
+	if (!n)
+		return 0;
+	struct qs_frame ack = {.type = QS_DELIVER_ACK};
+	ack.u.deliver_ack.count = n;
+	ack.u.deliver_ack.seqs = seqs;
+	return a ? qb_agent_send(a, &ack) : -1;
+}
+
+int qb_stream_port(struct qs_str stream)
+{
+	char buf[512];
+	size_t n = stream.len < sizeof(buf) - 1 ? stream.len : sizeof(buf) - 1;
+	if (n) /* an empty str's ptr may be NULL */
+		memcpy(buf, stream.ptr, n);
+	buf[n] = 0;
+	const char *p = strstr(buf, "port=");
+	return p ? atoi(p + 5) : 0;
+}
+
+int qb_body_index(const struct qs_msg_in *m, uint32_t magic, uint32_t *idx)
+{
+	uint32_t got = 0;
+	if (m->body.len < 8)
+		return 0;
+	memcpy(&got, m->body.ptr, 4);
+	memcpy(idx, m->body.ptr + 4, 4);
+	return got == magic;
+}
+
 void qb_agent_free(struct qb_agent *a)
 {
 	if (!a)

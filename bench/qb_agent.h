@@ -36,6 +36,18 @@ struct qb_agent *qb_agent_new(struct event_base *base, const struct qb_agent_con
 /* Encodes and queues one frame; 0 or -1. */
 int qb_agent_send(struct qb_agent *a, const struct qs_frame *f);
 void *qb_agent_user(const struct qb_agent *a);
+/* A FETCH of up to QS_DEFAULT_MAX_BATCH messages and 1 MiB; 0 or -1. */
+int qb_agent_fetch(struct qb_agent *a);
+/* One DELIVER_ACK for every message of d (none when d is empty); 0 or -1. */
+int qb_agent_ack_all(struct qb_agent *a, const struct qs_deliver *d);
+
+/* The port of a WELCOME/REASSIGN stream, "tcpip(host=H;port=P)" or
+ * "tls(...)"; 0 without one. The host is not used: benches connect to their
+ * --host (numeric). */
+int qb_stream_port(struct qs_str stream);
+/* Whether m's body starts with magic (4 bytes) and a bench index (4 bytes,
+ * into *idx): the messages a mode sent itself. */
+int qb_body_index(const struct qs_msg_in *m, uint32_t magic, uint32_t *idx);
 void qb_agent_free(struct qb_agent *a);
 
 /* A client SSL_CTX trusting ca_file (NULL: no verification, for benches). */

@@ -110,31 +110,6 @@ struct cov_run {
 static void ag_cycle(struct ag *g);
 static void ag_try(struct ag *g);
 
-static int parse_ports(const char *s, int *ports, int max)
-{
-	int n = 0;
-	while (s && *s && n < max) {
-		char *end;
-		long p = strtol(s, &end, 10);
-		if (end == s || p <= 0 || p > 65535 || (*end && *end != ','))
-			return -1;
-		ports[n++] = (int)p;
-		s = *end == ',' ? end + 1 : end;
-	}
-	return n;
-}
-
-static int stream_port(struct qs_str stream)
-{
-	char buf[512];
-	size_t n = stream.len < sizeof(buf) - 1 ? stream.len : sizeof(buf) - 1;
-	if (n)
-		memcpy(buf, stream.ptr, n);
-	buf[n] = 0;
-	const char *p = strstr(buf, "port=");
-	return p ? atoi(p + 5) : 0;
-}
-
 /* Learns the servers' ports; returns the port of name (0: not known). */
 static int learn(struct cov_run *run, struct qs_str name, uint16_t n, const struct qs_server *s)
 {
@@ -150,7 +125,7 @@ static int learn(struct cov_run *run, struct qs_str name, uint16_t n, const stru
 			run->n_names++;
 		}
 		if (k < run->n_names)
-			run->name_port[k] = stream_port(s[i].stream);
+			run->name_port[k] = qb_stream_port(s[i].stream);
 	}
 	for (int k = 0; k < run->n_names; k++)
 		if (strlen(run->names[k]) == name.len &&
@@ -168,7 +143,7 @@ static void set_list(struct ag *g, struct qs_str primary, uint16_t n, const stru
 	g->n_list = 0;
 	g->list[g->n_list++] = pp;
 	for (uint16_t i = 0; i < n && g->n_list < MAX_LIST; i++) {
-		int p = stream_port(s[i].stream);
+		int p = qb_stream_port(s[i].stream);
 		if (p && p != pp)
 			g->list[g->n_list++] = p;
 	}
@@ -212,10 +187,7 @@ static void ag_fetch(struct ag *g)
 		g->refetch = 1;
 		return;
 	}
-	struct qs_frame f = {.type = QS_FETCH};
-	f.u.fetch.max_count = QS_DEFAULT_MAX_BATCH;
-	f.u.fetch.max_bytes = 1u << 20;
-	if (send_frame(g->a, &f) == 0) {
+	if (qb_agent_fetch(g->a) == 0) {
 		g->fetching = 1;
 		g->refetch = 0;
 	}
@@ -224,17 +196,11 @@ static void ag_fetch(struct ag *g)
 static void on_deliver(struct ag *g, const struct qs_deliver *d, int64_t now)
 {
 	struct cov_run *run = g->run;
-	uint64_t seqs[QS_DEFAULT_MAX_BATCH];
-	uint16_t n = 0;
 	for (uint16_t i = 0; i < d->count; i++) {
 		const struct qs_msg_in *m = &d->msgs[i];
-		uint32_t magic = 0, k = UINT32_MAX;
-		if (m->body.len >= 8) {
-			memcpy(&magic, m->body.ptr, 4);
-			memcpy(&k, m->body.ptr + 4, 4);
-		}
-		if (magic == COV_MAGIC && k < run->n_sent && run->probes[k].agent == g->idx &&
-		    memcmp(run->probes[k].id, m->id, 16) == 0) {
+		uint32_t k = UINT32_MAX;
+		if (qb_body_index(m, COV_MAGIC, &k) && k < run->n_sent &&
+		    run->probes[k].agent == g->idx && memcmp(run->probes[k].id, m->id, 16) == 0) {
 			if (run->probes[k].deliver_us)
 				run->duplicates++;
 			else {
@@ -244,15 +210,8 @@ static void on_deliver(struct ag *g, const struct qs_deliver *d, int64_t now)
 		} else {
 			run->foreign++;
 		}
-		if (n < QS_DEFAULT_MAX_BATCH)
-			seqs[n++] = m->seq;
 	}
-	if (n) {
-		struct qs_frame ack = {.type = QS_DELIVER_ACK};
-		ack.u.deliver_ack.count = n;
-		ack.u.deliver_ack.seqs = seqs;
-		send_frame(g->a, &ack);
-	}
+	qb_agent_ack_all(g->a, d);
 	g->fetching = 0;
 	if (d->more || g->refetch)
 		ag_fetch(g);
@@ -615,6 +574,18 @@ static void finish(struct cov_run *run)
 	run->finished = 1;
 	event_base_loopbreak(run->base);
 	int64_t end = gw_mono_us();
+	int shown = 0; /* the agents not covered at the end, for the log */
+	for (uint32_t i = 0; i < run->n && shown < 20; i++) {
+		const struct ag *g = &run->ag[i];
+		if (covered(g))
+			continue;
+		shown++;
+		fprintf(stderr,
+		        "qabench coverage: not covered at the end: %s state %d on_primary %d "
+		        "list[0] %d of %d, background attempt %s\n",
+		        g->id, (int)g->state, g->on_primary, g->n_list ? g->list[0] : 0, g->n_list,
+		        g->probe ? "under way" : "none");
+	}
 	struct qb_lat push_cov = {0}, deliver_cov = {0}, deliver_unc = {0};
 	uint64_t n_cov = 0, n_unc = 0, missing = 0, late = 0, undelivered = 0;
 	int64_t ra_us = (int64_t)(run->reassign_after_s * 1e6);
@@ -688,7 +659,7 @@ int qb_mode_coverage(const struct qb_opts *o)
 {
 	static struct cov_run run; /* large (the series): not on the stack */
 	run.host = qb_opt(o, "host", "127.0.0.1");
-	run.nports = parse_ports(qb_opt(o, "ports", ""), run.ports, MAX_PORTS);
+	run.nports = qb_parse_ports(qb_opt(o, "ports", ""), run.ports, MAX_PORTS);
 	long n = qb_opt_int(o, "agents", 3000);
 	run.kill_at_s = qb_opt_double(o, "kill-at", 3);
 	run.after_s = qb_opt_double(o, "after", 15);

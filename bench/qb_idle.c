@@ -68,20 +68,6 @@ struct idle_run {
 static void sess_connect(struct idle_sess *s);
 static void start_hold(struct idle_run *run);
 
-static int parse_ports(const char *p, int *ports, int max)
-{
-	int n = 0;
-	while (p && *p && n < max) {
-		char *end;
-		long v = strtol(p, &end, 10);
-		if (end == p || v <= 0 || v > 65535 || (*end && *end != ','))
-			return -1;
-		ports[n++] = (int)v;
-		p = *end ? end + 1 : end;
-	}
-	return n;
-}
-
 static void report(struct idle_run *run)
 {
 	if (run->reported)
@@ -350,7 +336,7 @@ int qb_mode_idle(const struct qb_opts *o)
 {
 	struct idle_run run = {0};
 	run.host = qb_opt(o, "host", "127.0.0.1");
-	run.nports = parse_ports(qb_opt(o, "ports", "2439,2440,2441"), run.ports, MAX_PORTS);
+	run.nports = qb_parse_ports(qb_opt(o, "ports", "2439,2440,2441"), run.ports, MAX_PORTS);
 	long n = qb_opt_int(o, "sessions", 1000);
 	run.src_prefix = qb_opt(o, "src-prefix", "127.0.0.");
 	run.hold_s = qb_opt_double(o, "hold-seconds", 60);

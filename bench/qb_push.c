@@ -149,41 +149,12 @@ static struct step *step_of(struct push_run *run, uint64_t i)
 	return &run->steps[run->n_steps - 1];
 }
 
-static int parse_ports(const char *s, int *ports, int max)
-{
-	int n = 0;
-	while (s && *s && n < max) {
-		char *end;
-		long p = strtol(s, &end, 10);
-		if (end == s || p <= 0 || p > 65535)
-			return -1;
-		ports[n++] = (int)p;
-		s = *end == ',' ? end + 1 : end;
-		if (*end && *end != ',')
-			return -1;
-	}
-	return n;
-}
-
-/* The port of a WELCOME/REASSIGN stream, "tcpip(host=H;port=P)" or "tls(...)".
- * The host is not used: the bench connects to --host (numeric). */
-static int stream_port(struct qs_str stream)
-{
-	char buf[512];
-	size_t n = stream.len < sizeof(buf) - 1 ? stream.len : sizeof(buf) - 1;
-	if (n) /* an empty str's ptr may be NULL */
-		memcpy(buf, stream.ptr, n);
-	buf[n] = 0;
-	const char *p = strstr(buf, "port=");
-	return p ? atoi(p + 5) : 0;
-}
-
 static int primary_port(struct qs_str primary, uint16_t n, const struct qs_server *servers)
 {
 	for (uint16_t i = 0; i < n; i++)
 		if (servers[i].name.len == primary.len &&
 		    memcmp(servers[i].name.ptr, primary.ptr, primary.len) == 0)
-			return stream_port(servers[i].stream);
+			return qb_stream_port(servers[i].stream);
 	return 0;
 }
 
@@ -232,10 +203,7 @@ static void rx_fetch(struct rx *r)
 		r->refetch = 1;
 		return;
 	}
-	struct qs_frame f = {.type = QS_FETCH};
-	f.u.fetch.max_count = QS_DEFAULT_MAX_BATCH;
-	f.u.fetch.max_bytes = 1u << 20;
-	if (send_frame(r->a, &f) == 0) {
+	if (qb_agent_fetch(r->a) == 0) {
 		r->fetching = 1;
 		r->refetch = 0;
 		r->run->fetches++;
@@ -306,18 +274,12 @@ static uint64_t rx_oldest_unpushed(struct rx *r)
 static void rx_on_deliver(struct rx *r, const struct qs_deliver *d, int64_t now)
 {
 	struct push_run *run = r->run;
-	uint64_t seqs[QS_DEFAULT_MAX_BATCH];
-	uint16_t n = 0;
 	run->delivers++;
 	for (uint16_t i = 0; i < d->count; i++) {
 		const struct qs_msg_in *m = &d->msgs[i];
-		uint32_t magic = 0, idx = UINT32_MAX;
-		if (m->body.len >= 8) {
-			memcpy(&magic, m->body.ptr, 4);
-			memcpy(&idx, m->body.ptr + 4, 4);
-		}
-		if (magic == BODY_MAGIC && idx < run->n_sent && idx % run->n_rx == r->idx &&
-		    memcmp(run->msgs[idx].id, m->id, 16) == 0) {
+		uint32_t idx = UINT32_MAX;
+		if (qb_body_index(m, BODY_MAGIC, &idx) && idx < run->n_sent &&
+		    idx % run->n_rx == r->idx && memcmp(run->msgs[idx].id, m->id, 16) == 0) {
 			struct msg *msg = &run->msgs[idx];
 			if (msg->delivered_us) {
 				run->duplicates++;
@@ -329,15 +291,8 @@ static void rx_on_deliver(struct rx *r, const struct qs_deliver *d, int64_t now)
 		} else {
 			run->foreign++; /* an earlier run's message to the same id */
 		}
-		if (n < QS_DEFAULT_MAX_BATCH)
-			seqs[n++] = m->seq;
 	}
-	if (n) {
-		struct qs_frame ack = {.type = QS_DELIVER_ACK};
-		ack.u.deliver_ack.count = n;
-		ack.u.deliver_ack.seqs = seqs;
-		send_frame(r->a, &ack);
-	}
+	qb_agent_ack_all(r->a, d);
 	r->fetching = 0;
 	if (d->more || r->refetch)
 		rx_fetch(r);
@@ -922,7 +877,7 @@ int qb_mode_push(const struct qb_opts *o)
 {
 	struct push_run run = {0};
 	run.host = qb_opt(o, "host", "127.0.0.1");
-	run.nports = parse_ports(qb_opt(o, "ports", "2439,2440,2441"), run.ports, MAX_PORTS);
+	run.nports = qb_parse_ports(qb_opt(o, "ports", "2439,2440,2441"), run.ports, MAX_PORTS);
 	long agents = qb_opt_int(o, "agents", 1000);
 	double rate = qb_opt_double(o, "rate", 1000);
 	const char *steps = qb_opt(o, "steps", NULL);

@@ -104,6 +104,13 @@ static void finish_welcome(struct gw_session *s)
 	        s->persist, (unsigned long long)s->epoch);
 	gw_push_after_welcome(s);
 	gw_session_request_done(s);
+	if (s->reassign_to[0]) { /* moved while it was welcomed */
+		char to[sizeof(s->reassign_to)];
+		memcpy(to, s->reassign_to, sizeof(to));
+		s->reassign_to[0] = 0;
+		if (strcmp(to, s->primary) != 0)
+			gw_session_reassign(s, to);
+	}
 }
 
 /* WELCOME, once the primary is known (pinned: resolved at HELLO; else the

@@ -703,6 +703,13 @@ static void on_reassign_deadline(evutil_socket_t fd, short what, void *arg)
 void gw_session_reassign(struct gw_session *s, const char *primary)
 {
 	struct gw_worker *w = s->w;
+	if (!s->primary_sent[0] && s->state == GW_S_WELCOMING) {
+		/* The router moved the agent while its HELLO was under way: the
+		 * WELCOME (already made) names the old primary; REASSIGN follows it
+		 * (issue 18: else the agent would wait for a primary that is gone). */
+		snprintf(s->reassign_to, sizeof(s->reassign_to), "%s", primary);
+		return;
+	}
 	if (s->primary_sent[0] || (s->state != GW_S_READY && s->state != GW_S_BUSY) ||
 	    s->reassign_timer || !w->pool)
 		return;

@@ -67,6 +67,7 @@ struct gw_session {
 	int n_known;
 	int awaiting_reassign;        /* draining here: REASSIGN, not ERROR draining, is coming */
 	struct event *reassign_timer; /* REASSIGN sent: closed 5 s later */
+	char reassign_to[65];         /* a move that came before WELCOME: REASSIGN after it */
 	int64_t pending_at_hello;     /* pending messages when the store answered HELLO */
 
 	/* Push (protocol.md PUSH/PUSH_ACK). */

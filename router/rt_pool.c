@@ -745,10 +745,10 @@ static void on_batch_moved(void *arg, redisReply *r)
 		return;
 	}
 	int n = (int)r->elements / 2;
-	if (n > 0 && p->hooks.on_moved) {
+	for (int i = 0; i < n && p->hooks.on_moved;) { /* to the hook SWEEP_BATCH at a time */
 		const char *agents[SWEEP_BATCH], *prims[SWEEP_BATCH];
 		int k = 0;
-		for (int i = 0; i < n && k < SWEEP_BATCH; i++) {
+		for (; i < n && k < SWEEP_BATCH; i++) {
 			if (r->element[2 * i]->type != REDIS_REPLY_STRING ||
 			    r->element[2 * i + 1]->type != REDIS_REPLY_STRING)
 				continue;
@@ -756,7 +756,8 @@ static void on_batch_moved(void *arg, redisReply *r)
 			prims[k] = r->element[2 * i + 1]->str;
 			k++;
 		}
-		p->hooks.on_moved(p->arg, agents, prims, k);
+		if (k)
+			p->hooks.on_moved(p->arg, agents, prims, k);
 	}
 	s->moved += n;
 	if (strcmp(s->cursor, "0") == 0)
@@ -777,10 +778,16 @@ static void on_scanned(void *arg, redisReply *r)
 	}
 	snprintf(s->cursor, sizeof(s->cursor), "%s", r->element[0]->str);
 	const redisReply *m = r->element[1];
-	/* argv: EVAL script 0 prefix from eps | from target eps, then agents. */
-	const char *argv[7 + 2 * SWEEP_BATCH];
-	char(*orders)[ORDER_MAX] = s->to_self ? NULL : malloc(SWEEP_BATCH * sizeof(*orders));
-	if (!s->to_self && !orders) {
+	/* argv: EVAL script 0 prefix from eps | from target eps, then agents.
+	 * COUNT is a hint: SSCAN may return more than SWEEP_BATCH members, and
+	 * every one of them goes in this call (issue 18: dropping the extra ones
+	 * left agents on a lost worker for good). */
+	size_t cnt = m->elements;
+	const char **argv = malloc((7 + 2 * cnt) * sizeof(*argv));
+	char(*orders)[ORDER_MAX] = s->to_self || !cnt ? NULL : malloc(cnt * sizeof(*orders));
+	if (!argv || (!s->to_self && cnt && !orders)) {
+		free(argv);
+		free(orders);
 		sweep_end(s, 1);
 		return;
 	}
@@ -794,7 +801,7 @@ static void on_scanned(void *arg, redisReply *r)
 		argv[argc++] = p->worker;
 	argv[argc++] = p->eps;
 	int fixed = argc;
-	for (size_t i = 0; i < m->elements && i < SWEEP_BATCH; i++) {
+	for (size_t i = 0; i < cnt; i++) {
 		if (m->element[i]->type != REDIS_REPLY_STRING)
 			continue;
 		const char *agent = m->element[i]->str;
@@ -811,6 +818,7 @@ static void on_scanned(void *arg, redisReply *r)
 		}
 	}
 	if (argc == fixed) { /* nothing to move in this batch */
+		free(argv);
 		free(orders);
 		if (strcmp(s->cursor, "0") == 0)
 			sweep_end(s, 0);
@@ -820,6 +828,7 @@ static void on_scanned(void *arg, redisReply *r)
 	}
 	/* hiredis formats the command at once: the orders may go after. */
 	int rc = rt_redis_commandv(p->cmd, on_batch_moved, s, argc, argv, NULL);
+	free(argv);
 	free(orders);
 	if (rc != 0)
 		sweep_end(s, 1);

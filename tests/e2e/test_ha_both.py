@@ -16,10 +16,10 @@ from __future__ import annotations
 import time
 
 from qagwtest.harness import Store
-from qagwtest.pool import expect_superseded, persist, poll
-from test_faults_failover import DRAIN_S, Traffic
 from qagwtest.pgaf import FormationStore
-from test_ha_redis import push_round_trip, sentinel_sections
+from qagwtest.pool import poll
+from test_faults_failover import DRAIN_S, Traffic
+from test_ha_redis import after_failover, open_probes, sentinel_sections
 
 PRE_KILL_S = 4
 POST_KILL_S = 12
@@ -38,11 +38,7 @@ def test_redis_master_and_postgres_primary_killed_together(pgaf, sentinels, qagw
     for g in (n1, n2):
         poll(lambda g=g: g.admin.metrics(), lambda m: m.get("qagw_redis_up") == 1, 10,
              f"{g.node}: redis up through the sentinels")
-    probes = {}
-    for w, g in gws.items():
-        pid = f"P{w}-{uid}"
-        probes[w] = (pid, persist(g, w, pid, primary=g.address(w)))
-        push_round_trip(g, w, probes[w][1], pid, f"S-{uid}", 5)
+    probes = open_probes(gws, uid)
     old_pg, new_pg = f.primary(), f.secondary()
     tr = Traffic(agent, tmp_path, [gws[w].stream(w) for w in gws], uid)
     try:
@@ -64,19 +60,10 @@ def test_redis_master_and_postgres_primary_killed_together(pgaf, sentinels, qagw
               f"{t_both_killed:.2f}s; sentinels promoted {t_redis - t_kill:.2f}s and the "
               f"monitor {t_pg - t_kill:.2f}s after the kill")
 
-        resumed = {}
-        for w, (pid, c) in probes.items():
-            t = push_round_trip(gws[w], w, c, pid, f"S-{uid}",
-                                PUSH_RESUME_S + max(0.0, t_pg - t_redis))
-            resumed[w] = t - max(t_redis, t_pg)
+        resumed = after_failover(gws, probes, uid, max(t_redis, t_pg), PUSH_RESUME_S)
         print(f"first PUSH after the later promotion, per probe (s): "
               f"{ {w: round(v, 2) for w, v in resumed.items()} }")
         assert all(v <= PUSH_RESUME_S for v in resumed.values()), resumed
-
-        pid, first = probes["ml1"]
-        second = persist(n2, "ml3", pid, primary=n1.address("ml1"))
-        expect_superseded(first, 5)
-        probes["ml1"] = (pid, second)
 
         time.sleep(max(0.0, POST_KILL_S - (time.monotonic() - t_kill)))
         tr.check_alive()

@@ -98,6 +98,31 @@ def push_round_trip(gw, worker: str, probe: q.Client, probe_id: str, sender: str
     raise AssertionError(f"no PUSH to {probe_id} within {timeout}s")
 
 
+def open_probes(gws: dict, uid: str) -> dict:
+    """{worker: (agent id, PERSIST session pinned to it)}, one per worker, each pushed once."""
+    probes = {}
+    for w, g in gws.items():
+        pid = f"P{w}-{uid}"
+        probes[w] = (pid, persist(g, w, pid, primary=g.address(w)))
+        assert probes[w][1].welcome.on_primary
+        push_round_trip(g, w, probes[w][1], pid, f"S-{uid}", 5)
+    return probes
+
+
+def after_failover(gws: dict, probes: dict, uid: str, since: float, timeout: float) -> dict:
+    """Each probe's first PUSH after `since` (seconds, per worker; within timeout of now),
+    then one live session per agent: a second HELLO of ml1's probe agent on ml3 (the other
+    node) ends the first with ERROR superseded."""
+    resumed = {}
+    for w, (pid, c) in probes.items():
+        resumed[w] = push_round_trip(gws[w], w, c, pid, f"S-{uid}", timeout) - since
+    pid, first = probes["ml1"]
+    second = persist(gws["ml3"], "ml3", pid, primary=gws["ml1"].address("ml1"))
+    expect_superseded(first, 5)
+    probes["ml1"] = (pid, second)
+    return resumed
+
+
 def expect_error_skipping_push(c: q.Client, timeout: float) -> q.Error:
     """The ERROR that ends c's session, within timeout; PUSHes before it are acked (an
     owed push may come first)."""
@@ -130,11 +155,7 @@ def test_redis_master_sigkilled_under_sentinel(sentinels, qagw, agent, uid, tmp_
     probes = {}
     tr = None
     try:
-        for w, g in gws.items():
-            pid = f"P{w}-{uid}"
-            probes[w] = (pid, persist(g, w, pid, primary=g.address(w)))
-            assert probes[w][1].welcome.on_primary
-            push_round_trip(g, w, probes[w][1], pid, f"S-{uid}", 5)
+        probes = open_probes(gws, uid)
 
         tr = Traffic(agent, tmp_path, [gws[w].stream(w) for w in gws], uid)
         tr.start_runs()
@@ -163,20 +184,11 @@ def test_redis_master_sigkilled_under_sentinel(sentinels, qagw, agent, uid, tmp_
         probes["ml2"] = (stale_id, persist(n1, "ml2", stale_id, primary=n1.address("ml2")))
         assert probes["ml2"][1].welcome.on_primary
 
-        resumed = {}
-        for w, (pid, c) in probes.items():
-            t = push_round_trip(gws[w], w, c, pid, f"S-{uid}", PUSH_RESUME_S)
-            resumed[w] = t - t_prom
+        resumed = after_failover(gws, probes, uid, t_prom, PUSH_RESUME_S)
         print(f"stale session of {stale_id} ended {t_refused - t_prom:.2f}s after the "
               f"promotion; first PUSH after the promotion, per probe (s): "
               f"{ {w: round(v, 2) for w, v in resumed.items()} }")
         assert all(v <= PUSH_RESUME_S for v in resumed.values()), resumed
-
-        # one live session per agent: a second HELLO on another node ends the first
-        pid, first = probes["ml1"]
-        second = persist(n2, "ml3", pid, primary=n1.address("ml1"))
-        expect_superseded(first, 5)
-        probes["ml1"] = (pid, second)
 
         time.sleep(max(0.0, POST_KILL_S - (time.monotonic() - t_kill)))
         tr.check_alive()
