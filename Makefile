@@ -241,6 +241,13 @@ bench-quick: deps certs
 	$(MAKE) all $(QABENCH)
 	$(PYTHON) bench/run.py --profile quick
 
+# What one sync costs the servers (issue 18, docs/operations.md "Sizing"; < 1 min): prints
+# qagw's, PostgreSQL's and Redis's CPU per sync and PostgreSQL transactions per sync.
+.PHONY: bench-sizing
+bench-sizing: deps certs
+	$(MAKE) all
+	$(PYTHON) bench/sizing.py
+
 # Issue 10's purge under ingest (bench/purge.py, <= 10 min): 1,000,000 stored messages,
 # ingest with and without the purge of 500,000 of them; writes bench/results/PURGE.{json,md}.
 .PHONY: bench-purge
