@@ -28,6 +28,8 @@ import socketserver
 import threading
 import time
 
+import pytest
+
 from qagwtest import harness
 from qagwtest import qasync as q
 from qagwtest.pool import expect_push, expect_superseded, fetch_skipping_push, persist, poll, send_one
@@ -112,14 +114,18 @@ def open_probes(gws: dict, uid: str) -> dict:
 def after_failover(gws: dict, probes: dict, uid: str, since: float, timeout: float) -> dict:
     """Each probe's first PUSH after `since` (seconds, per worker; within timeout of now),
     then one live session per agent: a second HELLO of ml1's probe agent on ml3 (the other
-    node) ends the first with ERROR superseded."""
+    node) ends the first with ERROR superseded, and a third, on ml1 again (the probe back on
+    its primary), ends the second."""
     resumed = {}
     for w, (pid, c) in probes.items():
         resumed[w] = push_round_trip(gws[w], w, c, pid, f"S-{uid}", timeout) - since
     pid, first = probes["ml1"]
-    second = persist(gws["ml3"], "ml3", pid, primary=gws["ml1"].address("ml1"))
+    primary = gws["ml1"].address("ml1")
+    second = persist(gws["ml3"], "ml3", pid, primary=primary)
     expect_superseded(first, 5)
-    probes["ml1"] = (pid, second)
+    third = persist(gws["ml1"], "ml1", pid, primary=primary)
+    expect_superseded(second, 5)
+    probes["ml1"] = (pid, third)
     return resumed
 
 
@@ -210,3 +216,50 @@ def test_redis_master_sigkilled_under_sentinel(sentinels, qagw, agent, uid, tmp_
         log = g.log.read_text(errors="replace")
         assert "the sentinels switched the master" in log or "names 127.0.0.1:" in log, \
             harness.tail(g.log, 30)
+
+
+@pytest.mark.long
+def test_redis_failovers_back_and_forth_long(sentinels, qagw, agent, uid, tmp_path):
+    """The long variant: three failovers under 20 agents of traffic, each time the killed
+    master started again (the sentinels make it a replica of the new one) before the next
+    kill, so the master moves back and forth. After each promotion pushes resume within
+    10 s and one session per agent holds; nothing acknowledged is lost."""
+    ss = sentinels
+    sec = sentinel_sections(ss)
+    n1 = qagw(workers=("ml1", "ml2"), node="n1", sections=sec, redis=ss.master)
+    n2 = qagw(workers=("ml3",), node="n2", sections=sec, redis=ss.master)
+    gws = {"ml1": n1, "ml2": n1, "ml3": n2}
+    for g in (n1, n2):
+        poll(lambda g=g: g.admin.metrics(), lambda m: m.get("qagw_redis_up") == 1, 10,
+             f"{g.node}: redis up through the sentinels")
+    probes = open_probes(gws, uid)
+    tr = Traffic(agent, tmp_path, [gws[w].stream(w) for w in gws], uid)
+    try:
+        tr.start_runs()
+        tr.start_senders(seed=uid)
+        for r in range(3):
+            time.sleep(PRE_KILL_S)
+            tr.check_alive()
+            port = ss.current_master()[1]
+            victim = ss.server_at(port)
+            t_kill = time.monotonic()
+            victim.kill()
+            t_prom = ss.wait_promoted(port)
+            resumed = after_failover(gws, probes, uid, t_prom, PUSH_RESUME_S)
+            print(f"\nround {r + 1}: master :{port} killed, promoted in "
+                  f"{t_prom - t_kill:.2f}s; pushes resumed (s) "
+                  f"{ {w: round(v, 2) for w, v in resumed.items()} }")
+            assert all(v <= PUSH_RESUME_S for v in resumed.values()), resumed
+            victim.start()  # back as a replica of the new master (the sentinels say so)
+            poll(lambda: victim.command("ROLE")[0], lambda role: role == "slave", 30,
+                 f":{port} a replica again")
+    finally:
+        tr.stop_senders()
+    rep = tr.history.drain(timeout=DRAIN_S)
+    rcs = tr.stop_runs()
+    for _, c in probes.values():
+        c.close()
+    print(f"sent {tr.sent} messages; {rep.line()}")
+    rep.assert_ok()
+    assert rep.pending == 0, rep.details()
+    assert all(v == 0 for v in rcs.values()), rcs

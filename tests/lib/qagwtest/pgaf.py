@@ -443,6 +443,21 @@ class Formation:
                 raise AssertionError(f"no promotion within {timeout}s: {self._states_or_error()}")
             time.sleep(interval)
 
+    def rejoin(self, node: PgafNode, timeout: float = 120) -> float:
+        """Starts a lost node's keeper again (`pg_autoctl run`): the monitor makes it a
+        secondary of the current primary (pg_rewind if its history diverged). Returns the
+        seconds until it is a synchronous standby again."""
+        t0 = time.monotonic()
+        node.start([PG_AUTOCTL, "run", "--pgdata", node.pgdata])
+        deadline = t0 + timeout
+        self._wait(lambda: sorted(self.states().values()) == ["primary", "secondary"], deadline,
+                   f"{node.name} back as the secondary", node)
+        prim = self.primary()
+        self._wait(lambda: self.psql(prim, "select string_agg(sync_state, ',') from "
+                                     "pg_stat_replication") in ("quorum", "sync"), deadline,
+                   f"{node.name} a synchronous standby again", prim)
+        return time.monotonic() - t0
+
     def admin_sql(self, node: PgafNode, sql: str, dbname: Optional[str] = None) -> str:
         """sql as the superuser on node (psql over the private socket dir), its output."""
         return self.psql(node, sql, dbname=dbname or "postgres")
