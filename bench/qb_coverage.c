@@ -22,7 +22,8 @@
  * message each from one sender (its own session, on --sender-port, a node
  * that lives), timed from its due time to the agent's PUSH and to the message
  * in a DELIVER. A probe to an agent counted as covered that is neither
- * pushed nor delivered within 1 s says the count is wrong (push_missing);
+ * pushed nor delivered within 3 s says the count is wrong (push_missing: the
+ * state says covered, and no push comes; slow pushes show in push_covered);
  * undelivered counts the probes not delivered by the end (those of its last
  * second among them).
  *
@@ -43,7 +44,7 @@
 #define MAX_PORTS    64
 #define MAX_LIST     32
 #define TICK_MS      100
-#define MISSING_US   1000000 /* a covered agent's probe must be pushed within this */
+#define MISSING_US   3000000 /* a covered agent's probe must be pushed within this */
 #define MAX_SAMPLES  4096
 #define MAX_PROBES   200000
 #define READY_WAIT_S 120
@@ -601,7 +602,7 @@ static void finish(struct cov_run *run)
 			max_wait = d;
 		if (p->covered) {
 			n_cov++;
-			/* pushed, or delivered (by a FETCH another PUSH caused), within 1 s */
+			/* pushed, or delivered (by a FETCH another PUSH caused), within 3 s */
 			int64_t got = p->push_us && (!p->deliver_us || p->push_us < p->deliver_us)
 			                  ? p->push_us
 			                  : p->deliver_us;

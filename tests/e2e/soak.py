@@ -25,23 +25,18 @@ sent log what one UPLOAD_ACK acknowledged.
 
 from __future__ import annotations
 
-import itertools
 import os
 import random
-import re
 import signal
-import threading
 import time
 from collections import Counter, defaultdict
-from pathlib import Path
 from typing import Dict, List, Optional
 
 from qagwtest import harness
-from qagwtest.history import History, QaAgentStore, Report, canonical
-from test_failover import json_lines, stop_run
+from qagwtest.history import QaAgentStore, canonical
+from qagwtest.traffic import Traffic
 
 WORKERS = ("ml1", "ml2", "ml3")
-QUEUE = "q"
 
 
 class NodeStore(harness.Store):
@@ -100,180 +95,15 @@ def nodes_of(gws: Dict[str, harness.Gateway]) -> List[harness.Gateway]:
     return out
 
 
-class Traffic:
-    """N qaagent runs exchanging messages; see the module's docstring."""
-
-    def __init__(self, gws: Dict[str, harness.Gateway], agent_factory, uid: str,
-                 tmp_path: Path, n_agents: int = 20, senders: int = 3,
-                 send_pause: float = 0.02, seed: Optional[str] = None,
-                 verbose: Optional[bool] = None) -> None:
-        self.gws = gws
-        self.tmp = Path(tmp_path)
-        self.h = History()
-        self.agents = []
-        for i in range(n_agents):
-            order = [WORKERS[(i + k) % 3] for k in range(3)]
-            a = agent_factory(f"f{i:02d}-{uid}", *[gws[w].stream(w) for w in order],
-                              extra=["-fd", "0.5"])
-            self.agents.append(a)
-            self.h.add(a)
-        # QAGW_FAULTS_VERBOSE=1: the runs log every frame (-v) into run-ID.stderr
-        self.verbose = bool(os.environ.get("QAGW_FAULTS_VERBOSE")) if verbose is None else verbose
-        self.n_senders = senders
-        self.send_pause = send_pause
-        self.seed = seed or uid
-        self.late, self.late_detail = 0, ""  # set by drain()
-        self.procs: Dict[str, object] = {}
-        self.lines: Dict[str, object] = {}
-        self.events: Dict[str, List[dict]] = {a.id: [] for a in self.agents}
-        self.sent = 0
-        self.send_errors: List[str] = []
-        self._stop = threading.Event()
-        self._threads: List[threading.Thread] = []
-        self._count_lock = threading.Lock()
-        # bodies differ, so that one message's body handed with another's id shows
-        self._body_n = itertools.count(1)
-
-    # ----------------------------------------------------------- the run processes
-
-    def _start_run(self, a) -> None:
-        p = a.popen("run", policy="automatic", verbose=self.verbose,
-                    stderr_path=self.tmp / f"run-{a.id}.stderr")
-        self.procs[a.id] = p
-        self.lines[a.id] = json_lines(p)
-
-    def start(self) -> "Traffic":
-        for a in self.agents:
-            self._start_run(a)
-        for k in range(self.n_senders):
-            t = threading.Thread(target=self._sender, args=(random.Random(f"{self.seed}-{k}"),),
-                                 daemon=True)
-            t.start()
-            self._threads.append(t)
-        t = threading.Thread(target=self._taker, daemon=True)
-        t.start()
-        self._threads.append(t)
-        return self
-
-    def _taker(self) -> None:
-        """The applications: take what arrived, agent after agent, all along."""
-        while not self._stop.is_set():
-            try:
-                self.take()
-            except AssertionError as e:
-                self.send_errors.append(f"recv: {str(e)[-2000:]}")
-                return
-            self._stop.wait(0.5)
-
-    def _sender(self, rng: random.Random) -> None:
-        n = len(self.agents)
-        while not self._stop.is_set():
-            i = rng.randrange(n)
-            j = (i + 1 + rng.randrange(n - 1)) % n
-            frm, to = self.agents[i], self.agents[j]
-            addr = f"{to.id}\\{QUEUE}"
-            body = f"fault traffic {frm.id} -> {to.id} #{next(self._body_n)}"
-            try:
-                mid = frm.send(addr, body)
-            except AssertionError as e:  # a send that failed to queue is a failure
-                self.send_errors.append(str(e)[-2000:])
-                return
-            self.h.sent(frm.id, mid, to=addr, body=body)
-            with self._count_lock:
-                self.sent += 1
-            if self.send_pause:
-                time.sleep(self.send_pause)
-
-    def take(self) -> None:
-        """The applications take what arrived so far (`qaagent recv` of every agent; the
-        STATUS reports it queues become traffic too). A thread does it all along."""
-        for a in self.agents:
-            self.h.recv(a, QUEUE)
-
-    def progress(self, t: float) -> str:
-        self.h.collect()
-        r = self.h.report()
-        return (f"t={t:.0f}s queued={self.sent} acked={r.acked} received={r.received} "
-                f"duplicated={r.duplicated} pending={r.pending}")
-
-    def stop_sending(self) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(30)
-        assert not self.send_errors, self.send_errors[:3]
-
-    def pump_events(self) -> None:
-        harness.drain_events(self.lines, self.events)
-
-    def check_alive(self) -> None:
-        self.pump_events()
-        for aid, p in self.procs.items():
-            assert p.poll() is None, (
-                f"qaagent run {aid} exited {p.returncode}:\n"
-                f"{harness.tail(self.tmp / f'run-{aid}.stderr', 30)}\n"
-                f"events: {self.events[aid][-8:]}")
-
-    def stop_runs(self) -> Dict[str, int]:
-        rcs = {aid: stop_run(p) for aid, p in self.procs.items()}
-        self.pump_events()
-        return rcs
-
-    # ----------------------------------------------------------- the end
-
-    def drain(self, run_timeout: float = 25.0, sync_timeout: float = 20.0) -> Report:
-        """The bounded drain: first with the runs up (they transmit on their own: pushes,
-        -policy automatic, the STATUS reports `recv` queues) for run_timeout; what is still
-        missing or pending then is counted in self.late and fetched by stopping the runs
-        and syncing every agent (retried while a sync exits 1) for sync_timeout. The report
-        after that is final. The runs must exit 0 (SIGTERM)."""
-        self.check_alive()
-        rep = self.h.drain(timeout=run_timeout, queue=QUEUE)
-        self.late = rep.lost + rep.pending
-        self.late_detail = rep.details()
-        self.check_alive()
-        rcs = self.stop_runs()
-        assert all(rc == 0 for rc in rcs.values()), rcs
-        self.sync_failures = 0
-
-        def sync_all():
-            for a in self.agents:
-                r = a.run("sync", timeout=60)
-                if r.rc != 0:
-                    self.sync_failures += 1
-                    assert r.rc == 1, repr(r)  # unreachable for now: tried again
-        return self.h.drain(timeout=sync_timeout, queue=QUEUE, poll=sync_all)
-
-    def run_received_dupes(self) -> int:
-        """Ids that `run` reported as new to the inbox more than once for one agent (the
-        inbox's dedup failing): must be 0."""
-        n = 0
-        for aid, evs in self.events.items():
-            c = Counter(i for e in evs if e.get("event") == "received" for i in e.get("ids", []))
-            n += sum(1 for v in c.values() if v > 1)
-        return n
-
-    def closed_reasons(self) -> Dict[str, int]:
-        """How the agents' sessions ended (`closed` events): the reason without what was
-        awaited and without the ERROR's text, e.g. {"ERROR draining": 12,
-        "connection closed by the server": 9}."""
-        c: Counter = Counter()
-        for evs in self.events.values():
-            for e in evs:
-                if e.get("event") == "closed":
-                    r = re.sub(r"^waiting \d+ ms for \w+ from \S+: ", "", str(e.get("reason", "")))
-                    c[re.split(r"[:(]", r, 1)[0].strip()] += 1
-        return dict(c.most_common())
-
-    def sessions(self) -> int:
-        return sum(1 for evs in self.events.values() for e in evs if e.get("event") == "welcome")
-
-    def server_pending(self, store) -> int:
-        return int(store.scalar(f"select count(*) from {store.messages_table()} "
-                                "where recipient = any(%s) and status = 1 and queue = %s",
-                                [[a.id for a in self.agents], QUEUE]))
-
-
 # --------------------------------------------------------------- batch atomicity
+
+
+def soak_traffic(gws: Dict[str, harness.Gateway], agent_factory, uid: str, tmp_path,
+                 n_agents: int = 20) -> Traffic:
+    """The traffic of the module's docstring: qagwtest.traffic.Traffic over the three
+    workers, -fd 0.5, the applications taking what arrives all along."""
+    return Traffic(agent_factory, tmp_path, [gws[w].stream(w) for w in WORKERS], uid,
+                   n=n_agents, fd="0.5", prefix="f", send_pause=0.02, take=True)
 
 
 def batch_atomicity(store, agents) -> Dict[str, int]:
@@ -429,11 +259,11 @@ def mixed(qagw, agent, uid, tmp_path, pg, seconds: float, n_agents: int = 20) ->
     gws = two_node_pool(qagw, db)
     nodes = nodes_of(gws)
     slow_uploads(db, 0.03)  # so that node faults can wait for an UPLOAD in flight
-    tr = Traffic(gws, agent, uid, tmp_path, n_agents=n_agents)
+    tr = soak_traffic(gws, agent, uid, tmp_path, n_agents=n_agents)
     rng = random.Random(uid)
     t0 = time.monotonic()
     faults = Faults(gws, pg=pg, t0=t0)
-    tr.start()
+    tr.start(seed=uid)
     kinds = ["kill", "term", "kill_both", "pg"]
     try:
         time.sleep(2.0)
@@ -465,13 +295,12 @@ def mixed(qagw, agent, uid, tmp_path, pg, seconds: float, n_agents: int = 20) ->
             # short runs (make test) keep faults closer together, to fit every kind in
             time.sleep(rng.uniform(2.0, 5.0) if seconds >= 120 else rng.uniform(1.0, 2.0))
         traffic_s = time.monotonic() - t0
-        tr.stop_sending()
+        tr.stop_senders()
+        assert not tr.send_failures, tr.send_failures[:3]
         rep = tr.drain()
     finally:
-        tr._stop.set()
-        for p in tr.procs.values():
-            if p.poll() is None:
-                stop_run(p)
+        tr.stop_senders()
+        tr.stop_runs()
     (tmp_path / "faults.log").write_text("\n".join(faults.log) + "\n")
     batches = batch_atomicity(db, tr.agents)
     figures = {

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import json
 import queue
-import signal
-import threading
 import time
 from pathlib import Path
 from typing import List
 
 from qagwtest import harness
+from qagwtest.traffic import json_lines, stop_run
 from qagwtest import qasync as q
 from qagwtest.pool import canonical, send_one
 
@@ -41,24 +40,6 @@ def read_trace(path: Path) -> List[dict]:
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def json_lines(proc):
-    """A thread turning proc's stdout into a queue of parsed JSON lines (None at EOF)."""
-    out: "queue.Queue" = queue.Queue()
-
-    def pump():
-        for line in proc.stdout:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                out.put(json.loads(line))
-            except ValueError:
-                out.put({"event": "<not json>", "line": line})
-        out.put(None)
-    threading.Thread(target=pump, daemon=True).start()
-    return out
 
 
 def next_event(lines, pred, timeout: float, seen: list, what: str):
@@ -97,18 +78,6 @@ def no_event(lines, pred, seconds: float, seen: list, what: str):
 
 def welcome_from(server):
     return lambda ev: ev.get("event") == "welcome" and ev.get("server") == server
-
-
-def stop_run(proc, timeout: float = 15) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(timeout)
-        except Exception:
-            proc.kill()
-            proc.wait(10)
-            raise
-    return proc.returncode
 
 
 # ---------------------------------------------------------------- must-show 1

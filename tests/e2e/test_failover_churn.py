@@ -17,7 +17,8 @@ import threading
 import time
 
 from qagwtest import harness
-from test_failover import json_lines, stop_run, three_nodes
+from qagwtest.traffic import json_lines, stop_run
+from test_failover import three_nodes
 
 CYCLES = 60
 CHURN_BUDGET_S = 90  # stop early (and fail) rather than run away

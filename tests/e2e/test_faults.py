@@ -25,8 +25,9 @@ import time
 
 from qagwtest import harness
 from qagwtest.history import History
-from soak import (Faults, Traffic, atomicity_line, batch_atomicity, mixed, nodes_of,
-                  set_synchronous_commit, slow_uploads, two_node_pool)
+from qagwtest.traffic import Traffic
+from soak import (Faults, atomicity_line, batch_atomicity, mixed, nodes_of,
+                  set_synchronous_commit, slow_uploads, soak_traffic, two_node_pool)
 
 TRAFFIC_AGENTS = 20
 MIN_TRAFFIC = 150  # messages queued in ~16 s of traffic; ~450-1200 seen on a 2-core machine
@@ -35,7 +36,8 @@ SLOW_INSERT_S = 0.03
 
 def _finish(tr: Traffic, store, faults: Faults, tmp_path, title: str):
     """Stops the senders, drains, prints the figures; returns (report, batches)."""
-    tr.stop_sending()
+    tr.stop_senders()
+    assert not tr.send_failures, tr.send_failures[:3]
     rep = tr.drain()
     (tmp_path / "faults.log").write_text("\n".join(faults.log) + "\n")
     batches = batch_atomicity(store, tr.agents)
@@ -69,7 +71,7 @@ def _node_fault_rounds(qagw, agent, uid, tmp_path, store, fault: str, what: str)
     gws = two_node_pool(qagw, store)
     n1, n2 = nodes_of(gws)
     slow_uploads(store, SLOW_INSERT_S)
-    tr = Traffic(gws, agent, uid, tmp_path, n_agents=TRAFFIC_AGENTS).start()
+    tr = soak_traffic(gws, agent, uid, tmp_path, n_agents=TRAFFIC_AGENTS).start(seed=uid)
     faults = Faults(gws)
     try:
         for victim in (n1, n2, n1):

@@ -11,136 +11,27 @@ Replication settings (printed by the test):
 - the standby carries no synchronous_standby_names (the basebackup is taken before it is
   set on the primary), so once promoted it commits alone, without a standby.
 
-This file also holds the traffic of the fault tests (Traffic: the agents, their `run`
-processes, the senders), used by test_faults_partition.py as well.
+The traffic (the agents, their `run` processes, the senders) is qagwtest.traffic.Traffic,
+shared by every fault test.
 """
 
 from __future__ import annotations
 
 import os
-import random
 import signal
-import sqlite3
-import threading
 import time
-from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import List, Sequence
 
 import psutil
 import pytest
 
 from qagwtest import harness
 from qagwtest.harness import PGBIN, PgServer, Store
-from qagwtest.history import History
-from test_failover import json_lines, stop_run
+from qagwtest.traffic import Traffic
 
-N_AGENTS = 20
-SENDERS = 3  # threads, each `qaagent send` after `qaagent send`
 
 
 # ------------------------------------------------------------------ traffic
-
-
-class Traffic:
-    """N `qaagent run` agents (-policy automatic, -x lists over the workers, each list
-    rotated so that the primaries spread), plus sender threads queueing messages with
-    `qaagent send -policy ondemand` from a random agent to another (`run` uploads them
-    within 0.5 s). Every agent is registered with the History; run's JSON events are
-    pumped (and kept) so that its stdout never fills."""
-
-    def __init__(self, agent_factory, tmp_path: Path, streams: Sequence[str], uid: str,
-                 n: int = N_AGENTS, extra: Sequence[str] = (),
-                 tokens: Optional[Dict[str, str]] = None, ids: Optional[Sequence[str]] = None):
-        self.tmp = Path(tmp_path)
-        self.history = History()
-        self.agents = []
-        ids = list(ids) if ids else [f"a{i:02d}-{uid}" for i in range(n)]
-        for i, aid in enumerate(ids):
-            k = i % len(streams)
-            order = list(streams[k:]) + list(streams[:k])
-            ex = ["-fd", "1"] + list(extra)
-            if tokens:
-                ex += ["-token", tokens[aid]]
-            a = agent_factory(aid, *order, extra=ex)
-            self.agents.append(a)
-            self.history.add(a)
-        self.procs: Dict[str, object] = {}
-        self.lines: Dict[str, object] = {}
-        self.events: Dict[str, List[dict]] = {a.id: [] for a in self.agents}
-        self.sent = 0
-        self.send_failures: List[str] = []
-        self._stop = threading.Event()
-        self._threads: List[threading.Thread] = []
-        self._lock = threading.Lock()
-
-    def start_runs(self) -> None:
-        for a in self.agents:
-            p = a.popen("run", policy="automatic", stderr_path=self.tmp / f"run-{a.id}.stderr")
-            self.procs[a.id] = p
-            self.lines[a.id] = json_lines(p)
-
-    def start_senders(self, n: int = SENDERS, seed: str = "") -> None:
-        for k in range(n):
-            rng = random.Random(f"{seed}-{k}")
-            t = threading.Thread(target=self._sender, args=(rng,), daemon=True)
-            t.start()
-            self._threads.append(t)
-
-    def _sender(self, rng: random.Random) -> None:
-        while not self._stop.is_set():
-            frm, to = rng.sample(self.agents, 2)
-            addr, body = f"{to.id}\\q", f"from {frm.id} {time.time():.3f}"
-            r = frm.run("send", addr, body)
-            with self._lock:
-                if r.rc == 0:
-                    self.sent += 1
-                    self.history.sent(frm.id, r.stdout.split()[-1], to=addr, body=body)
-                else:  # queueing is local (SQLite): it must not fail
-                    self.send_failures.append(repr(r))
-                    return
-
-    def stop_senders(self) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(30)
-
-    def pump(self) -> None:
-        harness.drain_events(self.lines, self.events)
-
-    def check_alive(self) -> None:
-        for aid, p in self.procs.items():
-            assert p.poll() is None, (f"qaagent run {aid} exited {p.returncode}:\n"
-                                      f"{harness.tail(self.tmp / f'run-{aid}.stderr', 30)}")
-
-    def stop_runs(self) -> Dict[str, int]:
-        rcs = {}
-        for aid, p in self.procs.items():
-            try:
-                rcs[aid] = stop_run(p)
-            except Exception as e:  # noqa: BLE001 - teardown: report, keep going
-                rcs[aid] = f"{e!r}"
-        self.pump()
-        return rcs
-
-    def error_events(self, name: Optional[str] = None) -> List[dict]:
-        self.pump()
-        return [e for evs in self.events.values() for e in evs
-                if e.get("event") == "error" and (name is None or e.get("name") == name)]
-
-    def ack_times_ms(self) -> List[int]:
-        """done_ms of every acked message (sent_log result stored/duplicate) of every agent:
-        when the agent took the UPLOAD_ACK (wall clock ms)."""
-        out = []
-        for a in self.agents:
-            if not a.db.exists():
-                continue
-            conn = sqlite3.connect(f"file:{a.db}?mode=ro", uri=True, timeout=10)
-            try:
-                out += [int(r[0]) for r in
-                        conn.execute("SELECT done_ms FROM sent_log WHERE result IN (0, 1)")]
-            finally:
-                conn.close()
-        return sorted(out)
 
 
 def log_events_ms(gw, needle: str) -> List[tuple]:

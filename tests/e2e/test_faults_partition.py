@@ -44,7 +44,8 @@ import pytest
 
 from qagwtest import harness
 from qagwtest.harness import ConfGateway, PgServer, RedisServer, Store
-from test_faults_failover import Traffic, log_events_ms
+from qagwtest.traffic import Traffic
+from test_faults_failover import log_events_ms
 
 CUT_S = 12
 WARMUP_S = 5

@@ -49,7 +49,7 @@ from qagwtest import qasync as q
 from qagwtest.harness import msg
 from qagwtest.history import History, QaAgentStore, canonical, recipient_of
 from qagwtest.pool import HOST, healthz, poll, two_nodes
-from test_failover import json_lines, stop_run
+from qagwtest.traffic import json_lines, stop_run
 
 WORKERS = ("ml1", "ml2", "ml3")
 N_AGENTS = 20

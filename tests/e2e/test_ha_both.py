@@ -18,7 +18,8 @@ import time
 from qagwtest.harness import Store
 from qagwtest.pgaf import FormationStore
 from qagwtest.pool import poll
-from test_faults_failover import DRAIN_S, Traffic
+from qagwtest.traffic import Traffic
+from test_faults_failover import DRAIN_S
 from test_ha_redis import after_failover, open_probes, sentinel_sections
 
 PRE_KILL_S = 4

@@ -21,8 +21,8 @@ import pytest
 
 from qagwtest.harness import Store
 from qagwtest.pgaf import FormationStore
-from test_faults_failover import (DRAIN_S, N_AGENTS, Traffic, log_events_ms, log_lines_after,
-                                  max_gap_s)
+from qagwtest.traffic import N_AGENTS, Traffic
+from test_faults_failover import DRAIN_S, log_events_ms, log_lines_after, max_gap_s
 
 PRE_KILL_S = 5       # traffic before the kill
 POST_PROMOTE_S = 8   # traffic after the monitor's promotion

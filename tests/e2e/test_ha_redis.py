@@ -34,7 +34,7 @@ from qagwtest import harness
 from qagwtest import qasync as q
 from qagwtest.pool import expect_push, expect_superseded, fetch_skipping_push, persist, poll, send_one
 from qagwtest.sentinel import MASTER_NAME, SentinelSet
-from test_faults_failover import Traffic
+from qagwtest.traffic import Traffic
 
 PRE_KILL_S = 4
 POST_KILL_S = 8

@@ -1,5 +1,11 @@
 -- HELLO: records the agent; returns the known workers (for primary
 -- resolution), its pending count and the router's recorded assignment.
+-- synchronous_commit off for its transaction (issue 18): nothing acknowledged
+-- depends on this row (first/last HELLO, the primary sent, the last worker);
+-- a PostgreSQL crash may forget the last few, and the agent's next HELLO
+-- writes them again. With it on, a worker's HELLOs (one store connection)
+-- waited for a WAL flush each: a node loss's reconnect storm went at the
+-- disk's flush rate.
 CREATE OR REPLACE FUNCTION qa_hello(p_agent text, p_primary text, p_worker text, p_now bigint)
 RETURNS TABLE (name text, advertise text, tls boolean, pending bigint, assigned text)
 LANGUAGE plpgsql AS $$
@@ -9,6 +15,7 @@ DECLARE
   asg text;
 BEGIN
   PERFORM set_config('plan_cache_mode', 'force_generic_plan', true); -- see qa_upload_group
+  PERFORM set_config('synchronous_commit', 'off', true);
   INSERT INTO qa_agents AS a (agent_id, first_seen_ms, last_hello_ms, primary_sent, last_worker)
   VALUES (p_agent, p_now, p_now, p_primary, p_worker)
   ON CONFLICT (agent_id) DO UPDATE
