@@ -638,6 +638,36 @@ static int check_log_file(const struct gw_config *c, char *err, size_t errlen)
 
 /* Each host of a comma-separated libpq host list that is a name (not an
  * address, not a socket directory) must resolve. */
+/* A host name that key (e.g. "[store] key \"conninfo\"") gives: an address or
+ * localhost passes; a name must resolve (else -1 with err), and gets a warning:
+ * libpq and hiredis resolve it with a blocking call on a worker's loop at every
+ * connect. */
+static int check_host(const struct gw_config *c, const char *key, const char *h, FILE *out,
+                      int *count, char *err, size_t errlen)
+{
+	if (!h[0] || h[0] == '/' || h[0] == '@' || strcmp(h, "localhost") == 0)
+		return 0; /* a socket directory, or the name of loopback */
+	struct addrinfo hints = {.ai_flags = AI_NUMERICHOST, .ai_socktype = SOCK_STREAM};
+	struct addrinfo *ai = NULL;
+	if (getaddrinfo(h, NULL, &hints, &ai) == 0) {
+		freeaddrinfo(ai);
+		return 0; /* an address */
+	}
+	hints.ai_flags = 0;
+	int rc = getaddrinfo(h, NULL, &hints, &ai);
+	if (rc != 0) {
+		snprintf(err, errlen, "%s: %s: host %s does not resolve: %s", c->path, key, h,
+		         gai_strerror(rc));
+		return -1;
+	}
+	freeaddrinfo(ai);
+	warn(out, count,
+	     "%s: %s: host %s is a name: it is resolved with a blocking call on a worker's loop "
+	     "at every connect; give its address (docs/operations.md)",
+	     c->path, key, h);
+	return 0;
+}
+
 static int check_store_hosts(const struct gw_config *c, const char *hosts, FILE *out, char *err,
                              size_t errlen)
 {
@@ -648,30 +678,27 @@ static int check_store_hosts(const struct gw_config *c, const char *hosts, FILE 
 		char h[256];
 		snprintf(h, sizeof(h), "%.*s", (int)(n < sizeof(h) - 1 ? n : sizeof(h) - 1), p);
 		p += n + (p[n] == ',');
-		if (!h[0] || h[0] == '/' || h[0] == '@' || strcmp(h, "localhost") == 0)
-			continue; /* a socket directory, or the name of loopback */
-		struct addrinfo hints = {.ai_flags = AI_NUMERICHOST, .ai_socktype = SOCK_STREAM};
-		struct addrinfo *ai = NULL;
-		if (getaddrinfo(h, NULL, &hints, &ai) == 0) {
-			freeaddrinfo(ai);
-			continue; /* an address */
-		}
-		hints.ai_flags = 0;
-		int rc = getaddrinfo(h, NULL, &hints, &ai);
-		if (rc != 0) {
-			snprintf(err, errlen,
-			         "%s: [store] key \"conninfo\": host %s does not resolve: %s",
-			         c->path, h, gai_strerror(rc));
+		if (check_host(c, "[store] key \"conninfo\"", h, out, &count, err, errlen) != 0)
 			return -1;
-		}
-		freeaddrinfo(ai);
-		warn(
-		    out, &count,
-		    "%s: [store] key \"conninfo\": host %s is a name: libpq resolves it with a "
-		    "blocking call on a worker's loop at every connect; give its address (host= or "
-		    "hostaddr=, docs/operations.md)",
-		    c->path, h);
 	}
+	return 0;
+}
+
+/* [redis] host, or each sentinel's. */
+static int check_redis_hosts(const struct gw_config *c, FILE *out, char *err, size_t errlen)
+{
+	int count = 0;
+	if (!c->redis_sentinels[0])
+		return check_host(c, "[redis] key \"host\"", c->redis_host, out, &count, err,
+		                  errlen);
+	struct rt_addr s[RT_REDIS_MAX_SENTINELS];
+	char why[160];
+	int n = rt_redis_parse_sentinels(c->redis_sentinels, s, RT_REDIS_MAX_SENTINELS, why,
+	                                 sizeof(why));
+	for (int i = 0; i < n; i++)
+		if (check_host(c, "[redis] key \"sentinels\"", s[i].host, out, &count, err,
+		               errlen) != 0)
+			return -1;
 	return 0;
 }
 
@@ -692,7 +719,7 @@ int gw_config_check_opens(const struct gw_config *c, FILE *out, char *err, size_
 	if (hosts && !pq_option(opts, "hostaddr", "PGHOSTADDR"))
 		rc = check_store_hosts(c, hosts, out, err, errlen);
 	PQconninfoFree(opts);
-	return rc;
+	return rc != 0 ? rc : check_redis_hosts(c, out, err, errlen);
 }
 
 /* The table, read-only, for the test that holds conf/qagw.conf to it. */

@@ -125,3 +125,22 @@ def test_check_refuses_a_store_host_that_does_not_resolve(tmp_path, store):
     rc, out = check(write(tmp_path, lines))
     assert rc == 0, out
     assert f"{name} is a name" in out, out
+
+
+def test_check_refuses_redis_and_sentinel_hosts_that_do_not_resolve(tmp_path, store):
+    """Issue 18: --check resolves [redis] host, or each of [redis] sentinels, as it does
+    the store's hosts (hiredis resolves a name with a blocking call at every connect)."""
+    lines = good_lines(store) + ["[redis]", "host = qagw-no-such-redis.invalid"]
+    rc, out = check(write(tmp_path, lines))
+    assert rc == 2, f"a redis host that does not resolve: rc {rc} (2 expected):\n{out}"
+    assert '[redis] key "host"' in out and "qagw-no-such-redis.invalid" in out, out
+    lines[-1] = "sentinels = 127.0.0.1:26379,qagw-no-such-sentinel.invalid:26379"
+    rc, out = check(write(tmp_path, lines))
+    assert rc == 2, f"a sentinel that does not resolve: rc {rc} (2 expected):\n{out}"
+    assert '[redis] key "sentinels"' in out and "qagw-no-such-sentinel.invalid" in out, out
+    lines[-1] = "sentinels = 127.0.0.1:26379,localhost:26380,[::1]:26381"
+    rc, out = check(write(tmp_path, lines))
+    assert rc == 0 and "is a name" not in out, out
+    lines[-1] = "sentinels = 127.0.0.1:26379,h:"
+    rc, out = check(write(tmp_path, lines))
+    assert rc == 2 and '[redis] key "sentinels"' in out and "HOST:PORT" in out, out
