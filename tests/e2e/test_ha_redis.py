@@ -263,3 +263,37 @@ def test_redis_failovers_back_and_forth_long(sentinels, qagw, agent, uid, tmp_pa
     rep.assert_ok()
     assert rep.pending == 0, rep.details()
     assert all(v == 0 for v in rcs.values()), rcs
+
+
+def test_no_sentinel_answers_then_they_do(run_dir, qagw, uid):
+    """Issue 18, the dead-dependency path: every sentinel of the list is down when the node
+    starts. The node serves anyway (syncs do not need Redis: an upload is stored), says
+    Redis is down (qagw_redis_up 0, /healthz 503) and logs once that no sentinel named a
+    master (once for each Redis connection); when the sentinels (and their master) start, on the same ports, the node
+    finds the master by itself and pushes work."""
+    ss = SentinelSet(run_dir / f"sentinel-late-{uid}")
+    sec = sentinel_sections(ss)
+    g = qagw(workers=("ml1",), sections=sec, redis=ss.master)
+    try:
+        m = poll(lambda: g.admin.metrics(), lambda m: m.get("qagw_redis_up") == 0, 10,
+                 "qagw_redis_up 0 with every sentinel down")
+        assert g.admin.get("/healthz")[0] == 503
+        send_one(g, "ml1", f"S-{uid}", f"R-{uid}\\q")  # stored without Redis
+        time.sleep(1.0)  # a few rounds of asking
+        log = g.log.read_text(errors="replace")
+        for conn in ("n1/node", "ml1", "ml1/sub"):  # once a connection, not once a round
+            assert log.count(f'redis {conn}: no sentinel named a master for "qagwha"') == 1, \
+                harness.tail(g.log, 20)
+        ss.start()
+        poll(lambda: g.admin.metrics(), lambda m: m.get("qagw_redis_up") == 1, 15,
+             "qagw_redis_up 1 once the sentinels are up")
+        pid = f"P-{uid}"
+        c = persist(g, "ml1", pid, primary=g.address("ml1"))
+        try:
+            push_round_trip(g, "ml1", c, pid, f"S-{uid}", 5)
+        finally:
+            c.close()
+        print(f"\nbefore: {m.get('qagw_redis_up')}; after the sentinels started: pushes work")
+    finally:
+        ss.shutdown()
+        harness.rmtree(ss.base)
