@@ -12,13 +12,13 @@ from __future__ import annotations
 import json
 import socket
 import queue
-import threading
 import time
 
 import pytest
 
 from qagwtest import harness
 from qagwtest import qasync as q
+from qagwtest.traffic import json_lines
 from qagwtest.pool import (agent_json, canonical, expect_no_frame, expect_push, expect_superseded, falsy,
                   fetch_skipping_push, healthz, persist, poll, push_json, send_one, sum_metric,
                   truthy, two_nodes)
@@ -79,24 +79,6 @@ def test_push_to_pinned_agent_on_primary_of_other_node_then_fetch_and_counters(q
         b.close()
 
 
-def _json_lines(proc):
-    """A thread turning proc's stdout into a queue of parsed JSON lines (None at EOF)."""
-    out: "queue.Queue" = queue.Queue()
-
-    def pump():
-        for line in proc.stdout:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                out.put(json.loads(line))
-            except ValueError:
-                out.put({"event": "<not json>", "line": line})
-        out.put(None)
-    threading.Thread(target=pump, daemon=True).start()
-    return out
-
-
 def _next_event(lines, event: str, timeout: float, seen: list):
     deadline = time.monotonic() + timeout
     while True:
@@ -124,7 +106,7 @@ def test_qaagent_run_gets_push_on_primary_and_the_message(qagw, agent, uid, tmp_
     proc = b.popen("run", "--count", "1", verbose=True, stderr_path=errlog)
     seen: list = []
     try:
-        lines = _json_lines(proc)
+        lines = json_lines(proc)
         welcome = _next_event(lines, "welcome", 15, seen)
         for k, want in (("server", "ml3"), ("primary", "ml3"), ("on_primary", 1)):
             if k in welcome:

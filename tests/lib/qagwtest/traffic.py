@@ -215,6 +215,16 @@ class Traffic:
 
     # ----------------------------------------------------------- the end
 
+    def finish(self, timeout: float) -> Report:
+        """The end of a fault test's traffic: the senders stopped (none may have failed to
+        queue), then the history checker waits up to timeout for every acknowledged
+        message to arrive; the runs must still be up. The report is the test's to assert."""
+        self.stop_senders()
+        assert not self.send_failures, self.send_failures[:3]
+        rep = self.history.drain(timeout=timeout)
+        self.check_alive()
+        return rep
+
     def stop_runs(self) -> Dict[str, object]:
         rcs: Dict[str, object] = {}
         for aid, p in self.procs.items():
