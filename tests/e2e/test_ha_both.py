@@ -21,8 +21,8 @@ from qagwtest.traffic import Traffic
 from test_faults_failover import DRAIN_S
 from test_ha_redis import after_failover, open_probes, sentinel_pool, sentinel_sections
 
-PRE_KILL_S = 4
-POST_KILL_S = 12
+PRE_KILL_S = 3
+POST_KILL_S = 10
 SYNC_RESUME_S = 5
 PUSH_RESUME_S = 10
 

@@ -24,8 +24,8 @@ from qagwtest.pgaf import FormationStore
 from qagwtest.traffic import N_AGENTS, Traffic
 from test_faults_failover import DRAIN_S, log_events_ms, log_lines_after, max_gap_s
 
-PRE_KILL_S = 5       # traffic before the kill
-POST_PROMOTE_S = 8   # traffic after the monitor's promotion
+PRE_KILL_S = 3       # traffic before the kill
+POST_PROMOTE_S = 6   # traffic after the monitor's promotion
 PROMOTE_TIMEOUT_S = 30
 RESUME_S = 5         # syncs resume within this long of the promotion
 

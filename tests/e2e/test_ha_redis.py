@@ -36,7 +36,7 @@ from qagwtest.pool import expect_push, expect_superseded, fetch_skipping_push, p
 from qagwtest.sentinel import MASTER_NAME, SentinelSet
 from qagwtest.traffic import Traffic
 
-PRE_KILL_S = 4
+PRE_KILL_S = 3
 POST_KILL_S = 8
 DRAIN_S = 40
 PUSH_RESUME_S = 10  # issue 18: pushes resume within 10 s of the promotion
