@@ -174,8 +174,7 @@ def test_redis_master_sigkilled_under_sentinel(sentinels, qagw, agent, uid, tmp_
         tr = Traffic(agent, tmp_path, [gws[w].stream(w) for w in gws], uid)
         tr.start_runs()
         tr.start_senders(seed=uid)
-        time.sleep(PRE_KILL_S)
-        tr.check_alive()
+        tr.flowing(PRE_KILL_S)
 
         # a write the dead master will not have replicated: ml2's probe named ml3's
         stale_id = probes["ml2"][0]
@@ -239,8 +238,7 @@ def test_redis_failovers_back_and_forth_long(sentinels, qagw, agent, uid, tmp_pa
         tr.start_runs()
         tr.start_senders(seed=uid)
         for r in range(3):
-            time.sleep(PRE_KILL_S)
-            tr.check_alive()
+            tr.flowing(PRE_KILL_S)
             port = ss.current_master()[1]
             victim = ss.server_at(port)
             t_kill = time.monotonic()

@@ -187,6 +187,15 @@ class Traffic:
                 f"{procs.tail(self.tmp / f'run-{aid}.stderr', 30)}\n"
                 f"events: {self.events[aid][-8:]}")
 
+    def flowing(self, seconds: float) -> int:
+        """Lets the traffic run for seconds (before a fault): the runs must still be up and
+        some upload acknowledged. Returns the acknowledged messages so far."""
+        time.sleep(seconds)
+        self.check_alive()
+        acked = len(self.ack_times_ms())
+        assert acked > 0, f"no upload acknowledged in {seconds} s of traffic"
+        return acked
+
     def progress(self, t: float) -> str:
         self.history.collect()
         r = self.history.report()
