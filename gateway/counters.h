@@ -46,6 +46,8 @@
 	  "Live sessions ended ERROR auth because their agent's token was removed")                \
 	X(store_failures, "qagw_store_failures_total", "", "Requests answered store_unavailable")  \
 	X(requests, "qagw_requests_total", "", "Agent requests answered (the load signal)")        \
+	X(uploads_pipelined, "qagw_uploads_pipelined_total", "",                                   \
+	  "UPLOADs read while the same session's earlier UPLOADs were still committing")           \
 	X(reassigned, "qagw_reassign_total", "", "REASSIGN sent to agents the router moved")       \
 	X(messages_expired, "qagw_messages_expired_total", "",                                     \
 	  "Pending messages expired by the lifecycle job (status 30, sender told)")                \

@@ -21,7 +21,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct upload_req {
+/* An UPLOAD read and not answered yet (s->up_head .. s->up_tail, in request
+ * order; session_int.h GW_UPLOAD_PIPELINE). */
+struct gw_upload {
+	struct gw_upload *next;
+	struct gw_session *s;
+	struct st_op *op; /* in the store; NULL once it answered (or none was needed) */
+	char *failed;     /* the store could not commit it: why (malloc'd) */
 	uint32_t batch;
 	uint16_t count;
 	uint8_t (*ids)[16];
@@ -32,10 +38,13 @@ struct upload_req {
 	int64_t started_ms; /* submit time (monotonic), for qagw_store_commit_seconds */
 };
 
-static void free_upload(struct upload_req *u)
+static void free_upload(struct gw_upload *u)
 {
 	if (!u)
 		return;
+	if (u->op)
+		st_op_cancel(u->op);
+	free(u->failed);
 	free(u->ids);
 	free(u->results);
 	free(u->sent);
@@ -45,11 +54,17 @@ static void free_upload(struct upload_req *u)
 
 void gw_req_abandon(struct gw_session *s)
 {
-	free_upload(s->req);
-	s->req = NULL;
+	struct gw_upload *u;
+	while ((u = s->up_head)) {
+		s->up_head = u->next;
+		free_upload(u);
+	}
+	s->up_tail = NULL;
+	s->n_uploads = 0;
 }
 
-/* The store could not run the request: nothing is acknowledged. */
+/* The store could not run the request: nothing is acknowledged (neither the
+ * UPLOADs read after it). */
 static void store_failed(struct gw_session *s, const char *why)
 {
 	s->op = NULL;
@@ -355,7 +370,7 @@ void gw_req_hello(struct gw_session *s, const struct qs_hello *h)
 
 /* ---- UPLOAD ---- */
 
-static void send_upload_ack(struct gw_session *s, struct upload_req *u)
+static void send_upload_ack(struct gw_session *s, struct gw_upload *u)
 {
 	struct qs_ack_entry *e = calloc(u->count, sizeof(*e));
 	if (!e) {
@@ -383,7 +398,7 @@ static void send_upload_ack(struct gw_session *s, struct upload_req *u)
 }
 
 /* One push per recipient that got at least one message in this commit. */
-static void route_pushes(struct gw_worker *w, const struct upload_req *u, int64_t commit_ms)
+static void route_pushes(struct gw_worker *w, const struct gw_upload *u, int64_t commit_ms)
 {
 	for (int k = 0; k < u->n_sent; k++) {
 		if (u->results[u->sent[k]] != QS_R_STORED)
@@ -404,15 +419,13 @@ static void route_pushes(struct gw_worker *w, const struct upload_req *u, int64_
 	}
 }
 
-/* Reads this part's results into u; 0, or -1 (the session is failed). */
-static int read_upload_results(struct gw_session *s, struct upload_req *u, const PGresult *res)
+/* Reads this part's results into u; 0, or -1 (not as expected). */
+static int read_upload_results(struct gw_upload *u, const PGresult *res)
 {
 	for (int k = 0; k < u->n_sent; k++) {
-		int result = st_upload_result(res, s->op, k);
-		if (result < 0) {
-			store_failed(s, "unexpected result from qa_upload_group");
+		int result = st_upload_result(res, u->op, k);
+		if (result < 0)
 			return -1;
-		}
 		u->results[u->sent[k]] = (uint8_t)result;
 	}
 	return 0;
@@ -424,36 +437,60 @@ static int read_upload_results(struct gw_session *s, struct upload_req *u, const
  * the repeat by id). */
 static void on_upload_visible(void *arg, const PGresult *res, const char *err)
 {
-	struct gw_session *s = arg;
-	struct upload_req *u = s->req;
+	struct gw_upload *u = arg;
 	(void)err;
-	if (read_upload_results(s, u, res) == 0)
-		route_pushes(s->w, u, gw_wall_ms());
+	if (read_upload_results(u, res) == 0)
+		route_pushes(u->s->w, u, gw_wall_ms());
 }
 
-/* Durable: the UPLOAD_ACK. */
+/* Answers the session's UPLOADs from the first on, in request order, as far
+ * as their commits are done: an UPLOAD_ACK each, or, at the first that
+ * failed, ERROR store_unavailable (the UPLOADs after it, committed or not,
+ * are not acknowledged: their messages are sent again, duplicates by id). */
+static void answer_uploads(struct gw_session *s)
+{
+	struct gw_upload *u;
+	while ((u = s->up_head) && !u->op && s->state != GW_S_CLOSING) {
+		if (u->failed) {
+			char why[200];
+			snprintf(why, sizeof(why), "%s", u->failed);
+			store_failed(s, why);
+			return;
+		}
+		s->up_head = u->next;
+		if (!s->up_head)
+			s->up_tail = NULL;
+		s->n_uploads--;
+		if (u->n_sent)
+			gw_histogram_observe(&s->w->counters.store_commit,
+			                     (double)(gw_mono_ms() - u->started_ms) / 1000.0);
+		send_upload_ack(s, u);
+		free_upload(u);
+		gw_session_request_done(s);
+	}
+}
+
+/* Durable (or failed): answered in turn. */
 static void on_upload(void *arg, const PGresult *res, const char *err)
 {
-	struct gw_session *s = arg;
-	struct upload_req *u = s->req;
-	if (!res) {
-		store_failed(s, err);
+	struct gw_upload *u = arg;
+	struct gw_session *s = u->s;
+	if (!res)
+		u->failed = strdup(err ? err : "unavailable");
+	else if (read_upload_results(u, res) != 0)
+		u->failed = strdup("unexpected result from qa_upload_group");
+	u->op = NULL; /* the group frees it */
+	if (!res && !u->failed) {
+		store_failed(s, "out of memory");
 		return;
 	}
-	if (read_upload_results(s, u, res) != 0)
-		return;
-	s->op = NULL;
-	gw_histogram_observe(&s->w->counters.store_commit,
-	                     (double)(gw_mono_ms() - u->started_ms) / 1000.0);
-	send_upload_ack(s, u);
-	gw_req_abandon(s);
-	gw_session_request_done(s);
+	answer_uploads(s);
 }
 
 void gw_req_upload(struct gw_session *s, const struct qs_upload *up)
 {
 	struct gw_worker *w = s->w;
-	struct upload_req *u = calloc(1, sizeof(*u));
+	struct gw_upload *u = calloc(1, sizeof(*u));
 	struct st_upload_row *rows = calloc(up->count, sizeof(*rows));
 	if (u) {
 		u->ids = calloc(up->count, 16);
@@ -510,23 +547,30 @@ void gw_req_upload(struct gw_session *s, const struct qs_upload *up)
 		};
 		u->sent[u->n_sent++] = (uint16_t)i;
 	}
-	if (u->n_sent == 0) { /* all invalid: nothing to commit */
+	u->s = s;
+	if (s->up_tail)
+		s->up_tail->next = u;
+	else
+		s->up_head = u;
+	s->up_tail = u;
+	s->n_uploads++;
+	if (u->n_sent == 0) { /* all invalid: nothing to commit; answered in turn */
 		free(rows);
-		send_upload_ack(s, u);
-		free_upload(u);
-		gw_session_request_done(s);
+		int alone = s->n_uploads == 1;
+		answer_uploads(s);
+		if (!alone) /* behind others: the session waits for them */
+			gw_session_wait_upload(s);
 		return;
 	}
-	s->req = u;
 	u->started_ms = gw_mono_ms();
-	struct st_op *op = st_upload(w->uploads, s->agent, rows, u->n_sent, on_upload, s);
+	u->op = st_upload(w->uploads, s->agent, rows, u->n_sent, on_upload, u);
 	free(rows);
-	if (!op) {
+	if (!u->op) {
 		store_failed(s, "out of memory");
 		return;
 	}
-	st_op_on_visible(op, on_upload_visible);
-	gw_session_wait(s, op);
+	st_op_on_visible(u->op, on_upload_visible);
+	gw_session_wait_upload(s);
 }
 
 /* ---- holds (protocol.md FETCH: held until acknowledged or the session ends) ----

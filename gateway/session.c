@@ -150,7 +150,7 @@ void gw_session_error(struct gw_session *s, int code, const char *fmt, ...)
 	va_end(ap);
 	if (s->state == GW_S_CLOSING)
 		return;
-	if (s->op) { /* owed: the in-flight request's response goes first */
+	if (gw_session_owes(s)) { /* the in-flight requests' responses go first */
 		if (!s->pending_error) {
 			s->pending_error = code;
 			s->pending_text = strdup(text); /* NULL: the ERROR says less */
@@ -182,6 +182,10 @@ void gw_session_request_done(struct gw_session *s)
 	gw_count(s->w, requests, 1);
 	if (!was_waiting)
 		return;
+	if (gw_session_owes(s)) { /* UPLOADs still in flight: another may be read */
+		pump(s);
+		return;
+	}
 	set_state(s, GW_S_READY);
 	if (s->pending_error) {
 		int code = s->pending_error;
@@ -243,13 +247,21 @@ static void dispatch(struct gw_session *s, const struct qs_frame *f)
 	}
 }
 
+/* BUSY with UPLOADs only, room for one more, nothing else owed: the next
+ * request is read if it is an UPLOAD (session_int.h GW_UPLOAD_PIPELINE). */
+static int may_pipeline(const struct gw_session *s)
+{
+	return s->state == GW_S_BUSY && !s->op && s->n_uploads > 0 &&
+	       s->n_uploads < GW_UPLOAD_PIPELINE && !s->pending_error && !s->peer_eof;
+}
+
 /* Reads and handles requests while the session may take one. */
 static void pump(struct gw_session *s)
 {
 	struct evbuffer *in = bufferevent_get_input(s->bev);
 	struct evbuffer *out = bufferevent_get_output(s->bev);
 	const struct gw_config *conf = s->w->conf;
-	while (s->state == GW_S_AWAIT_HELLO || s->state == GW_S_READY) {
+	while (s->state == GW_S_AWAIT_HELLO || s->state == GW_S_READY || may_pipeline(s)) {
 		if (evbuffer_get_length(out) >= (size_t)conf->max_output) {
 			/* Backpressure: the write callback resumes once the agent
 			 * has read half of it; the write timeout ends a peer
@@ -292,6 +304,10 @@ static void pump(struct gw_session *s)
 			return;
 		}
 		const uint8_t *p = evbuffer_pullup(in, QS_HEADER_LEN + (ssize_t)len);
+		if (s->state == GW_S_BUSY && (!p || p[QS_HEADER_LEN] != QS_UPLOAD))
+			return; /* pipelining takes UPLOADs only: this one waits its turn */
+		if (s->state == GW_S_BUSY)
+			gw_count(s->w, uploads_pipelined, 1);
 		struct qs_frame f;
 		const char *why = NULL;
 		int e = qs_decode(p + QS_HEADER_LEN, len, &s->w->limits, &f, &why);
@@ -489,6 +505,12 @@ void gw_session_wait(struct gw_session *s, struct st_op *op)
 	if (s->state == GW_S_AWAIT_HELLO)
 		set_state(s, GW_S_WELCOMING);
 	else if (s->state == GW_S_READY)
+		set_state(s, GW_S_BUSY);
+}
+
+void gw_session_wait_upload(struct gw_session *s)
+{
+	if (s->state == GW_S_READY && s->n_uploads > 0)
 		set_state(s, GW_S_BUSY);
 }
 
@@ -691,7 +713,7 @@ static void on_reassign_deadline(evutil_socket_t fd, short what, void *arg)
 	struct gw_session *s = arg;
 	if (s->state == GW_S_CLOSING)
 		return;
-	if (s->op) { /* owed a response: it goes first */
+	if (gw_session_owes(s)) { /* owed a response: it goes first */
 		struct timeval tv = {1, 0};
 		evtimer_add(s->reassign_timer, &tv);
 		return;

@@ -16,6 +16,7 @@
 struct bufferevent;
 struct event;
 struct st_op;
+struct gw_upload;
 
 enum gw_session_state {
 	GW_S_TLS_HANDSHAKE, /* accepted on a TLS worker; handshake deadline armed */
@@ -23,7 +24,8 @@ enum gw_session_state {
 	GW_S_WELCOMING,     /* HELLO read; the store checks the token, registers the agent
 	                     * (still counted as not welcomed: pending-HELLO caps) */
 	GW_S_READY,         /* WELCOME sent; the next request may be read */
-	GW_S_BUSY,          /* a request's store statement is in flight; later requests wait */
+	GW_S_BUSY,          /* a request's store statement is in flight; later requests wait
+	                     * (but an UPLOAD after UPLOADs: see GW_UPLOAD_PIPELINE) */
 	GW_S_CLOSING,       /* ERROR (or BYE) handled: flushing output, then freed; reads nothing */
 };
 
@@ -44,8 +46,9 @@ struct gw_session {
 	uint8_t token_sha256[32]; /* of the HELLO token: the token itself is never kept */
 	uint64_t id;              /* holds delivered messages in the store (held_by) */
 	int64_t since_ms;
-	struct st_op *op;  /* the in-flight store statement, if any */
-	void *req;         /* what the in-flight UPLOAD needs at completion */
+	struct st_op *op; /* the in-flight store statement, if any (not an UPLOAD's) */
+	struct gw_upload *up_head, *up_tail; /* UPLOADs read, not answered: request order */
+	int n_uploads;
 	int req_count;     /* entries of the in-flight DELIVER_ACK or STATUS; FETCH's max_count */
 	int64_t req_bytes; /* the in-flight FETCH's max_bytes (asked again past an unreceivable) */
 	int64_t *held;     /* delivered here, not acknowledged: sorted seqs (requests.c) */
@@ -78,6 +81,15 @@ struct gw_session {
 	int deferred_n;            /* pushes that arrived before WELCOME was written */
 	int64_t deferred_commit_ms;
 };
+
+/* UPLOADs of one session in flight at once (protocol.md "Transport and
+ * ordering": a client may pipeline). An UPLOAD read while the session's
+ * earlier UPLOADs wait for their commit goes to the store at once, behind
+ * them (the worker's upload groups keep their order, so its rows get later
+ * seqs); UPLOAD_ACKs go out in request order, each once its commit is
+ * durable. Any other request waits until every UPLOAD before it is
+ * answered. */
+#define GW_UPLOAD_PIPELINE 8
 
 /* Connections not welcomed yet (TLS handshake, awaiting HELLO, WELCOMING)
  * from one source address (per worker): max_pending_hello_per_ip. */
@@ -125,6 +137,16 @@ void gw_session_request_done(struct gw_session *s);
  * after HELLO, BUSY otherwise) and reads no further request. */
 void gw_session_wait(struct gw_session *s, struct st_op *op);
 
+/* An UPLOAD went to the store (s->up_tail): the session is BUSY, and may read
+ * the next request only if it is another UPLOAD (GW_UPLOAD_PIPELINE). */
+void gw_session_wait_upload(struct gw_session *s);
+
+/* Whether the session owes the agent a response (a request in flight). */
+static inline int gw_session_owes(const struct gw_session *s)
+{
+	return s->op != NULL || s->n_uploads > 0;
+}
+
 /* HELLO answered with WELCOME: the hello deadline is off. */
 void gw_session_welcomed(struct gw_session *s);
 
@@ -140,7 +162,8 @@ void gw_req_upload(struct gw_session *s, const struct qs_upload *u);
 void gw_req_fetch(struct gw_session *s, const struct qs_fetch *f);
 void gw_req_deliver_ack(struct gw_session *s, const struct qs_deliver_ack *a);
 void gw_req_status(struct gw_session *s, const struct qs_status *st);
-/* Releases what an unfinished request holds (session closing). */
+/* Releases what unfinished requests hold (session closing); their
+ * statements are cancelled (their results, if any, are dropped). */
 void gw_req_abandon(struct gw_session *s);
 /* The session ends: the deliveries it holds and the store has not counted
  * are counted (qa_delivered, not waited for), and its holds are freed. */

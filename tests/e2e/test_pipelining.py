@@ -1,0 +1,80 @@
+"""Pipelined UPLOADs on one session (protocol.md "Transport and ordering": a client may
+pipeline; responses in request order; effects durable before any later response): a
+session's UPLOADs go to the store while its earlier ones still commit
+(gateway/session_int.h GW_UPLOAD_PIPELINE), are acknowledged in request order, and their
+messages keep the upload order."""
+
+from __future__ import annotations
+
+import uuid
+
+from qagwtest import qasync as q
+from qagwtest.harness import msg
+
+N_BATCHES = 40
+PER_BATCH = 5
+
+
+def upload_acks(c: q.Client, batches):
+    acks = [c.expect(q.UploadAck, timeout=20) for _ in batches]
+    assert [a.batch for a in acks] == batches, "UPLOAD_ACKs not in request order"
+    return acks
+
+
+def test_pipelined_uploads_acked_and_delivered_in_order(qagw, store, uid):
+    g = qagw(workers=("ml1",))
+    A, B = f"A-{uid}", f"B-{uid}"
+    sent = []  # ids in upload order, stored ones only
+    with q.Client("127.0.0.1", g.port("ml1")) as a:
+        a.hello(A)
+        batches, expect = [], []
+        for k in range(N_BATCHES):
+            if k == 10:  # all invalid: answered without the store, in its turn
+                ms = [msg(f"{B}q") for _ in range(PER_BATCH)]
+                expect.append([2] * PER_BATCH)
+            elif k == 20:  # repeats an id of batch 19, still committing: duplicate
+                ms = [msg(f"{B}\\q", body=b"again")]
+                ms[0].id = last_id
+                expect.append([1])
+            else:
+                ms = [msg(f"{B}\\q", body=f"{k}.{i}".encode()) for i in range(PER_BATCH)]
+                expect.append([0] * PER_BATCH)
+                sent += [m.id for m in ms]
+                last_id = ms[-1].id
+            batches.append(a.send_upload(ms))
+        a.send(q.Ping(4242))  # answered after every UPLOAD_ACK, all of them durable
+        acks = upload_acks(a, batches)
+        assert [[r for _, r in ack.results] for ack in acks] == expect
+        assert a.expect(q.Pong, timeout=20).nonce == 4242
+    pipelined = g.admin.metrics().value("qagw_uploads_pipelined_total")
+    assert pipelined > 0, "no UPLOAD was read while an earlier one committed"
+    # the store keeps the upload order: seqs grow with it, and FETCH returns it
+    seqs = store.query("SELECT id, seq FROM qa_messages WHERE recipient = %s", (B,))
+    by_id = {uuid.UUID(str(i)): int(s) for i, s in seqs}
+    assert len(by_id) == len(sent)
+    assert [by_id[i] for i in sent] == sorted(by_id.values()), "seqs out of upload order"
+    with q.Client("127.0.0.1", g.port("ml1")) as b:
+        b.hello(B)
+        got = []
+        while True:
+            d = b.fetch()
+            got += [m.id for m in d.msgs]
+            if not d.msgs:
+                break
+            b.deliver_ack([m.seq for m in d.msgs])
+    assert got == sent
+
+
+def test_error_after_pipelined_uploads_comes_after_their_acks(qagw, store, uid):
+    g = qagw(workers=("ml1",))
+    A, B = f"A-{uid}", f"B-{uid}"
+    with q.Client("127.0.0.1", g.port("ml1")) as a:
+        a.hello(A)
+        batches = [a.send_upload([msg(f"{B}\\q") for _ in range(3)]) for _ in range(12)]
+        a.send_frame(0x7F, b"")  # not a request: ERROR, once the owed acks are written
+        acks = upload_acks(a, batches)
+        assert all(r == 0 for ack in acks for _, r in ack.results)
+        err = a.expect_error_and_close(timeout=20)
+        assert err.name in ("bad_frame", "sequence"), err
+    n = store.scalar("SELECT count(*) FROM qa_messages WHERE recipient = %s", (B,))
+    assert int(n) == 36
