@@ -1,6 +1,6 @@
-/* The sync transaction: see qa_sync.h. Requests are sent one at a time and
- * each waits for its response; the protocol allows pipelining, which a
- * later version may use. */
+/* The sync transaction: see qa_sync.h. UPLOADs are pipelined (up to
+ * UPLOAD_PIPELINE in flight); every other request is sent on its own and
+ * waits for its response. */
 #include "agent/qa_sync.h"
 
 #include <stdlib.h>
@@ -31,15 +31,23 @@ static void count_results(struct qa_sync_result *r, const struct qa_out_result *
 			r->uploaded[v[i].result]++;
 }
 
-/* Sends one UPLOAD of msgs[0..n) and applies its UPLOAD_ACK. */
-static int upload_batch(struct qa_session *s, struct qa_store *st, const struct qa_out_msg *msgs,
-                        size_t n, struct qa_sync_result *r, struct qa_error *e)
+/* An UPLOAD sent, its UPLOAD_ACK not read yet. */
+struct inflight {
+	uint32_t batch;
+	size_t n;
+	uint8_t (*ids)[16];
+};
+
+/* Sends one UPLOAD of msgs[0..n) and records it in *b (its UPLOAD_ACK is
+ * read later by apply_ack). */
+static int send_batch(struct qa_session *s, const struct qa_out_msg *msgs, size_t n,
+                      struct inflight *b, struct qa_error *e)
 {
 	struct qs_msg_out *out = calloc(n, sizeof *out);
-	struct qa_out_result *res = calloc(n, sizeof *res);
+	b->ids = calloc(n, sizeof *b->ids);
 	int rc = -1;
 	size_t decoded = 0;
-	if (out == NULL || res == NULL) {
+	if (out == NULL || b->ids == NULL) {
 		qa_error_set(e, QA_FAIL_SYSTEM, "out of memory");
 		goto done;
 	}
@@ -47,6 +55,7 @@ static int upload_batch(struct qa_session *s, struct qa_store *st, const struct 
 		const struct qa_out_msg *m = &msgs[decoded];
 		struct qs_msg_out *o = &out[decoded];
 		memcpy(o->id, m->id, 16);
+		memcpy(b->ids[decoded], m->id, 16);
 		o->to = qs_str_c(m->address);
 		o->priority = m->priority;
 		o->expires_ms = m->expires_ms;
@@ -57,32 +66,53 @@ static int upload_batch(struct qa_session *s, struct qa_store *st, const struct 
 			goto done;
 		}
 	}
-	const uint32_t batch = s->next_batch++;
+	b->batch = s->next_batch++;
+	b->n = n;
 	struct qs_frame f = {.type = QS_UPLOAD};
-	f.u.upload.batch = batch;
+	f.u.upload.batch = b->batch;
 	f.u.upload.count = (uint16_t)n;
 	f.u.upload.msgs = out;
 	if (qa_session_send(s, &f, e) != 0)
 		goto done;
-	QA_DEBUG(s->log, "UPLOAD batch %u: %zu messages", (unsigned)batch, n);
+	QA_DEBUG(s->log, "UPLOAD batch %u: %zu messages", (unsigned)b->batch, n);
+	rc = 0;
+done:
+	for (size_t i = 0; out != NULL && i < decoded; i++)
+		free(out[i].props.v);
+	free(out);
+	if (rc != 0) {
+		free(b->ids);
+		b->ids = NULL;
+	}
+	return rc;
+}
 
+/* Reads the UPLOAD_ACK of b, the oldest UPLOAD in flight, and applies it. */
+static int apply_ack(struct qa_session *s, struct qa_store *st, const struct inflight *b,
+                     struct qa_sync_result *r, struct qa_error *e)
+{
 	struct qs_frame ack;
 	if (qa_session_expect(s, QS_UPLOAD_ACK, &ack, e) != 0)
-		goto done;
+		return -1;
 	const struct qs_upload_ack *a = &ack.u.upload_ack;
-	if (a->batch != batch || a->count != n) {
+	int rc = -1;
+	struct qa_out_result *res = NULL;
+	if (a->batch != b->batch || a->count != b->n) {
 		qa_error_set(e, QA_FAIL_PROTOCOL,
 		             "UPLOAD_ACK for batch %u with %u entries; sent batch %u with %zu",
-		             (unsigned)a->batch, (unsigned)a->count, (unsigned)batch, n);
-		qs_frame_release(&ack);
+		             (unsigned)a->batch, (unsigned)a->count, (unsigned)b->batch, b->n);
+		goto done;
+	}
+	res = calloc(b->n, sizeof *res);
+	if (res == NULL) {
+		qa_error_set(e, QA_FAIL_SYSTEM, "out of memory");
 		goto done;
 	}
 	size_t known = 0;
-	for (size_t i = 0; i < n; i++) {
-		if (memcmp(a->entries[i].id, msgs[i].id, 16) != 0) {
+	for (size_t i = 0; i < b->n; i++) {
+		if (memcmp(a->entries[i].id, b->ids[i], 16) != 0) {
 			qa_error_set(e, QA_FAIL_PROTOCOL,
 			             "UPLOAD_ACK entry %zu names another message than sent", i);
-			qs_frame_release(&ack);
 			goto done;
 		}
 		/* A result this agent does not know leaves the message queued. */
@@ -95,38 +125,87 @@ static int upload_batch(struct qa_session *s, struct qa_store *st, const struct 
 		res[known].result = a->entries[i].result;
 		known++;
 	}
-	qs_frame_release(&ack);
 	if (qa_store_out_resolve(st, res, known, e) != 0)
 		goto done;
 	count_results(r, res, known);
 	rc = 0;
 done:
-	for (size_t i = 0; out != NULL && i < decoded; i++)
-		free(out[i].props.v);
-	free(out);
+	qs_frame_release(&ack);
 	free(res);
 	return rc;
 }
 
+/* UPLOADs in flight at once: each goes out without waiting for the previous
+ * one's UPLOAD_ACK (protocol.md "Transport and ordering": the server answers
+ * in order), so one busy agent is not held to one commit per round trip. */
+#define UPLOAD_PIPELINE 4
+
+/* The in-flight window of upload_outbox: a ring of UPLOAD_PIPELINE. */
+struct window {
+	struct inflight v[UPLOAD_PIPELINE];
+	size_t head, n;
+};
+
+static int window_pop(struct qa_session *s, struct qa_store *st, struct window *w,
+                      struct qa_sync_result *r, struct qa_error *e)
+{
+	struct inflight *b = &w->v[w->head];
+	int rc = apply_ack(s, st, b, r, e);
+	free(b->ids);
+	b->ids = NULL;
+	w->head = (w->head + 1) % UPLOAD_PIPELINE;
+	w->n--;
+	return rc;
+}
+
+static void window_clear(struct window *w)
+{
+	for (size_t i = 0; i < UPLOAD_PIPELINE; i++) {
+		free(w->v[i].ids);
+		w->v[i].ids = NULL;
+	}
+	w->n = 0;
+}
+
+/* Sends msgs[0..n) as the next UPLOAD of the window, first making room. */
+static int window_push(struct qa_session *s, struct qa_store *st, struct window *w,
+                       const struct qa_out_msg *msgs, size_t n, struct qa_sync_result *r,
+                       struct qa_error *e)
+{
+	if (w->n == UPLOAD_PIPELINE && window_pop(s, st, w, r, e) != 0)
+		return -1;
+	struct inflight *b = &w->v[(w->head + w->n) % UPLOAD_PIPELINE];
+	if (send_batch(s, msgs, n, b, e) != 0)
+		return -1;
+	w->n++;
+	return 0;
+}
+
 /* (1) The outbox, in queue order, in UPLOADs of at most max_batch messages
- * and max_frame bytes. A message that cannot fit in any frame is resolved
- * here as too_large, the answer the server would give. quota messages stay
- * queued; after_qid makes sure they are not offered twice in one sync. */
+ * and max_frame bytes, up to UPLOAD_PIPELINE of them in flight. A message
+ * that cannot fit in any frame is resolved here as too_large, the answer the
+ * server would give. quota messages stay queued; after_qid makes sure they
+ * are not offered twice in one sync (nor one in flight again). */
 static int upload_outbox(struct qa_session *s, struct qa_store *st, struct qa_sync_result *r,
                          struct qa_error *e)
 {
 	const size_t frame_room = s->welcome.max_frame - UPLOAD_HEAD;
 	int64_t after_qid = 0;
-	for (;;) {
+	struct window w = {0};
+	int rc = 0;
+	while (rc == 0) {
 		struct qa_out_list list;
-		if (qa_store_out_next(st, after_qid, s->welcome.max_batch, &list, e) != 0)
-			return -1;
+		if (qa_store_out_next(st, after_qid, s->welcome.max_batch, &list, e) != 0) {
+			rc = -1;
+			break;
+		}
 		if (list.n == 0) {
 			qa_out_list_free(&list);
-			return 0;
+			while (rc == 0 && w.n > 0)
+				rc = window_pop(s, st, &w, r, e);
+			break;
 		}
 		size_t first = 0, n = 0, bytes = 0;
-		int rc = 0;
 		for (size_t i = 0; i < list.n && rc == 0; i++) {
 			size_t sz = msg_out_size(&list.v[i]);
 			if (sz > frame_room) {
@@ -148,13 +227,13 @@ static int upload_outbox(struct qa_session *s, struct qa_store *st, struct qa_sy
 			n++;
 		}
 		if (rc == 0 && n > 0) {
-			rc = upload_batch(s, st, &list.v[first], n, r, e);
+			rc = window_push(s, st, &w, &list.v[first], n, r, e);
 			after_qid = list.v[first + n - 1].qid;
 		}
 		qa_out_list_free(&list);
-		if (rc != 0)
-			return -1;
 	}
+	window_clear(&w);
+	return rc;
 }
 
 /* (2) Queued STATUS reports, in frames of at most max_batch entries. The

@@ -223,3 +223,32 @@ def test_concurrent_groups_of_one_sender_never_exceed_its_quota(qagw, store, uid
     # and the recipients' counters agree with their rows
     assert int(store.scalar("SELECT count(*) FROM qa_messages m WHERE m.status = 1 AND"
                             " qa_pending(m.recipient) <> 1")) == 0
+
+
+def test_pending_counters_follow_every_kind_of_insert(qagw, store, uid):
+    """Migration 10: inserts are counted by a row trigger that passes the rows
+    qa_upload_group counts itself. An upload counts once, a server-side send and an
+    operator's own multi-row INSERT count row by row (sender counters only for agents'
+    messages), and every counter equals the status-1 rows it stands for."""
+    g = qagw(workers=("ml1",))
+    A, R = f"A-{uid}", f"R-{uid}"
+    with q.Client("127.0.0.1", g.port("ml1")) as a:
+        a.hello(A)
+        assert [r for _, r in a.upload([msg(f"{R}\\q") for _ in range(3)]).results] == [0] * 3
+    assert int(store.scalar("SELECT qa_pending(%s)", (R,))) == 3
+    status, _ = g.admin.post("/api/messages", {"to": f"{R}\\q", "body": "from the server"})
+    assert status == 201
+    assert int(store.scalar("SELECT qa_pending(%s)", (R,))) == 4
+    store.query(
+        "INSERT INTO qa_messages (id, sender, sender_is_agent, recipient, queue, priority,"
+        " created_ms, expires_ms, props, body, status_ms)"
+        " SELECT gen_random_uuid(), %s, true, %s, 'q', 4, 0, 0, '\\x0000', 'x', 0"
+        " FROM generate_series(1, 5)", (A, R))
+    assert int(store.scalar("SELECT qa_pending(%s)", (R,))) == 9
+    rows = int(store.scalar("SELECT count(*) FROM qa_messages WHERE recipient = %s AND status = 1",
+                            (R,)))
+    assert rows == 9
+    sender = int(store.scalar(
+        "SELECT coalesce((SELECT n FROM qa_sender_in WHERE sender = %s), 0)"
+        " - coalesce((SELECT n FROM qa_sender_out WHERE sender = %s), 0)", (A, A)))
+    assert sender == 8  # 3 uploaded + 5 inserted as A's; the server's send is not an agent's

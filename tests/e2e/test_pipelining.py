@@ -78,3 +78,21 @@ def test_error_after_pipelined_uploads_comes_after_their_acks(qagw, store, uid):
         assert err.name in ("bad_frame", "sequence"), err
     n = store.scalar("SELECT count(*) FROM qa_messages WHERE recipient = %s", (B,))
     assert int(n) == 36
+
+
+def test_qaagent_sync_pipelines_its_uploads(qagw, agent, uid):
+    """qaagent sends its outbox as UPLOADs of max_batch without waiting for each
+    UPLOAD_ACK (agent/qa_sync.c UPLOAD_PIPELINE): the gateway reads some while earlier
+    ones commit. Every message arrives, in the order sent."""
+    g = qagw(workers=("ml1",), limits={"max_batch": 8})
+    a = agent(f"A-{uid}", g.stream("ml1"))
+    b = agent(f"B-{uid}", g.stream("ml1"))
+    bodies = [f"m{i:03d}" for i in range(120)]
+    for body in bodies:
+        a.send(f"B-{uid}\\q", body)
+    a.sync()
+    assert a.status()["outgoing"] == 0
+    assert g.admin.metrics().value("qagw_uploads_pipelined_total") > 0, \
+        "qaagent waited for every UPLOAD_ACK"
+    b.sync()
+    assert [m["body"] for m in b.recv("q")] == bodies
