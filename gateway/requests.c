@@ -21,7 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* An UPLOAD read and not answered yet (s->up_head .. s->up_tail, in request
+/* An UPLOAD read and not answered yet (s->up_head and on, in request
  * order; session_int.h GW_UPLOAD_PIPELINE). */
 struct gw_upload {
 	struct gw_upload *next;
@@ -59,7 +59,6 @@ void gw_req_abandon(struct gw_session *s)
 		s->up_head = u->next;
 		free_upload(u);
 	}
-	s->up_tail = NULL;
 	s->n_uploads = 0;
 }
 
@@ -458,8 +457,6 @@ static void answer_uploads(struct gw_session *s)
 			return;
 		}
 		s->up_head = u->next;
-		if (!s->up_head)
-			s->up_tail = NULL;
 		s->n_uploads--;
 		if (u->n_sent)
 			gw_histogram_observe(&s->w->counters.store_commit,
@@ -548,11 +545,10 @@ void gw_req_upload(struct gw_session *s, const struct qs_upload *up)
 		u->sent[u->n_sent++] = (uint16_t)i;
 	}
 	u->s = s;
-	if (s->up_tail)
-		s->up_tail->next = u;
-	else
-		s->up_head = u;
-	s->up_tail = u;
+	struct gw_upload **tail = &s->up_head; /* at most GW_UPLOAD_PIPELINE - 1 before it */
+	while (*tail)
+		tail = &(*tail)->next;
+	*tail = u;
 	s->n_uploads++;
 	if (u->n_sent == 0) { /* all invalid: nothing to commit; answered in turn */
 		free(rows);

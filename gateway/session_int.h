@@ -46,8 +46,8 @@ struct gw_session {
 	uint8_t token_sha256[32]; /* of the HELLO token: the token itself is never kept */
 	uint64_t id;              /* holds delivered messages in the store (held_by) */
 	int64_t since_ms;
-	struct st_op *op; /* the in-flight store statement, if any (not an UPLOAD's) */
-	struct gw_upload *up_head, *up_tail; /* UPLOADs read, not answered: request order */
+	struct st_op *op;          /* the in-flight store statement, if any (not an UPLOAD's) */
+	struct gw_upload *up_head; /* UPLOADs read, not answered: a list in request order */
 	int n_uploads;
 	int req_count;     /* entries of the in-flight DELIVER_ACK or STATUS; FETCH's max_count */
 	int64_t req_bytes; /* the in-flight FETCH's max_bytes (asked again past an unreceivable) */
@@ -137,7 +137,7 @@ void gw_session_request_done(struct gw_session *s);
  * after HELLO, BUSY otherwise) and reads no further request. */
 void gw_session_wait(struct gw_session *s, struct st_op *op);
 
-/* An UPLOAD went to the store (s->up_tail): the session is BUSY, and may read
+/* An UPLOAD went to the store (the last of s->up_head): the session is BUSY, and may read
  * the next request only if it is another UPLOAD (GW_UPLOAD_PIPELINE). */
 void gw_session_wait_upload(struct gw_session *s);
 

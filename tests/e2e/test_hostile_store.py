@@ -226,10 +226,10 @@ def test_concurrent_groups_of_one_sender_never_exceed_its_quota(qagw, store, uid
 
 
 def test_pending_counters_follow_every_kind_of_insert(qagw, store, uid):
-    """Migration 10: inserts are counted by a row trigger that passes the rows
-    qa_upload_group counts itself. An upload counts once, a server-side send and an
-    operator's own multi-row INSERT count row by row (sender counters only for agents'
-    messages), and every counter equals the status-1 rows it stands for."""
+    """The pending counters (migrations 8 and 9) count every writer once: an upload
+    (qa_upload_group counts its own rows, the insert trigger passes them), a server-side
+    send and an operator's own multi-row INSERT (the trigger; sender counters only for
+    agents' messages); every counter equals the status-1 rows it stands for."""
     g = qagw(workers=("ml1",))
     A, R = f"A-{uid}", f"R-{uid}"
     with q.Client("127.0.0.1", g.port("ml1")) as a:

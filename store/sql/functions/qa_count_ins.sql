@@ -1,7 +1,6 @@
--- Statement trigger AFTER INSERT ON qa_messages from migration 8 until migration 10
--- replaced it with qa_count_ins_row (kept: a store upgraded from before 8 runs 8 and 9 with
--- it). Counts the new pending messages per recipient and, for an agent's messages, per
--- sender (migration 9); not those of qa_upload_group, which counts its own.
+-- Statement trigger AFTER INSERT ON qa_messages: counts the new pending messages per
+-- recipient and, for an agent's messages, per sender (migration 9); not those of
+-- qa_upload_group, which counts its own.
 CREATE OR REPLACE FUNCTION qa_count_ins() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
   r text[];
