@@ -62,7 +62,8 @@ PROFILES: Dict[str, dict] = {
         "capacity_seconds": 5, "capacity_warmup": 1,
         "coverage_agents": 3000, "coverage_reassign_after": 5, "coverage_tail": 10,
         "coverage_probes": 5,
-        "budget_s": 760,
+        "pipeline_agents": 200, "pipeline_rate": 1000, "pipeline_seconds": 10,
+        "budget_s": 800,
     },
     "quick": {
         "seconds": 5, "warmup": 1,
@@ -78,7 +79,8 @@ PROFILES: Dict[str, dict] = {
         "capacity_seconds": 2, "capacity_warmup": 0.5,
         "coverage_agents": 600, "coverage_reassign_after": 3, "coverage_tail": 6,
         "coverage_probes": 5,
-        "budget_s": 200,
+        "pipeline_agents": 100, "pipeline_rate": 1000, "pipeline_seconds": 3,
+        "budget_s": 215,
     },
 }
 

@@ -36,6 +36,7 @@ struct gw_upload {
 	char (*rcpt)[121]; /* rcpt[k]: recipient of the store's row k+1 (for pushes) */
 	int n_sent;
 	int64_t started_ms; /* submit time (monotonic), for qagw_store_commit_seconds */
+	uint32_t frame_len; /* counted in s->up_bytes */
 };
 
 static void free_upload(struct gw_upload *u)
@@ -60,6 +61,7 @@ void gw_req_abandon(struct gw_session *s)
 		free_upload(u);
 	}
 	s->n_uploads = 0;
+	s->up_bytes = 0;
 }
 
 /* The store could not run the request: nothing is acknowledged (neither the
@@ -458,6 +460,7 @@ static void answer_uploads(struct gw_session *s)
 		}
 		s->up_head = u->next;
 		s->n_uploads--;
+		s->up_bytes -= u->frame_len;
 		if (u->n_sent)
 			gw_histogram_observe(&s->w->counters.store_commit,
 			                     (double)(gw_mono_ms() - u->started_ms) / 1000.0);
@@ -484,7 +487,7 @@ static void on_upload(void *arg, const PGresult *res, const char *err)
 	answer_uploads(s);
 }
 
-void gw_req_upload(struct gw_session *s, const struct qs_upload *up)
+void gw_req_upload(struct gw_session *s, const struct qs_upload *up, uint32_t len)
 {
 	struct gw_worker *w = s->w;
 	struct gw_upload *u = calloc(1, sizeof(*u));
@@ -550,6 +553,8 @@ void gw_req_upload(struct gw_session *s, const struct qs_upload *up)
 		tail = &(*tail)->next;
 	*tail = u;
 	s->n_uploads++;
+	u->frame_len = len;
+	s->up_bytes += len;
 	if (u->n_sent == 0) { /* all invalid: nothing to commit; answered in turn */
 		free(rows);
 		int alone = s->n_uploads == 1;

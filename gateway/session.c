@@ -199,7 +199,7 @@ void gw_session_request_done(struct gw_session *s)
 	pump(s);
 }
 
-static void dispatch(struct gw_session *s, const struct qs_frame *f)
+static void dispatch(struct gw_session *s, const struct qs_frame *f, uint32_t len)
 {
 	if (s->state == GW_S_AWAIT_HELLO) {
 		if (f->type != QS_HELLO) {
@@ -212,7 +212,7 @@ static void dispatch(struct gw_session *s, const struct qs_frame *f)
 	}
 	switch (f->type) {
 	case QS_UPLOAD:
-		gw_req_upload(s, &f->u.upload);
+		gw_req_upload(s, &f->u.upload, len);
 		return;
 	case QS_FETCH:
 		gw_push_fetched(s);
@@ -304,8 +304,10 @@ static void pump(struct gw_session *s)
 			return;
 		}
 		const uint8_t *p = evbuffer_pullup(in, QS_HEADER_LEN + (ssize_t)len);
-		if (s->state == GW_S_BUSY && (!p || p[QS_HEADER_LEN] != QS_UPLOAD))
-			return; /* pipelining takes UPLOADs only: this one waits its turn */
+		if (s->state == GW_S_BUSY &&
+		    (!p || p[QS_HEADER_LEN] != QS_UPLOAD ||
+		     (uint64_t)s->up_bytes + len > (uint64_t)conf->max_frame))
+			return; /* pipelining takes UPLOADs within max_frame: this waits its turn */
 		if (s->state == GW_S_BUSY)
 			gw_count(s->w, uploads_pipelined, 1);
 		struct qs_frame f;
@@ -318,7 +320,7 @@ static void pump(struct gw_session *s)
 		}
 		if (gw_log_enabled(GW_LOG_DEBUG))
 			gw_slog(GW_LOG_DEBUG, s, "<- %s (%u bytes)", qs_type_name(f.type), len);
-		dispatch(s, &f);
+		dispatch(s, &f, len);
 		qs_frame_release(&f);
 		evbuffer_drain(in, QS_HEADER_LEN + (size_t)len);
 	}

@@ -49,12 +49,14 @@ struct gw_session {
 	struct st_op *op;          /* the in-flight store statement, if any (not an UPLOAD's) */
 	struct gw_upload *up_head; /* UPLOADs read, not answered: a list in request order */
 	int n_uploads;
-	int req_count;     /* entries of the in-flight DELIVER_ACK or STATUS; FETCH's max_count */
+	uint32_t
+	    up_bytes; /* their frames' lengths: at most max_frame in all (GW_UPLOAD_PIPELINE) */
 	int64_t req_bytes; /* the in-flight FETCH's max_bytes (asked again past an unreceivable) */
 	int64_t *held;     /* delivered here, not acknowledged: sorted seqs (requests.c) */
 	uint8_t *held_counted; /* the store counted that delivery already */
 	int n_held, cap_held;
 	int pending_error;  /* ERROR to send once the in-flight request is answered */
+	int req_count;      /* entries of the in-flight DELIVER_ACK or STATUS; FETCH's max_count */
 	char *pending_text; /* its text (malloc'd) */
 
 	/* Pool registration (docs/design.md "Redis"). */
@@ -88,8 +90,10 @@ struct gw_session {
  * them (the worker's upload groups keep their order, so its rows get later
  * seqs); UPLOAD_ACKs go out in request order, each once its commit is
  * durable. Any other request waits until every UPLOAD before it is
- * answered. */
-#define GW_UPLOAD_PIPELINE 8
+ * answered. Besides the count, the frames in flight together stay within
+ * max_frame (a first UPLOAD of any size is taken, as without pipelining):
+ * what one session can make a worker hold is what it was without it. */
+#define GW_UPLOAD_PIPELINE 32
 
 /* Connections not welcomed yet (TLS handshake, awaiting HELLO, WELCOMING)
  * from one source address (per worker): max_pending_hello_per_ip. */
@@ -158,7 +162,8 @@ void gw_push_fetched(struct gw_session *s);
 /* Request handlers (requests.c). Each either answers at once and calls
  * gw_session_request_done, or submits a store statement and sets BUSY. */
 void gw_req_hello(struct gw_session *s, const struct qs_hello *h);
-void gw_req_upload(struct gw_session *s, const struct qs_upload *u);
+/* len: the UPLOAD frame's length (counted in s->up_bytes while it is in flight) */
+void gw_req_upload(struct gw_session *s, const struct qs_upload *u, uint32_t len);
 void gw_req_fetch(struct gw_session *s, const struct qs_fetch *f);
 void gw_req_deliver_ack(struct gw_session *s, const struct qs_deliver_ack *a);
 void gw_req_status(struct gw_session *s, const struct qs_status *st);

@@ -10,7 +10,7 @@ scenarios 1, 2, 8 and 9 carry what each message cost (bench/costs.py): PostgreSQ
 transactions, and CPU time of PostgreSQL, qagw and Redis, over the measured window.
 
 One module per kind of figure: scenarios.common (cells, verdicts, costs), ingest (1, 3,
-8), push (2, 9), sessions (4, 5), failover (6), purge (7), coverage (10).
+8), push (2, 9, 11), sessions (4, 5), failover (6), purge (7), coverage (10).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from scenarios.coverage import scenario_coverage
 from scenarios.failover import scenario_failover
 from scenarios.ingest import scenario_backlog, scenario_ingest, scenario_nats
 from scenarios.purge import scenario_purge  # noqa: F401
-from scenarios.push import scenario_capacity, scenario_push
+from scenarios.push import scenario_capacity, scenario_pipeline, scenario_push
 from scenarios.sessions import scenario_handshakes, scenario_idle
 
 
@@ -37,4 +37,5 @@ SCENARIOS = [
     (8, False, scenario_backlog),
     (9, True, scenario_capacity),
     (10, False, scenario_coverage),
+    (11, True, scenario_pipeline),
 ]

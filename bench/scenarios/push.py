@@ -1,4 +1,5 @@
-"""Scenarios 2 (push latency against Mosquitto) and 9 (push capacity)."""
+"""Scenarios 2 (push latency against Mosquitto), 9 (push capacity) and 11 (one sender's
+UPLOAD pipeline)."""
 
 from __future__ import annotations
 
@@ -195,4 +196,49 @@ def scenario_capacity(b: Bench) -> dict:
         "figures": {"qagw": qagw, "mosquitto": mqtt, "capacity_qagw": cq,
                     "capacity_mosquitto": cm, "ratio": rv, "ratio_text": rtext},
         "notes": notes + anomalies("qagw", qagw) + anomalies("Mosquitto", mqtt),
+    }
+
+
+# ------------------------------------------------------------------ 11. one sender's pipeline
+
+PIPELINE_WINDOWS = (1, 32)  # one UPLOAD at a time (before issue 15's pipelining); the gateway's
+
+
+def scenario_pipeline(b: Bench) -> dict:
+    """One sender's UPLOAD pipeline: UPLOADs in flight at once"""
+    p = b.p
+    quiet_store(b)
+    rate, n, secs = p["pipeline_rate"], p["pipeline_agents"], p["pipeline_seconds"]
+    runs = {w: push_costed(b, {"agents": n, "rate": rate, "batch": 1, "window": w,
+                               "size": p["size"], "seconds": secs, "warmup": 1}, secs + 1 + 5)
+            for w in PIPELINE_WINDOWS}
+    one, many = runs[PIPELINE_WINDOWS[0]], runs[PIPELINE_WINDOWS[-1]]
+    gain = ratio(dig(many, "achieved_rate"), dig(one, "achieved_rate"))
+    rows = [["achieved rate, msgs/s (share of the offered)", rate_cell(one), rate_cell(many),
+             fmt(gain, 2), "reported", "—"],
+            ["UPLOAD → DELIVER, p50 / p90 / p99 / max ms", lat_cell(one, "upload_to_deliver"),
+             lat_cell(many, "upload_to_deliver"),
+             fmt(ratio(dig(many, "upload_to_deliver", "p99_ms"),
+                       dig(one, "upload_to_deliver", "p99_ms")), 2) + " (p99)", "reported", "—"],
+            ["the sender's own queue (due → written), p50 / p90 / p99 / max ms",
+             lat_cell(one, "sender_queue"), lat_cell(many, "sender_queue"), "—", "—", "—"]]
+    return {
+        "id": 11, "key": "pipeline", "title": title_of(scenario_pipeline),
+        "what": (f"scenario 2's sender at {rate:,} msgs/s to {n:,} receivers for {secs} s "
+                 f"(after 1 s warm-up), every message its own UPLOAD (--batch 1: the case "
+                 f"where a sender is held to one commit per round trip), with at most "
+                 f"{PIPELINE_WINDOWS[0]} UPLOAD awaiting its ack (how qaagent uploaded "
+                 f"before issue 15's pipelining) against at most {PIPELINE_WINDOWS[-1]} (the "
+                 f"gateway's GW_UPLOAD_PIPELINE); open loop from each message's due time"),
+        "header": ["measure", f"window {PIPELINE_WINDOWS[0]}", f"window {PIPELINE_WINDOWS[-1]}",
+                   "ratio", "target", "verdict"],
+        "summary_extra": ["achieved rate, msgs/s (share of the offered)"],
+        "rows": rows,
+        "figures": {**{f"window_{w}": f for w, f in runs.items()}, "achieved_gain": gain},
+        "notes": [f"window {w}: {costs.xacts_cell(f.get('costs'))} PostgreSQL transactions "
+                  f"per message; CPU µs per message "
+                  f"{costs.cell(f.get('costs'), ('postgresql', 'qagw', 'redis'))}"
+                  for w, f in runs.items() if "not_run" not in f]
+        + anomalies(f"window {PIPELINE_WINDOWS[0]}", one)
+        + anomalies(f"window {PIPELINE_WINDOWS[-1]}", many),
     }

@@ -96,3 +96,21 @@ def test_qaagent_sync_pipelines_its_uploads(qagw, agent, uid):
         "qaagent waited for every UPLOAD_ACK"
     b.sync()
     assert [m["body"] for m in b.recv("q")] == bodies
+
+
+def test_pipelined_uploads_stay_within_max_frame_bytes(qagw, uid):
+    """UPLOADs in flight together stay within max_frame (GW_UPLOAD_PIPELINE): what one
+    session makes the worker hold is what it was without pipelining. Large UPLOADs go one
+    at a time (none pipelined); small ones behind them are pipelined."""
+    g = qagw(workers=("ml1",), limits={"max_frame": 65536})
+    A, B = f"A-{uid}", f"B-{uid}"
+    with q.Client("127.0.0.1", g.port("ml1")) as a:
+        a.hello(A)
+        big = [a.send_upload([msg(f"{B}\\q", body=b"x" * 40000)]) for _ in range(6)]
+        acks = upload_acks(a, big)
+        assert all(r == 0 for ack in acks for _, r in ack.results)
+        assert g.admin.metrics().value("qagw_uploads_pipelined_total") == 0, \
+            "two 40 KB UPLOADs were in flight at once with max_frame 64 KiB"
+        small = [a.send_upload([msg(f"{B}\\q")]) for _ in range(20)]
+        upload_acks(a, small)
+    assert g.admin.metrics().value("qagw_uploads_pipelined_total") > 0
