@@ -28,6 +28,7 @@ def test_pipelined_uploads_acked_and_delivered_in_order(qagw, store, uid):
     with q.Client("127.0.0.1", g.port("ml1")) as a:
         a.hello(A)
         batches, expect = [], []
+        last_id = None  # the last id of the latest batch stored
         for k in range(N_BATCHES):
             if k == 10:  # all invalid: answered without the store, in its turn
                 ms = [msg(f"{B}q") for _ in range(PER_BATCH)]
