@@ -23,6 +23,7 @@ primaries are spread (in (4) a few agents use `auto(...)`, router-assigned). A s
 queues messages between random agents (`qaagent send -policy ondemand` beside `run`), an
 application thread takes them with `qaagent recv q`; history.py records acked (the senders'
 sent_log) and received (what `recv` handed out), and the figures are printed per test.
+The fleet is the fault suite's one traffic generator, qagwtest.traffic.Traffic (one sender).
 
 Durability settings: the run's PostgreSQL clusters have fsync = off and synchronous_commit
 = off (fast tests). (2a) kills PostgreSQL's processes, not the machine, so fsync does not
@@ -33,13 +34,11 @@ runs with `synchronous_commit = on`, the setting docs/operations.md requires.
 from __future__ import annotations
 
 import os
-import random
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import psutil
 import pytest
@@ -47,9 +46,9 @@ import pytest
 from qagwtest import harness
 from qagwtest import qasync as q
 from qagwtest.harness import msg
-from qagwtest.history import History, QaAgentStore, canonical, recipient_of
+from qagwtest.history import QaAgentStore, canonical
 from qagwtest.pool import HOST, healthz, poll, two_nodes
-from qagwtest.traffic import json_lines, stop_run
+from qagwtest.traffic import Traffic
 
 WORKERS = ("ml1", "ml2", "ml3")
 N_AGENTS = 20
@@ -60,314 +59,39 @@ QUEUE = "q"
 # ------------------------------------------------------------------ the fleet of agents
 
 
-class Fleet:
-    """N `qaagent run` processes with traffic between them, recorded in a History.
-
-    Agent i is F{i}-{uid}. Pinned agents list the three workers rotated by i (primary
-    WORKERS[i % 3]); the first n_auto agents use `auto(...)` with WORKERS[i % 3] as bootstrap.
-    dbs: {i: path} puts agent i's client store elsewhere (the disk-full test's tmpfs).
-    """
-
-    def __init__(self, agent, gws: Dict[str, harness.Gateway], uid: str, tmp_path: Path,
-                 n: int = N_AGENTS, n_auto: int = 0, dbs: Optional[Dict[int, Path]] = None):
-        self.tmp = Path(tmp_path)
-        self.gws = gws
-        self.h = History()
-        self.agents: Dict[str, harness.Agent] = {}
-        for i in range(n):
-            aid = f"F{i:02d}-{uid}"
-            k = i % 3
-            if i < n_auto:
-                w = WORKERS[k]
-                streams = [f"auto(host={HOST};port={gws[w].port(w)})"]
-            else:
-                streams = [gws[w].stream(w) for w in WORKERS[k:] + WORKERS[:k]]
-            a = agent(aid, *streams, extra=["-fd", "0.5"])
-            if dbs and i in dbs:
-                a.db = Path(dbs[i])
-            self.agents[aid] = a
-            self.h.add(a)
-        self.ids = list(self.agents)
-        self.pinned_primary = {aid: WORKERS[i % 3] for i, aid in enumerate(self.ids)
-                               if i >= n_auto}
-        self.procs: Dict[str, subprocess.Popen] = {}
-        self.lines: Dict[str, object] = {}
-        self.events: Dict[str, List[dict]] = {aid: [] for aid in self.ids}
-        self.exits: Dict[str, List[int]] = {aid: [] for aid in self.ids}  # runs that ended
-        self.rng = random.Random(uid)
-        self.sent: List[tuple] = []  # (from, to, id, monotonic time queued)
-        self.send_failures: List[tuple] = []  # (from, rc, stderr tail)
-        self.recv_failures: List[tuple] = []  # (agent, error text)
-        self.no_send: set = set()  # agents the sender leaves alone for now
-        self.no_recv: set = set()  # agents the application thread leaves alone for now
-        self._stop = threading.Event()
-        self._threads: List[threading.Thread] = []
-
-    # -------------------------------------------------------------- the run processes
-
-    def stderr_path(self, aid: str) -> Path:
-        return self.tmp / f"run-{aid}.stderr"
-
-    def start_run(self, aid: str) -> None:
-        a = self.agents[aid]
-        p = a.popen("run", policy="automatic", verbose=True, stderr_path=self.stderr_path(aid))
-        self.procs[aid] = p
-        self.lines[aid] = json_lines(p)
-
-    def start(self, timeout: float = 20.0) -> None:
-        for aid in self.ids:
-            self.start_run(aid)
-        poll(lambda: (self.pump(), [a for a in self.ids if not self.welcomed(a)])[1],
-             lambda missing: not missing, timeout, "a WELCOME for every agent")
-
-    def pump(self) -> None:
-        """Moves every run's JSON events into self.events (each stamped `_t`, monotonic)."""
-        harness.drain_events(self.lines, self.events, stamp=time.monotonic())
-
-    def welcomed(self, aid: str, since: float = 0.0) -> bool:
-        return any(e.get("event") == "welcome" and e["_t"] >= since for e in self.events[aid])
-
-    def received_at(self, aid: str, mid: str) -> Optional[float]:
-        """When `run` of aid reported mid in a `received` event (monotonic), or None."""
-        self.pump()
-        for e in self.events[aid]:
-            if e.get("event") == "received" and mid in e.get("ids", []):
-                return e["_t"]
-        return None
-
-    def check_alive(self, except_: Sequence[str] = ()) -> None:
-        self.pump()
-        for aid, p in self.procs.items():
-            if aid in except_:
-                continue
-            assert p.poll() is None, (
-                f"qaagent run {aid} exited {p.returncode}:\n"
-                f"{harness.tail(self.stderr_path(aid), 30)}\nevents: {self.events[aid][-8:]}")
-
-    def wait_exit(self, aid: str, timeout: float) -> int:
-        p = self.procs[aid]
-        try:
-            rc = p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            raise AssertionError(f"qaagent run {aid} still running after {timeout}s:\n"
-                                 f"{harness.tail(self.stderr_path(aid), 30)}") from None
-        self.exits[aid].append(rc)
-        self.pump()
-        return rc
-
-    def stop_runs(self) -> Dict[str, int]:
-        rcs = {}
-        for aid, p in self.procs.items():
-            if p.poll() is not None:
-                continue  # already ended (and recorded by wait_exit)
-            rcs[aid] = stop_run(p)
-        self.pump()
-        return rcs
-
-    # -------------------------------------------------------------- traffic
-
-    def _sender(self) -> None:
-        k = 0
-        while not self._stop.is_set():
-            frm, to = self.rng.sample(self.ids, 2)
-            if frm in self.no_send:
-                time.sleep(0.005)
-                continue
-            addr, body = f"{to}\\{QUEUE}", f"m{k} {frm}->{to}"
-            r = self.agents[frm].run("send", addr, body)
-            if r.rc == 0:
-                mid = canonical(r.stdout.split()[-1])
-                self.h.sent(frm, mid, to=addr, body=body)
-                self.sent.append((frm, to, mid, time.monotonic()))
-            else:
-                self.send_failures.append((frm, r.rc, r.stderr[-300:]))
-            k += 1
-            self._stop.wait(SEND_EVERY_S)
-
-    def _application(self) -> None:
-        while not self._stop.is_set():
-            for aid in self.ids:
-                if self._stop.is_set():
-                    return
-                if aid in self.no_recv:
-                    continue
-                try:
-                    self.h.recv(self.agents[aid], QUEUE)
-                except AssertionError as e:
-                    self.recv_failures.append((aid, str(e)[-400:]))
-                self._stop.wait(0.05)
-
-    def start_traffic(self) -> None:
-        self._stop.clear()
-        self._threads = [threading.Thread(target=self._sender, daemon=True),
-                         threading.Thread(target=self._application, daemon=True)]
-        for t in self._threads:
-            t.start()
-
-    def stop_traffic(self) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(30)
-        self._threads = []
-
-    def run_traffic(self, seconds: float, except_: Sequence[str] = ()) -> None:
-        """Lets traffic flow for seconds, checking that the runs stay up."""
-        end = time.monotonic() + seconds
-        while time.monotonic() < end:
-            self.check_alive(except_)
-            time.sleep(0.25)
-
-    def warm_up(self, seconds: float, min_acked: int = 20, timeout: float = 20.0) -> None:
-        """Traffic for at least seconds, and until min_acked messages were acked."""
-        t0 = time.monotonic()
-        self.run_traffic(seconds)
-        while self.acked_count() < min_acked:
-            assert time.monotonic() - t0 < timeout, \
-                f"traffic is not flowing: {self.acked_count()} acked in {timeout}s"
-            self.run_traffic(0.5)
-
-    # -------------------------------------------------------------- what the stores say
-
-    def inboxes(self) -> Dict[str, set]:
-        return {aid: set(QaAgentStore(a.db).inbox()) for aid, a in self.agents.items()}
-
-    def outboxes(self) -> Dict[str, str]:
-        """{id: recipient} of every message queued in a client store right now."""
-        out: Dict[str, str] = {}
-        for a in self.agents.values():
-            out.update({m: recipient_of(addr) for m, addr in QaAgentStore(a.db).outbox().items()})
-        return out
-
-    def in_flight(self):
-        """(acked ids not yet in their recipient's inbox, number of outbox rows)."""
-        self.h.collect()
-        acked = self.h.acked_ids()
-        boxes = self.inboxes()
-        missing = sorted(m for m, to in acked.items() if m not in boxes.get(to, ()))
-        return missing, len(self.outboxes())
-
-    def wait_converged(self, timeout: float, what: str) -> float:
-        """Waits, without any help, until every message queued or acked so far is acked and
-        in its recipient's client store: the runs alone moved them (traffic goes on
-        meanwhile; what is queued later is not waited for). Returns the seconds."""
-        t0 = time.monotonic()
-        self.h.collect()
-        target = dict(self.h.acked_ids())
-        target.update(self.outboxes())
-        deadline = t0 + timeout
-        while True:
-            self.check_alive()
-            self.h.collect()
-            acked = self.h.acked_ids()
-            boxes = self.inboxes()
-            unacked = [m for m in target if m not in acked]
-            missing = [m for m, to in target.items() if m in acked and m not in boxes.get(to, ())]
-            if not unacked and not missing:
-                return time.monotonic() - t0
-            if time.monotonic() >= deadline:
-                raise AssertionError(
-                    f"{what}: of the {len(target)} messages queued or acked {timeout}s ago, "
-                    f"{len(unacked)} are not acked yet (e.g. {unacked[:3]}) and {len(missing)} "
-                    f"acked ones are not in their recipient's store (e.g. {missing[:3]})")
-            time.sleep(0.3)
-
-    def acked_count(self) -> int:
-        self.h.collect()
-        return len(self.h.acked_ids())
-
-    # -------------------------------------------------------------- the end
-
-    def finish(self, store: harness.Store, label: str,
-               expect_send: Optional[Callable[[str, int, str], bool]] = None,
-               expect_recv: Optional[Callable[[str, str], bool]] = None):
-        """Stops traffic and the runs (each must exit 0), syncs every agent once (so what no
-        push announced is fetched too), drains into the applications and checks: nothing
-        lost, nothing duplicated, nothing pending in the client stores or the server store,
-        and no `send` or `recv` of the traffic threads failed, but those the test expects:
-        expect_send(agent, rc, stderr) / expect_recv(agent, error) true. (`send` here only
-        queues in the client store, -policy ondemand, and `recv` only reads it: neither
-        touches the network, so a failure is the client store's, never an outage's; a
-        failed `send` is a message the application could not queue.)
-        Prints the figures and returns the report."""
-        self.stop_traffic()
-        # what the sender queued last goes out through the runs
-        poll(lambda: len(self.outboxes()), lambda n: n == 0, 10, "every outbox empty")
-        rcs = self.stop_runs()
-        assert set(rcs.values()) <= {0}, {a: rc for a, rc in rcs.items() if rc != 0}
-        # Syncs until a round finds nothing new (a message uploaded by a later agent's sync
-        # would otherwise wait for a recipient synced earlier in the same round).
-        late = 0
-        for _ in range(3):
-            got = sum(a.sync().json()["received"] for a in self.agents.values())
-            late += got
-            if got == 0 and not self.outboxes():
-                break
-        rep = self.h.drain(timeout=20, queue=QUEUE)
-        pending = int(store.scalar(
-            f"select count(*) from {store.messages_table()} "
-            "where recipient = any(%s) and queue = %s and status = 1", [self.ids, QUEUE]))
-        bad_sends = [x for x in self.send_failures if not (expect_send and expect_send(*x))]
-        bad_recvs = [x for x in self.recv_failures if not (expect_recv and expect_recv(*x))]
-        print(f"\n[{label}] {rep.line()} (messages queued {len(self.sent)}, send failures "
-              f"{len(self.send_failures)} ({len(bad_sends)} unexpected), recv failures "
-              f"{len(self.recv_failures)} ({len(bad_recvs)} unexpected), fetched only by the "
-              f"final syncs {late}, pending in the server store {pending})")
-        if rep.lost or rep.duplicated:
-            print(self.explain(store, rep.lost_ids[:5] + rep.duplicated_ids[:5]))
-        assert not bad_sends, f"`qaagent send` failed (agent, rc, stderr): {bad_sends[:3]}"
-        assert not bad_recvs, f"`qaagent recv` failed (agent, error): {bad_recvs[:3]}"
-        rep.assert_ok()
-        assert rep.body_unknown == 0, rep.details()  # every body was compared
-        assert rep.pending == 0, rep.details()
-        assert pending == 0, f"{pending} messages still pending in the server store"
-        # every message queued by a successful `send` was acked and received
-        queued = {mid for _, _, mid, _ in self.sent}
-        acked = set(self.h.acked_ids())
-        assert queued <= acked, f"{len(queued - acked)} queued messages never acked"
-        return rep
-
-    def explain(self, store: harness.Store, mids: Sequence[str]) -> str:
-        """Where each of mids is: the server's row, the senders' and recipients' stores,
-        the runs' events and -v log lines naming it (for a failure report)."""
-        out = []
-        t = store.messages_table()
-        for mid in mids:
-            rows = store.query(f"select sender, recipient, queue, status, status_ms, "
-                               f"delivery_count, held_by, seq from {t} where id = %s", (mid,))
-            out.append(f"-- {mid}: server {rows}")
-            for aid, a in self.agents.items():
-                st = QaAgentStore(a.db)
-                where = [name for name, d in (("outbox", st.outbox()), ("sent_log", st.sent_log()),
-                                              ("inbox", st.inbox())) if mid in d]
-                evs = [e for e in self.events[aid] if mid in e.get("ids", [])]
-                if where or evs:
-                    out.append(f"   {aid}: in {where}, events {evs}")
-        return "\n".join(out)
-
-    def close(self) -> None:
-        """Teardown: never raises."""
-        self._stop.set()
-        for p in self.procs.values():
-            try:
-                if p.poll() is None:
-                    p.kill()
-                    p.wait(5)
-            except Exception:
-                pass
+def start_fleet(f: Traffic) -> None:
+    """The runs up (a WELCOME each), then the sender and the applications."""
+    f.start_runs()
+    f.wait_welcomed()
+    f.start_senders(1)
 
 
 @pytest.fixture
 def fleet_factory(agent, uid, tmp_path):
-    made: List[Fleet] = []
+    """Traffic (qagwtest.traffic) of N_AGENTS agents F00-uid...: agent i lists the three
+    workers rotated by i (primary WORKERS[i % 3]), the first n_auto use `auto(...)` with
+    WORKERS[i % 3] as bootstrap; one sender queues a message every SEND_EVERY_S, the
+    applications take them all along. dbs: {i: path} puts agent i's client store elsewhere
+    (the disk-full test's tmpfs)."""
+    made: List[Traffic] = []
 
-    def make(gws, **kw) -> Fleet:
-        f = Fleet(agent, gws, uid, tmp_path, **kw)
+    def make(gws: Dict[str, harness.Gateway], n_auto: int = 0, **kw) -> Traffic:
+        f = Traffic(agent, tmp_path, [gws[w].stream(w) for w in WORKERS], uid, n=N_AGENTS,
+                    fd="0.5", prefix="F", send_pause=SEND_EVERY_S, take=True,
+                    auto=[f"auto(host={HOST};port={gws[w].port(w)})" for w in WORKERS],
+                    n_auto=n_auto, verbose=True, **kw)
         made.append(f)
         return f
 
     yield make
     for f in made:
         f.close()
+
+
+def primary_of(f: Traffic, aid: str, n_auto: int) -> Optional[str]:
+    """The worker a pinned agent lists first (None for a router-assigned one)."""
+    i = f.ids.index(aid)
+    return None if i < n_auto else WORKERS[i % 3]
 
 
 def by_worker(n1, n2) -> Dict[str, harness.Gateway]:
@@ -441,8 +165,7 @@ def test_postgres_sigkill_and_restart(qagw, private_pg, fleet_factory):
     st = private_pg.create_database("qagw")
     n1, n2 = two_nodes(qagw, store_=st)
     f = fleet_factory(by_worker(n1, n2))
-    f.start()
-    f.start_traffic()
+    start_fleet(f)
     f.warm_up(4)
 
     pids = sigkill_postgres(private_pg)
@@ -452,11 +175,11 @@ def test_postgres_sigkill_and_restart(qagw, private_pg, fleet_factory):
         poll(lambda g=g: degraded_store(g), bool, 5, f"/healthz of {g.node} degraded (store)")
     print(f"\n/healthz while PostgreSQL is down: {healthz(n1)}")
     time.sleep(max(0.0, t_kill + 1.0 - time.monotonic()))
-    f.h.collect()
-    acked_down = set(f.h.acked_ids())
+    f.history.collect()
+    acked_down = set(f.history.acked_ids())
     f.run_traffic(2.5)
-    f.h.collect()
-    new_acks = set(f.h.acked_ids()) - acked_down
+    f.history.collect()
+    new_acks = set(f.history.acked_ids()) - acked_down
     _, queued_down = f.in_flight()
     assert not new_acks, f"{len(new_acks)} messages acked while PostgreSQL was dead"
     assert queued_down > 0, "nothing queued while PostgreSQL was down: no traffic?"
@@ -475,7 +198,7 @@ def test_postgres_sigkill_and_restart(qagw, private_pg, fleet_factory):
           f"session, the last {back[-1] if back else 0:.1f}s after it (backoff); everything "
           f"queued or acked by then acked and in its recipient's store "
           f"{time.monotonic() - t_up:.1f}s after it (waited {took:.1f}s)")
-    f.finish(st, "2a postgres SIGKILL")
+    f.settle(st, "2a postgres SIGKILL")
 
 
 def test_postgres_read_only_then_back(qagw, private_pg, fleet_factory, uid):
@@ -483,12 +206,13 @@ def test_postgres_read_only_then_back(qagw, private_pg, fleet_factory, uid):
     st = private_pg.create_database("qagw")
     n1, n2 = two_nodes(qagw, store_=st)
     f = fleet_factory(by_worker(n1, n2))
-    f.start()
+    f.start_runs()
+    f.wait_welcomed()
     # a Python client with a session on ml1 before the store turns read-only
     probe = q.Client(HOST, n1.port("ml1"), timeout=20)
     probe.hello(f"P-{uid}")
     probe.ping()
-    f.start_traffic()
+    f.start_senders(1)
     f.warm_up(4)
 
     pg_set(private_pg, "default_transaction_read_only", "on")
@@ -508,11 +232,11 @@ def test_postgres_read_only_then_back(qagw, private_pg, fleet_factory, uid):
     print(f"/healthz while read-only: {hz}")
 
     time.sleep(max(0.0, t_ro + 1.0 - time.monotonic()))
-    f.h.collect()
-    acked_ro = set(f.h.acked_ids())
+    f.history.collect()
+    acked_ro = set(f.history.acked_ids())
     f.run_traffic(3)
-    f.h.collect()
-    new_acks = set(f.h.acked_ids()) - acked_ro
+    f.history.collect()
+    new_acks = set(f.history.acked_ids()) - acked_ro
     _, queued_ro = f.in_flight()
     errs = sum_errors((n1, n2), "store_unavailable")
     print(f"qagw_errors_total{{code=\"store_unavailable\"}} while read-only: {errs:.0f}")
@@ -528,7 +252,7 @@ def test_postgres_read_only_then_back(qagw, private_pg, fleet_factory, uid):
     took = f.wait_converged(25, "after PostgreSQL became writable again")
     print(f"everything queued or acked by then acked and in its recipient's store "
           f"{time.monotonic() - t_rw:.1f}s after (waited {took:.1f}s)")
-    f.finish(st, "2b postgres read-only")
+    f.settle(st, "2b postgres read-only")
 
 
 # ------------------------------------------------------------------ Redis fault
@@ -544,14 +268,14 @@ def redis_routing(redis: harness.RedisServer, prefix: str, agents: Sequence[str]
     return agents_, assigned, workers
 
 
-def admin_send(f: Fleet, gw, to: str, body: str) -> str:
+def admin_send(f: Traffic, gw, to: str, body: str) -> str:
     """POST /api/messages (server-side send, committed then pushed); recorded in the history
     as acked (the 201 is the server's acknowledgement)."""
     status, resp = gw.admin.post("/api/messages", {"to": f"{to}\\{QUEUE}", "body": body})
     assert status == 201, (status, resp)
     mid = canonical(resp["id"])
-    f.h.queued("admin", mid, f"{to}\\{QUEUE}", body=body)
-    f.h.ack("admin", mid, q.R_STORED)
+    f.history.queued("admin", mid, f"{to}\\{QUEUE}", body=body)
+    f.history.ack("admin", mid, q.R_STORED)
     return mid
 
 
@@ -562,8 +286,7 @@ def test_redis_sigkill_and_restart_empty(qagw, store, private_redis, fleet_facto
     n1, n2 = two_nodes(qagw, redis=private_redis)
     prefix = n1.redis_prefix
     f = fleet_factory(by_worker(n1, n2), n_auto=N_AUTO)
-    f.start()
-    f.start_traffic()
+    start_fleet(f)
     f.warm_up(3)
     before_agents, before_assigned, before_workers = redis_routing(private_redis, prefix, f.ids)
     assert before_workers == set(WORKERS), before_workers
@@ -602,7 +325,7 @@ def test_redis_sigkill_and_restart_empty(qagw, store, private_redis, fleet_facto
 
     # pushes flow again: a message for a PERSIST agent reaches it by PUSH within seconds
     # (one agent per primary worker, and a router-assigned one)
-    targets = [next(a for a in f.ids[N_AUTO:] if f.pinned_primary[a] == w) for w in WORKERS]
+    targets = [next(a for a in f.ids if primary_of(f, a, N_AUTO) == w) for w in WORKERS]
     targets.append(f.ids[0])
     lat = {}
     for a in targets:
@@ -622,7 +345,7 @@ def test_redis_sigkill_and_restart_empty(qagw, store, private_redis, fleet_facto
     took = f.wait_converged(20, "after Redis came back")
     print(f"everything queued or acked by then acked and in its recipient's store "
           f"{time.monotonic() - t_up:.1f}s after the restart (waited {took:.1f}s)")
-    f.finish(store, "4 redis SIGKILL, empty restart")
+    f.settle(store, "4 redis SIGKILL, empty restart")
 
 
 # ------------------------------------------------------------------ the agent's disk
@@ -662,9 +385,8 @@ def test_agent_disk_full(qagw, store, small_disk, fleet_factory):
     n1, n2 = two_nodes(qagw)
     f = fleet_factory(by_worker(n1, n2), dbs={0: small_disk / "agent.db"})
     V = f.ids[0]  # the victim: primary ml1, client store on the small disk
-    a = f.agents[V]
-    f.start()
-    f.start_traffic()
+    a = f.by_id[V]
+    start_fleet(f)
     f.warm_up(3)
 
     # Freeze V's run, queue a few messages in its outbox, fill its disk, have the pool
@@ -676,7 +398,7 @@ def test_agent_disk_full(qagw, store, small_disk, fleet_factory):
         for i in range(5):
             addr, body = f"{f.ids[1]}\\{QUEUE}", f"queued before the disk filled {i}"
             queued.append(a.send(addr, body))
-            f.h.sent(V, queued[-1], to=addr, body=body)
+            f.history.sent(V, queued[-1], to=addr, body=body)
         filler = fill_disk(small_disk)
         burst = [admin_send(f, n1, V, f"burst {i} " + "x" * 8000) for i in range(40)]
     finally:
@@ -749,7 +471,7 @@ def test_agent_disk_full(qagw, store, small_disk, fleet_factory):
     print(f"while full: {len(f.send_failures)} sends by {V} refused (exit 4), "
           f"{len(f.recv_failures)} of its `recv` failed")
     # only V's, and only exit 4 (disk full) for a send: anything else fails in finish
-    f.finish(store, "7 agent disk full", expect_send=lambda aid, rc, _: aid == V and rc == 4,
+    f.settle(store, "7 agent disk full", expect_send=lambda aid, rc, _: aid == V and rc == 4,
              expect_recv=lambda aid, _: aid == V)
     # the burst and the five it had queued went through once there was room
-    assert set(burst) | set(queued) <= set(f.h.acked_ids())
+    assert set(burst) | set(queued) <= set(f.history.acked_ids())

@@ -11,10 +11,13 @@ fills. With take=True a thread plays the applications as well: `qaagent recv` of
 agent all along (what soak.py and test_faults.py check), and drain() ends a run in two
 bounded steps (the runs first, then syncs).
 
-Not here, on purpose: test_faults_store.py's Fleet (an agent fleet whose every message is
-followed to its inbox while the store is made to fail, with per-message explanations) and
-test_faults_group.py's Uploaders (protocol clients that upload as fast as acks return, to
-fill group commits): they generate other loads and record other facts.
+test_faults_store.py uses the same class with one paced sender: wait_converged() follows
+every message to its recipient's client store while a store fails, and settle() ends such a
+test (outboxes empty, runs stopped, syncs, nothing pending anywhere, per-message
+explanations when something is lost).
+
+Not here, on purpose: test_faults_group.py's Uploaders (protocol clients that upload as
+fast as acks return, to fill group commits): another load, recording other facts.
 """
 
 from __future__ import annotations
@@ -31,10 +34,10 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 from . import procs
-from .history import History, Report
+from .history import History, QaAgentStore, Report, canonical, recipient_of
 
 N_AGENTS = 20
 SENDERS = 3
@@ -59,6 +62,13 @@ def json_lines(proc) -> "queue.Queue":
     return out
 
 
+def poll_until(cond, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"not within {timeout}s: {what}"
+        time.sleep(0.2)
+
+
 def stop_run(proc, timeout: float = 15) -> int:
     """SIGTERM to a `qaagent run`, its exit code (SIGKILL if it does not go in time)."""
     if proc.poll() is None:
@@ -79,7 +89,10 @@ class Traffic:
                  n: int = N_AGENTS, extra: Sequence[str] = (), fd: str = "1",
                  tokens: Optional[Dict[str, str]] = None, ids: Optional[Sequence[str]] = None,
                  prefix: str = "a", send_pause: float = 0.0, take: bool = False,
-                 verbose: Optional[bool] = None) -> None:
+                 verbose: Optional[bool] = None, auto: Sequence[str] = (), n_auto: int = 0,
+                 dbs: Optional[Dict[int, Path]] = None) -> None:
+        """auto, n_auto: agents 0..n_auto-1 list only auto[i % len(auto)] (an `auto(...)`
+        stream: router-assigned). dbs: {i: path} puts agent i's client store elsewhere."""
         self.tmp = Path(tmp_path)
         self.history = History()
         self.agents = []
@@ -87,12 +100,18 @@ class Traffic:
         for i, aid in enumerate(ids):
             k = i % len(streams)
             order = list(streams[k:]) + list(streams[:k])
+            if i < n_auto:
+                order = [auto[i % len(auto)]]
             ex = ["-fd", fd] + list(extra)
             if tokens:
                 ex += ["-token", tokens[aid]]
             a = agent_factory(aid, *order, extra=ex)
+            if dbs and i in dbs:
+                a.db = Path(dbs[i])
             self.agents.append(a)
             self.history.add(a)
+        self.ids = [a.id for a in self.agents]
+        self.by_id = {a.id: a for a in self.agents}
         # QAGW_FAULTS_VERBOSE=1: the runs log every frame (-v) into run-ID.stderr
         self.verbose = bool(os.environ.get("QAGW_FAULTS_VERBOSE")) if verbose is None else verbose
         self.send_pause = send_pause
@@ -103,7 +122,9 @@ class Traffic:
         self.lines: Dict[str, object] = {}
         self.events: Dict[str, List[dict]] = {a.id: [] for a in self.agents}
         self.sent = 0
-        self.send_failures: List[str] = []
+        self.queued: List[tuple] = []  # (from, to, id, monotonic time queued)
+        self.send_failures: List[tuple] = []  # (agent, text): `qaagent send` failed
+        self.recv_failures: List[tuple] = []  # (agent, text): `qaagent recv` failed
         self._stop = threading.Event()
         self._threads: List[threading.Thread] = []
         self._lock = threading.Lock()
@@ -112,12 +133,30 @@ class Traffic:
 
     # ----------------------------------------------------------- starting
 
+    def stderr_path(self, aid: str) -> Path:
+        return self.tmp / f"run-{aid}.stderr"
+
+    def start_run(self, aid: str) -> None:
+        """(Again) a `qaagent run` of aid."""
+        p = self.by_id[aid].popen("run", policy="automatic", verbose=self.verbose,
+                                  stderr_path=self.stderr_path(aid))
+        self.procs[aid] = p
+        self.lines[aid] = json_lines(p)
+
     def start_runs(self) -> None:
         for a in self.agents:
-            p = a.popen("run", policy="automatic", verbose=self.verbose,
-                        stderr_path=self.tmp / f"run-{a.id}.stderr")
-            self.procs[a.id] = p
-            self.lines[a.id] = json_lines(p)
+            self.start_run(a.id)
+
+    def wait_welcomed(self, timeout: float = 20.0) -> None:
+        """Until every run has had a WELCOME."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.pump()
+            missing = [a for a in self.ids if not self.welcomed(a)]
+            if not missing:
+                return
+            assert time.monotonic() < deadline, f"no WELCOME within {timeout}s for {missing}"
+            time.sleep(0.1)
 
     def start_senders(self, n: int = SENDERS, seed: str = "") -> None:
         for k in range(n):
@@ -140,34 +179,37 @@ class Traffic:
             frm, to = rng.sample(self.agents, 2)
             addr = f"{to.id}\\{QUEUE}"
             body = f"fault traffic {frm.id} -> {to.id} #{next(self._body_n)}"
-            try:
-                mid = frm.send(addr, body)
-            except AssertionError as e:  # queueing is local (SQLite): it must not fail
-                with self._lock:
-                    self.send_failures.append(str(e)[-2000:])
-                return
+            # queueing is local (SQLite): a failure is the client store's (a test that
+            # expects one says so to settle(); finish() and drain() allow none)
+            r = frm.run("send", addr, body)
             with self._lock:
-                self.sent += 1
-                self.history.sent(frm.id, mid, to=addr, body=body)
-            if self.send_pause:
-                time.sleep(self.send_pause)
+                if r.rc == 0:
+                    mid = canonical(r.stdout.split()[-1])
+                    self.sent += 1
+                    self.queued.append((frm.id, to.id, mid, time.monotonic()))
+                    self.history.sent(frm.id, mid, to=addr, body=body)
+                else:
+                    self.send_failures.append((frm.id, r.rc, r.stderr[-2000:]))
+            self._stop.wait(self.send_pause if r.rc == 0 else max(self.send_pause, 0.05))
 
     def _taker(self) -> None:
         """The applications: take what arrived, agent after agent, all along."""
         while not self._stop.is_set():
-            try:
-                self.take()
-            except AssertionError as e:
-                with self._lock:
-                    self.send_failures.append(f"recv: {str(e)[-2000:]}")
-                return
+            self.take()
             self._stop.wait(0.5)
 
     def take(self) -> None:
         """The applications take what arrived so far (`qaagent recv` of every agent; the
-        STATUS reports it queues become traffic too)."""
+        STATUS reports it queues become traffic too); a failed `recv` is recorded."""
         for a in self.agents:
-            self.history.recv(a, QUEUE)
+            if self._stop.is_set():
+                return
+            try:
+                self.history.recv(a, QUEUE)
+            except AssertionError as e:
+                with self._lock:
+                    self.recv_failures.append((a.id, str(e)[-2000:]))
+
 
     # ----------------------------------------------------------- while it runs
 
@@ -177,11 +219,52 @@ class Traffic:
             t.join(30)
 
     def pump(self) -> None:
-        procs.drain_events(self.lines, self.events)
+        """Moves every run's JSON events into self.events (each stamped `_t`, monotonic)."""
+        procs.drain_events(self.lines, self.events, stamp=time.monotonic())
 
-    def check_alive(self) -> None:
+    def welcomed(self, aid: str, since: float = 0.0) -> bool:
+        return any(e.get("event") == "welcome" and e["_t"] >= since for e in self.events[aid])
+
+    def received_at(self, aid: str, mid: str) -> Optional[float]:
+        """When `run` of aid reported mid in a `received` event (monotonic), or None."""
+        self.pump()
+        for e in self.events[aid]:
+            if e.get("event") == "received" and mid in e.get("ids", []):
+                return e["_t"]
+        return None
+
+    def wait_exit(self, aid: str, timeout: float) -> int:
+        """The exit code of aid's run, which must end within timeout."""
+        p = self.procs[aid]
+        try:
+            rc = p.wait(timeout)
+        except Exception:
+            raise AssertionError(f"qaagent run {aid} still running after {timeout}s:\n"
+                                 f"{procs.tail(self.stderr_path(aid), 30)}") from None
+        self.pump()
+        return rc
+
+    def run_traffic(self, seconds: float, except_: Sequence[str] = ()) -> None:
+        """Lets traffic flow for seconds, checking that the runs (but except_) stay up."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.check_alive(except_)
+            time.sleep(0.25)
+
+    def warm_up(self, seconds: float, min_acked: int = 20, timeout: float = 20.0) -> None:
+        """Traffic for at least seconds, and until min_acked messages were acked."""
+        t0 = time.monotonic()
+        self.run_traffic(seconds)
+        while self.acked_count() < min_acked:
+            assert time.monotonic() - t0 < timeout, \
+                f"traffic is not flowing: {self.acked_count()} acked in {timeout}s"
+            self.run_traffic(0.5)
+
+    def check_alive(self, except_: Sequence[str] = ()) -> None:
         self.pump()
         for aid, p in self.procs.items():
+            if aid in except_:
+                continue
             assert p.poll() is None, (
                 f"qaagent run {aid} exited {p.returncode}:\n"
                 f"{procs.tail(self.tmp / f'run-{aid}.stderr', 30)}\n"
@@ -230,6 +313,7 @@ class Traffic:
         message to arrive; the runs must still be up. The report is the test's to assert."""
         self.stop_senders()
         assert not self.send_failures, self.send_failures[:3]
+        assert not self.recv_failures, self.recv_failures[:3]
         rep = self.history.drain(timeout=timeout)
         self.check_alive()
         return rep
@@ -265,6 +349,132 @@ class Traffic:
                     self.sync_failures += 1
                     assert r.rc == 1, repr(r)  # unreachable for now: tried again
         return self.history.drain(timeout=sync_timeout, queue=QUEUE, poll=sync_all)
+
+    # ----------------------------------------------------------- following every message
+
+    def inboxes(self) -> Dict[str, set]:
+        return {a.id: set(QaAgentStore(a.db).inbox()) for a in self.agents}
+
+    def outboxes(self) -> Dict[str, str]:
+        """{id: recipient} of every message queued in a client store right now."""
+        out: Dict[str, str] = {}
+        for a in self.agents:
+            out.update({m: recipient_of(addr) for m, addr in QaAgentStore(a.db).outbox().items()})
+        return out
+
+    def in_flight(self):
+        """(acked ids not yet in their recipient's inbox, number of outbox rows)."""
+        self.history.collect()
+        acked = self.history.acked_ids()
+        boxes = self.inboxes()
+        missing = sorted(m for m, to in acked.items() if m not in boxes.get(to, ()))
+        return missing, len(self.outboxes())
+
+    def acked_count(self) -> int:
+        self.history.collect()
+        return len(self.history.acked_ids())
+
+    def wait_converged(self, timeout: float, what: str) -> float:
+        """Waits, without any help, until every message queued or acked so far is acked and
+        in its recipient's client store: the runs alone moved them (traffic goes on
+        meanwhile; what is queued later is not waited for). Returns the seconds."""
+        t0 = time.monotonic()
+        self.history.collect()
+        target = dict(self.history.acked_ids())
+        target.update(self.outboxes())
+        deadline = t0 + timeout
+        while True:
+            self.check_alive()
+            self.history.collect()
+            acked = self.history.acked_ids()
+            boxes = self.inboxes()
+            unacked = [m for m in target if m not in acked]
+            missing = [m for m, to in target.items() if m in acked and m not in boxes.get(to, ())]
+            if not unacked and not missing:
+                return time.monotonic() - t0
+            if time.monotonic() >= deadline:
+                raise AssertionError(
+                    f"{what}: of the {len(target)} messages queued or acked {timeout}s ago, "
+                    f"{len(unacked)} are not acked yet (e.g. {unacked[:3]}) and {len(missing)} "
+                    f"acked ones are not in their recipient's store (e.g. {missing[:3]})")
+            time.sleep(0.3)
+
+    def settle(self, store, label: str,
+               expect_send: Optional[Callable[[str, int, str], bool]] = None,
+               expect_recv: Optional[Callable[[str, str], bool]] = None) -> Report:
+        """The end of a store fault test (take=True): stops the senders and the applications,
+        waits for every outbox to empty through the runs, stops the runs (each must exit 0),
+        syncs every agent until a round finds nothing new (what no push announced is fetched
+        too), drains into the applications and checks: nothing lost, nothing duplicated,
+        nothing pending in the client stores or the server store, and no `send` or `recv`
+        failed but those the test expects: expect_send(agent, rc, stderr) /
+        expect_recv(agent, error) true. Prints the figures and returns the report."""
+        self.stop_senders()
+        poll_until(lambda: len(self.outboxes()) == 0, 10, "every outbox empty")
+        rcs = {}
+        for aid, p in self.procs.items():
+            if p.poll() is None:  # one that ended was waited for (wait_exit)
+                rcs[aid] = stop_run(p)
+        self.pump()
+        assert set(rcs.values()) <= {0}, {a: rc for a, rc in rcs.items() if rc != 0}
+        # a message uploaded by a later agent's sync would otherwise wait for a recipient
+        # synced earlier in the same round
+        late = 0
+        for _ in range(3):
+            got = sum(a.sync().json()["received"] for a in self.agents)
+            late += got
+            if got == 0 and not self.outboxes():
+                break
+        rep = self.history.drain(timeout=20, queue=QUEUE)
+        pending = self.server_pending(store)
+        bad_sends = [x for x in self.send_failures if not (expect_send and expect_send(*x))]
+        bad_recvs = [x for x in self.recv_failures if not (expect_recv and expect_recv(*x))]
+        print(f"\n[{label}] {rep.line()} (messages queued {len(self.queued)}, send failures "
+              f"{len(self.send_failures)} ({len(bad_sends)} unexpected), recv failures "
+              f"{len(self.recv_failures)} ({len(bad_recvs)} unexpected), fetched only by the "
+              f"final syncs {late}, pending in the server store {pending})")
+        if rep.lost or rep.duplicated:
+            print(self.explain(store, rep.lost_ids[:5] + rep.duplicated_ids[:5]))
+        assert not bad_sends, f"`qaagent send` failed (agent, rc, stderr): {bad_sends[:3]}"
+        assert not bad_recvs, f"`qaagent recv` failed (agent, error): {bad_recvs[:3]}"
+        rep.assert_ok()
+        assert rep.body_unknown == 0, rep.details()  # every body was compared
+        assert rep.pending == 0, rep.details()
+        assert pending == 0, f"{pending} messages still pending in the server store"
+        # every message queued by a successful `send` was acked and received
+        queued = {mid for _, _, mid, _ in self.queued}
+        acked = set(self.history.acked_ids())
+        assert queued <= acked, f"{len(queued - acked)} queued messages never acked"
+        return rep
+
+    def explain(self, store, mids: Sequence[str]) -> str:
+        """Where each of mids is: the server's row, the senders' and recipients' stores,
+        the runs' events naming it (for a failure report)."""
+        out = []
+        t = store.messages_table()
+        for mid in mids:
+            rows = store.query(f"select sender, recipient, queue, status, status_ms, "
+                               f"delivery_count, held_by, seq from {t} where id = %s", (mid,))
+            out.append(f"-- {mid}: server {rows}")
+            for a in self.agents:
+                st = QaAgentStore(a.db)
+                where = [name for name, d in (("outbox", st.outbox()), ("sent_log", st.sent_log()),
+                                              ("inbox", st.inbox())) if mid in d]
+                evs = [e for e in self.events[a.id] if mid in e.get("ids", [])]
+                if where or evs:
+                    out.append(f"   {a.id}: in {where}, events {evs}")
+        return "\n".join(out)
+
+    def close(self) -> None:
+        """Teardown: never raises."""
+        self._stop.set()
+        for p in self.procs.values():
+            try:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait(5)
+            except Exception:
+                pass
 
     def run_received_dupes(self) -> int:
         """Ids that `run` reported as new to the inbox more than once for one agent (the
