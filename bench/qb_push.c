@@ -8,9 +8,11 @@
  * step of rate R is due at t0 + i / R, whatever the acks do. Due messages go
  * out at once while fewer than --window UPLOADs await their ack; otherwise
  * they queue and leave together (up to --batch per UPLOAD, capped by the
- * WELCOME's max_batch) when the next ack comes back. The default (--window 4
- * --batch 256) is how qaagent uploads its outbox: up to 4 UPLOADs awaiting
- * their acks (agent/qa_sync.c UPLOAD_PIPELINE), up to max_batch messages each.
+ * WELCOME's max_batch) when the next ack comes back. The default (--window 1
+ * --batch 256) is how qaagent uploads a trickle: it sends what is queued (more
+ * than one UPLOAD only past max_batch messages: agent/qa_sync.c
+ * UPLOAD_PIPELINE), reads the acks, and only then looks at the outbox again;
+ * at 1,000 msgs/s and a ~10 ms round trip that is one UPLOAD a cycle.
  *
  * Every latency starts at the message's *due* time, not at the moment its
  * UPLOAD was written: a message that waits in the sender's queue (because the
@@ -906,7 +908,7 @@ int qb_mode_push(const struct qb_opts *o)
 	} else {
 		rates[n_rates++] = rate;
 	}
-	run.window = (int)qb_opt_int(o, "window", 4); /* as qaagent: UPLOAD_PIPELINE */
+	run.window = (int)qb_opt_int(o, "window", 1);
 	run.body_len = (int)qb_opt_int(o, "size", 16);
 	run.parallel = (uint32_t)qb_opt_int(o, "parallel", 50);
 	if (run.nports <= 0 || agents < 1 || agents > 1000000 || rate <= 0 || bad_steps ||

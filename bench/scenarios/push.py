@@ -59,7 +59,7 @@ def scenario_push(b: Bench) -> dict:
         "what": (f"{p['push_agents']} PERSIST agents on their primaries (3 workers), one sender "
                  f"of {p['size']} B messages on a fixed schedule of {p['push_rate']} msgs/s "
                  f"round robin for {p['seconds']} s (after {p['warmup']} s warm-up), uploading "
-                 f"like qaagent (up to 4 UPLOADs awaiting their acks, up to the worker's max_batch messages each); "
+                 f"like qaagent (what is queued, up to the worker's max_batch messages an UPLOAD, then the next UPLOAD once the ack is back); "
                  f"open loop: every latency starts at the message's due time on the schedule, "
                  f"so a message that waits in the sender's queue waits on the clock; to the "
                  f"recipient's PUSH, and to the message in DELIVER; baseline: Mosquitto "
