@@ -227,9 +227,10 @@ def scenario_pipeline(b: Bench) -> dict:
         "what": (f"scenario 2's sender at {rate:,} msgs/s to {n:,} receivers for {secs} s "
                  f"(after 1 s warm-up), every message its own UPLOAD (--batch 1: the case "
                  f"where a sender is held to one commit per round trip), with at most "
-                 f"{PIPELINE_WINDOWS[0]} UPLOAD awaiting its ack (how qaagent uploaded "
-                 f"before issue 15's pipelining) against at most {PIPELINE_WINDOWS[-1]} (the "
-                 f"gateway's GW_UPLOAD_PIPELINE); open loop from each message's due time"),
+                 f"{PIPELINE_WINDOWS[0]} UPLOAD awaiting its ack (a sender that waits for each "
+                 f"ack; before issue 15 the gateway read one request at a time, whatever the "
+                 f"sender did) against at most {PIPELINE_WINDOWS[-1]} (the gateway's "
+                 f"GW_UPLOAD_PIPELINE); open loop from each message's due time"),
         "header": ["measure", f"window {PIPELINE_WINDOWS[0]}", f"window {PIPELINE_WINDOWS[-1]}",
                    "ratio", "target", "verdict"],
         "summary_extra": ["achieved rate, msgs/s (share of the offered)"],
