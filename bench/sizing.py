@@ -23,13 +23,11 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: bench/ modules
-
-import costs  # noqa: E402
-import peers  # noqa: E402
-from qagwtest import harness  # noqa: E402
-from qagwtest import qasync as q  # noqa: E402
-from run import Bench  # noqa: E402
+import costs  # bench/ modules: run as a script, its directory is first on sys.path
+import peers
+from qagwtest import harness
+from qagwtest import qasync as q
+from run import Bench
 
 
 def one_sync(port: int, me: str, peer: str) -> None:
