@@ -200,6 +200,6 @@ def test_negative_control_async_commit_crash_loses(qagw, agent, uid, private_pg)
 
 
 def test_mixed_faults_short(qagw, agent, uid, tmp_path, private_pg):
-    """The scenario of `make soak` (soak.mixed) for 30 s: node SIGKILL, node SIGTERM, both
+    """The scenario of `make soak` (soak.mixed) for 24 s: node SIGKILL, node SIGTERM, both
     nodes SIGKILLed, PostgreSQL crashed (synchronous_commit=on), interleaved."""
-    mixed(qagw, agent, uid, tmp_path, private_pg, 30)
+    mixed(qagw, agent, uid, tmp_path, private_pg, 24)
