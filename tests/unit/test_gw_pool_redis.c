@@ -18,6 +18,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "router/rt_pool.h"
 #include "router/rt_ring.h"
@@ -54,20 +55,6 @@ static int redis_port;
 static char redis_dir[64];
 static const char *redis_bin;
 static redisContext *rc; /* the test's own synchronous connection */
-
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t wall_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_REALTIME, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
 
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
@@ -148,8 +135,8 @@ static int redis_start(void)
 		redis_pid = spawn_redis(redis_port);
 		if (redis_pid < 0)
 			return -1;
-		int64_t end = mono_ms() + 5000;
-		while (mono_ms() < end) {
+		int64_t end = gw_mono_ms() + 5000;
+		while (gw_mono_ms() < end) {
 			if (waitpid(redis_pid, NULL, WNOHANG) == redis_pid) {
 				redis_pid = 0; /* exited: port taken meanwhile? try another */
 				break;
@@ -334,11 +321,11 @@ static int64_t last_beat_ms;
  * that a slow run (a busy machine) does not see them expire (3 s). */
 static int run_until(int (*cond)(void *), void *arg)
 {
-	int64_t end = mono_ms() + WAIT_MS;
+	int64_t end = gw_mono_ms() + WAIT_MS;
 	while (!cond(arg)) {
-		if (mono_ms() >= end)
+		if (gw_mono_ms() >= end)
 			return 0;
-		if (mono_ms() - last_beat_ms >= 1000) {
+		if (gw_mono_ms() - last_beat_ms >= 1000) {
 			for (int i = 0; i < MAX_WK; i++)
 				if (wks[i].p)
 					heartbeat(&wks[i], "serving");
@@ -390,7 +377,7 @@ static void heartbeat(struct wk *w, const char *state)
 	struct rt_worker_info info = {
 	    .address = "127.0.0.1:1", .listen = "127.0.0.1:1", .state = state};
 	rt_pool_heartbeat(w->p, &info);
-	last_beat_ms = mono_ms();
+	last_beat_ms = gw_mono_ms();
 }
 
 /* The running workers whose view must show exactly them serving. */
@@ -426,12 +413,12 @@ static void settle(struct wk **ws, int n)
 		assert_true(run_until(subscribed, ws[i]));
 	memcpy(settling, ws, sizeof(*ws) * (size_t)n);
 	n_settling = n;
-	int64_t end = mono_ms() + WAIT_MS;
+	int64_t end = gw_mono_ms() + WAIT_MS;
 	do {
 		for (int i = 0; i < n; i++)
 			heartbeat(ws[i], "serving");
 		run_for(20);
-	} while (!views_settled(NULL) && mono_ms() < end);
+	} while (!views_settled(NULL) && gw_mono_ms() < end);
 	assert_true(views_settled(NULL));
 }
 
@@ -470,7 +457,7 @@ static struct claim_res *claim_async(struct wk *w, const char *agent, const char
 	                     .primary_as_sent = pinned_primary ? pinned_primary : "",
 	                     .hint = "",
 	                     .persist = 0,
-	                     .since_ms = wall_ms()};
+	                     .since_ms = gw_wall_ms()};
 	assert_int_equal(rt_pool_claim(w->p, &c, announce_only, on_claim_done, r), 0);
 	return r;
 }
@@ -827,10 +814,10 @@ static void test_lost_worker_moves(void **state)
 	/* Lost: its heartbeat key expired, its last one 10 s ago (> 1 s + 3 s). */
 	stop_worker(w3);
 	freeReplyObject(cmd("DEL " PREFIX "worker:w3"));
-	freeReplyObject(
-	    cmd("HSET " PREFIX "workerinfo:w3 last_seen_ms %lld", (long long)(wall_ms() - 10000)));
-	int64_t end = mono_ms() + WAIT_MS;
-	while (!swept(NULL) && mono_ms() < end) {
+	freeReplyObject(cmd("HSET " PREFIX "workerinfo:w3 last_seen_ms %lld",
+	                    (long long)(gw_wall_ms() - 10000)));
+	int64_t end = gw_mono_ms() + WAIT_MS;
+	while (!swept(NULL) && gw_mono_ms() < end) {
 		heartbeat(w1, "serving");
 		heartbeat(w2, "serving");
 		run_for(20);
@@ -919,10 +906,10 @@ static void test_lost_worker_moves_all_of_many(void **state)
 	}
 	freeReplyObject(cmd("SADD " PREFIX "workers w3"));
 	freeReplyObject(cmd("HSET " PREFIX "workerinfo:w3 last_seen_ms %lld capacity 1",
-	                    (long long)(wall_ms() - 10000)));
+	                    (long long)(gw_wall_ms() - 10000)));
 	assert_int_equal(load_of("w3"), N_MANY);
-	int64_t end = mono_ms() + WAIT_MS;
-	while ((!swept(NULL) || load_of("w3") > 0) && mono_ms() < end) {
+	int64_t end = gw_mono_ms() + WAIT_MS;
+	while ((!swept(NULL) || load_of("w3") > 0) && gw_mono_ms() < end) {
 		heartbeat(w1, "serving");
 		heartbeat(w2, "serving");
 		run_for(20);

@@ -26,6 +26,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "common/clock.h"
 #include "common/log.h"
 #include "store/schema.h"
 #include "store/sql.h"
@@ -65,13 +66,6 @@ static PGconn *admin; /* superuser, database postgres: creates the test database
 static struct event_base *base;
 static int n_dbs;
 
-static int64_t mono_ms(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
 {
 	return remove(path);
@@ -86,9 +80,9 @@ static void pg_stop(void)
 	admin = NULL;
 	if (pg_pid > 0) {
 		kill(pg_pid, SIGQUIT);
-		int64_t deadline = mono_ms() + 5000;
+		int64_t deadline = gw_mono_ms() + 5000;
 		while (waitpid(pg_pid, NULL, WNOHANG) == 0) {
-			if (mono_ms() > deadline) {
+			if (gw_mono_ms() > deadline) {
 				kill(pg_pid, SIGKILL);
 				waitpid(pg_pid, NULL, 0);
 				break;
@@ -229,8 +223,8 @@ static int pg_start(void)
 			return -1;
 		char ci[160];
 		admin_conninfo(ci, sizeof(ci), "postgres", "postgres");
-		int64_t deadline = mono_ms() + 30000;
-		while (mono_ms() < deadline) {
+		int64_t deadline = gw_mono_ms() + 30000;
+		while (gw_mono_ms() < deadline) {
 			if (waitpid(pg_pid, NULL, WNOHANG) == pg_pid) {
 				pg_pid = 0;
 				break;
@@ -343,8 +337,8 @@ static int wait_for(const int *flag, int want)
 	struct event *tick = event_new(base, -1, EV_PERSIST, on_tick, NULL);
 	struct timeval tv = {0, 20000};
 	event_add(tick, &tv);
-	int64_t deadline = mono_ms() + WAIT_MS;
-	while (*flag < want && mono_ms() < deadline)
+	int64_t deadline = gw_mono_ms() + WAIT_MS;
+	while (*flag < want && gw_mono_ms() < deadline)
 		event_base_loop(base, EVLOOP_ONCE);
 	event_free(tick);
 	return *flag >= want ? 0 : -1;
@@ -357,8 +351,8 @@ static void run_for(int ms)
 	struct event *tick = event_new(base, -1, EV_PERSIST, on_tick, NULL);
 	struct timeval tv = {0, 20000};
 	event_add(tick, &tv);
-	int64_t deadline = mono_ms() + ms;
-	while (!never && mono_ms() < deadline)
+	int64_t deadline = gw_mono_ms() + ms;
+	while (!never && gw_mono_ms() < deadline)
 		event_base_loop(base, EVLOOP_ONCE);
 	event_free(tick);
 }
