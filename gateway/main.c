@@ -356,10 +356,13 @@ int main(int argc, char **argv)
 
 	event_base_dispatch(n.node.base);
 
+	/* The node's Redis and store first: freeing them answers their pending
+	 * callbacks (NOTIFY routing), which count into workers[0] (a use after free
+	 * when the workers went first: make test-asan, test_mixed_faults_short). */
+	gw_node_stop_services(&n.node);
 	for (int i = 0; i < n.node.n_workers; i++)
 		gw_worker_join_and_free(n.node.workers[i]);
 	adm_stop(admin);
-	gw_node_stop_services(&n.node);
 	gw_tls_free(n.tls);
 	event_free(sigterm);
 	event_free(sigint);
