@@ -691,8 +691,8 @@ static void on_fetch(void *arg, const PGresult *res, const char *err);
 
 static void fetch_next(struct gw_session *s)
 {
-	waited(s, st_next(gw_worker_store(s->w), s->agent, s->held, s->n_held, s->req_count,
-	                  s->req_bytes, gw_wall_ms(), on_fetch, s));
+	waited(s, st_fetch(s->w->fetches, s->agent, s->held, s->n_held, s->req_count, s->req_bytes,
+	                   on_fetch, s));
 }
 
 /* A write the FETCH needed first is done (the message that blocked it is
@@ -728,12 +728,13 @@ static void on_fetch(void *arg, const PGresult *res, const char *err)
 		store_failed(s, err);
 		return;
 	}
-	int n = st_next_rows(res);
+	int row0;
+	int n = st_fetch_rows(res, s->op, &row0);
 	if (n < 0) {
 		store_failed(s, "unexpected result from the FETCH statement");
 		return;
 	}
-	if (st_next_due(res)) { /* expire first (senders told), then ask again */
+	if (st_fetch_due(res, row0)) { /* expire first (senders told), then ask again */
 		s->op = NULL;
 		waited(s, st_expire_due(gw_worker_store(s->w), s->agent, gw_wall_ms(),
 		                        on_fetch_again, s));
@@ -749,7 +750,7 @@ static void on_fetch(void *arg, const PGresult *res, const char *err)
 	n = 0; /* the rows delivered: in order, those that fit up to max_count */
 	for (int i = 0; ok && i < rows; i++) {
 		struct st_next_row r;
-		st_next_row(res, i, &r);
+		st_next_row(res, row0 + i, &r);
 		if (!r.fits || r.rn > s->req_count) {
 			more = 1;
 			break;

@@ -315,7 +315,8 @@ struct gw_worker *gw_worker_new(const struct gw_config *conf, int index, char *e
 	    !(w->auth_guard = gw_auth_guard_new()) || gw_revoke_init(w) != 0 ||
 	    !(w->uploads = st_uploads_new(w->base, pick_store, w, conf->max_pending,
 	                                  conf->max_pending_per_sender)) ||
-	    !(w->acks = st_acks_new(w->base, pick_store, w))) {
+	    !(w->acks = st_acks_new(w->base, pick_store, w)) ||
+	    !(w->fetches = st_fetches_new(w->base, pick_store, w))) {
 		snprintf(err, errlen, "worker %s: out of memory", w->wc->name);
 		return NULL;
 	}
@@ -354,6 +355,7 @@ void gw_worker_join_and_free(struct gw_worker *w)
 	gw_auth_guard_free(w->auth_guard);
 	st_uploads_free(w->uploads);
 	st_group_free(w->acks);
+	st_group_free(w->fetches);
 	for (int i = 0; i < w->n_stores; i++)
 		st_conn_free(w->stores[i]);
 	st_conn_free(w->hello_store);

@@ -47,6 +47,7 @@ struct gw_worker {
 	struct st_conn *hello_store; /* HELLO's own: a WELCOME never waits behind bulk work */
 	struct st_group *uploads;    /* group commit of the sessions' UPLOADs (store/upload.h) */
 	struct st_group *acks;       /* ... and of their DELIVER_ACKs (store/agent.h) */
+	struct st_group *fetches;    /* ... and of their FETCHes (store/agent.h) */
 	struct rt_pool *pool;        /* Redis routing state (pool.c, docs/design.md) */
 	struct gw_session_table *sessions; /* every connection here: session.c's (session.h) */
 	struct gw_tls *tls;                /* the node's TLS context (tls = on), else NULL */

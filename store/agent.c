@@ -3,6 +3,8 @@
 
 #include "common/clock.h"
 
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Every statement here is a literal: prepared once per connection. */
@@ -72,65 +74,103 @@ void st_hello_row(const PGresult *res, int row, struct st_hello_row *out)
 
 /* ---- FETCH ---- */
 
-/* One FETCH as one plain statement (no plpgsql: ~50 µs a FETCH, docs/benchmarks.md),
- * prepared once per connection. d.due: some of the agent's pending messages are due
- * (a scalar subquery in qa_messages_expiring_rcpt's order, not EXISTS, which would
- * drop ORDER BY and LIMIT); then nothing else is read (the gateway expires them and
- * asks again) and the one row has NULL columns but due. Otherwise the most urgent,
- * oldest pending messages except the held ones, up to $3 + 1, each with its exact
- * MSG_IN size (the two server-set properties included; ias_DeliveryCount is
- * delivery_count + 1) and the running total cum; a row whose total passes $4 is left
- * out, except the first such one (without its body unless it is the first row); with
- * no message, one row of NULLs. */
-static const char next_sql[] =
-    "SELECT w.seq, w.id, w.sender, w.queue, w.priority, w.created_ms, w.expires_ms,"
-    " w.props, CASE WHEN w.rn = 1 OR w.cum <= $4 THEN w.body END, w.delivery_count,"
-    " w.rn, w.cum, d.due"
-    " FROM (SELECT (SELECT 1 FROM qa_messages m"
-    "                WHERE m.recipient = $1 AND m.status = 1 AND m.expires_ms <> 0"
-    "                  AND m.expires_ms <= $5"
-    "                ORDER BY m.recipient, m.expires_ms LIMIT 1) IS NOT NULL AS due) d"
-    " LEFT JOIN LATERAL ("
-    "  SELECT c.*, row_number() OVER o AS rn, sum(c.sz) OVER o AS cum"
-    "    FROM (SELECT m.seq, m.id, m.sender, m.queue, m.priority, m.created_ms,"
-    "                 m.expires_ms, m.props, m.body, m.delivery_count,"
-    "                 8 + 16 + 2 + octet_length(m.sender) + 2 + octet_length(m.queue) + 1"
-    "                 + 8 + 8 + octet_length(m.props) + (2 + 14 + 2 + octet_length(m.sender))"
-    "                 + (2 + 17 + 2 + length((m.delivery_count + 1)::text)) + 4"
-    "                 + octet_length(m.body) AS sz"
-    "            FROM qa_messages m"
-    "           WHERE m.recipient = $1 AND m.status = 1 AND m.seq <> ALL ($2)"
-    "             AND (m.expires_ms = 0 OR m.expires_ms > $5)"
-    "           ORDER BY m.priority DESC, m.seq"
-    "           LIMIT $3 + 1) c"
-    "  WINDOW o AS (ORDER BY c.priority DESC, c.seq)) w"
-    " ON NOT d.due AND (w.rn <= 2 OR w.cum - w.sz <= $4)"
-    " ORDER BY w.rn";
+/* FETCHes of many sessions as one statement, qa_fetch_group (a group, store/group.h,
+ * without a barrier: a read): one executor start-up and one round trip a group,
+ * however many FETCHes it carries (docs/benchmarks.md "Grouped FETCHes"). Every
+ * FETCH has at least one row (the row of no message, or of due), its rows together,
+ * ord its place in the group (1, 2, ...). */
+static const char fetch_sql[] =
+    "SELECT seq, id, sender, queue, priority, created_ms, expires_ms, props, body,"
+    " delivery_count, rn, cum, due, ord FROM qa_fetch_group($1, $2, $3, $4, $5)";
 
-struct st_op *st_next(struct st_conn *c, const char *agent, const int64_t *held, int n_held,
-                      int32_t max_count, int64_t max_bytes, int64_t now_ms, st_done_fn done,
-                      void *arg)
+enum { F_AGENT, F_HELD, F_COUNT, F_BYTES, N_FCOLS };
+enum { F_COL_DUE = 12, F_COL_ORD = 13, N_FRESULT = 14 };
+
+static void fetch_head(struct st_params *p, void *arg)
 {
-	struct st_params p = {0};
-	st_params_text(&p, agent, strlen(agent));
-	int8_array(&p, held, n_held);
-	st_params_int4(&p, max_count);
-	st_params_int8(&p, max_bytes);
-	st_params_int8(&p, now_ms);
-	return submit(c, next_sql, &p, done, arg);
+	(void)arg;
+	st_params_int8(p, gw_wall_ms());
 }
 
-int st_next_due(const PGresult *res)
+struct st_group *st_fetches_new(struct event_base *base, struct st_conn *(*pick)(void *),
+                                void *pick_arg)
 {
-	return PQntuples(res) > 0 && *PQgetvalue(res, 0, 12) != 0;
+	struct st_group_spec spec = {
+	    .sql = fetch_sql,
+	    .n_cols = N_FCOLS,
+	    .elem = {ST_OID_TEXT, ST_OID_TEXT, ST_OID_INT4, ST_OID_INT8},
+	    .array_type = {ST_OID_TEXT_ARRAY, ST_OID_TEXT_ARRAY, ST_OID_INT4_ARRAY,
+	                   ST_OID_INT8_ARRAY},
+	    .head = fetch_head,
+	    .pick = pick,
+	    .pick_arg = pick_arg,
+	    .max_inflight = 1,
+	    .max_bytes = 1u << 20,
+	    .max_rows = 256,
+	};
+	return st_group_new(base, &spec);
 }
 
-int st_next_rows(const PGresult *res)
+/* held as an int8 array's text ("{1,2}"), in a buffer of its own (NULL: no memory). */
+static char *held_text(const int64_t *held, int n_held, size_t *len)
 {
-	if (PQnfields(res) != 13)
+	size_t cap = 3 + (size_t)n_held * 21, k = 0;
+	char *t = malloc(cap);
+	if (!t)
+		return NULL;
+	t[k++] = '{';
+	for (int i = 0; i < n_held; i++)
+		k += (size_t)snprintf(t + k, cap - k, "%s%lld", i ? "," : "", (long long)held[i]);
+	t[k++] = '}';
+	t[k] = 0;
+	*len = k;
+	return t;
+}
+
+struct st_op *st_fetch(struct st_group *g, const char *agent, const int64_t *held, int n_held,
+                       int32_t max_count, int64_t max_bytes, st_done_fn done, void *arg)
+{
+	size_t hlen;
+	char *h = held_text(held, n_held, &hlen);
+	struct st_array *c = h ? st_group_columns(g) : NULL;
+	if (!c) {
+		free(h);
+		return NULL;
+	}
+	st_array_add(&c[F_AGENT], agent, strlen(agent));
+	st_array_add(&c[F_HELD], h, hlen);
+	free(h);
+	st_array_add_int4(&c[F_COUNT], max_count);
+	st_array_add_int8(&c[F_BYTES], max_bytes);
+	return st_group_submit(g, 1, done, arg);
+}
+
+int st_fetch_rows(const PGresult *res, const struct st_op *op, int *row0)
+{
+	int first, n;
+	st_op_rows(op, &first, &n);
+	if (PQnfields(res) != N_FRESULT)
 		return -1;
-	int n = PQntuples(res);
-	return n == 1 && PQgetisnull(res, 0, 0) ? 0 : n; /* the row of no message */
+	int rows = PQntuples(res), lo = 0, hi = rows;
+	while (lo < hi) { /* the first row of ord first + 1 (rows are in ord order) */
+		int mid = lo + (hi - lo) / 2;
+		if (st_get_int4(res, mid, F_COL_ORD) < first + 1)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	int end = lo;
+	while (end < rows && st_get_int4(res, end, F_COL_ORD) == first + 1)
+		end++;
+	if (end == lo)
+		return -1; /* every FETCH has a row */
+	*row0 = lo;
+	return end - lo == 1 && PQgetisnull(res, lo, 0) ? 0 : end - lo; /* the row of none */
+}
+
+int st_fetch_due(const PGresult *res, int row0)
+{
+	return *PQgetvalue(res, row0, F_COL_DUE) != 0;
 }
 
 void st_next_row(const PGresult *res, int row, struct st_next_row *out)

@@ -1,5 +1,5 @@
 /* The statements of the agent requests other than UPLOAD (store/upload.h):
- * HELLO (credentials, qa_hello), FETCH (st_next, a read), DELIVER_ACK (a
+ * HELLO (credentials, qa_hello), FETCH (st_fetch, a read, grouped), DELIVER_ACK (a
  * group statement, qa_ack_group) and STATUS; and the count of what a session
  * delivered and never acknowledged (qa_delivered). A session's holds live in
  * its worker's memory (docs/design.md "Delivery"); the store is told of a
@@ -37,15 +37,19 @@ void st_hello_row(const PGresult *res, int row, struct st_hello_row *out);
 
 /* ---- FETCH ---- */
 
-/* FETCH, a read: the next messages for agent that are not among the n_held
- * seqs held (the session's holds), in delivery order: up to max_count + 1
- * rows, the last of which may not fit (fits 0, no body) or be over max_count
- * (rn): deliver the rows that fit with rn <= max_count; more: any row left.
- * If st_next_due(res), some of the agent's messages are due and no row is
- * read: st_expire_due, then st_next again. */
-struct st_op *st_next(struct st_conn *c, const char *agent, const int64_t *held, int n_held,
-                      int32_t max_count, int64_t max_bytes, int64_t now_ms, st_done_fn done,
-                      void *arg) __attribute__((warn_unused_result));
+/* FETCH, a read, grouped with other sessions' FETCHes of the worker (st_fetches_new,
+ * store/group.h: one statement, no barrier): the next messages for agent that are not
+ * among the n_held seqs held (the session's holds), in delivery order: up to
+ * max_count + 1 rows, the last of which may not fit (fits 0, no body) or be over
+ * max_count (rn): deliver the rows that fit with rn <= max_count; more: any row left.
+ * done gets the group's result: st_fetch_rows finds this FETCH's rows in it. If
+ * st_fetch_due, some of the agent's messages are due and no row is read:
+ * st_expire_due, then st_fetch again. */
+struct st_group *st_fetches_new(struct event_base *base, struct st_conn *(*pick)(void *),
+                                void *pick_arg);
+struct st_op *st_fetch(struct st_group *g, const char *agent, const int64_t *held, int n_held,
+                       int32_t max_count, int64_t max_bytes, st_done_fn done, void *arg)
+    __attribute__((warn_unused_result));
 struct st_next_row {
 	int64_t seq;
 	const uint8_t *id; /* 16 bytes */
@@ -60,8 +64,10 @@ struct st_next_row {
 	int64_t cum;            /* MSG_IN bytes of rows 1..rn as delivered (row 1: its own) */
 	int fits;               /* within max_bytes (or the first): its body is here */
 };
-int st_next_rows(const PGresult *res); /* -1 if res is not st_next's */
-int st_next_due(const PGresult *res);
+/* op's rows of res (its done's): the number of messages (0: none) from row *row0 on;
+ * -1 if res is not a FETCH group's. */
+int st_fetch_rows(const PGresult *res, const struct st_op *op, int *row0);
+int st_fetch_due(const PGresult *res, int row0); /* *row0 of st_fetch_rows */
 /* qa_expire_due: agent's due messages expire now (their senders told). */
 struct st_op *st_expire_due(struct st_conn *c, const char *agent, int64_t now_ms, st_done_fn done,
                             void *arg) __attribute__((warn_unused_result));

@@ -588,6 +588,12 @@ void st_array_add_int2(struct st_array *a, int16_t v)
 	st_array_add(a, &be, 2);
 }
 
+void st_array_add_int4(struct st_array *a, int32_t v)
+{
+	uint32_t be = htobe32((uint32_t)v);
+	st_array_add(a, &be, 4);
+}
+
 void st_array_add_int8(struct st_array *a, int64_t v)
 {
 	uint64_t be = htobe64((uint64_t)v);

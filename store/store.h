@@ -75,6 +75,7 @@ struct st_array {
 void st_array_begin(struct st_array *a, Oid elem_oid);
 void st_array_add(struct st_array *a, const void *data, size_t n);
 void st_array_add_int2(struct st_array *a, int16_t v);
+void st_array_add_int4(struct st_array *a, int32_t v);
 void st_array_add_int8(struct st_array *a, int64_t v);
 /* Finishes a and appends it as the next parameter (taking its buffer). */
 void st_params_array(struct st_params *p, struct st_array *a, Oid array_oid);
@@ -122,6 +123,7 @@ int16_t st_get_int2(const PGresult *r, int row, int col);
 #define ST_OID_BOOL_ARRAY  1000
 #define ST_OID_BYTEA_ARRAY 1001
 #define ST_OID_INT2_ARRAY  1005
+#define ST_OID_INT4_ARRAY  1007
 #define ST_OID_TEXT_ARRAY  1009
 #define ST_OID_INT8_ARRAY  1016
 #define ST_OID_UUID_ARRAY  2951

@@ -19,7 +19,9 @@
  * callback is never called, whether it succeeds, fails or is in flight when the
  * connection breaks, and the connection stays usable); the schema start-up
  * (st_startup) from an empty database and from every earlier schema version,
- * landing on the latest with every function present, and refusing a newer one. */
+ * landing on the latest with every function present, and refusing a newer one;
+ * FETCHes of several sessions grouped into one statement (st_fetch), each
+ * reading its own agent's rows, holds, max_count and due. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -28,6 +30,8 @@
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "store/agent.h"
+#include "store/group.h"
 #include "store/schema.h"
 #include "store/sql.h"
 #include "store/store.h"
@@ -909,6 +913,104 @@ static void test_migrations_newer_refused(void **state)
 
 /* ---- fixtures ---- */
 
+/* ---- FETCH, grouped ---- */
+
+static struct st_conn *pick_conn(void *arg)
+{
+	return arg;
+}
+
+struct fetched {
+	struct st_op *op;
+	int calls, n, due, rn_last;
+	int64_t seq[8];
+};
+
+static struct fetched fetched[4];
+static int n_fetched;
+
+/* A part's done: its rows, read while the group's result lives. */
+static void on_fetched(void *arg, const PGresult *res, const char *err)
+{
+	struct fetched *f = arg;
+	f->calls++;
+	n_fetched++;
+	if (!res)
+		fail_msg("FETCH group failed: %s", err ? err : "?");
+	int row0;
+	f->n = st_fetch_rows(res, f->op, &row0);
+	assert_true(f->n >= 0);
+	f->due = st_fetch_due(res, row0);
+	for (int k = 0; k < f->n && k < 8; k++) {
+		struct st_next_row r;
+		st_next_row(res, row0 + k, &r);
+		f->seq[k] = r.seq;
+		f->rn_last = (int)r.rn;
+	}
+}
+
+/* Four sessions' FETCHes submitted in one loop turn go as one statement (one
+ * group), and each reads its own agent's messages: a's three in priority, then
+ * seq order, max_count 2 reading 3 (the third says more); none for b; due for
+ * c (a pending message past its expiry); for d, not the one it holds. */
+static void test_fetch_group(void **state)
+{
+	REQUIRE_PG();
+	char ci[160];
+	new_database(ci, sizeof(ci));
+	const struct st_worker_row w = {"w1", "node-a", "127.0.0.1:7000", 1, 100};
+	startup_ok(ci, &w, 1);
+	PGconn *pg = connect_blocking(ci);
+	exec_ok(pg, "INSERT INTO qa_messages (id, sender, sender_is_agent, recipient, queue,"
+	            " priority, created_ms, expires_ms, props, body, status_ms)"
+	            " SELECT gen_random_uuid(), 's', true, r, 'q', p::smallint, e, e, '', 'x', 0"
+	            " FROM (VALUES (1, 'a', 4, 0), (2, 'd', 4, 0), (3, 'a', 9, 0), (4, 'c', 4, 1),"
+	            "              (5, 'a', 4, 0), (6, 'd', 4, 0)) AS v(k, r, p, e) ORDER BY k");
+	int64_t a_hi = query_int(pg, "SELECT seq FROM qa_messages WHERE recipient = 'a'"
+	                             " AND priority = 9");
+	int64_t a_lo = query_int(pg, "SELECT min(seq) FROM qa_messages WHERE recipient = 'a'");
+	int64_t a_last = query_int(pg, "SELECT max(seq) FROM qa_messages WHERE recipient = 'a'");
+	int64_t d_first = query_int(pg, "SELECT min(seq) FROM qa_messages WHERE recipient = 'd'");
+	int64_t d_last = query_int(pg, "SELECT max(seq) FROM qa_messages WHERE recipient = 'd'");
+	PQfinish(pg);
+
+	struct st_conn *saved = conn;
+	conn = connect_store(ci);
+	struct st_group *g = st_fetches_new(base, pick_conn, conn);
+	assert_non_null(g);
+	memset(fetched, 0, sizeof(fetched));
+	n_fetched = 0;
+	static const char *const agents[4] = {"a", "b", "c", "d"};
+	const int64_t held_d[1] = {d_first};
+	for (int i = 0; i < 4; i++) {
+		fetched[i].op = st_fetch(g, agents[i], i == 3 ? held_d : NULL, i == 3, i ? 10 : 2,
+		                         1 << 20, on_fetched, &fetched[i]);
+		assert_non_null(fetched[i].op);
+	}
+	assert_int_equal(wait_for(&n_fetched, 4), 0);
+	uint64_t groups, parts;
+	st_group_stats(g, &groups, &parts);
+	assert_int_equal(groups, 1);
+	assert_int_equal(parts, 4);
+	for (int i = 0; i < 4; i++)
+		assert_int_equal(fetched[i].calls, 1);
+	assert_int_equal(fetched[0].n, 3);
+	assert_false(fetched[0].due);
+	assert_int_equal(fetched[0].seq[0], a_hi);
+	assert_int_equal(fetched[0].seq[1], a_lo);
+	assert_int_equal(fetched[0].seq[2], a_last);
+	assert_int_equal(fetched[0].rn_last, 3);
+	assert_int_equal(fetched[1].n, 0);
+	assert_false(fetched[1].due);
+	assert_true(fetched[2].due);
+	assert_int_equal(fetched[3].n, 1);
+	assert_false(fetched[3].due);
+	assert_int_equal(fetched[3].seq[0], d_last);
+	st_group_free(g);
+	st_conn_free(conn);
+	conn = saved;
+}
+
 static int group_setup(void **state)
 {
 	gw_log_threshold =
@@ -971,6 +1073,7 @@ int main(void)
 	    cmocka_unit_test(test_migrations_from_empty),
 	    cmocka_unit_test(test_migrations_from_each_version),
 	    cmocka_unit_test(test_migrations_newer_refused),
+	    T(test_fetch_group),
 	};
 	return cmocka_run_group_tests_name("store/ against a real PostgreSQL", tests, group_setup,
 	                                   group_teardown);
