@@ -62,14 +62,14 @@ struct fake_op {
 static TAILQ_HEAD(, fake_op) fake_ops = TAILQ_HEAD_INITIALIZER(fake_ops);
 static struct event *fake_ev;   /* completes the first queued op, one per loop turn */
 static uint32_t fake_mode;      /* per input: which statements fail */
-static int fake_oversized;      /* qa_next's first row is over max_frame until unreceivable */
+static int fake_oversized;      /* a FETCH's first row is over max_frame until unreceivable */
 static unsigned fake_submitted; /* statements submitted for this input */
 
 static PGresult *result(int nfields, const Oid *types)
 {
 	PGresult *r = PQmakeEmptyPGresult(NULL, PGRES_TUPLES_OK);
-	PGresAttDesc att[12];
-	if (!r || nfields > 12)
+	PGresAttDesc att[16];
+	if (!r || nfields > 16)
 		abort();
 	for (int i = 0; i < nfields; i++)
 		att[i] = (PGresAttDesc){.name = "c", .format = 1, .typid = types[i], .typlen = -1};
@@ -154,33 +154,49 @@ static PGresult *fake_result(const char *sql, const struct st_params *p)
 		}
 		return r;
 	}
-	if (strstr(sql, "qa_next(")) { /* one message (none if the mode says so) */
+	if (strstr(sql, "qa_fetch_group(")) { /* each FETCH: one message (none: mode 2) */
 		static const Oid t[] = {ST_OID_INT8,  ST_OID_UUID, ST_OID_TEXT, ST_OID_TEXT,
 		                        ST_OID_INT2,  ST_OID_INT8, ST_OID_INT8, ST_OID_BYTEA,
-		                        ST_OID_BYTEA, ST_OID_INT4, ST_OID_INT8, ST_OID_INT8};
-		PGresult *r = result(12, t);
-		if (fake_mode & 2)
-			return r;
+		                        ST_OID_BYTEA, ST_OID_INT4, ST_OID_INT8, ST_OID_INT8,
+		                        ST_OID_BOOL,  ST_OID_INT4};
+		PGresult *r = result(14, t);
 		static const uint8_t props[] = {0, 1, 0, 1, 'k', 0, 1, 'v'};
-		/* row 0 is delivered; with mode 8 a second one does not fit (no body): more */
-		for (int row = 0; row < ((fake_mode & 8) ? 2 : 1); row++) {
-			set8(r, row, 0, 42 + row);
-			set(r, row, 1, row ? "1123456789abcdef" : "0123456789abcdef", 16);
-			set(r, row, 2, "alice", 5);
-			set(r, row, 3, "inbox", 5);
-			set2(r, row, 4, 4);
-			set8(r, row, 5, 1700000000000);
-			set8(r, row, 6, 0);
-			set(r, row, 7, props,
-			    (fake_mode & 4) ? 3 : (int)sizeof(props)); /* 3: corrupt */
-			if (row == 0)
-				set(r, row, 8, "body", 4);
-			else if (!PQsetvalue(r, row, 8, NULL, -1)) /* NULL: it does not fit */
-				abort();
-			set4(r, row, 9, 0); /* deliveries counted before this one */
-			set8(r, row, 10, row + 1);
-			/* cum; with mode 512 the first row once over any max_frame: unreceivable */
-			set8(r, row, 11, fake_oversized ? ((int64_t)1 << 33) : 100 * (row + 1));
+		int parts = array_count(p, 1); /* $2: the agents */
+		for (int part = 0, row = 0; part < parts; part++) {
+			if (fake_mode & 2) { /* the row of no message */
+				for (int c = 0; c < 12; c++)
+					if (!PQsetvalue(r, row, c, NULL, -1))
+						abort();
+				set(r, row, 12, "\0", 1);
+				set4(r, row++, 13, part + 1);
+				continue;
+			}
+			/* row 0 is delivered; with mode 8 a second one does not fit (no body): more
+			 */
+			for (int k = 0; k < ((fake_mode & 8) ? 2 : 1); k++, row++) {
+				set8(r, row, 0, 42 + k);
+				set(r, row, 1, k ? "1123456789abcdef" : "0123456789abcdef", 16);
+				set(r, row, 2, "alice", 5);
+				set(r, row, 3, "inbox", 5);
+				set2(r, row, 4, 4);
+				set8(r, row, 5, 1700000000000);
+				set8(r, row, 6, 0);
+				set(r, row, 7, props,
+				    (fake_mode & 4) ? 3 : (int)sizeof(props)); /* 3: corrupt */
+				if (k == 0)
+					set(r, row, 8, "body", 4);
+				else if (!PQsetvalue(r, row, 8, NULL,
+				                     -1)) /* NULL: it does not fit */
+					abort();
+				set4(r, row, 9, 0); /* deliveries counted before this one */
+				set8(r, row, 10, k + 1);
+				/* cum; mode 512: the first row once over any max_frame:
+				 * unreceivable */
+				set8(r, row, 11,
+				     fake_oversized ? ((int64_t)1 << 33) : 100 * (k + 1));
+				set(r, row, 12, "\0", 1);
+				set4(r, row, 13, part + 1);
+			}
 		}
 		return r;
 	}
@@ -337,7 +353,8 @@ static void setup(void)
 	w->uploads = st_uploads_new(w->base, fake_pick, w, conf.max_pending,
 	                            conf.max_pending_per_sender); /* group commit */
 	w->acks = st_acks_new(w->base, fake_pick, w);
-	if (!w->uploads || !w->acks)
+	w->fetches = st_fetches_new(w->base, fake_pick, w);
+	if (!w->uploads || !w->acks || !w->fetches)
 		abort();
 	w->pool = NULL; /* no Redis: sessions are not claimed for the pool */
 	w->accepting = 1;
