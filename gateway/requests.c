@@ -120,12 +120,12 @@ static void finish_welcome(struct gw_session *s)
 	        s->persist, (unsigned long long)s->epoch);
 	gw_push_after_welcome(s);
 	gw_session_request_done(s);
-	if (s->reassign_to[0]) { /* moved while it was welcomed */
-		char to[sizeof(s->reassign_to)];
-		memcpy(to, s->reassign_to, sizeof(to));
-		s->reassign_to[0] = 0;
+	if (s->reassign_to) { /* moved while it was welcomed */
+		char *to = s->reassign_to;
+		s->reassign_to = NULL;
 		if (strcmp(to, s->primary) != 0)
 			gw_session_reassign(s, to);
+		free(to);
 	}
 }
 

@@ -98,6 +98,7 @@ void gw_session_free(struct gw_session *s)
 	qs_buf_free(&s->welcome);
 	free(s->known);
 	free(s->pending_text);
+	free(s->reassign_to);
 	if (s->primary_sent != gw_session_empty)
 		free(s->primary_sent);
 	if (s->reassign_timer)
@@ -731,7 +732,10 @@ void gw_session_reassign(struct gw_session *s, const char *primary)
 		/* The router moved the agent while its HELLO was under way: the
 		 * WELCOME (already made) names the old primary; REASSIGN follows it
 		 * (issue 18: else the agent would wait for a primary that is gone). */
-		snprintf(s->reassign_to, sizeof(s->reassign_to), "%s", primary);
+		free(s->reassign_to);
+		if (!(s->reassign_to = strdup(primary)))
+			gw_slog(GW_LOG_WARN, s, "out of memory: the move to %s is not sent",
+			        primary);
 		return;
 	}
 	if (s->primary_sent[0] || (s->state != GW_S_READY && s->state != GW_S_BUSY) ||

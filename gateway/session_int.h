@@ -34,14 +34,19 @@ struct gw_session {
 	struct gw_worker *w;
 	struct bufferevent *bev;
 	enum gw_session_state state;
-	struct event *timer; /* hello deadline, then close deadline / deferred free */
+	/* Flags (0 or 1), together: an idle session's size is per-session memory. */
+	uint8_t on_primary;
+	uint8_t persist;
+	uint8_t peer_eof;          /* the agent half-closed: finish what was read, then close */
+	uint8_t in_agent_map;      /* in the table's by_agent */
+	uint8_t gauged_unresolved; /* counted in qagw_sessions_unresolved_primary */
+	uint8_t gauged;            /* counted in w->gauges (WELCOME written) */
+	uint8_t awaiting_reassign; /* draining here: REASSIGN, not ERROR draining, is coming */
+	struct event *timer;       /* hello deadline, then close deadline / deferred free */
 	char peer[64];
-	char agent[121];    /* set at HELLO */
-	char *primary_sent; /* the HELLO primary as sent (gw_session_empty if none) */
-	char primary[65];   /* resolved worker name, "" if unresolved */
-	int on_primary;
-	int persist;
-	int peer_eof;             /* the agent half-closed: finish what was read, then close */
+	char agent[121];          /* set at HELLO */
+	char *primary_sent;       /* the HELLO primary as sent (gw_session_empty if none) */
+	char primary[65];         /* resolved worker name, "" if unresolved */
 	int64_t clock_shift_ms;   /* server clock at HELLO - agent's now_ms */
 	uint8_t token_sha256[32]; /* of the HELLO token: the token itself is never kept */
 	uint64_t id;              /* holds delivered messages in the store (held_by) */
@@ -60,20 +65,16 @@ struct gw_session {
 	char *pending_text; /* its text (malloc'd) */
 
 	/* Pool registration (docs/design.md "Redis"). */
-	UT_hash_handle hh;       /* in the table's by_agent from HELLO on: one session per agent */
-	struct gw_ip_count *ipc; /* until WELCOME is written: this source address's count */
-	int in_agent_map;
-	int gauged_unresolved;         /* counted in qagw_sessions_unresolved_primary */
-	int gauged;                    /* counted in w->gauges (WELCOME written) */
-	uint64_t epoch;                /* this live session's epoch in Redis; 0 if not registered */
-	struct gw_ticket *ticket;      /* Redis claim in flight (its s is cleared if we go first) */
-	struct qs_buf welcome;         /* encoded WELCOME, written once the claim is done */
+	UT_hash_handle hh;        /* in the table's by_agent from HELLO on: one session per agent */
+	struct gw_ip_count *ipc;  /* until WELCOME is written: this source address's count */
+	uint64_t epoch;           /* this live session's epoch in Redis; 0 if not registered */
+	struct gw_ticket *ticket; /* Redis claim in flight (its s is cleared if we go first) */
+	struct qs_buf welcome;    /* encoded WELCOME, written once the claim is done */
 	struct gw_known_worker *known; /* HELLO to WELCOME: the workers the store knows */
 	int n_known;
-	int awaiting_reassign;        /* draining here: REASSIGN, not ERROR draining, is coming */
 	struct event *reassign_timer; /* REASSIGN sent: closed 5 s later */
-	char reassign_to[65];         /* a move that came before WELCOME: REASSIGN after it */
-	int64_t pending_at_hello;     /* pending messages when the store answered HELLO */
+	char *reassign_to; /* a move that came before WELCOME: REASSIGN after it (malloc'd) */
+	int64_t pending_at_hello; /* pending messages when the store answered HELLO */
 
 	/* Push (protocol.md PUSH/PUSH_ACK). */
 	uint64_t push_seq;         /* last push_id used on this session */
