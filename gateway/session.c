@@ -104,18 +104,32 @@ void gw_session_free(struct gw_session *s)
 	if (s->reassign_timer)
 		event_free(s->reassign_timer);
 	TAILQ_REMOVE(&w->sessions->all, s, link);
-	event_free(s->timer);
+	if (s->timer)
+		event_free(s->timer);
 	bufferevent_free(s->bev);
 	explicit_bzero(s->token_sha256, sizeof(s->token_sha256));
 	free(s);
 	gw_worker_session_gone(w);
 }
 
-/* Frees on the next loop turn, never inside a caller that may still use s. */
+/* The session's timer, armed for tv: made again if it was freed at WELCOME
+ * (a welcomed session has none: gw_session_welcomed). -1 without memory. */
+static int arm_timer(struct gw_session *s, const struct timeval *tv)
+{
+	if (!s->timer && !(s->timer = evtimer_new(s->w->base, on_timer, s)))
+		return -1;
+	return evtimer_add(s->timer, tv);
+}
+
+/* Frees on the next loop turn, never inside a caller that may still use s:
+ * through the timer, or without memory for one, through the bufferevent's own
+ * deferred event callback (on_event; it needs no allocation). */
 static void reap(struct gw_session *s)
 {
 	struct timeval now = {0, 0};
-	evtimer_add(s->timer, &now);
+	s->reaping = 1;
+	if (arm_timer(s, &now) != 0)
+		bufferevent_trigger_event(s->bev, BEV_EVENT_EOF, BEV_TRIG_DEFER_CALLBACKS);
 }
 
 static void enter_closing(struct gw_session *s)
@@ -130,7 +144,10 @@ static void enter_closing(struct gw_session *s)
 	 * bounds how long a peer that does not read can keep us. */
 	bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
 	struct timeval tv = {CLOSE_GRACE_S, 0};
-	evtimer_add(s->timer, &tv);
+	if (arm_timer(s, &tv) != 0) { /* no grace without memory: closed now */
+		gw_slog(GW_LOG_WARN, s, "out of memory: closed without waiting for the output");
+		reap(s);
+	}
 }
 
 int gw_session_send(struct gw_session *s, const struct qs_frame *f)
@@ -347,6 +364,10 @@ static void on_write(struct bufferevent *bev, void *arg)
 static void on_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct gw_session *s = arg;
+	if (s->reaping) { /* reap's deferred call, or anything after it */
+		gw_session_free(s);
+		return;
+	}
 	if (what & BEV_EVENT_CONNECTED) { /* TLS handshake done: now the HELLO deadline */
 		if (s->state == GW_S_TLS_HANDSHAKE) {
 			s->state = GW_S_AWAIT_HELLO; /* both count as awaiting HELLO */
@@ -395,6 +416,10 @@ static void on_event(struct bufferevent *bev, short what, void *arg)
 static void on_timer(evutil_socket_t fd, short what, void *arg)
 {
 	struct gw_session *s = arg;
+	if (s->reaping) {
+		gw_session_free(s);
+		return;
+	}
 	if (s->state == GW_S_TLS_HANDSHAKE) {
 		gw_slog(GW_LOG_INFO, s, "TLS handshake not finished within %d s: closed",
 		        s->w->conf->tls_handshake_timeout);
@@ -456,7 +481,11 @@ void gw_session_accept(struct gw_worker *w, int fd, const char *peer, const char
 	if (getrandom(&s->id, sizeof(s->id), 0) != sizeof(s->id))
 		s->id = (uint64_t)s->since_ms ^ (uint64_t)(uintptr_t)s;
 	s->id &= 0x7fffffffffffffffULL; /* a positive bigint */
-	s->timer = evtimer_new(w->base, on_timer, s);
+	if (!(s->timer = evtimer_new(w->base, on_timer, s))) {
+		bufferevent_free(bev);
+		free(s);
+		return;
+	}
 	struct gw_session_table *t = w->sessions;
 	t->n_pending_hello++;
 	HASH_FIND_STR(t->pending_by_ip, ip, s->ipc);
@@ -517,9 +546,12 @@ void gw_session_wait_upload(struct gw_session *s)
 		set_state(s, GW_S_BUSY);
 }
 
+/* Welcomed: no deadline until it closes, and no timer (an idle session's
+ * memory: arm_timer makes one again for the close). */
 void gw_session_welcomed(struct gw_session *s)
 {
-	evtimer_del(s->timer);
+	event_free(s->timer);
+	s->timer = NULL;
 }
 
 /* ---- the worker's session table ---- */

@@ -42,7 +42,8 @@ struct gw_session {
 	uint8_t gauged_unresolved; /* counted in qagw_sessions_unresolved_primary */
 	uint8_t gauged;            /* counted in w->gauges (WELCOME written) */
 	uint8_t awaiting_reassign; /* draining here: REASSIGN, not ERROR draining, is coming */
-	struct event *timer;       /* hello deadline, then close deadline / deferred free */
+	uint8_t reaping;           /* freed on the next loop turn (reap) */
+	struct event *timer;       /* hello deadline, then close grace (NULL while welcomed) */
 	char peer[64];
 	char agent[121];          /* set at HELLO */
 	char *primary_sent;       /* the HELLO primary as sent (gw_session_empty if none) */
