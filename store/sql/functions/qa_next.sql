@@ -1,6 +1,7 @@
 -- (its columns changed while migration 8 was unreleased: replaced whole)
 DROP FUNCTION IF EXISTS qa_next(text, bigint[], integer, bigint, bigint);
--- One FETCH, as a read (docs/design.md "Delivery"): the most urgent, oldest pending
+-- One FETCH of a previous release (this one groups them: qa_fetch_group, which this calls
+-- after the expiry), as a read (docs/design.md "Delivery"): the most urgent, oldest pending
 -- messages of p_agent except those this session holds (p_held: the session's holds are kept
 -- in its worker's memory), up to p_max_count + 1 of them, each with its exact MSG_IN size
 -- (including the two server-set properties; ias_DeliveryCount is delivery_count + 1) and the
@@ -30,22 +31,10 @@ BEGIN
        WHERE m.recipient = p_agent AND m.status = 1 AND m.expires_ms <> 0
          AND m.expires_ms <= p_now), p_now);
   END IF;
-  RETURN QUERY
-  SELECT w.seq, w.id, w.sender, w.queue, w.priority, w.created_ms, w.expires_ms, w.props,
-         CASE WHEN w.rn = 1 OR w.cum <= p_max_bytes THEN w.body END, w.delivery_count,
-         w.rn, w.cum
-    FROM (SELECT c.*, row_number() OVER o AS rn, sum(c.sz) OVER o AS cum
-            FROM (SELECT m.seq, m.id, m.sender, m.queue, m.priority, m.created_ms,
-                         m.expires_ms, m.props, m.body, m.delivery_count,
-                         8 + 16 + 2 + octet_length(m.sender) + 2 + octet_length(m.queue) + 1
-                         + 8 + 8 + octet_length(m.props) + (2 + 14 + 2 + octet_length(m.sender))
-                         + (2 + 17 + 2 + length((m.delivery_count + 1)::text)) + 4
-                         + octet_length(m.body) AS sz
-                    FROM qa_messages m
-                   WHERE m.recipient = p_agent AND m.status = 1 AND m.seq <> ALL (p_held)
-                     AND (m.expires_ms = 0 OR m.expires_ms > p_now)
-                   ORDER BY m.priority DESC, m.seq
-                   LIMIT p_max_count + 1) c
-          WINDOW o AS (ORDER BY c.priority DESC, c.seq)) w
-   WHERE w.rn <= 2 OR w.cum - w.sz <= p_max_bytes; -- what is delivered, and the row after
+  RETURN QUERY -- what qa_fetch_group reads for one FETCH (none due now), its row of none left out
+  SELECT f.seq, f.id, f.sender, f.queue, f.priority, f.created_ms, f.expires_ms, f.props,
+         f.body, f.delivery_count, f.rn, f.cum
+    FROM qa_fetch_group(p_now, ARRAY[p_agent], ARRAY[p_held::text], ARRAY[p_max_count],
+                        ARRAY[p_max_bytes]) f
+   WHERE f.seq IS NOT NULL;
 END $$;
