@@ -86,9 +86,9 @@ static const char fetch_sql[] =
 enum { F_AGENT, F_HELD, F_COUNT, F_BYTES, N_FCOLS };
 enum { F_COL_DUE = 12, F_COL_ORD = 13, N_FRESULT = 14 };
 
-static void fetch_head(struct st_params *p, void *arg)
+/* The head of the FETCH and DELIVER_ACK groups: $1, the time it is sent. */
+static void now_head(struct st_params *p, void *arg)
 {
-	(void)arg;
 	st_params_int8(p, gw_wall_ms());
 }
 
@@ -101,7 +101,7 @@ struct st_group *st_fetches_new(struct event_base *base, struct st_conn *(*pick)
 	    .elem = {ST_OID_TEXT, ST_OID_TEXT, ST_OID_INT4, ST_OID_INT8},
 	    .array_type = {ST_OID_TEXT_ARRAY, ST_OID_TEXT_ARRAY, ST_OID_INT4_ARRAY,
 	                   ST_OID_INT8_ARRAY},
-	    .head = fetch_head,
+	    .head = now_head,
 	    .pick = pick,
 	    .pick_arg = pick_arg,
 	    .max_inflight = 1,
@@ -235,11 +235,6 @@ struct st_op *st_delivered(struct st_conn *c, const char *agent, const int64_t *
 
 enum { A_AGENT, A_SEQ, A_HELD, N_ACOLS };
 
-static void ack_head(struct st_params *p, void *arg)
-{
-	st_params_int8(p, gw_wall_ms());
-}
-
 struct st_group *st_acks_new(struct event_base *base, struct st_conn *(*pick)(void *),
                              void *pick_arg)
 {
@@ -248,7 +243,7 @@ struct st_group *st_acks_new(struct event_base *base, struct st_conn *(*pick)(vo
 	    .n_cols = N_ACOLS,
 	    .elem = {ST_OID_TEXT, ST_OID_INT8, ST_OID_BOOL},
 	    .array_type = {ST_OID_TEXT_ARRAY, ST_OID_INT8_ARRAY, ST_OID_BOOL_ARRAY},
-	    .head = ack_head,
+	    .head = now_head,
 	    .pick = pick,
 	    .pick_arg = pick_arg,
 	    .max_inflight = 1,

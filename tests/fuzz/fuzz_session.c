@@ -171,8 +171,7 @@ static PGresult *fake_result(const char *sql, const struct st_params *p)
 				set4(r, row++, 13, part + 1);
 				continue;
 			}
-			/* row 0 is delivered; with mode 8 a second one does not fit (no body): more
-			 */
+			/* k 0 is delivered; mode 8: a second one does not fit (no body) */
 			for (int k = 0; k < ((fake_mode & 8) ? 2 : 1); k++, row++) {
 				set8(r, row, 0, 42 + k);
 				set(r, row, 1, k ? "1123456789abcdef" : "0123456789abcdef", 16);
@@ -185,15 +184,12 @@ static PGresult *fake_result(const char *sql, const struct st_params *p)
 				    (fake_mode & 4) ? 3 : (int)sizeof(props)); /* 3: corrupt */
 				if (k == 0)
 					set(r, row, 8, "body", 4);
-				else if (!PQsetvalue(r, row, 8, NULL,
-				                     -1)) /* NULL: it does not fit */
+				else if (!PQsetvalue(r, row, 8, NULL, -1)) /* does not fit */
 					abort();
 				set4(r, row, 9, 0); /* deliveries counted before this one */
 				set8(r, row, 10, k + 1);
-				/* cum; mode 512: the first row once over any max_frame:
-				 * unreceivable */
-				set8(r, row, 11,
-				     fake_oversized ? ((int64_t)1 << 33) : 100 * (k + 1));
+				/* cum; mode 512: the first row over any max_frame once */
+				set8(r, row, 11, fake_oversized ? (int64_t)1 << 33 : 100 * (k + 1));
 				set(r, row, 12, "\0", 1);
 				set4(r, row, 13, part + 1);
 			}
