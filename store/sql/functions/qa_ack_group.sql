@@ -7,6 +7,12 @@
 -- The pending counters (migrations 8 and 9) are advanced here, in the same statement, and
 -- the update trigger passes (qa.counted): one upsert per agent, and one per agent sender of
 -- the acknowledged messages, instead of the trigger's transition-table queries.
+-- The rows are found through the primary key (seq = ANY), whatever the planner knew when it
+-- made the plan the session keeps: "status + 0 = 1", not the partial index's predicate, so
+-- that qa_messages_pending is never read whole (its statistics say few messages are pending
+-- between two ANALYZEs, or before a backlog built up), and no sequential scan (the cheapest
+-- plan for the tiny table a fresh store starts with, then kept while it grows). Either made
+-- each acknowledgement cost the store's backlog (test_gw_store_pg test_ack_reads_only_its_rows).
 CREATE OR REPLACE FUNCTION qa_ack_group(p_now bigint, p_agent text[], p_seq bigint[],
     p_held boolean[])
 RETURNS TABLE (ord integer) LANGUAGE plpgsql AS $$
@@ -15,13 +21,15 @@ BEGIN
   PERFORM set_config('plan_cache_mode', 'force_generic_plan', true); -- see qa_upload_group
   PERFORM set_config('synchronous_commit', 'off', true);
   PERFORM set_config('qa.counted', 'on', true);
+  PERFORM set_config('enable_seqscan', 'off', true);
   RETURN QUERY
   WITH u AS (
     UPDATE qa_messages m
        SET status = 20, status_ms = p_now, held_by = NULL,
            delivery_count = m.delivery_count + t.held::integer
       FROM unnest(p_agent, p_seq, p_held) WITH ORDINALITY AS t(agent, seq, held, ord)
-     WHERE m.seq = t.seq AND m.recipient = t.agent AND m.status = 1
+     WHERE m.seq = ANY (p_seq) AND m.seq = t.seq AND m.recipient = t.agent
+       AND m.status + 0 = 1 -- not "status = 1": see above
        AND (m.delivery_count > 0 OR t.held)
     RETURNING t.ord, m.recipient, m.sender, m.sender_is_agent
   ), counted AS (

@@ -9,7 +9,7 @@ BEGIN
   PERFORM set_config('plan_cache_mode', 'force_generic_plan', true); -- see qa_upload_group
   PERFORM set_config('synchronous_commit', 'off', true);
   UPDATE qa_messages m SET delivery_count = m.delivery_count + 1
-   WHERE m.seq = ANY (p_seqs) AND m.recipient = p_agent AND m.status = 1;
+   WHERE m.seq = ANY (p_seqs) AND m.recipient = p_agent AND m.status + 0 = 1; -- see qa_ack_group
   GET DIAGNOSTICS n = ROW_COUNT;
   RETURN n;
 END $$;

@@ -9,7 +9,7 @@ BEGIN
   IF coalesce(array_length(p_seqs, 1), 0) = 0 THEN RETURN 0; END IF;
   WITH u AS (
     UPDATE qa_messages m SET status = 30, status_ms = p_now, held_by = NULL
-     WHERE m.seq = ANY (p_seqs) AND m.status = 1 AND m.expires_ms <> 0
+     WHERE m.seq = ANY (p_seqs) AND m.status + 0 = 1 AND m.expires_ms <> 0 -- see qa_ack_group
        AND m.expires_ms <= p_now
     RETURNING m.id, m.sender, m.sender_is_agent
   ), notes AS (

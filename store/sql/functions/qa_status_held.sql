@@ -8,7 +8,7 @@ BEGIN
   PERFORM set_config('plan_cache_mode', 'force_generic_plan', true); -- see qa_upload_group
   IF cardinality(p_held) > 0 THEN
     UPDATE qa_messages m SET delivery_count = m.delivery_count + 1
-     WHERE m.seq = ANY (p_held) AND m.recipient = p_agent AND m.status = 1;
+     WHERE m.seq = ANY (p_held) AND m.recipient = p_agent AND m.status + 0 = 1; -- see qa_ack_group
   END IF;
   RETURN qa_status(p_agent, p_ids, p_codes, p_now);
 END $$;
