@@ -34,7 +34,7 @@ struct notify_route {
 	int64_t commit_ms;
 };
 
-static void on_routed(void *arg, int failed, int delivered, const char *target,
+static void on_routed(void *arg, int i, int failed, int delivered, const char *target,
                       const char *session_worker)
 {
 	struct notify_route *nr = arg;
@@ -67,8 +67,10 @@ static void on_claimed(void *arg, redisReply *r)
 	}
 	struct gw_node *n = nr->n;
 	gw_count_push(n->workers[0], RT_PUSH_ROUTED);
-	if (rt_route(n->redis, n->conf.redis_prefix, nr->agent, nr->commit_ms, 1, n->conf.push_any,
-	             on_routed, nr) != 0) {
+	const char *agent = nr->agent;
+	const int one = 1;
+	if (rt_route(n->redis, n->conf.redis_prefix, &agent, &one, 1, nr->commit_ms,
+	             n->conf.push_any, on_routed, nr) != 0) {
 		gw_count_push(n->workers[0], RT_PUSH_FAILED);
 		free(nr);
 	}

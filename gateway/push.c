@@ -23,39 +23,50 @@ static void account(struct gw_worker *w, const char *agent, enum rt_push_result 
 
 struct route_arg {
 	struct gw_worker *w; /* workers outlive their Redis connections */
-	char agent[121];
+	int count;
+	char agents[][121];
 };
 
-static void on_routed(void *arg, int failed, int delivered, const char *target,
+static void on_routed(void *arg, int i, int failed, int delivered, const char *target,
                       const char *session_worker)
 {
 	struct route_arg *ra = arg;
 	struct gw_worker *w = ra->w;
+	const char *agent = ra->agents[i];
 	if (failed)
-		account(w, ra->agent, RT_PUSH_FAILED, -1);
+		account(w, agent, RT_PUSH_FAILED, -1);
 	else if (!target[0])
-		account(w, ra->agent, RT_PUSH_NO_SESSION, -1); /* no primary, no session */
+		account(w, agent, RT_PUSH_NO_SESSION, -1); /* no primary, no session */
 	else if (delivered == 0) /* the target worker is down: nobody decided */
-		account(w, ra->agent,
+		account(w, agent,
 		        session_worker[0] ? RT_PUSH_SUPPRESSED_OFF_PRIMARY : RT_PUSH_NO_SESSION,
 		        -1);
 	/* else the target worker counts what became of it */
-	free(ra);
+	if (i == ra->count - 1)
+		free(ra);
 }
 
-void gw_push_route(struct gw_worker *w, const char *agent, int64_t commit_ms, int n)
+void gw_push_route(struct gw_worker *w, const char *const *agents, const int *ns, int count,
+                   int64_t commit_ms)
 {
-	gw_count_push(w, RT_PUSH_ROUTED);
-	struct route_arg *ra = malloc(sizeof(*ra));
+	if (count <= 0)
+		return;
+	for (int i = 0; i < count; i++)
+		gw_count_push(w, RT_PUSH_ROUTED);
+	struct route_arg *ra = malloc(sizeof(*ra) + (size_t)count * sizeof(ra->agents[0]));
 	if (ra) {
 		ra->w = w;
-		snprintf(ra->agent, sizeof(ra->agent), "%s", agent);
+		ra->count = count;
+		for (int i = 0; i < count; i++)
+			snprintf(ra->agents[i], sizeof(ra->agents[i]), "%s", agents[i]);
 	}
 	if (!ra || !w->pool ||
-	    rt_pool_route(w->pool, agent, commit_ms, n, w->conf->push_any, on_routed, ra) != 0) {
+	    rt_pool_route(w->pool, agents, ns, count, commit_ms, w->conf->push_any, on_routed,
+	                  ra) != 0) {
 		free(ra);
-		gw_count_push(
-		    w, RT_PUSH_FAILED); /* Redis is down: the agent learns at its next sync */
+		for (int i = 0; i < count;
+		     i++) /* Redis is down: the agents learn at their next sync */
+			gw_count_push(w, RT_PUSH_FAILED);
 	}
 }
 

@@ -398,26 +398,32 @@ static void send_upload_ack(struct gw_session *s, struct gw_upload *u)
 		gw_session_error(s, QS_E_INTERNAL, "cannot encode UPLOAD_ACK");
 }
 
-/* One push per recipient that got at least one message in this commit. */
+/* One push per recipient that got at least one message in this commit, all
+ * routed in one call. */
 static void route_pushes(struct gw_worker *w, const struct gw_upload *u, int64_t commit_ms)
 {
-	for (int k = 0; k < u->n_sent; k++) {
+	const char **agents = malloc((size_t)u->n_sent * sizeof(*agents));
+	int *ns = malloc((size_t)u->n_sent * sizeof(*ns));
+	int count = 0;
+	for (int k = 0; agents && ns && k < u->n_sent; k++) {
 		if (u->results[u->sent[k]] != QS_R_STORED)
 			continue;
-		int first = 1, n = 0;
-		for (int j = 0; j < u->n_sent; j++) {
-			if (u->results[u->sent[j]] != QS_R_STORED ||
-			    strcmp(u->rcpt[j], u->rcpt[k]) != 0)
-				continue;
-			if (j < k) {
-				first = 0;
-				break;
-			}
-			n++;
+		int j = 0;
+		while (j < count && strcmp(agents[j], u->rcpt[k]) != 0)
+			j++;
+		if (j == count) {
+			agents[count] = u->rcpt[k];
+			ns[count++] = 0;
 		}
-		if (first)
-			gw_push_route(w, u->rcpt[k], commit_ms, n);
+		ns[j]++;
 	}
+	if (agents && ns)
+		gw_push_route(w, agents, ns, count, commit_ms);
+	else /* no memory: the recipients learn at their next sync */
+		gw_log(GW_LOG_WARN, "%s: out of memory: no pushes for a committed batch",
+		       w->wc->name);
+	free(agents);
+	free(ns);
 }
 
 /* Reads this part's results into u; 0, or -1 (not as expected). */

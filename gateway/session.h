@@ -96,8 +96,10 @@ void gw_session_free(struct gw_session *s);
 
 /* ---- push (push.c) ---- */
 
-/* A message to agent committed here: route its PUSH through the pool. */
-void gw_push_route(struct gw_worker *w, const char *agent, int64_t commit_ms, int n);
+/* Messages to count agents committed here, ns[i] of them to agents[i]: route
+ * their PUSHes through the pool, in one call. */
+void gw_push_route(struct gw_worker *w, const char *const *agents, const int *ns, int count,
+                   int64_t commit_ms);
 /* Routing had a gap (this worker's push channel was not subscribed: Redis
  * down, hung or restarted): every welcomed PERSIST session that may take a
  * PUSH and has pending messages gets one, as right after WELCOME (one store

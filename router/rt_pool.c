@@ -419,46 +419,88 @@ void rt_pool_release(struct rt_pool *p, const char *agent, uint64_t epoch)
 struct route_ctx {
 	rt_route_fn done;
 	void *arg;
+	int count;
 };
+
+static int routed_ok(const redisReply *e)
+{
+	return e->type == REDIS_REPLY_ARRAY && e->elements == 3 &&
+	       e->element[0]->type == REDIS_REPLY_STRING &&
+	       e->element[1]->type == REDIS_REPLY_STRING &&
+	       e->element[2]->type == REDIS_REPLY_INTEGER;
+}
 
 static void on_routed(void *arg, redisReply *r)
 {
 	struct route_ctx *c = arg;
-	if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 3 ||
-	    r->element[0]->type != REDIS_REPLY_STRING ||
-	    r->element[1]->type != REDIS_REPLY_STRING) {
-		if (r && r->type == REDIS_REPLY_ERROR)
-			gw_log(GW_LOG_ERROR, "redis: route script failed: %s", r->str);
-		c->done(c->arg, 1, 0, "", "");
-	} else {
-		c->done(c->arg, 0, (int)r->element[2]->integer, r->element[0]->str,
-		        r->element[1]->str);
+	int ok = r && r->type == REDIS_REPLY_ARRAY && r->elements == (size_t)c->count;
+	for (int i = 0; ok && i < c->count; i++)
+		ok = routed_ok(r->element[i]);
+	if (!ok && r && r->type == REDIS_REPLY_ERROR)
+		gw_log(GW_LOG_ERROR, "redis: route script failed: %s", r->str);
+	else if (!ok && r)
+		gw_log(GW_LOG_ERROR, "redis: route script: unexpected reply");
+	for (int i = 0; i < c->count; i++) {
+		if (!ok) {
+			c->done(c->arg, i, 1, 0, "", "");
+			continue;
+		}
+		const redisReply *e = r->element[i];
+		c->done(c->arg, i, 0, (int)e->element[2]->integer, e->element[0]->str,
+		        e->element[1]->str);
 	}
 	free(c);
 }
 
-int rt_pool_route(struct rt_pool *p, const char *agent, int64_t commit_ms, int n, int policy_any,
-                  rt_route_fn done, void *arg)
+int rt_pool_route(struct rt_pool *p, const char *const *agents, const int *ns, int count,
+                  int64_t commit_ms, int policy_any, rt_route_fn done, void *arg)
 {
-	return rt_route(p->cmd, p->prefix, agent, commit_ms, n, policy_any, done, arg);
+	return rt_route(p->cmd, p->prefix, agents, ns, count, commit_ms, policy_any, done, arg);
 }
 
-int rt_route(struct rt_redis *r, const char *prefix, const char *agent, int64_t commit_ms, int n,
-             int policy_any, rt_route_fn done, void *arg)
+/* argv: EVAL, the script, the key count, count keys, prefix, commit_ms, policy,
+ * then an id and a count for each recipient; the keys and counts are written
+ * after argv in the same block (hiredis copies the command before this returns). */
+int rt_route(struct rt_redis *r, const char *prefix, const char *const *agents, const int *ns,
+             int count, int64_t commit_ms, int policy_any, rt_route_fn done, void *arg)
 {
-	struct route_ctx *ctx = malloc(sizeof(*ctx));
-	if (!ctx)
+	enum { KEY = 200, NUM = 16 };
+	if (count <= 0)
 		return -1;
+	int argc = 3 + count + 3 + 2 * count;
+	struct route_ctx *ctx = malloc(sizeof(*ctx));
+	const char **argv = malloc((size_t)argc * sizeof(*argv) + (size_t)count * (KEY + NUM));
+	if (!ctx || !argv) {
+		free(ctx);
+		free(argv);
+		return -1;
+	}
 	ctx->done = done;
 	ctx->arg = arg;
-	char key[200], commit[24], count[16];
-	snprintf(key, sizeof(key), "%s" RT_KEY_AGENT "%s", prefix, agent);
+	ctx->count = count;
+	char *keys = (char *)(argv + argc), *nums = keys + (size_t)count * KEY;
+	char nkeys[16], commit[24];
+	snprintf(nkeys, sizeof(nkeys), "%d", count);
 	snprintf(commit, sizeof(commit), "%" PRId64, commit_ms);
-	snprintf(count, sizeof(count), "%d", n);
-	const char *argv[] = {"EVAL", rt_lua_route, "1",
-	                      key,    prefix,       agent,
-	                      commit, count,        policy_any ? "any" : "primary"};
-	if (rt_redis_commandv(r, on_routed, ctx, 9, argv, NULL) != 0) {
+	int k = 0;
+	argv[k++] = "EVAL";
+	argv[k++] = rt_lua_route;
+	argv[k++] = nkeys;
+	for (int i = 0; i < count; i++) {
+		snprintf(keys + (size_t)i * KEY, KEY, "%s" RT_KEY_AGENT "%s", prefix, agents[i]);
+		argv[k++] = keys + (size_t)i * KEY;
+	}
+	argv[k++] = prefix;
+	argv[k++] = commit;
+	argv[k++] = policy_any ? "any" : "primary";
+	for (int i = 0; i < count; i++) {
+		snprintf(nums + (size_t)i * NUM, NUM, "%d", ns[i]);
+		argv[k++] = agents[i];
+		argv[k++] = nums + (size_t)i * NUM;
+	}
+	int rc = rt_redis_commandv(r, on_routed, ctx, argc, argv, NULL);
+	free(argv);
+	if (rc != 0) {
 		free(ctx);
 		return -1;
 	}

@@ -94,20 +94,25 @@ int rt_pool_claim(struct rt_pool *p, const struct rt_claim *c, int announce_only
 /* The session of that epoch ended (a newer one is left alone). */
 void rt_pool_release(struct rt_pool *p, const char *agent, uint64_t epoch);
 
-/* Routes a push for agent to its primary (policy_any: to the worker holding
- * its session). done gets: delivered = number of subscribers that received
- * it (0: target down or none), target ("" when there is nowhere to send),
- * the worker holding the agent's session ("" if none); or failed = 1. */
-typedef void (*rt_route_fn)(void *arg, int failed, int delivered, const char *target,
+/* Routes the pushes of one committed batch, all in one script call: recipient i
+ * (agents[i], with ns[i] new messages) to its primary (policy_any: to the
+ * worker holding its session). done is called once for each recipient, in
+ * order (i from 0 to count - 1), with: delivered = number of subscribers that
+ * received it (0: target down or none), target ("" when there is nowhere to
+ * send), the worker holding the agent's session ("" if none); or failed = 1
+ * (then for every recipient). -1: nothing sent, done is not called. */
+typedef void (*rt_route_fn)(void *arg, int i, int failed, int delivered, const char *target,
                             const char *session_worker);
-int rt_pool_route(struct rt_pool *p, const char *agent, int64_t commit_ms, int n, int policy_any,
-                  rt_route_fn done, void *arg) __attribute__((warn_unused_result));
+int rt_pool_route(struct rt_pool *p, const char *const *agents, const int *ns, int count,
+                  int64_t commit_ms, int policy_any, rt_route_fn done, void *arg)
+    __attribute__((warn_unused_result));
 
 /* The same routing on any command connection (the node's main thread
  * routes server-side messages with it). */
 struct rt_redis;
-int rt_route(struct rt_redis *r, const char *prefix, const char *agent, int64_t commit_ms, int n,
-             int policy_any, rt_route_fn done, void *arg) __attribute__((warn_unused_result));
+int rt_route(struct rt_redis *r, const char *prefix, const char *const *agents, const int *ns,
+             int count, int64_t commit_ms, int policy_any, rt_route_fn done, void *arg)
+    __attribute__((warn_unused_result));
 
 /* Pool-wide accounting: an agent's push counter (HINCRBY P agentpush:A),
  * a latency sample (latency_ms >= 0: P pushlat:NAME and the agent's

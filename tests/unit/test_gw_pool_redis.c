@@ -233,6 +233,12 @@ struct wk {
 	struct move moved[MAX_EV];
 	int n_swept, swept_moved, swept_failed;
 	char swept_from[16];
+	int n_push;
+	struct {
+		char agent[64];
+		int n;
+		char sw[16];
+	} push[8];
 };
 
 static struct event_base *base;
@@ -241,6 +247,13 @@ static double eps = EPS; /* the workers' epsilon: the next start_worker's */
 
 static void on_push(void *arg, const char *agent, int64_t commit_ms, int n, const char *sw)
 {
+	struct wk *w = arg;
+	if (w->n_push < 8) {
+		snprintf(w->push[w->n_push].agent, 64, "%s", agent);
+		w->push[w->n_push].n = n;
+		snprintf(w->push[w->n_push].sw, 16, "%s", sw);
+	}
+	w->n_push++;
 }
 
 static void on_supersede(void *arg, const char *agent, uint64_t epoch)
@@ -480,7 +493,8 @@ static uint64_t claim(struct wk *w, const char *agent, const char *pinned_primar
 /* Waits until every command w sent so far has been answered: a read-only
  * route for an agent nobody knows goes after them on the same connection. */
 static int barrier_done;
-static void on_barrier(void *arg, int failed, int delivered, const char *target, const char *sw)
+static void on_barrier(void *arg, int i, int failed, int delivered, const char *target,
+                       const char *sw)
 {
 	barrier_done = 1;
 }
@@ -491,7 +505,9 @@ static int barrier_reached(void *arg)
 static void barrier(struct wk *w)
 {
 	barrier_done = 0;
-	assert_int_equal(rt_pool_route(w->p, "nobody-at-all", 0, 1, 0, on_barrier, NULL), 0);
+	const char *nobody = "nobody-at-all";
+	const int one = 1;
+	assert_int_equal(rt_pool_route(w->p, &nobody, &one, 1, 0, 0, on_barrier, NULL), 0);
 	assert_true(run_until(barrier_reached, NULL));
 }
 
@@ -668,6 +684,87 @@ static void test_pinned(void **state)
 	assert_int_equal(is_member("primaries", primary, "was-auto"), 0);
 	assert_int_equal(is_member("primaries", other, "was-auto"), 1);
 	assert_int_equal(load_of("w1") + load_of("w2"), 0);
+}
+
+/* What a batch's route call told, recipient by recipient. */
+static struct routed {
+	int calls, failed, delivered;
+	char target[16], sw[16];
+} routed[4];
+static int n_routed;
+
+static void on_route_batch(void *arg, int i, int failed, int delivered, const char *target,
+                           const char *sw)
+{
+	assert_true(i == n_routed && i < 4);
+	routed[i].calls++;
+	routed[i].failed = failed;
+	routed[i].delivered = delivered;
+	snprintf(routed[i].target, sizeof(routed[i].target), "%s", target);
+	snprintf(routed[i].sw, sizeof(routed[i].sw), "%s", sw);
+	n_routed++;
+}
+
+static int all_routed(void *arg)
+{
+	return n_routed == *(int *)arg;
+}
+
+static int pushes_at_least(void *arg)
+{
+	struct wk *w = arg;
+	return w->n_push >= 2;
+}
+
+/* One route call for a committed batch's recipients: each gets its own answer,
+ * in order, and its own PUSH on its primary's channel, with its own count and
+ * session worker (two of them on one session worker: its liveness read once);
+ * a recipient nobody knows gets none. With policy any, to the session's worker. */
+static void test_route_batch(void **state)
+{
+	REQUIRE_REDIS();
+	struct wk *w1 = start_worker(0, 1, 30), *w2 = start_worker(1, 1, 30);
+	struct wk *ws[] = {w1, w2};
+	settle(ws, 2);
+	assert_true(claim(w1, "ra", "w2", 0, NULL, 0) > 0); /* session on w1, primary w2 */
+	assert_true(claim(w1, "rd", "w2", 0, NULL, 0) > 0);
+	assert_true(claim(w2, "rb", "w2", 0, NULL, 0) > 0); /* on its primary */
+	const char *agents[4] = {"ra", "nobody-knows", "rb", "rd"};
+	const int ns[4] = {2, 1, 3, 1};
+	memset(routed, 0, sizeof(routed));
+	n_routed = 0;
+	int want = 4;
+	assert_int_equal(rt_pool_route(w1->p, agents, ns, 4, 1234, 0, on_route_batch, NULL), 0);
+	assert_true(run_until(all_routed, &want));
+	const char *target[4] = {"w2", "", "w2", "w2"}, *sw[4] = {"w1", "", "w2", "w1"};
+	for (int i = 0; i < 4; i++) {
+		assert_int_equal(routed[i].calls, 1);
+		assert_int_equal(routed[i].failed, 0);
+		assert_int_equal(routed[i].delivered, i == 1 ? 0 : 1);
+		assert_string_equal(routed[i].target, target[i]);
+		assert_string_equal(routed[i].sw, sw[i]);
+	}
+	assert_true(run_until(pushes_at_least, w2));
+	run_for(30);
+	assert_int_equal(w2->n_push, 3);
+	assert_int_equal(w1->n_push, 0);
+	const int at[3] = {0, 2, 3};
+	for (int k = 0; k < 3; k++) {
+		assert_string_equal(w2->push[k].agent, agents[at[k]]);
+		assert_int_equal(w2->push[k].n, ns[at[k]]);
+		assert_string_equal(w2->push[k].sw, sw[at[k]]);
+	}
+
+	memset(routed, 0, sizeof(routed));
+	n_routed = 0;
+	want = 1;
+	assert_int_equal(rt_pool_route(w2->p, agents, ns, 1, 1234, 1, on_route_batch, NULL), 0);
+	assert_true(run_until(all_routed, &want));
+	assert_string_equal(routed[0].target, "w1");
+	assert_int_equal(routed[0].delivered, 1);
+	run_for(30);
+	assert_int_equal(w1->n_push, 1);
+	assert_string_equal(w1->push[0].agent, "ra");
 }
 
 #define N_SEQ  600
@@ -998,6 +1095,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_setup_teardown(test_claims_epochs_supersede_release, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_pinned, setup, teardown),
+	    cmocka_unit_test_setup_teardown(test_route_batch, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_bounded_load, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_lost_worker_moves, setup, teardown),
 	    cmocka_unit_test_setup_teardown(test_lost_worker_moves_all_of_many, setup, teardown),

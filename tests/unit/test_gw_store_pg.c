@@ -1034,7 +1034,8 @@ static int64_t rows_read_by_ack(PGconn *pg)
 	exec_ok(pg, "SELECT pg_stat_force_next_flush()");
 	exec_ok(pg, "SELECT pg_stat_clear_snapshot()");
 	int64_t n = query_int(pg, read) - before;
-	snprintf(sql, sizeof(sql), "SELECT status FROM qa_messages WHERE seq = %lld", (long long)seq);
+	snprintf(sql, sizeof(sql), "SELECT status FROM qa_messages WHERE seq = %lld",
+	         (long long)seq);
 	assert_int_equal(query_int(pg, sql), 20);
 	return n;
 }
@@ -1054,11 +1055,11 @@ static void test_ack_reads_only_its_rows(void **state)
 	const struct st_worker_row w = {"w1", "node-a", "127.0.0.1:7000", 1, 100};
 	startup_ok(ci, &w, 1);
 	PGconn *early = connect_blocking(ci);
-#define ACK_ROWS                                                                                  \
-	"INSERT INTO qa_messages (id, sender, sender_is_agent, recipient, queue, priority,"       \
-	" created_ms, expires_ms, props, body, status_ms, delivery_count, status)"                \
-	" SELECT gen_random_uuid(), 's', true, CASE WHEN g %% 2 = 0 THEN 'a' ELSE 'b' END, 'q',"  \
-	" 4, 0, 0, '', 'x', 0, 1, CASE WHEN g <= %d THEN 20 ELSE 1 END"                           \
+#define ACK_ROWS                                                                                   \
+	"INSERT INTO qa_messages (id, sender, sender_is_agent, recipient, queue, priority,"        \
+	" created_ms, expires_ms, props, body, status_ms, delivery_count, status)"                 \
+	" SELECT gen_random_uuid(), 's', true, CASE WHEN g %% 2 = 0 THEN 'a' ELSE 'b' END, 'q',"   \
+	" 4, 0, 0, '', 'x', 0, 1, CASE WHEN g <= %d THEN 20 ELSE 1 END"                            \
 	" FROM generate_series(1, %d) g"
 	char sql[512];
 	snprintf(sql, sizeof(sql), ACK_ROWS, 2, 6);
