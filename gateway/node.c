@@ -40,13 +40,7 @@ static void on_routed(void *arg, int i, int failed, int delivered, const char *t
 	struct notify_route *nr = arg;
 	struct gw_node *n = nr->n;
 	struct gw_worker *w = n->workers[0];
-	enum rt_push_result r = RT_PUSH_N; /* the target worker counts the rest */
-	if (failed)
-		r = RT_PUSH_FAILED;
-	else if (!target[0])
-		r = RT_PUSH_NO_SESSION;
-	else if (delivered == 0)
-		r = session_worker[0] ? RT_PUSH_SUPPRESSED_OFF_PRIMARY : RT_PUSH_NO_SESSION;
+	enum rt_push_result r = rt_push_routed(failed, delivered, target, session_worker);
 	if (r != RT_PUSH_N) {
 		gw_count_push(w, r);
 		rt_account(n->redis, n->conf.redis_prefix, w->wc->name, nr->agent,

@@ -32,16 +32,9 @@ static void on_routed(void *arg, int i, int failed, int delivered, const char *t
 {
 	struct route_arg *ra = arg;
 	struct gw_worker *w = ra->w;
-	const char *agent = ra->agents[i];
-	if (failed)
-		account(w, agent, RT_PUSH_FAILED, -1);
-	else if (!target[0])
-		account(w, agent, RT_PUSH_NO_SESSION, -1); /* no primary, no session */
-	else if (delivered == 0) /* the target worker is down: nobody decided */
-		account(w, agent,
-		        session_worker[0] ? RT_PUSH_SUPPRESSED_OFF_PRIMARY : RT_PUSH_NO_SESSION,
-		        -1);
-	/* else the target worker counts what became of it */
+	enum rt_push_result r = rt_push_routed(failed, delivered, target, session_worker);
+	if (r != RT_PUSH_N) /* else the target worker counts what became of it */
+		account(w, ra->agents[i], r, -1);
 	if (i == ra->count - 1)
 		free(ra);
 }

@@ -18,3 +18,15 @@ int rt_push_result_per_agent(const char *result)
 #undef RT_PUSH_PER_AGENT
 	return 0;
 }
+
+enum rt_push_result rt_push_routed(int failed, int delivered, const char *target,
+                                   const char *session_worker)
+{
+	if (failed)
+		return RT_PUSH_FAILED;
+	if (!target[0]) /* no primary, no session */
+		return RT_PUSH_NO_SESSION;
+	if (delivered == 0) /* the target worker is down: nobody decided */
+		return session_worker[0] ? RT_PUSH_SUPPRESSED_OFF_PRIMARY : RT_PUSH_NO_SESSION;
+	return RT_PUSH_N;
+}

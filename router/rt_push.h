@@ -31,4 +31,11 @@ extern const char *const rt_push_result_names[RT_PUSH_N];
 /* 1 if result (a name) is counted per agent, 0 if not or unknown. */
 int rt_push_result_per_agent(const char *result);
 
+/* What a routed push became, from the route call's answer for its recipient
+ * (rt_route_fn): failed, no target, or a target nobody listens on (the session
+ * worker decides between suppressed_off_primary and no_session); RT_PUSH_N
+ * when a target worker got it and counts what becomes of it. */
+enum rt_push_result rt_push_routed(int failed, int delivered, const char *target,
+                                   const char *session_worker);
+
 #endif

@@ -9,6 +9,7 @@
 
 #include "admin/metrics.h"
 #include "proto/qs_codec.h"
+#include "router/rt_push.h"
 
 #include <event2/buffer.h>
 #include <stdio.h>
@@ -90,6 +91,18 @@ static void test_counters_per_worker(void **state)
 		fail_msg("counter %s not rendered", metric);
 	GW_COUNTERS(CHECK)
 #undef CHECK
+}
+
+/* What a route call's answer makes of a push (rt_push_routed, the one owner of
+ * that decision for the workers and the node): counted here, or by the target. */
+static void test_push_routed(void **state)
+{
+	assert_int_equal(rt_push_routed(1, 0, "w1", "w2"), RT_PUSH_FAILED);
+	assert_int_equal(rt_push_routed(0, 0, "", ""), RT_PUSH_NO_SESSION);
+	assert_int_equal(rt_push_routed(0, 0, "w1", ""), RT_PUSH_NO_SESSION);
+	assert_int_equal(rt_push_routed(0, 0, "w1", "w2"), RT_PUSH_SUPPRESSED_OFF_PRIMARY);
+	assert_int_equal(rt_push_routed(0, 1, "w1", "w2"), RT_PUSH_N);
+	assert_int_equal(rt_push_routed(0, 1, "w1", ""), RT_PUSH_N);
 }
 
 static void test_errors_and_push(void **state)
@@ -402,6 +415,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_counters_per_worker),
 	    cmocka_unit_test(test_errors_and_push),
+	    cmocka_unit_test(test_push_routed),
 	    cmocka_unit_test(test_gauges),
 	    cmocka_unit_test(test_histogram),
 	    cmocka_unit_test(test_families_declared_once_and_contiguous),
