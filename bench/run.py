@@ -20,11 +20,13 @@ through bench/peers.py; the scenarios are bench/scenarios/, the files bench/repo
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import os
 import shutil
 import signal
 import subprocess
+import threading
 import sys
 import time
 import traceback
@@ -97,6 +99,55 @@ SOURCE_DIRS = ("gateway", "router", "store", "admin", "proto", "agent", "bench",
 SLACK_S = 45  # a qabench run may take this long beyond its own phases (connects, reports)
 
 
+class WaitSampler(threading.Thread):
+    """QAGW_BENCH_WAITS=FILE (profiling only): what PostgreSQL's client backends are doing,
+    sampled every 5 ms from pg_stat_activity through a connection of its own, counted per
+    scenario, database, wait event (running: active with no wait event, on a CPU or waiting
+    for one) and statement; written to
+    FILE as the run stops. The share of samples is the mean number of backends in that
+    state: 0.26 means that on average a quarter of a backend was always there."""
+
+    def __init__(self, pg: harness.PgServer, out: Path) -> None:
+        super().__init__(daemon=True)
+        self.pg, self.out = pg, out
+        self.label = "start-up"
+        self.counts: Dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+        self.samples: Dict[str, int] = collections.Counter()
+        self.stopping = threading.Event()
+        self.error: Optional[str] = None
+
+    def run(self) -> None:
+        sql = ("select datname, coalesce(wait_event_type || ':' || wait_event, 'running'), "
+               "left(regexp_replace(query, '\\s+', ' ', 'g'), 60) from pg_stat_activity "
+               "where backend_type = 'client backend' and state = 'active' "
+               "and pid <> pg_backend_pid()")
+        try:
+            conn = harness.psycopg2.connect(host="127.0.0.1", port=self.pg.port,
+                                            dbname="postgres", user="postgres", connect_timeout=5)
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                while not self.stopping.wait(0.005):
+                    cur.execute(sql)
+                    label = self.label
+                    self.samples[label] += 1
+                    for db, wait, query in cur.fetchall():
+                        self.counts[label][(db, wait, query)] += 1
+            conn.close()
+        except Exception as e:  # the run goes on without this profile
+            self.error = f"{type(e).__name__}: {e}"
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.join(timeout=5)
+        text = f"error: {self.error}\n" if self.error else ""
+        for label, n in self.samples.items():
+            text += f"## {label}: {n} samples\n"
+            for (db, wait, query), k in self.counts[label].most_common(20):
+                text += f"{k / n:7.3f}  {db}  {wait}  {query}\n"
+            text += "\n"
+        self.out.write_text(text)
+
+
 class Bench:
     """One run: its directory, the services it started (all stopped by close(), in reverse
     order, also on error), the pinning, and the results of each scenario."""
@@ -117,6 +168,7 @@ class Bench:
         self.store_settings: Dict[str, str] = {}
         self.ingest_tcp: Optional[dict] = None  # scenario 1's figures, scenario 3's qagw side
         self.failover_load = False  # scenario 6: qabench ingest runs beside the agent
+        self.waits: Optional[WaitSampler] = None  # QAGW_BENCH_WAITS
 
     # -------------------------------------------------------------- bookkeeping
 
@@ -181,6 +233,10 @@ class Bench:
                 Path(os.environ["QAGW_BENCH_PGSS"])))
         pg.start()
         self.pg = pg
+        if os.environ.get("QAGW_BENCH_WAITS") and harness.psycopg2 is not None:
+            self.waits = WaitSampler(pg, Path(os.environ["QAGW_BENCH_WAITS"]))
+            self.on_close("pg_stat_activity sampling", self.waits.stop)
+            self.waits.start()
         self.pin_server("postgresql", int((pg.data / "postmaster.pid").read_text().split()[0]))
         for k in ("synchronous_commit", "fsync", "full_page_writes", "wal_sync_method",
                   "shared_buffers"):
@@ -368,6 +424,8 @@ def main(argv: Optional[List[str]] = None) -> int:
                 except (AssertionError, RuntimeError, OSError) as e:
                     gw_error = f"qagw did not start: {e}"
             b.say(f"scenario {num}: {fn.__name__[len('scenario_'):]}")
+            if b.waits:
+                b.waits.label = f"scenario {num}"
             t = time.monotonic()
             try:
                 if needs_gateways and gw_error:
