@@ -827,18 +827,25 @@ static void startup_ok(const char *ci, const struct st_worker_row *rows, int n)
 		fail_msg("st_startup: %s", err);
 }
 
+static const struct st_worker_row one_worker = {"w1", "node-a", "127.0.0.1:7000", 1, 100};
+
+/* A new database with the schema and one worker (one_worker): its conninfo in ci. */
+static void one_worker_store(char *ci, size_t n)
+{
+	new_database(ci, n);
+	startup_ok(ci, &one_worker, 1);
+}
+
 static void test_migrations_from_empty(void **state)
 {
 	REQUIRE_PG();
 	char ci[160];
-	new_database(ci, sizeof(ci));
-	const struct st_worker_row w = {"w1", "node-a", "127.0.0.1:7000", 1, 100};
-	startup_ok(ci, &w, 1);
+	one_worker_store(ci, sizeof(ci));
 	assert_latest(ci);
 	/* a second start changes nothing: no step applied twice */
 	PGconn *pg = connect_blocking(ci);
 	int64_t before = query_int(pg, "SELECT count(*) FROM qa_schema_version");
-	startup_ok(ci, &w, 1);
+	startup_ok(ci, &one_worker, 1);
 	assert_int_equal(query_int(pg, "SELECT count(*) FROM qa_schema_version"), before);
 	assert_int_equal(query_int(pg, "SELECT count(*) FROM qa_workers WHERE name = 'w1' AND"
 	                               " node = 'node-a' AND capacity = 100 AND tls"),
@@ -957,9 +964,7 @@ static void test_fetch_group(void **state)
 {
 	REQUIRE_PG();
 	char ci[160];
-	new_database(ci, sizeof(ci));
-	const struct st_worker_row w = {"w1", "node-a", "127.0.0.1:7000", 1, 100};
-	startup_ok(ci, &w, 1);
+	one_worker_store(ci, sizeof(ci));
 	PGconn *pg = connect_blocking(ci);
 	exec_ok(pg, "INSERT INTO qa_messages (id, sender, sender_is_agent, recipient, queue,"
 	            " priority, created_ms, expires_ms, props, body, status_ms)"
@@ -1051,9 +1056,7 @@ static void test_ack_reads_only_its_rows(void **state)
 {
 	REQUIRE_PG();
 	char ci[160];
-	new_database(ci, sizeof(ci));
-	const struct st_worker_row w = {"w1", "node-a", "127.0.0.1:7000", 1, 100};
-	startup_ok(ci, &w, 1);
+	one_worker_store(ci, sizeof(ci));
 	PGconn *early = connect_blocking(ci);
 #define ACK_ROWS                                                                                   \
 	"INSERT INTO qa_messages (id, sender, sender_is_agent, recipient, queue, priority,"        \
