@@ -46,10 +46,7 @@ class Meter:
             self.procs["postgresql"] = int((pg.data / "postmaster.pid").read_text().split()[0])
             if harness.psycopg2 is not None:
                 try:
-                    self.conn = harness.psycopg2.connect(
-                        host="127.0.0.1", port=pg.port, dbname="postgres", user="postgres",
-                        connect_timeout=5)
-                    self.conn.autocommit = True
+                    self.conn = pg.admin_conn()
                 except Exception as e:
                     self.errors.append(f"monitoring connection: {e}")
 

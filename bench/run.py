@@ -122,9 +122,7 @@ class WaitSampler(threading.Thread):
                "where backend_type = 'client backend' and state = 'active' "
                "and pid <> pg_backend_pid()")
         try:
-            conn = harness.psycopg2.connect(host="127.0.0.1", port=self.pg.port,
-                                            dbname="postgres", user="postgres", connect_timeout=5)
-            conn.autocommit = True
+            conn = self.pg.admin_conn()
             with conn.cursor() as cur:
                 while not self.stopping.wait(0.005):
                     cur.execute(sql)

@@ -95,6 +95,15 @@ class PgServer:
                          "-tA", "-c", sql])
         return p.stdout.strip()
 
+    def admin_conn(self):
+        """A psycopg2 connection of its own to the database postgres as postgres,
+        autocommit (for monitoring: its queries are not transactions of the databases
+        under test)."""
+        conn = psycopg2.connect(host="127.0.0.1", port=self.port, dbname="postgres",
+                                user="postgres", connect_timeout=5)
+        conn.autocommit = True
+        return conn
+
     def create_database(self, name: str) -> "Store":
         """A fresh database owned by role qagw (created on first use)."""
         if self.admin_sql("select count(*) from pg_roles where rolname='qagw'") != "1":
