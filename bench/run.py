@@ -59,7 +59,7 @@ PROFILES: Dict[str, dict] = {
         "handshake_seconds": 10, "handshake_conns": 8,
         "failover_trials": 3, "failover_idle_trials": 1,
         "backlog_recipients": 8, "backlog_pending": 100000, "backlog_seconds": 10,
-        "backlog_rounds": 2,
+        "backlog_rounds": 3,
         "capacity_rates": [500, 1000, 2000, 4000, 8000], "capacity_agents": 1000,
         "capacity_seconds": 5, "capacity_warmup": 1,
         "coverage_agents": 3000, "coverage_reassign_after": 5, "coverage_tail": 10,
