@@ -884,6 +884,7 @@ static void on_deliver_ack(void *arg, const PGresult *res, const char *err)
 	gw_count(s->w, messages_acked, applied);
 	gw_count(s->w, ignored_deliver_ack, s->req_count - applied);
 	s->op = NULL;
+	s->ack_group = 0;
 	gw_session_request_done(s);
 }
 
@@ -916,7 +917,14 @@ void gw_req_deliver_ack(struct gw_session *s, const struct qs_deliver_ack *a)
 		store_failed(s, "out of memory");
 		return;
 	}
+	s->ack_group = st_group_filling(s->w->acks);
 	gw_session_wait(s, op);
+}
+
+void gw_req_ack_hurry(struct gw_session *s)
+{
+	if (s->ack_group && s->op && st_group_filling(s->w->acks) == s->ack_group)
+		st_group_close(s->w->acks);
 }
 
 static void on_status(void *arg, const PGresult *res, const char *err)

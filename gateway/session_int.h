@@ -52,7 +52,8 @@ struct gw_session {
 	uint8_t token_sha256[32]; /* of the HELLO token: the token itself is never kept */
 	uint64_t id;              /* holds delivered messages in the store (held_by) */
 	int64_t since_ms;
-	struct st_op *op;          /* the in-flight store statement, if any (not an UPLOAD's) */
+	struct st_op *op;   /* the in-flight store statement, if any (not an UPLOAD's) */
+	uint64_t ack_group; /* op is a DELIVER_ACK in this acks group (st_group_filling); 0: not */
 	struct gw_upload *up_head; /* UPLOADs read, not answered: a list in request order */
 	int n_uploads;
 	uint32_t
@@ -168,6 +169,10 @@ void gw_req_hello(struct gw_session *s, const struct qs_hello *h);
 void gw_req_upload(struct gw_session *s, const struct qs_upload *u, uint32_t len);
 void gw_req_fetch(struct gw_session *s, const struct qs_fetch *f);
 void gw_req_deliver_ack(struct gw_session *s, const struct qs_deliver_ack *a);
+/* The agent sent more while its DELIVER_ACK waits in an acknowledgement group
+ * that is lingering (store/agent.c ACK_LINGER_MS): that group goes now, so
+ * that the linger never delays a session that has more to say. */
+void gw_req_ack_hurry(struct gw_session *s);
 void gw_req_status(struct gw_session *s, const struct qs_status *st);
 /* Releases what unfinished requests hold (session closing); their
  * statements are cancelled (their results, if any, are dropped). */

@@ -226,11 +226,12 @@ struct st_op *st_delivered(struct st_conn *c, const char *agent, const int64_t *
 /* ---- DELIVER_ACK ---- */
 
 /* An acknowledgement group waits this long for more sessions' acknowledgements: larger
- * groups cost PostgreSQL less a message (docs/benchmarks.md: ~5 % of its CPU at 1,000
- * pushes/s). Only the acknowledging session waits (nothing is answered to a
- * DELIVER_ACK; its next request is read after the commit). */
+ * groups cost PostgreSQL less a message (docs/benchmarks.md). Only the acknowledging
+ * session waits (nothing is answered to a DELIVER_ACK; its next request is read after the
+ * commit), and not even that one once it sends more: the gateway then sends the group at
+ * once (gateway/session.c pump, gw_req_ack_hurry). */
 #ifndef ACK_LINGER_MS
-#define ACK_LINGER_MS 3
+#define ACK_LINGER_MS 20
 #endif
 
 enum { A_AGENT, A_SEQ, A_HELD, N_ACOLS };

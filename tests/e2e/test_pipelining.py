@@ -6,10 +6,13 @@ messages keep the upload order."""
 
 from __future__ import annotations
 
+import re
+import time
 import uuid
 
 from qagwtest import qasync as q
 from qagwtest.harness import msg
+from qagwtest.procs import REPO
 
 N_BATCHES = 40
 PER_BATCH = 5
@@ -115,3 +118,41 @@ def test_pipelined_uploads_stay_within_max_frame_bytes(qagw, uid):
         small = [a.send_upload([msg(f"{B}\\q")]) for _ in range(20)]
         upload_acks(a, small)
     assert g.admin.metrics().value("qagw_uploads_pipelined_total") > 0
+
+
+def ack_linger_ms() -> int:
+    """ACK_LINGER_MS as store/agent.c defines it (the one place that says it)."""
+    src = (REPO / "store" / "agent.c").read_text()
+    return int(re.search(r"#define ACK_LINGER_MS (\d+)", src).group(1))
+
+
+def test_lingering_ack_group_goes_when_the_session_sends_more(qagw, store, uid):
+    """A DELIVER_ACK waits in its worker's acknowledgement group for up to ACK_LINGER_MS,
+    for other sessions' acknowledgements (store/agent.c); the session's next request is
+    read only once it committed. A session that sends more at once must not pay that wait:
+    the group goes as soon as a request follows the DELIVER_ACK (gateway/session.c pump).
+    Each DELIVER_ACK + PING pair here would take at least the linger without that, so
+    N pairs at least N x ACK_LINGER_MS; the test allows half of it, a bound that fails only
+    that way (a pair takes ~1 ms on loopback)."""
+    g = qagw(workers=("ml1",))
+    A, B = f"A-{uid}", f"B-{uid}"
+    n = 40
+    with q.Client("127.0.0.1", g.port("ml1")) as a:
+        a.hello(A)
+        ack = a.upload([msg(f"{B}\\q", body=b"%d" % i) for i in range(n)])
+        assert [r for _, r in ack.results] == [0] * n
+    waited = 0.0
+    with q.Client("127.0.0.1", g.port("ml1")) as b:
+        b.hello(B)
+        for _ in range(n):
+            d = b.fetch(max_count=1)
+            assert len(d.msgs) == 1
+            t = time.monotonic()
+            b.deliver_ack([d.msgs[0].seq])
+            b.ping()  # PONG: the acknowledgement is committed (protocol.md)
+            waited += time.monotonic() - t
+    assert store.scalar("SELECT count(*) FROM qa_messages WHERE recipient = %s AND status = 20",
+                        (B,)) == n
+    assert waited < n * ack_linger_ms() / 1000 / 2, (
+        f"{n} DELIVER_ACK + PING pairs took {waited:.3f} s: the acknowledgement group "
+        f"waited its linger ({ack_linger_ms()} ms) although the session sent more")

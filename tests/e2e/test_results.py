@@ -56,6 +56,28 @@ def test_invalid_expired_too_large_quota(qagw, store, uid):
     assert int(rows) == 4
 
 
+def test_quota_refusal_writes_no_row(qagw, store, uid):
+    """A small UPLOAD to a full recipient is refused from the counters before the INSERT
+    (qa_upload_group step 1: the bound that needs no grouping must send it to the exact
+    count), not inserted and deleted again by the counters' step: no row, no sequence
+    value taken; and the same for a sender at max_pending_per_sender."""
+    g = qagw(workers=("ml1",), sections={"store": {"max_pending": 2,
+                                                    "max_pending_per_sender": 3}})
+    A, B, C = f"A-{uid}", f"B-{uid}", f"C-{uid}"
+    last = "SELECT last_value FROM qa_messages_seq_seq"
+    with q.Client("127.0.0.1", g.port("ml1")) as a:
+        a.hello(A)
+        assert results(a.upload([msg(f"{B}\\q"), msg(f"{B}\\q")])) == [0, 0]
+        seq = store.scalar(last)
+        assert results(a.upload([msg(f"{B}\\q")])) == [5]  # B full
+        assert results(a.upload([msg(f"{B}\\q"), msg(f"{C}\\q")])) == [5, 0]
+        assert store.scalar(last) == seq + 1, "a refused message took a row"
+        seq = store.scalar(last)
+        assert results(a.upload([msg(f"{C}\\q")])) == [5]  # A at its 3 pending
+        assert store.scalar(last) == seq, "a refused message took a row"
+    assert store.scalar("SELECT count(*) FROM qa_messages WHERE sender = %s", (A,)) == 3
+
+
 def test_clock_shift_follows_the_agents_intent(qagw, uid):
     g = qagw(workers=("ml1",))
     A, B = f"A-{uid}", f"B-{uid}"
