@@ -180,11 +180,18 @@ def _upload_fns(a: Dict[str, tuple], z: Dict[str, tuple]) -> Dict[str, dict]:
     return out
 
 
+def _acked(run: dict) -> int:
+    """A backlog-scenario run's messages, by ack time: those acked (stored) within its
+    measured window, whenever their batch was sent (acks here can take seconds, a large
+    part of a window)."""
+    return run.get("acked_in_window", run["committed"])
+
+
 def _rate(run: dict) -> Optional[float]:
-    """One backlog-scenario run's msgs/s (acked within its window), as _half counts them."""
+    """One backlog-scenario run's msgs/s, counted as _half counts them."""
     if "not_run" in run or not run.get("seconds"):
         return None
-    return run.get("acked_in_window", run["committed"]) / run["seconds"]
+    return _acked(run) / run["seconds"]
 
 
 def _half(runs: List[dict]) -> dict:
@@ -192,9 +199,7 @@ def _half(runs: List[dict]) -> dict:
     ok = [r for r in runs if "not_run" not in r]
     if not ok:
         return {"not_run": runs[0]["not_run"] if runs else "no run"}
-    # by ack time: the messages acked (stored) within each measured window, whenever their
-    # batch was sent (acks here can take seconds, a large part of a window)
-    out: dict = {"committed": sum(r.get("acked_in_window", r["committed"]) for r in ok),
+    out: dict = {"committed": sum(_acked(r) for r in ok),
                  "seconds": sum(r["seconds"] for r in ok), "runs": len(ok)}
     out["msgs_per_s"] = out["committed"] / out["seconds"] if out["seconds"] else None
     cs = [r.get("costs") for r in ok]
@@ -268,7 +273,7 @@ def scenario_backlog(b: Bench) -> dict:
                 fig["round"], fig["half"] = rnd, half
                 runs[half].append(fig)
                 b.say(f"  {half} round {rnd}: "
-                      f"{fmt(ratio(fig.get('acked_in_window'), fig.get('seconds')))} msgs/s")
+                      f"{fmt(_rate(fig))} msgs/s")
         pending_end = _pending(conn, full, n_rcpt)
     finally:
         conn.close()
