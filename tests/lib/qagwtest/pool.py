@@ -154,8 +154,27 @@ def sum_metric(gws, name: str, **labels) -> float:
     return sum(g.admin.metrics().value(name, **labels) for g in gws)
 
 
-def expect_superseded(c: q.Client, timeout: float = 5.0) -> q.Error:
-    err = c.expect_error_and_close(timeout=timeout)
+def expect_error_skipping_push(c: q.Client, timeout: float) -> q.Error:
+    """The ERROR that ends c's session, within timeout; PUSHes before it are acked (an
+    owed push may come first)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        f = c.recv(timeout=max(0.01, deadline - time.monotonic()))
+        if isinstance(f, q.Push):
+            c.send(q.PushAck(f.push_id))
+            continue
+        assert isinstance(f, q.Error), f"expected ERROR, got {f!r}"
+        return f
+
+
+def expect_superseded(c: q.Client, timeout: float = 5.0, skip_pushes: bool = False) -> q.Error:
+    """ERROR superseded, then the close. skip_pushes: c may still be owed PUSHes (messages
+    sent to it while traffic flows), acked as they come before the ERROR."""
+    if skip_pushes:
+        err = expect_error_skipping_push(c, timeout)
+        c.expect_closed(timeout)
+    else:
+        err = c.expect_error_and_close(timeout=timeout)
     assert (err.code, err.retryable) == (q.E_SUPERSEDED, 0), err
     return err
 
