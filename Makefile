@@ -275,8 +275,14 @@ test-fuzz: $(FUZZ_BINS)
 	  $(FUZZ_ENV) $$f -runs=0 tests/fuzz/corpus/$$n >/dev/null 2>$(BUILD)/fuzz/$$n.log || { tail -30 $(BUILD)/fuzz/$$n.log; exit 1; }; \
 	  tail -1 $(BUILD)/fuzz/$$n.log; done
 
+# The end-to-end tests run in E2E_JOBS processes (pytest-xdist), a test file to a process:
+# one at a time they took ~13.5 of make test's 15 minutes on 2 cores, most of it waiting
+# (timeouts, restarts, fault schedules), not computing. Each process has its own
+# PostgreSQL, Redis and slice of ports (tests/lib/qagwtest/procs.py). E2E_JOBS=0: one
+# process, as before.
+E2E_JOBS ?= 2
 test-e2e: $(QAGW) $(QAAGENT)
-	$(PYTHON) -m pytest -q -rs -m "not long" tests/e2e
+	$(PYTHON) -m pytest -q -rs -m "not long" $(if $(filter 0,$(E2E_JOBS)),,-n $(E2E_JOBS) --dist loadfile) tests/e2e
 
 # The long fault scenarios (marked `long`; make test runs a shorter variant of each fault).
 test-long: $(QAGW) $(QAAGENT)

@@ -9,7 +9,7 @@ PKGS=(
   libevent-dev libssl-dev libhiredis-dev libpq-dev libsqlite3-dev
   libjansson-dev libinih-dev uuid-dev libcmocka-dev uthash-dev libcurl4-openssl-dev
   postgresql-15 redis-server sqlite3
-  python3 python3-pytest python3-psycopg2 python3-redis python3-prometheus-client python3-psutil
+  python3 python3-pytest python3-pytest-xdist python3-psycopg2 python3-redis python3-prometheus-client python3-psutil
   libmosquitto-dev libnats-dev mosquitto nats-server gnuplot-nox
   libsystemd-dev man-db systemd
   strace iproute2

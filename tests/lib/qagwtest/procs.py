@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import signal
 import socket
@@ -82,9 +83,17 @@ def free_port(host: str = "127.0.0.1") -> int:
     """A port nothing is bound to right now, below the kernel's ephemeral range: a port
     from that range could be taken as the local port of some outgoing connection while
     its node is down, and the node's restart would fail to bind it. Never the same port
-    twice in one run."""
+    twice in one run. Under pytest-xdist (`make test` runs the e2e tests in parallel
+    processes) each process takes its own slice of that range, so that two never pick
+    the same port."""
     low = max(1024, _ephemeral_low() - 20000)
     high = _ephemeral_low() - 1
+    slices = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    m = re.fullmatch(r"gw(\d+)", os.environ.get("PYTEST_XDIST_WORKER", ""))
+    if slices > 1 and m:
+        width = (high - low + 1) // slices
+        low += int(m.group(1)) % slices * width
+        high = low + width - 1
     for _ in range(1000):
         port = random.randint(low, high)
         if port in _ports_given:
