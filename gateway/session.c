@@ -273,19 +273,7 @@ static int may_pipeline(const struct gw_session *s)
 	       s->n_uploads < GW_UPLOAD_PIPELINE && !s->pending_error && !s->peer_eof;
 }
 
-static void pump_frames(struct gw_session *s);
-
-/* Reads and handles requests while the session may take one. A request
- * behind a DELIVER_ACK (read with it, or since) sends that ack's lingering
- * group at once. */
-static void pump(struct gw_session *s)
-{
-	pump_frames(s);
-	if (s->ack_group && s->state == GW_S_BUSY &&
-	    evbuffer_get_length(bufferevent_get_input(s->bev)) > 0)
-		gw_req_ack_hurry(s);
-}
-
+/* pump's reading: handles the frames in the input while the session may take one. */
 static void pump_frames(struct gw_session *s)
 {
 	struct evbuffer *in = bufferevent_get_input(s->bev);
@@ -354,6 +342,17 @@ static void pump_frames(struct gw_session *s)
 		qs_frame_release(&f);
 		evbuffer_drain(in, QS_HEADER_LEN + (size_t)len);
 	}
+}
+
+/* Reads and handles requests while the session may take one. A request
+ * behind a DELIVER_ACK (read with it, or since) sends that ack's lingering
+ * group at once. */
+static void pump(struct gw_session *s)
+{
+	pump_frames(s);
+	if (s->ack_group && s->state == GW_S_BUSY &&
+	    evbuffer_get_length(bufferevent_get_input(s->bev)) > 0)
+		gw_req_ack_hurry(s);
 }
 
 static void on_read(struct bufferevent *bev, void *arg)
